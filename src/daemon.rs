@@ -1,0 +1,419 @@
+//! `scan` and `run`: putting the parts together, and taking them apart in order.
+//!
+//! Owns: start-up (state directory, lock, database, recovery of in-flight jobs, connecting,
+//! the server identity and device id), the task tree of the daemon under one cancellation
+//! root, and the final summary of a `scan`.
+//!
+//! Must not: parse the command line or print (main does), or exit the process.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError, ConnectOptions, ErrorClass, MediaTypes};
+use crate::config::Config;
+use crate::db::queue::{self, JobReport};
+use crate::db::{self, catalogue, now_ms, Db, DbError};
+use crate::lock::{LockError, StateLock};
+use crate::model::JobState;
+use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
+use crate::scan::{self, Root, RootOutcome, RootScan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot use the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the server: {0}")]
+    Connect(#[source] ApiError),
+    #[error("root {path}: {message}")]
+    Root { path: PathBuf, message: String },
+    #[error("a daemon task failed: {0}")]
+    Task(String),
+}
+
+impl From<EngineError> for DaemonError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Db(d) => DaemonError::Db(d),
+        }
+    }
+}
+
+/// Everything a started daemon holds.
+struct Started {
+    _lock: StateLock,
+    db: Db,
+    api: ApiClient,
+    roots: Vec<Root>,
+    media: MediaTypes,
+    pipeline: PipelineConfig,
+}
+
+/// Tunables that are not in the config file (tests shorten them).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub auth_probe_interval: Duration,
+    pub capacity_pause: Duration,
+    /// Waits between connection attempts of the daemon when the server is unreachable.
+    pub connect_retry_max: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            auth_probe_interval: Duration::from_secs(60),
+            capacity_pause: Duration::from_secs(600),
+            connect_retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+fn connect_options(config: &Config) -> ConnectOptions {
+    ConnectOptions {
+        url: config.server.url.clone(),
+        credentials: config.server.credentials.clone(),
+        ca_file: config.server.ca_file.clone(),
+        allow_insecure_http: config.server.allow_insecure_http,
+        connect_timeout: config.server.connect_timeout,
+        stall_timeout: config.server.stall_timeout,
+    }
+}
+
+/// Creates the state directory (private to the user) and takes its lock.
+fn open_state(config: &Config) -> Result<(StateLock, Db), DaemonError> {
+    let dir = &config.state.dir;
+    let io = |source| DaemonError::StateDir {
+        path: dir.clone(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    let lock = StateLock::acquire(dir)?;
+    let db = Db::open(&dir.join(db::DB_FILE))?;
+    Ok((lock, db))
+}
+
+/// Start-up shared by `scan` and `run`. With `retry_connect` an unreachable server is
+/// waited for (the daemon); without, it is an error at once (`scan`).
+async fn start(
+    config: &Config,
+    tuning: &Tuning,
+    retry_connect: bool,
+    shutdown: &CancellationToken,
+) -> Result<Option<Started>, DaemonError> {
+    let roots = config
+        .roots
+        .iter()
+        .map(|r| {
+            Root::new(r).map_err(|message| DaemonError::Root {
+                path: r.path.clone(),
+                message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (lock, db) = open_state(config)?;
+    let recovered = db.call(|c| queue::recover_in_flight(c, now_ms())).await?;
+    if recovered > 0 {
+        tracing::info!(jobs = recovered, "jobs interrupted by the last stop are queued again");
+    }
+
+    let Some(api) = connect(config, tuning, retry_connect, shutdown).await? else {
+        return Ok(None);
+    };
+
+    // A different server or user makes our catalogue's "already uploaded" answers wrong.
+    let identity = format!("{} {}", api.api_root(), api.user_id());
+    let device_override = config.upload.device_id.clone();
+    let (device_id, forgot) = db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let old = db::meta_get(&tx, "server_identity")?;
+            let forgot = match old {
+                Some(o) if o != identity => {
+                    catalogue::forget_server(&tx, now_ms())?;
+                    true
+                }
+                _ => false,
+            };
+            db::meta_set(&tx, "server_identity", &identity)?;
+            let device_id = match (device_override, db::meta_get(&tx, "device_id")?) {
+                (Some(d), _) => d,
+                (None, Some(d)) => d,
+                (None, None) => {
+                    let d = format!("immish-sync-{}", uuid::Uuid::new_v4());
+                    db::meta_set(&tx, "device_id", &d)?;
+                    d
+                }
+            };
+            tx.commit()?;
+            Ok((device_id, forgot))
+        })
+        .await?;
+    if forgot {
+        tracing::warn!("the configured server or user changed: every file is checked against it again");
+    }
+
+    let media = match api.media_types().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the server's media types; using the built-in list");
+            MediaTypes::builtin()
+        }
+    };
+    let pipeline = PipelineConfig {
+        hash_concurrency: config.hash.concurrency,
+        upload_concurrency: config.upload.concurrency,
+        device_id,
+        retry_initial: config.upload.retry_initial,
+        retry_max: config.upload.retry_max,
+        auth_probe_interval: tuning.auth_probe_interval,
+        capacity_pause: tuning.capacity_pause,
+    };
+    Ok(Some(Started {
+        _lock: lock,
+        db,
+        api,
+        roots,
+        media,
+        pipeline,
+    }))
+}
+
+async fn connect(
+    config: &Config,
+    tuning: &Tuning,
+    retry: bool,
+    shutdown: &CancellationToken,
+) -> Result<Option<ApiClient>, DaemonError> {
+    let mut attempt = 0u32;
+    loop {
+        match ApiClient::connect(connect_options(config)).await {
+            Ok(api) => {
+                tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
+                return Ok(Some(api));
+            }
+            Err(e) if retry && e.class() == ErrorClass::Transient => {
+                attempt += 1;
+                let base = Duration::from_secs(1u64 << attempt.min(9)).min(tuning.connect_retry_max);
+                let wait = base / 2 + rand::rng().random_range(Duration::ZERO..=base / 2);
+                if attempt == 1 || attempt.is_power_of_two() {
+                    tracing::warn!(error = %e, "cannot reach the server; trying again in {}s", wait.as_secs());
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(DaemonError::Connect(e)),
+        }
+    }
+}
+
+/// Scans every root once (on the blocking pool), records paused roots, and wakes the engine.
+async fn scan_roots(
+    db: &Db,
+    roots: &[Root],
+    media: &MediaTypes,
+    waker: &Waker,
+    cancel: &CancellationToken,
+) -> Result<Vec<(PathBuf, RootOutcome)>, DaemonError> {
+    let mut out = Vec::new();
+    for root in roots {
+        let (db2, root2, media2, cancel2) = (db.clone(), root.clone(), media.clone(), cancel.clone());
+        let res = tokio::task::spawn_blocking(move || scan::scan_root(&db2, &root2, &media2, &cancel2))
+            .await
+            .map_err(|e| DaemonError::Task(e.to_string()))?;
+        let outcome = match res {
+            Ok(o) => o,
+            Err(scan::ScanError::Cancelled) => break,
+            Err(scan::ScanError::Db(e)) => return Err(e.into()),
+        };
+        let key = format!("root:{}", root.path.display());
+        let value = match &outcome {
+            RootOutcome::Scanned(s) => {
+                for err in s.errors.iter().take(5) {
+                    tracing::warn!("scan: {err}");
+                }
+                if s.errors.len() > 5 {
+                    tracing::warn!("scan: {} more unreadable entries", s.errors.len() - 5);
+                }
+                tracing::info!(
+                    root = %root.path.display(),
+                    files = s.files,
+                    queued = s.queued,
+                    gone = s.missing,
+                    "scanned"
+                );
+                format!("ok {}", now_ms())
+            }
+            RootOutcome::Paused { reason } => {
+                tracing::warn!(root = %root.path.display(), "root paused: {reason}; its files are left as they are");
+                format!("paused {reason}")
+            }
+        };
+        db.call(move |c| db::meta_set(c, &key, &value)).await?;
+        waker.wake();
+        out.push((root.path.clone(), outcome));
+    }
+    Ok(out)
+}
+
+/// What one `scan` did, for the user.
+#[derive(Debug)]
+pub struct ScanSummary {
+    pub roots: Vec<(PathBuf, RootOutcome)>,
+    pub end: EngineEnd,
+    pub stats: Arc<Stats>,
+    pub elapsed: Duration,
+    /// Jobs still `queued`…`verifying` or `retry` (not backed up yet).
+    pub pending: i64,
+    pub failed: Vec<JobReport>,
+    pub failed_total: i64,
+}
+
+impl ScanSummary {
+    /// All candidate files are on the server (or deliberately skipped).
+    pub fn is_complete(&self) -> bool {
+        self.end == EngineEnd::Idle
+            && self.pending == 0
+            && self.failed_total == 0
+            && self.roots.iter().all(|(_, o)| matches!(o, RootOutcome::Scanned(_)))
+    }
+
+    pub fn scanned(&self) -> RootScan {
+        let mut total = RootScan::default();
+        for (_, o) in &self.roots {
+            if let RootOutcome::Scanned(s) = o {
+                total.files += s.files;
+                total.queued += s.queued;
+                total.missing += s.missing;
+            }
+        }
+        total
+    }
+}
+
+/// `immish-sync scan`: one pass over the roots, then upload until nothing is left to do
+/// now. Returns `Ok(None)` when cancelled before it connected.
+pub async fn scan(config: Config, shutdown: CancellationToken) -> Result<ScanSummary, DaemonError> {
+    scan_with(config, Tuning::default(), shutdown).await
+}
+
+pub async fn scan_with(
+    config: Config,
+    tuning: Tuning,
+    shutdown: CancellationToken,
+) -> Result<ScanSummary, DaemonError> {
+    let t0 = Instant::now();
+    let Some(s) = start(&config, &tuning, false, &shutdown).await? else {
+        return Err(DaemonError::Task("cancelled".into()));
+    };
+    let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
+    let waker = engine.waker();
+    // The engine runs while the walk feeds it, so uploads start before the walk ends.
+    let feed = waker.feeding();
+    let walk = async {
+        let r = scan_roots(&s.db, &s.roots, &s.media, &waker, &shutdown).await;
+        drop(feed);
+        r
+    };
+    let mode = Mode::UntilIdle {
+        max_attempts: config.upload.scan_max_attempts,
+    };
+    let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
+    let (roots, end) = (roots?, end?);
+    let (pending, failed_total, failed) = s
+        .db
+        .call(|c| {
+            let (active, retry) = queue::pending_counts(c)?;
+            let failed_total: i64 =
+                c.query_row("SELECT COUNT(*) FROM jobs WHERE state='failed'", [], |r| r.get(0))?;
+            let failed = queue::recent(c, &[JobState::Failed, JobState::Retry], 20)?;
+            Ok((active + retry, failed_total, failed))
+        })
+        .await?;
+    Ok(ScanSummary {
+        roots,
+        end,
+        stats: engine.stats(),
+        elapsed: t0.elapsed(),
+        pending,
+        failed,
+        failed_total,
+    })
+}
+
+/// `immish-sync run`: the daemon. Scans at start and then every `scan.interval` (with
+/// jitter), uploads continuously, and stops cleanly when `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    run_with(config, Tuning::default(), shutdown).await
+}
+
+pub async fn run_with(config: Config, tuning: Tuning, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let Some(s) = start(&config, &tuning, true, &shutdown).await? else {
+        return Ok(());
+    };
+    let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
+    let waker = engine.waker();
+    let interval = config.scan.interval;
+
+    let scanner = {
+        let (db, roots, media, cancel) = (s.db.clone(), s.roots.clone(), s.media.clone(), shutdown.clone());
+        async move {
+            loop {
+                scan_roots(&db, &roots, &media, &waker, &cancel).await?;
+                // ±10 % so that many agents on one server do not rescan in step.
+                let jitter = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok::<(), DaemonError>(()),
+                    _ = tokio::time::sleep(jitter) => {}
+                }
+            }
+        }
+    };
+    let engine_run = engine.run(Mode::Forever, shutdown.clone());
+    // A failed critical part stops the daemon with its error rather than limping on.
+    tokio::pin!(scanner);
+    tokio::pin!(engine_run);
+    let result = tokio::select! {
+        r = &mut scanner => {
+            shutdown.cancel();
+            let e = engine_run.await;
+            r.and(e.map(|_| ()).map_err(Into::into))
+        }
+        r = &mut engine_run => {
+            shutdown.cancel();
+            r.map(|_| ()).map_err(Into::into)
+        }
+    };
+    tracing::info!("stopped");
+    result
+}
+
+/// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its
+/// next wake; `scan` at once).
+pub fn retry_failed(state_dir: &Path) -> Result<usize, DaemonError> {
+    let db = Db::open(&state_dir.join(db::DB_FILE))?;
+    Ok(db.call_blocking(|c| queue::retry_failed(c, now_ms()))?)
+}
+
+impl Pause {
+    /// The exit code of a `scan` stopped by this pause.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Pause::Auth(_))
+    }
+}

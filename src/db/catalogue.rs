@@ -1,0 +1,229 @@
+//! The local catalogue: which files exist under the roots, their stat, and the checksum that
+//! belongs to exactly that stat (the hash cache).
+//!
+//! A file whose `(dev, ino, size, mtime_ns, ctime_ns)` is unchanged costs a `stat` and a map
+//! lookup on a rescan, nothing more. A change clears the cached checksum and re-opens the
+//! file's job. A file seen under a new path with the same inode, size and mtime (a move or
+//! rename) inherits the checksum of its old row, so it is neither hashed nor uploaded again.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::model::{AssetId, Checksum, JobState};
+
+/// The part of `lstat` that tells whether a file's content may have changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl FileStat {
+    #[cfg(unix)]
+    pub fn from_metadata(m: &std::fs::Metadata) -> FileStat {
+        use std::os::unix::fs::MetadataExt;
+        FileStat {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        }
+    }
+}
+
+/// What the catalogue holds about one path, as a scan compares it.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownFile {
+    pub id: i64,
+    pub stat: FileStat,
+    pub missing: bool,
+}
+
+fn stat_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<FileStat> {
+    Ok(FileStat {
+        dev: r.get::<_, i64>(at)? as u64,
+        ino: r.get::<_, i64>(at + 1)? as u64,
+        size: r.get::<_, i64>(at + 2)? as u64,
+        mtime_ns: r.get(at + 3)?,
+        ctime_ns: r.get(at + 4)?,
+    })
+}
+
+/// Every file known under `root`, keyed by path bytes.
+pub fn load_root(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec<u8>, KnownFile>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns, missing FROM files WHERE root = ?1",
+    )?;
+    let rows = stmt.query_map([root], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            KnownFile {
+                id: r.get(1)?,
+                stat: stat_from_row(r, 2)?,
+                missing: r.get::<_, i64>(7)? != 0,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Records a new or changed file and (re-)opens its job as `queued`.
+///
+/// Returns the file id. An unchanged stat keeps the cached checksum (the job is re-opened all
+/// the same: the caller only calls this when something about the file is news).
+pub fn upsert_and_queue(
+    conn: &Connection,
+    root: &[u8],
+    path: &[u8],
+    stat: &FileStat,
+    now_ms: i64,
+) -> rusqlite::Result<i64> {
+    let existing: Option<(i64, FileStat)> = conn
+        .prepare_cached("SELECT id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE path = ?1")?
+        .query_row([path], |r| Ok((r.get(0)?, stat_from_row(r, 1)?)))
+        .optional()?;
+    let id = match existing {
+        Some((id, old)) => {
+            if old != *stat {
+                conn.prepare_cached(
+                    "UPDATE files SET dev=?2, ino=?3, size=?4, mtime_ns=?5, ctime_ns=?6,
+                         checksum=NULL, asset_id=NULL, last_seen=?7, missing=0, root=?8
+                     WHERE id=?1",
+                )?
+                .execute(params![
+                    id,
+                    stat.dev as i64,
+                    stat.ino as i64,
+                    stat.size as i64,
+                    stat.mtime_ns,
+                    stat.ctime_ns,
+                    now_ms,
+                    root
+                ])?;
+            } else {
+                conn.prepare_cached("UPDATE files SET last_seen=?2, missing=0 WHERE id=?1")?
+                    .execute(params![id, now_ms])?;
+            }
+            id
+        }
+        None => {
+            // A move or rename keeps inode, size and mtime: reuse that content's checksum.
+            let inherited: Option<Vec<u8>> = conn
+                .prepare_cached(
+                    "SELECT checksum FROM files
+                     WHERE dev=?1 AND ino=?2 AND size=?3 AND mtime_ns=?4 AND checksum IS NOT NULL
+                     LIMIT 1",
+                )?
+                .query_row(
+                    params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            conn.prepare_cached(
+                "INSERT INTO files(path, root, dev, ino, size, mtime_ns, ctime_ns, checksum,
+                                   first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            )?
+            .execute(params![
+                path,
+                root,
+                stat.dev as i64,
+                stat.ino as i64,
+                stat.size as i64,
+                stat.mtime_ns,
+                stat.ctime_ns,
+                inherited,
+                now_ms
+            ])?;
+            conn.last_insert_rowid()
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO jobs(file_id, state, attempts, updated_at) VALUES (?1, 'queued', 0, ?2)
+         ON CONFLICT(file_id) DO UPDATE SET state='queued', attempts=0, next_attempt_at=NULL,
+             reason=NULL, outcome=NULL, updated_at=excluded.updated_at",
+    )?
+    .execute(params![id, now_ms])?;
+    Ok(id)
+}
+
+/// Marks files a complete scan did not find. Their unfinished jobs are dropped to
+/// `skipped` ("vanished"); finished ones keep their state. Nothing on the server changes.
+pub fn mark_missing(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {
+    let mut file = conn.prepare_cached("UPDATE files SET missing=1 WHERE id=?1")?;
+    let mut job = conn.prepare_cached(
+        "UPDATE jobs SET state='skipped', reason='file vanished before it was backed up',
+             updated_at=?2
+         WHERE file_id=?1 AND state NOT IN ('done', 'skipped', 'failed')",
+    )?;
+    for id in ids {
+        file.execute([id])?;
+        job.execute(params![id, now_ms])?;
+    }
+    Ok(())
+}
+
+/// The asset we already know for this checksum (uploaded or linked by us), if any.
+/// `Some(None)` means "on the server, id unknown" (a seed-style server that gave no id).
+pub fn known_asset(conn: &Connection, checksum: &Checksum) -> rusqlite::Result<Option<Option<AssetId>>> {
+    conn.prepare_cached("SELECT asset_id FROM known_assets WHERE checksum = ?1")?
+        .query_row([&checksum.0[..]], |r| r.get::<_, Option<String>>(0))
+        .optional()
+        .map(|o| o.map(|id| id.map(AssetId)))
+}
+
+/// Remembers that the server holds `checksum` as `asset_id`.
+pub fn remember_asset(
+    conn: &Connection,
+    checksum: &Checksum,
+    asset_id: Option<&AssetId>,
+    verified: bool,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO known_assets(checksum, asset_id, verified_at, created_at)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(checksum) DO UPDATE SET
+             asset_id = COALESCE(excluded.asset_id, known_assets.asset_id),
+             verified_at = COALESCE(excluded.verified_at, known_assets.verified_at)",
+    )?
+    .execute(params![
+        &checksum.0[..],
+        asset_id.map(|a| a.0.as_str()),
+        verified.then_some(now_ms),
+        now_ms
+    ])?;
+    Ok(())
+}
+
+/// Forgets every server-side fact (another server or user is configured now): all files
+/// are checked again, but their checksums stay cached.
+pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
+    conn.execute_batch("DELETE FROM known_assets; UPDATE files SET asset_id = NULL;")?;
+    conn.execute(
+        "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
+             outcome=NULL, updated_at=?1
+         WHERE file_id IN (SELECT id FROM files WHERE missing = 0)",
+        [now_ms],
+    )?;
+    Ok(())
+}
+
+/// Number of jobs per state (every state present, zero when none).
+pub fn counts_by_state(conn: &Connection) -> rusqlite::Result<Vec<(JobState, i64)>> {
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (s, n) = row?;
+        counts.insert(s, n);
+    }
+    Ok(JobState::ALL
+        .iter()
+        .map(|st| (*st, counts.get(st.as_str()).copied().unwrap_or(0)))
+        .collect())
+}

@@ -1,0 +1,225 @@
+//! The SQLite state: opening with the right pragmas, migrations, and running database work
+//! on the blocking pool.
+//!
+//! Owns: the one read-write [`Connection`] of a daemon (behind a mutex, used only inside
+//! `spawn_blocking`), the schema (`migrations/*.sql`, tracked by `user_version`), and the
+//! queries in [`queue`] and [`catalogue`]. Must not: call the network or hold a
+//! `Connection` or `Transaction` across an `.await` (the closure given to [`Db::call`] runs to
+//! completion on a blocking thread).
+
+pub mod catalogue;
+pub mod queue;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// The schema, in order. Never edit a shipped entry; append a new file.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init.sql",
+    include_str!("../../migrations/0001_init.sql"),
+)];
+
+/// The database file's name inside the state directory.
+pub const DB_FILE: &str = "state.sqlite3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database {path} has schema version {found}, newer than this immish-sync \
+         understands ({known}); upgrade immish-sync or use another state directory"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("state database task failed: {0}")]
+    Join(String),
+}
+
+/// A handle on the state database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    // A std mutex: it is only ever locked inside `spawn_blocking`, never across an await.
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the read-write database at `path` and brings its schema up
+    /// to date.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let wrap = |source| DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(wrap)?;
+        set_pragmas(&conn).map_err(wrap)?;
+        migrate(&mut conn, path)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// Opens the database for reading while a daemon may be writing (WAL lets both run).
+    pub fn open_readonly(path: &Path) -> Result<Db, DbError> {
+        let wrap = |source| DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(wrap)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.call_blocking(f))
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))?
+    }
+
+    /// Runs `f` with the connection on this thread (for code already on the blocking pool).
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    {
+        // A poisoned mutex means a panic mid-call; SQLite rolled back any open transaction
+        // when its guard dropped, so the connection itself is still sound.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| DbError::Sqlite {
+            path: self.path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // journal_mode answers with a row, so it is queried rather than executed.
+    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA cache_size=-16000;",
+    )
+}
+
+/// Applies every migration newer than `user_version`, all in one exclusive transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let wrap = |source| DbError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(wrap)?;
+    let current: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(wrap)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(DbError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            known,
+        });
+    }
+    for (i, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(wrap)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(wrap)?;
+    }
+    tx.commit().map_err(wrap)
+}
+
+/// Milliseconds since the Unix epoch, for timestamps stored in the database.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads a `meta` value.
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+/// Writes a `meta` value.
+pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_schema_and_reopen_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open(&path).unwrap();
+        let version: i64 = db
+            .call_blocking(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mode: String = db
+            .call_blocking(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        db.call_blocking(|c| meta_set(c, "k", "v")).unwrap();
+        assert_eq!(
+            db.call_blocking(|c| meta_get(c, "k")).unwrap().as_deref(),
+            Some("v")
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Db::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("newer than this immish-sync"), "{err}");
+    }
+}

@@ -1,0 +1,300 @@
+//! The persistent job queue: claiming work and recording each step's result.
+//!
+//! A job is `done` only after the server confirmed the asset and its checksum. Every
+//! transition is one short write; the engine keeps which jobs are in flight in memory, and a
+//! restart sends every job caught in an in-flight state back to `queued` (re-running a step
+//! is harmless because the checksum identifies the asset).
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::catalogue::FileStat;
+use crate::model::{AssetId, Checksum, JobState};
+
+/// A job taken for work, with what the worker needs to know about its file.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub file_id: i64,
+    pub path: Vec<u8>,
+    pub stat: FileStat,
+    /// The cached checksum, valid for `stat`.
+    pub checksum: Option<Checksum>,
+    pub attempts: u32,
+}
+
+/// Sends jobs caught in flight by a crash or a stop back to `queued`. Returns how many.
+pub fn recover_in_flight(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE jobs SET state='queued', updated_at=?1
+         WHERE state IN ('hashing', 'checking', 'uploading', 'verifying')",
+        [now_ms],
+    )
+}
+
+const CLAIM_COLUMNS: &str = "f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, \
+                             f.checksum, j.attempts";
+
+fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedJob> {
+    let checksum: Option<Vec<u8>> = r.get(7)?;
+    Ok(ClaimedJob {
+        file_id: r.get(0)?,
+        path: r.get(1)?,
+        stat: FileStat {
+            dev: r.get::<_, i64>(2)? as u64,
+            ino: r.get::<_, i64>(3)? as u64,
+            size: r.get::<_, i64>(4)? as u64,
+            mtime_ns: r.get(5)?,
+            ctime_ns: r.get(6)?,
+        },
+        checksum: checksum.as_deref().and_then(Checksum::from_slice),
+        attempts: r.get::<_, i64>(8)? as u32,
+    })
+}
+
+/// Takes up to `limit` jobs that are `queued`, or in `retry` and due, and marks them
+/// `hashing`. Oldest first.
+pub fn claim_for_hash(
+    conn: &mut Connection,
+    limit: usize,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<ClaimedJob>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let jobs = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
+             WHERE j.state = 'queued' OR (j.state = 'retry' AND j.next_attempt_at <= ?1)
+             ORDER BY j.updated_at, j.file_id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], claimed_from_row)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    {
+        let mut upd =
+            tx.prepare_cached("UPDATE jobs SET state='hashing', updated_at=?2 WHERE file_id=?1")?;
+        for j in &jobs {
+            upd.execute(params![j.file_id, now_ms])?;
+        }
+    }
+    tx.commit()?;
+    Ok(jobs)
+}
+
+/// Takes up to `limit` jobs waiting in `checking` (hashed, not yet deduplicated).
+///
+/// They stay `checking` while the engine works on them; only one check runs at a time.
+pub fn claim_for_check(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<ClaimedJob>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
+         WHERE j.state = 'checking' AND f.checksum IS NOT NULL
+         ORDER BY j.updated_at, j.file_id LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit as i64], claimed_from_row)?;
+    rows.collect()
+}
+
+/// Moves a job to a state that needs no extra data (queued, checking, uploading, verifying).
+pub fn set_state(
+    conn: &Connection,
+    file_id: i64,
+    state: JobState,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE jobs SET state=?2, updated_at=?3 WHERE file_id=?1")?
+        .execute(params![file_id, state.as_str(), now_ms])?;
+    Ok(())
+}
+
+/// Records a fresh checksum for the file's current stat and moves the job to `checking`.
+pub fn record_hash(
+    conn: &Connection,
+    file_id: i64,
+    stat: &FileStat,
+    checksum: &Checksum,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE files SET checksum=?2, dev=?3, ino=?4, size=?5, mtime_ns=?6, ctime_ns=?7
+         WHERE id=?1",
+    )?
+    .execute(params![
+        file_id,
+        &checksum.0[..],
+        stat.dev as i64,
+        stat.ino as i64,
+        stat.size as i64,
+        stat.mtime_ns,
+        stat.ctime_ns
+    ])?;
+    set_state(conn, file_id, JobState::Checking, now_ms)
+}
+
+/// The file changed under us: store its new stat, drop the cached checksum, and queue it
+/// again (without counting an attempt: nothing failed).
+pub fn requeue_changed(
+    conn: &Connection,
+    file_id: i64,
+    stat: Option<&FileStat>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    match stat {
+        Some(s) => conn
+            .prepare_cached(
+                "UPDATE files SET checksum=NULL, dev=?2, ino=?3, size=?4, mtime_ns=?5,
+                     ctime_ns=?6 WHERE id=?1",
+            )?
+            .execute(params![
+                file_id,
+                s.dev as i64,
+                s.ino as i64,
+                s.size as i64,
+                s.mtime_ns,
+                s.ctime_ns
+            ])?,
+        None => conn
+            .prepare_cached("UPDATE files SET checksum=NULL WHERE id=?1")?
+            .execute([file_id])?,
+    };
+    set_state(conn, file_id, JobState::Queued, now_ms)
+}
+
+/// How a `done` job got there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// We sent the bytes and the server created the asset.
+    Uploaded,
+    /// We sent the request and the server said it had the asset already.
+    Duplicate,
+    /// No body sent: the catalogue or `bulk-upload-check` knew the asset.
+    Linked,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Uploaded => "uploaded",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Linked => "linked",
+        }
+    }
+}
+
+/// The server holds this file's content: the job is `done`.
+pub fn finish_done(
+    conn: &Connection,
+    file_id: i64,
+    checksum: &Checksum,
+    asset_id: Option<&AssetId>,
+    outcome: Outcome,
+    verified: bool,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE files SET asset_id=?2 WHERE id=?1")?
+        .execute(params![file_id, asset_id.map(|a| a.0.as_str())])?;
+    conn.prepare_cached(
+        "UPDATE jobs SET state='done', outcome=?2, reason=NULL, next_attempt_at=NULL,
+             updated_at=?3 WHERE file_id=?1",
+    )?
+    .execute(params![file_id, outcome.as_str(), now_ms])?;
+    super::catalogue::remember_asset(conn, checksum, asset_id, verified, now_ms)?;
+    super::meta_set(conn, "last_success_ms", &now_ms.to_string())
+}
+
+/// Ends a job in `skipped` or `failed` with the reason the user will read.
+pub fn finish_with(
+    conn: &Connection,
+    file_id: i64,
+    state: JobState,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    debug_assert!(matches!(state, JobState::Skipped | JobState::Failed));
+    conn.prepare_cached(
+        "UPDATE jobs SET state=?2, reason=?3, next_attempt_at=NULL, updated_at=?4
+         WHERE file_id=?1",
+    )?
+    .execute(params![file_id, state.as_str(), reason, now_ms])?;
+    Ok(())
+}
+
+/// A transient failure: try again at `next_at_ms`, counting one more attempt.
+pub fn schedule_retry(
+    conn: &Connection,
+    file_id: i64,
+    attempts: u32,
+    next_at_ms: i64,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET state='retry', attempts=?2, next_attempt_at=?3, reason=?4,
+             updated_at=?5 WHERE file_id=?1",
+    )?
+    .execute(params![file_id, attempts, next_at_ms, reason, now_ms])?;
+    Ok(())
+}
+
+/// When the next `retry` job becomes due (unix ms), ignoring jobs that have used up
+/// `max_attempts` when one is given.
+pub fn next_retry_due(conn: &Connection, max_attempts: Option<u32>) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM jobs WHERE state='retry' AND (?1 IS NULL OR attempts < ?1)",
+    )?
+    .query_row([max_attempts.map(i64::from)], |r| r.get(0))
+    .optional()
+    .map(Option::flatten)
+}
+
+/// Jobs that still have work to do now or later: (active, waiting to retry).
+pub fn pending_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(
+        "SELECT
+            COALESCE(SUM(state IN ('queued','hashing','checking','uploading','verifying')), 0),
+            COALESCE(SUM(state = 'retry'), 0)
+         FROM jobs",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Puts every `failed` job (or only those under `path_prefix`) back in the queue.
+pub fn retry_failed(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
+             updated_at=?1 WHERE state IN ('failed', 'retry')",
+        [now_ms],
+    )
+}
+
+/// A job as `status` shows it.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    pub path: Vec<u8>,
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub updated_at_ms: i64,
+    pub next_attempt_at_ms: Option<i64>,
+}
+
+/// The most recent jobs in one of `states`, newest first.
+pub fn recent(conn: &Connection, states: &[JobState], limit: usize) -> rusqlite::Result<Vec<JobReport>> {
+    let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let placeholders = vec!["?"; names.len()].join(",");
+    let sql = format!(
+        "SELECT f.path, j.state, j.reason, j.attempts, j.updated_at, j.next_attempt_at
+         FROM jobs j JOIN files f ON f.id = j.file_id
+         WHERE j.state IN ({placeholders}) ORDER BY j.updated_at DESC LIMIT {limit}"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(names.iter()), |r| {
+        let state: String = r.get(1)?;
+        Ok(JobReport {
+            path: r.get(0)?,
+            state: JobState::parse(&state).unwrap_or(JobState::Failed),
+            reason: r.get(2)?,
+            attempts: r.get::<_, i64>(3)? as u32,
+            updated_at_ms: r.get(4)?,
+            next_attempt_at_ms: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}

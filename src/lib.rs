@@ -1,0 +1,26 @@
+//! immish-sync: a background photo-backup agent for Immich-compatible servers.
+//!
+//! The daemon is a library function ([`daemon::run`]) so that tests drive exactly what
+//! users run; `main.rs` only parses the command line, sets up logging and dispatches.
+//!
+//! Parts, each owning one thing:
+//! - [`config`]: the TOML file and environment, validated once.
+//! - [`db`]: the SQLite state (catalogue of local files, job queue, metadata).
+//! - [`lock`]: one daemon per state directory.
+//! - [`scan`]: walking the roots and comparing with the catalogue.
+//! - [`hash`]: streaming SHA-1 on the blocking pool.
+//! - [`api`]: the server client (discovery, auth, dialects, endpoints, error classes).
+//! - [`pipeline`]: the job engine (hash → dedup → upload → verify, retries, pauses).
+//! - [`daemon`]: `scan` and `run`, the task tree and its orderly shutdown.
+//! - [`status`]: the read-only views `status` prints.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod hash;
+pub mod lock;
+pub mod model;
+pub mod pipeline;
+pub mod scan;
+pub mod status;

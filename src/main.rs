@@ -1,0 +1,265 @@
+//! The `immish-sync` command: parses the command line, sets up logging, loads the config
+//! and calls the library. Every error ends here, printed whole, with an exit code:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done; for `scan`: every file is on the server |
+//! | 1 | `scan` finished but some files are not backed up (listed), or a runtime error |
+//! | 2 | the config is broken (file, line and key named) |
+//! | 3 | the server cannot be reached or refuses the credentials |
+//! | 4 | another immish-sync holds the state directory |
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use immish_sync::config::{self, Config, LogFormat};
+use immish_sync::daemon::{self, DaemonError};
+use immish_sync::pipeline::EngineEnd;
+use immish_sync::status;
+
+#[derive(Parser, Debug)]
+#[command(name = "immish-sync", version, about = "Back up photo folders to an Immich server, exactly once")]
+struct Cli {
+    /// The config file [default: $IMMISH_SYNC_CONFIG, /etc/immish-sync/config.toml for root,
+    /// else ~/.config/immish-sync/config.toml]
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); overrides [log] level.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: scan, upload, rescan periodically, until SIGTERM or SIGINT.
+    Run,
+    /// Scan the roots once, upload what is missing, and exit (0 when all is backed up).
+    Scan,
+    /// Show the queue, recent failures and the last backup (works while the daemon runs).
+    Status,
+    /// Check the config file (and, unless --offline, that the server accepts it).
+    CheckConfig {
+        /// Do not contact the server.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Queue failed files again.
+    Retry,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config.clone().unwrap_or_else(config::default_config_path);
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cli, &config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli.command, config))
+}
+
+fn init_logging(cli: &Cli, config: &Config) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn".to_string(),
+        (false, 0) => config.log.level.clone(),
+        (false, 1) => "debug".to_string(),
+        (false, _) => "trace".to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        token.cancel();
+    });
+}
+
+fn exit_code_of(e: &DaemonError) -> ExitCode {
+    match e {
+        DaemonError::Connect(_) => ExitCode::from(3),
+        DaemonError::Lock(_) => ExitCode::from(4),
+        _ => ExitCode::from(1),
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> ExitCode {
+    match command {
+        Command::Run => {
+            let token = CancellationToken::new();
+            cancel_on_signals(token.clone());
+            match daemon::run(config, token).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit_code_of(&e)
+                }
+            }
+        }
+        Command::Scan => {
+            let token = CancellationToken::new();
+            cancel_on_signals(token.clone());
+            match daemon::scan(config, token).await {
+                Ok(summary) => print_scan(&summary),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit_code_of(&e)
+                }
+            }
+        }
+        Command::Status => match status::read(&config.state.dir) {
+            Ok(Some(s)) => {
+                print!("{}", s.render());
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!(
+                    "no state yet in {}: run `immish-sync scan` or start the daemon",
+                    config.state.dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::CheckConfig { offline } => check_config(config, offline).await,
+        Command::Retry => match daemon::retry_failed(&config.state.dir) {
+            Ok(n) => {
+                println!("{n} files queued again; the daemon picks them up shortly (or run `immish-sync scan`)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit_code_of(&e)
+            }
+        },
+    }
+}
+
+async fn check_config(config: Config, offline: bool) -> ExitCode {
+    let source = config
+        .source
+        .as_ref()
+        .map_or("(no file)".to_string(), |p| p.display().to_string());
+    println!("config {source}: ok");
+    println!("  server:  {}", config.server.url);
+    println!("  state:   {}", config.state.dir.display());
+    for r in &config.roots {
+        let exists = if r.path.is_dir() { "" } else { "  (not found: it will be paused)" };
+        println!("  root:    {}{exists}", r.path.display());
+    }
+    if offline {
+        return ExitCode::SUCCESS;
+    }
+    let opts = immish_sync::api::ConnectOptions {
+        url: config.server.url.clone(),
+        credentials: config.server.credentials.clone(),
+        ca_file: config.server.ca_file.clone(),
+        allow_insecure_http: config.server.allow_insecure_http,
+        connect_timeout: config.server.connect_timeout,
+        stall_timeout: config.server.stall_timeout,
+    };
+    match immish_sync::api::ApiClient::connect(opts).await {
+        Ok(api) => {
+            println!(
+                "  connected: {} ({:?} dialect), user {}",
+                api.api_root(),
+                api.dialect(),
+                api.user_id()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot connect to the server: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
+    use std::sync::atomic::Ordering::Relaxed;
+    let scanned = s.scanned();
+    let st = &s.stats;
+    let secs = s.elapsed.as_secs_f64().max(0.001);
+    let mb = st.uploaded_bytes.load(Relaxed) as f64 / 1e6;
+    println!(
+        "scanned {} files ({} new or changed) in {:.1}s",
+        scanned.files, scanned.queued, secs
+    );
+    println!(
+        "uploaded {} ({:.1} MB, {:.1} MB/s), already on the server {}, linked {}, skipped {}",
+        st.uploaded.load(Relaxed),
+        mb,
+        mb / secs,
+        st.duplicates.load(Relaxed),
+        st.linked.load(Relaxed),
+        st.skipped.load(Relaxed),
+    );
+    for (root, outcome) in &s.roots {
+        if let immish_sync::scan::RootOutcome::Paused { reason } = outcome {
+            println!("root {} paused: {reason}", root.display());
+        }
+    }
+    if let EngineEnd::Paused(p) = &s.end {
+        println!("stopped: {}", p.message());
+    }
+    if s.is_complete() {
+        println!("all files are backed up");
+        return ExitCode::SUCCESS;
+    }
+    if s.failed_total > 0 || s.pending > 0 {
+        println!(
+            "NOT backed up: {} failed, {} still waiting (a later scan or the daemon retries them)",
+            s.failed_total, s.pending
+        );
+        for f in &s.failed {
+            println!(
+                "  {}: {}",
+                String::from_utf8_lossy(&f.path),
+                f.reason.as_deref().unwrap_or("unknown reason")
+            );
+        }
+    }
+    if matches!(&s.end, EngineEnd::Paused(p) if p.is_auth()) {
+        return ExitCode::from(3);
+    }
+    ExitCode::from(1)
+}
