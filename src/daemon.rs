@@ -15,13 +15,14 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, ConnectOptions, ErrorClass, MediaTypes};
-use crate::config::Config;
+use crate::config::{Config, WatchMode};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, catalogue, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
 use crate::model::JobState;
 use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
 use crate::scan::{self, Root, RootOutcome, RootScan};
+use crate::watch::{WatchError, Watcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -41,6 +42,15 @@ pub enum DaemonError {
     Root { path: PathBuf, message: String },
     #[error("a daemon task failed: {0}")]
     Task(String),
+}
+
+impl From<WatchError> for DaemonError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::Db(d) => DaemonError::Db(d),
+            WatchError::Task(t) => DaemonError::Task(t),
+        }
+    }
 }
 
 impl From<EngineError> for DaemonError {
@@ -128,7 +138,10 @@ async fn start(
     let (lock, db) = open_state(config)?;
     let recovered = db.call(|c| queue::recover_in_flight(c, now_ms())).await?;
     if recovered > 0 {
-        tracing::info!(jobs = recovered, "jobs interrupted by the last stop are queued again");
+        tracing::info!(
+            jobs = recovered,
+            "jobs interrupted by the last stop are queued again"
+        );
     }
 
     let Some(api) = connect(config, tuning, retry_connect, shutdown).await? else {
@@ -164,7 +177,9 @@ async fn start(
         })
         .await?;
     if forgot {
-        tracing::warn!("the configured server or user changed: every file is checked against it again");
+        tracing::warn!(
+            "the configured server or user changed: every file is checked against it again"
+        );
     }
 
     let media = match api.media_types().await {
@@ -208,7 +223,8 @@ async fn connect(
             }
             Err(e) if retry && e.class() == ErrorClass::Transient => {
                 attempt += 1;
-                let base = Duration::from_secs(1u64 << attempt.min(9)).min(tuning.connect_retry_max);
+                let base =
+                    Duration::from_secs(1u64 << attempt.min(9)).min(tuning.connect_retry_max);
                 let wait = base / 2 + rand::rng().random_range(Duration::ZERO..=base / 2);
                 if attempt == 1 || attempt.is_power_of_two() {
                     tracing::warn!(error = %e, "cannot reach the server; trying again in {}s", wait.as_secs());
@@ -233,10 +249,12 @@ async fn scan_roots(
 ) -> Result<Vec<(PathBuf, RootOutcome)>, DaemonError> {
     let mut out = Vec::new();
     for root in roots {
-        let (db2, root2, media2, cancel2) = (db.clone(), root.clone(), media.clone(), cancel.clone());
-        let res = tokio::task::spawn_blocking(move || scan::scan_root(&db2, &root2, &media2, &cancel2))
-            .await
-            .map_err(|e| DaemonError::Task(e.to_string()))?;
+        let (db2, root2, media2, cancel2) =
+            (db.clone(), root.clone(), media.clone(), cancel.clone());
+        let res =
+            tokio::task::spawn_blocking(move || scan::scan_root(&db2, &root2, &media2, &cancel2))
+                .await
+                .map_err(|e| DaemonError::Task(e.to_string()))?;
         let outcome = match res {
             Ok(o) => o,
             Err(scan::ScanError::Cancelled) => break,
@@ -291,7 +309,10 @@ impl ScanSummary {
         self.end == EngineEnd::Idle
             && self.pending == 0
             && self.failed_total == 0
-            && self.roots.iter().all(|(_, o)| matches!(o, RootOutcome::Scanned(_)))
+            && self
+                .roots
+                .iter()
+                .all(|(_, o)| matches!(o, RootOutcome::Scanned(_)))
     }
 
     pub fn scanned(&self) -> RootScan {
@@ -336,12 +357,13 @@ pub async fn scan_with(
     };
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     let (roots, end) = (roots?, end?);
-    let (pending, failed_total, failed) = s
-        .db
-        .call(|c| {
+    let (pending, failed_total, failed) =
+        s.db.call(|c| {
             let (active, retry) = queue::pending_counts(c)?;
             let failed_total: i64 =
-                c.query_row("SELECT COUNT(*) FROM jobs WHERE state='failed'", [], |r| r.get(0))?;
+                c.query_row("SELECT COUNT(*) FROM jobs WHERE state='failed'", [], |r| {
+                    r.get(0)
+                })?;
             let failed = queue::recent(c, &[JobState::Failed, JobState::Retry], 20)?;
             Ok((active + retry, failed_total, failed))
         })
@@ -363,7 +385,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     run_with(config, Tuning::default(), shutdown).await
 }
 
-pub async fn run_with(config: Config, tuning: Tuning, shutdown: CancellationToken) -> Result<(), DaemonError> {
+pub async fn run_with(
+    config: Config,
+    tuning: Tuning,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     let Some(s) = start(&config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
@@ -371,9 +397,23 @@ pub async fn run_with(config: Config, tuning: Tuning, shutdown: CancellationToke
     let waker = engine.waker();
     let interval = config.scan.interval;
 
+    let (watch_ready, watching) = tokio::sync::oneshot::channel();
+    let watcher = watch_roots(&config, &s, waker.clone(), watch_ready, shutdown.clone());
     let scanner = {
-        let (db, roots, media, cancel) = (s.db.clone(), s.roots.clone(), s.media.clone(), shutdown.clone());
+        let (db, roots, media, cancel) = (
+            s.db.clone(),
+            s.roots.clone(),
+            s.media.clone(),
+            shutdown.clone(),
+        );
         async move {
+            // The first scan starts once the watches are in place, so that a file written
+            // between the two is seen by one of them. A watcher that failed to start closes
+            // the channel: the scan goes ahead all the same.
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok::<(), DaemonError>(()),
+                _ = watching => {}
+            }
             loop {
                 scan_roots(&db, &roots, &media, &waker, &cancel).await?;
                 // ±10 % so that many agents on one server do not rescan in step.
@@ -386,22 +426,58 @@ pub async fn run_with(config: Config, tuning: Tuning, shutdown: CancellationToke
         }
     };
     let engine_run = engine.run(Mode::Forever, shutdown.clone());
-    // A failed critical part stops the daemon with its error rather than limping on.
+    // A failed critical part stops the daemon with its error rather than limping on; the
+    // first error is the one reported.
     tokio::pin!(scanner);
     tokio::pin!(engine_run);
+    tokio::pin!(watcher);
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();
-            let e = engine_run.await;
-            r.and(e.map(|_| ()).map_err(Into::into))
+            let (e, w) = tokio::join!(&mut engine_run, &mut watcher);
+            r.and(e.map(|_| ()).map_err(Into::into)).and(w)
         }
         r = &mut engine_run => {
             shutdown.cancel();
-            r.map(|_| ()).map_err(Into::into)
+            let w = watcher.await;
+            r.map(|_| ()).map_err(Into::into).and(w)
+        }
+        r = &mut watcher => {
+            shutdown.cancel();
+            let (sc, e) = tokio::join!(&mut scanner, &mut engine_run);
+            r.and(sc).and(e.map(|_| ()).map_err(Into::into))
         }
     };
     tracing::info!("stopped");
     result
+}
+
+/// The live watcher of the roots, as a task of the daemon. With `watch.mode = "off"` it
+/// only waits for the stop: the periodic scan is then the only way files are found.
+async fn watch_roots(
+    config: &Config,
+    s: &Started,
+    waker: Waker,
+    ready: tokio::sync::oneshot::Sender<()>,
+    cancel: CancellationToken,
+) -> Result<(), DaemonError> {
+    if config.watch.mode == WatchMode::Off {
+        tracing::info!(
+            "watch.mode = \"off\": new files are found by the scan every {:?}",
+            config.scan.interval
+        );
+        let _ = ready.send(());
+        cancel.cancelled().await;
+        return Ok(());
+    }
+    let watcher = Watcher::new(
+        config.watch.clone(),
+        s.db.clone(),
+        s.roots.clone(),
+        s.media.clone(),
+        waker,
+    );
+    Ok(watcher.run(ready, cancel).await?)
 }
 
 /// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its

@@ -13,6 +13,7 @@
 //! - [`pipeline`]: the job engine (hash → dedup → upload → verify, retries, pauses).
 //! - [`daemon`]: `scan` and `run`, the task tree and its orderly shutdown.
 //! - [`status`]: the read-only views `status` prints.
+//! - [`watch`]: live watching (notify or polling), settling, paused roots.
 
 pub mod api;
 pub mod config;
@@ -24,3 +25,4 @@ pub mod model;
 pub mod pipeline;
 pub mod scan;
 pub mod status;
+pub mod watch;

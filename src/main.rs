@@ -21,7 +21,11 @@ use immish_sync::pipeline::EngineEnd;
 use immish_sync::status;
 
 #[derive(Parser, Debug)]
-#[command(name = "immish-sync", version, about = "Back up photo folders to an Immich server, exactly once")]
+#[command(
+    name = "immish-sync",
+    version,
+    about = "Back up photo folders to an Immich server, exactly once"
+)]
 struct Cli {
     /// The config file [default: $IMMISH_SYNC_CONFIG, /etc/immish-sync/config.toml for root,
     /// else ~/.config/immish-sync/config.toml]
@@ -57,7 +61,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = cli.config.clone().unwrap_or_else(config::default_config_path);
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(config::default_config_path);
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -66,7 +73,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli, &config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -99,7 +109,10 @@ fn init_logging(cli: &Cli, config: &Config) {
 fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot listen for SIGTERM/SIGINT");
             return;
         };
@@ -183,7 +196,11 @@ async fn check_config(config: Config, offline: bool) -> ExitCode {
     println!("  server:  {}", config.server.url);
     println!("  state:   {}", config.state.dir.display());
     for r in &config.roots {
-        let exists = if r.path.is_dir() { "" } else { "  (not found: it will be paused)" };
+        let exists = if r.path.is_dir() {
+            ""
+        } else {
+            "  (not found: it will be paused)"
+        };
         println!("  root:    {}{exists}", r.path.display());
     }
     if offline {

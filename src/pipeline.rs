@@ -31,7 +31,7 @@ use crate::db::catalogue::{self, FileStat};
 use crate::db::queue::{self, ClaimedJob, Outcome};
 use crate::db::{now_ms, Db, DbError};
 use crate::hash::{hash_file, HashError};
-use crate::model::{AssetId, Checksum, JobState};
+use crate::model::{Checksum, JobState};
 
 /// Largest `bulk-upload-check` request (the Immich CLI's batch; the real limit is the 10 MB
 /// JSON body cap).
@@ -237,7 +237,11 @@ impl Engine {
 
     /// Runs until idle (per `mode`) or cancelled. On return no job is left in an in-flight
     /// state by this engine.
-    pub async fn run(&self, mode: Mode, shutdown: CancellationToken) -> Result<EngineEnd, EngineError> {
+    pub async fn run(
+        &self,
+        mode: Mode,
+        shutdown: CancellationToken,
+    ) -> Result<EngineEnd, EngineError> {
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut backlog: VecDeque<ClaimedJob> = VecDeque::new();
         let mut hashing = 0usize;
@@ -309,7 +313,9 @@ impl Engine {
 
             // ③ uploads
             while open && uploading < self.cfg.upload_concurrency {
-                let Some(job) = backlog.pop_front() else { break };
+                let Some(job) = backlog.pop_front() else {
+                    break;
+                };
                 uploading += 1;
                 let db = self.db.clone();
                 let api = self.api.clone();
@@ -434,7 +440,10 @@ impl Engine {
         }
         // Jobs accepted but not started, or abandoned mid-step, go back to `queued`: the
         // queue is consistent for the next start.
-        let n = self.db.call(|c| queue::recover_in_flight(c, now_ms())).await?;
+        let n = self
+            .db
+            .call(|c| queue::recover_in_flight(c, now_ms()))
+            .await?;
         if n > 0 {
             tracing::debug!(jobs = n, "in-flight jobs returned to the queue");
         }
@@ -542,22 +551,31 @@ fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken
         Ok(m) if m.is_file() => FileStat::from_metadata(&m),
         Ok(_) => {
             log_db(db.call_blocking(|c| {
-                queue::finish_with(c, job.file_id, JobState::Skipped, "no longer a regular file", now)
+                queue::finish_with(
+                    c,
+                    job.file_id,
+                    JobState::Skipped,
+                    "no longer a regular file",
+                    now,
+                )
             }));
             return;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Deleted or moved away before we got to it: drop quietly; a rescan or the watcher
             // will find it under its new name.
-            log_db(db.call_blocking(|c| {
-                catalogue::mark_missing(c, &[job.file_id], now)
-            }));
+            log_db(db.call_blocking(|c| catalogue::mark_missing(c, &[job.file_id], now)));
             return;
         }
         Err(e) => {
-            let reason = format!("cannot read {}: {e}; will try again when it changes", path.display());
+            let reason = format!(
+                "cannot read {}: {e}; will try again when it changes",
+                path.display()
+            );
             Stats::add(&stats.failed, 1);
-            log_db(db.call_blocking(|c| queue::finish_with(c, job.file_id, JobState::Failed, &reason, now)));
+            log_db(db.call_blocking(|c| {
+                queue::finish_with(c, job.file_id, JobState::Failed, &reason, now)
+            }));
             return;
         }
     };
@@ -594,7 +612,9 @@ fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken
             }
             Stats::add(&stats.hashed, 1);
             Stats::add(&stats.hashed_bytes, n);
-            log_db(db.call_blocking(|c| queue::record_hash(c, job.file_id, &stat_now, &sum, now_ms())));
+            log_db(
+                db.call_blocking(|c| queue::record_hash(c, job.file_id, &stat_now, &sum, now_ms())),
+            );
         }
         Err(HashError::Cancelled) => {}
         Err(e) if e.is_not_found() => {
@@ -604,7 +624,9 @@ fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken
             let reason = format!("{e}; will try again when the file changes");
             tracing::warn!(path = %path.display(), "{reason}");
             Stats::add(&stats.failed, 1);
-            log_db(db.call_blocking(|c| queue::finish_with(c, job.file_id, JobState::Failed, &reason, now)));
+            log_db(db.call_blocking(|c| {
+                queue::finish_with(c, job.file_id, JobState::Failed, &reason, now)
+            }));
         }
     }
 }
@@ -627,7 +649,15 @@ async fn check_step(
                 let Some(sum) = job.checksum else { continue };
                 match catalogue::known_asset(&tx, &sum)? {
                     Some(asset) => {
-                        queue::finish_done(&tx, job.file_id, &sum, asset.as_ref(), Outcome::Linked, false, now_ms())?;
+                        queue::finish_done(
+                            &tx,
+                            job.file_id,
+                            &sum,
+                            asset.as_ref(),
+                            Outcome::Linked,
+                            false,
+                            now_ms(),
+                        )?;
                         linked += 1;
                     }
                     None => rest.push(job),
@@ -641,12 +671,20 @@ async fn check_step(
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "dedup: cannot read the catalogue");
-            return Done::Check { accepted: Vec::new(), signal: Signal::Ok, unchecked: 0 };
+            return Done::Check {
+                accepted: Vec::new(),
+                signal: Signal::Ok,
+                unchecked: 0,
+            };
         }
     };
     Stats::add(&stats.linked, linked);
     if rest.is_empty() {
-        return Done::Check { accepted: Vec::new(), signal: Signal::Ok, unchecked: 0 };
+        return Done::Check {
+            accepted: Vec::new(),
+            signal: Signal::Ok,
+            unchecked: 0,
+        };
     }
 
     // ② ask the server.
@@ -671,14 +709,25 @@ async fn check_step(
                             for j in &rest {
                                 let attempts = j.attempts + 1;
                                 let d = retry.delay(attempts).max(wait.unwrap_or_default());
-                                queue::schedule_retry(&tx, j.file_id, attempts, now + d.as_millis() as i64, &m, now)?;
+                                queue::schedule_retry(
+                                    &tx,
+                                    j.file_id,
+                                    attempts,
+                                    now + d.as_millis() as i64,
+                                    &m,
+                                    now,
+                                )?;
                             }
                             tx.commit()
                         })
                         .await,
                     );
                     Stats::add(&stats.retries, n as u64);
-                    Done::Check { accepted: Vec::new(), signal: Signal::Transient(msg), unchecked: n }
+                    Done::Check {
+                        accepted: Vec::new(),
+                        signal: Signal::Transient(msg),
+                        unchecked: n,
+                    }
                 }
                 class => Done::Check {
                     accepted: Vec::new(),
@@ -699,7 +748,9 @@ async fn check_step(
             for job in rest {
                 let Some(sum) = job.checksum else { continue };
                 match by_id.remove(&job.file_id.to_string()) {
-                    Some(CheckResult::Duplicate { is_trashed: true, .. }) => {
+                    Some(CheckResult::Duplicate {
+                        is_trashed: true, ..
+                    }) => {
                         queue::finish_with(
                             &tx,
                             job.file_id,
@@ -710,7 +761,15 @@ async fn check_step(
                         skipped += 1;
                     }
                     Some(CheckResult::Duplicate { asset_id, .. }) => {
-                        queue::finish_done(&tx, job.file_id, &sum, asset_id.as_ref(), Outcome::Linked, true, now)?;
+                        queue::finish_done(
+                            &tx,
+                            job.file_id,
+                            &sum,
+                            asset_id.as_ref(),
+                            Outcome::Linked,
+                            true,
+                            now,
+                        )?;
                         linked += 1;
                     }
                     // No answer for an id counts as "not there": the upload's own duplicate
@@ -729,11 +788,19 @@ async fn check_step(
         Ok((accepted, linked, skipped)) => {
             Stats::add(&stats.linked, linked);
             Stats::add(&stats.skipped, skipped);
-            Done::Check { accepted, signal: Signal::Ok, unchecked: 0 }
+            Done::Check {
+                accepted,
+                signal: Signal::Ok,
+                unchecked: 0,
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "dedup: cannot record the answers");
-            Done::Check { accepted: Vec::new(), signal: Signal::Ok, unchecked: 0 }
+            Done::Check {
+                accepted: Vec::new(),
+                signal: Signal::Ok,
+                unchecked: 0,
+            }
         }
     }
 }
@@ -807,7 +874,10 @@ async fn upload_step(
         Stats::add(&stats.uploaded, 1);
         Stats::add(&stats.uploaded_bytes, job.stat.size);
     }
-    log_db(db.call(move |c| queue::set_state(c, file_id, JobState::Verifying, now_ms())).await);
+    log_db(
+        db.call(move |c| queue::set_state(c, file_id, JobState::Verifying, now_ms()))
+            .await,
+    );
 
     // ④ The job is done only when the server's checksum for the asset is ours.
     let asset_id = outcome.asset_id.clone();
@@ -820,15 +890,34 @@ async fn upload_step(
                 );
                 tracing::error!(path = %req.path.display(), "{reason}");
                 Stats::add(&stats.failed, 1);
-                log_db(db.call(move |c| queue::finish_with(c, file_id, JobState::Failed, &reason, now_ms())).await);
+                log_db(
+                    db.call(move |c| {
+                        queue::finish_with(c, file_id, JobState::Failed, &reason, now_ms())
+                    })
+                    .await,
+                );
                 Signal::Ok
             }
             theirs => {
                 let verified = theirs.is_some();
-                let how = if outcome.duplicate { Outcome::Duplicate } else { Outcome::Uploaded };
+                let how = if outcome.duplicate {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Uploaded
+                };
                 log_db(
-                    db.call(move |c| queue::finish_done(c, file_id, &sum, Some(&asset_id), how, verified, now_ms()))
-                        .await,
+                    db.call(move |c| {
+                        queue::finish_done(
+                            c,
+                            file_id,
+                            &sum,
+                            Some(&asset_id),
+                            how,
+                            verified,
+                            now_ms(),
+                        )
+                    })
+                    .await,
                 );
                 Signal::Ok
             }
@@ -858,7 +947,14 @@ async fn schedule(
     Stats::add(&stats.retries, 1);
     log_db(
         db.call(move |c| {
-            queue::schedule_retry(c, file_id, attempts, now + wait.as_millis() as i64, &reason, now)
+            queue::schedule_retry(
+                c,
+                file_id,
+                attempts,
+                now + wait.as_millis() as i64,
+                &reason,
+                now,
+            )
         })
         .await,
     );
@@ -887,7 +983,12 @@ async fn job_error(
             let reason = format!("{step} refused: {e}");
             tracing::warn!(path = %path, "{reason}; not retried until the file changes");
             Stats::add(&stats.failed, 1);
-            log_db(db.call(move |c| queue::finish_with(c, file_id, JobState::Failed, &reason, now_ms())).await);
+            log_db(
+                db.call(move |c| {
+                    queue::finish_with(c, file_id, JobState::Failed, &reason, now_ms())
+                })
+                .await,
+            );
             Signal::Ok
         }
         ErrorClass::FileChanged => {
@@ -898,7 +999,14 @@ async fn job_error(
             log_db(
                 db.call(move |c| {
                     queue::requeue_changed(c, file_id, None, now)?;
-                    queue::schedule_retry(c, file_id, attempts, at, "the file changed while it was sent", now)
+                    queue::schedule_retry(
+                        c,
+                        file_id,
+                        attempts,
+                        at,
+                        "the file changed while it was sent",
+                        now,
+                    )
                 })
                 .await,
             );
@@ -920,8 +1028,12 @@ mod tests {
         };
         for attempt in 1..=40 {
             let d = p.delay(attempt);
-            let base = Duration::from_secs(1u64 << (attempt - 1).min(30)).min(Duration::from_secs(600));
-            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?} vs {base:?}");
+            let base =
+                Duration::from_secs(1u64 << (attempt - 1).min(30)).min(Duration::from_secs(600));
+            assert!(
+                d >= base / 2 && d <= base,
+                "attempt {attempt}: {d:?} vs {base:?}"
+            );
         }
     }
 

@@ -10,9 +10,10 @@
 //!
 //! Blocking: run it on the blocking pool.
 
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
@@ -77,6 +78,38 @@ impl Root {
     pub fn skips_name(&self, name: &[u8]) -> bool {
         (!self.hidden && name.first() == Some(&b'.')) || is_temp_name(name)
     }
+
+    /// Whether a walk of this root would look inside the directory `dir`: the root itself,
+    /// or (for a recursive root) a folder under it reached through no skipped name. Only the
+    /// path is looked at; whether it is a directory on this filesystem is the caller's part.
+    pub fn may_hold(&self, dir: &Path) -> bool {
+        let Ok(rel) = dir.strip_prefix(&self.path) else {
+            return false;
+        };
+        let mut parts = rel.components().peekable();
+        if parts.peek().is_none() {
+            return true;
+        }
+        self.recursive
+            && parts.all(|c| match c {
+                Component::Normal(name) => !self.skips_name(name.as_bytes()),
+                _ => false,
+            })
+    }
+
+    /// Whether a file at `path` is a candidate by its path alone, by the rules of a walk: in
+    /// a folder the walk reaches, its name not skipped, a media type the server takes, and
+    /// wanted by the globs. The rest (a regular file, not empty, on the root's filesystem)
+    /// needs its `lstat`.
+    pub fn is_candidate(&self, path: &Path, media: &MediaTypes) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        self.may_hold(dir)
+            && !self.skips_name(name.as_bytes())
+            && media.is_supported(name.as_bytes())
+            && self.wants(path)
+    }
 }
 
 /// Names that copy tools use while a file is still being written: never uploaded.
@@ -94,9 +127,7 @@ pub fn is_temp_name(name: &[u8]) -> bool {
     // rsync: ".IMG_1.jpg.a1B2c3"
     if name.first() == Some(&b'.') && name.len() > 8 {
         let (head, tail) = name.split_at(name.len() - 7);
-        if tail[0] == b'.'
-            && tail[1..].iter().all(|c| c.is_ascii_alphanumeric())
-            && head.len() > 1
+        if tail[0] == b'.' && tail[1..].iter().all(|c| c.is_ascii_alphanumeric()) && head.len() > 1
         {
             return true;
         }
@@ -123,7 +154,9 @@ pub enum RootOutcome {
     Scanned(RootScan),
     /// Missing, not a directory, unreadable or empty: probably an unmounted disk. Nothing
     /// in the catalogue is touched.
-    Paused { reason: String },
+    Paused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +167,31 @@ pub enum ScanError {
     Cancelled,
 }
 
+/// What a walk of one folder under a root found, before anything is written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subtree {
+    /// Candidate files with the stat the walk saw.
+    pub files: Vec<(PathBuf, FileStat)>,
+    /// Entries that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// Whether a root is there to be walked: a readable directory with something in it. `Err`
+/// says why not, for the "paused" report: a missing or empty root is most likely an
+/// unmounted disk, and its files must not be taken for deleted.
+pub fn probe_root(path: &Path) -> Result<std::fs::Metadata, String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => return Err("not a directory".into()),
+        Err(e) => return Err(format!("cannot read it ({e})")),
+    };
+    match std::fs::read_dir(path).map(|mut d| d.next().is_none()) {
+        Ok(true) => Err("it is empty (an unmounted disk?)".into()),
+        Ok(false) => Ok(meta),
+        Err(e) => Err(format!("cannot list it ({e})")),
+    }
+}
+
 /// Walks one root and records new and changed files as queued jobs.
 pub fn scan_root(
     db: &Db,
@@ -141,36 +199,11 @@ pub fn scan_root(
     media: &MediaTypes,
     cancel: &CancellationToken,
 ) -> Result<RootOutcome, ScanError> {
-    let root_meta = match std::fs::metadata(&root.path) {
-        Ok(m) if m.is_dir() => m,
-        Ok(_) => {
-            return Ok(RootOutcome::Paused {
-                reason: "not a directory".into(),
-            })
-        }
-        Err(e) => {
-            return Ok(RootOutcome::Paused {
-                reason: format!("cannot read it ({e})"),
-            })
-        }
+    let root_meta = match probe_root(&root.path) {
+        Ok(m) => m,
+        Err(reason) => return Ok(RootOutcome::Paused { reason }),
     };
-    match std::fs::read_dir(&root.path).map(|mut d| d.next().is_none()) {
-        Ok(true) => {
-            return Ok(RootOutcome::Paused {
-                reason: "it is empty (an unmounted disk?)".into(),
-            })
-        }
-        Ok(false) => {}
-        Err(e) => {
-            return Ok(RootOutcome::Paused {
-                reason: format!("cannot list it ({e})"),
-            })
-        }
-    }
-    let root_dev = {
-        use std::os::unix::fs::MetadataExt;
-        root_meta.dev()
-    };
+    let root_dev = root_meta.dev();
 
     let root_bytes = root.path_bytes().to_vec();
     let mut known = {
@@ -179,59 +212,16 @@ pub fn scan_root(
     };
     let mut report = RootScan::default();
     let mut batch: Vec<(Vec<u8>, FileStat)> = Vec::new();
-    let mut stack = vec![root.path.clone()];
-
-    while let Some(dir) = stack.pop() {
-        if cancel.is_cancelled() {
-            return Err(ScanError::Cancelled);
-        }
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                report.errors.push(format!("{}: {e}", dir.display()));
-                continue;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    report.errors.push(format!("{}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            let name = entry.file_name();
-            if root.skips_name(name.as_bytes()) {
-                continue;
-            }
-            let path = entry.path();
-            // lstat: a symlink is seen as a symlink and never followed.
-            let meta = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                // Vanished between readdir and lstat: nothing to do.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    report.errors.push(format!("{}: {e}", path.display()));
-                    continue;
-                }
-            };
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                use std::os::unix::fs::MetadataExt;
-                if root.recursive && meta.dev() == root_dev {
-                    stack.push(path);
-                }
-                continue;
-            }
-            if !ft.is_file() || meta.len() == 0 {
-                continue;
-            }
-            if !media.is_supported(name.as_bytes()) || !root.wants(&path) {
-                continue;
-            }
+    walk(
+        root,
+        &root.path,
+        root_dev,
+        media,
+        cancel,
+        &mut report.errors,
+        |path, stat| {
             report.files += 1;
-            let stat = FileStat::from_metadata(&meta);
-            let path_bytes = OsStr::as_bytes(path.as_os_str()).to_vec();
+            let path_bytes = path.into_os_string().into_vec();
             match known.remove(&path_bytes) {
                 Some(k) if k.stat == stat && !k.missing => {}
                 _ => batch.push((path_bytes, stat)),
@@ -239,8 +229,9 @@ pub fn scan_root(
             if batch.len() >= WRITE_BATCH {
                 report.queued += flush(db, &root_bytes, &mut batch)?;
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     report.queued += flush(db, &root_bytes, &mut batch)?;
 
     // What the catalogue knew and the walk did not see is gone locally. Only a complete
@@ -263,21 +254,146 @@ pub fn scan_root(
     Ok(RootOutcome::Scanned(report))
 }
 
+/// Walks one folder under a root (or the root itself) by the same rules as [`scan_root`]
+/// and returns the candidate files with their stat.
+///
+/// Writes nothing. It never marks a file missing (a part of the tree cannot say what is gone
+/// elsewhere) and never queues one: the watcher uses it for a folder that just appeared or
+/// was moved in, which is exactly where files are still being written, so what it finds goes
+/// through the watcher's settle check like any event. A `dir` the root's walk would not
+/// enter (outside the root, under a hidden or temporary name, below a non-recursive root, a
+/// symlink, another filesystem) gives an empty result.
+pub fn scan_subtree(
+    root: &Root,
+    dir: &Path,
+    media: &MediaTypes,
+    cancel: &CancellationToken,
+) -> Result<Subtree, ScanError> {
+    let mut out = Subtree::default();
+    if !root.may_hold(dir) {
+        return Ok(out);
+    }
+    let root_dev = match std::fs::metadata(&root.path) {
+        Ok(m) if m.is_dir() => m.dev(),
+        Ok(_) => return Ok(out),
+        Err(e) => {
+            out.errors.push(format!("{}: {e}", root.path.display()));
+            return Ok(out);
+        }
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && m.dev() == root_dev => {}
+        Ok(_) => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            out.errors.push(format!("{}: {e}", dir.display()));
+            return Ok(out);
+        }
+    }
+    let files = &mut out.files;
+    walk(
+        root,
+        dir,
+        root_dev,
+        media,
+        cancel,
+        &mut out.errors,
+        |path, stat| {
+            files.push((path, stat));
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// The walk shared by [`scan_root`] and [`scan_subtree`]: every folder from `start` down
+/// (only `start` itself below a non-recursive root), symlinks never followed, other
+/// filesystems not entered, skipped names not looked into. Calls `found` with each candidate
+/// file; unreadable entries go to `errors`.
+fn walk(
+    root: &Root,
+    start: &Path,
+    root_dev: u64,
+    media: &MediaTypes,
+    cancel: &CancellationToken,
+    errors: &mut Vec<String>,
+    mut found: impl FnMut(PathBuf, FileStat) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
+    let mut stack = vec![start.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if cancel.is_cancelled() {
+            return Err(ScanError::Cancelled);
+        }
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            let name = entry.file_name();
+            if root.skips_name(name.as_bytes()) {
+                continue;
+            }
+            let path = entry.path();
+            // lstat: a symlink is seen as a symlink and never followed.
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                // Vanished between readdir and lstat: nothing to do.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if root.recursive && meta.dev() == root_dev {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if !ft.is_file() || meta.len() == 0 {
+                continue;
+            }
+            if !media.is_supported(name.as_bytes()) || !root.wants(&path) {
+                continue;
+            }
+            found(path, FileStat::from_metadata(&meta))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a batch of new or changed files and returns how many were queued. Each is
+/// compared again inside the write transaction: the watcher may have recorded the same
+/// change since this scan loaded its snapshot, and a change is queued once.
 fn flush(db: &Db, root: &[u8], batch: &mut Vec<(Vec<u8>, FileStat)>) -> Result<u64, DbError> {
     if batch.is_empty() {
         return Ok(0);
     }
     let items = std::mem::take(batch);
-    let n = items.len() as u64;
     db.call_blocking(|c| {
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
+        let mut queued = 0;
         for (path, stat) in &items {
-            catalogue::upsert_and_queue(&tx, root, path, stat, now)?;
+            if !catalogue::is_current(&tx, path, stat)? {
+                catalogue::upsert_and_queue(&tx, root, path, stat, now)?;
+                queued += 1;
+            }
         }
-        tx.commit()
-    })?;
-    Ok(n)
+        tx.commit()?;
+        Ok(queued)
+    })
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
         let failures = queue::recent(c, &[JobState::Failed, JobState::Retry], 10)?;
         let last_success_ms = db::meta_get(c, "last_success_ms")?.and_then(|v| v.parse().ok());
         let server = db::meta_get(c, "server_identity")?;
-        let mut stmt = c.prepare("SELECT key, value FROM meta WHERE key LIKE 'root:%' ORDER BY key")?;
+        let mut stmt =
+            c.prepare("SELECT key, value FROM meta WHERE key LIKE 'root:%' ORDER BY key")?;
         let roots = stmt
             .query_map([], |r| {
                 let k: String = r.get(0)?;
@@ -125,7 +126,11 @@ impl Status {
                 let reason = f.reason.as_deref().unwrap_or("no reason recorded");
                 let when = match (f.state, f.next_attempt_at_ms) {
                     (JobState::Retry, Some(at)) if at > db::now_ms() => {
-                        format!("retry #{} in {}s", f.attempts + 1, (at - db::now_ms()) / 1000)
+                        format!(
+                            "retry #{} in {}s",
+                            f.attempts + 1,
+                            (at - db::now_ms()) / 1000
+                        )
                     }
                     (JobState::Retry, _) => format!("retry #{} due", f.attempts + 1),
                     _ => format!("failed {}", ago(f.updated_at_ms)),

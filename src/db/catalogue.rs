@@ -72,6 +72,22 @@ pub fn load_root(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec
     rows.collect()
 }
 
+/// Whether the catalogue already holds `path` with exactly this stat and not marked missing,
+/// so that seeing the file again is no news. Writers that compare against an older snapshot
+/// (a scan's `load_root`) or against nothing (the watcher) ask this inside their write
+/// transaction, so that two of them finding the same change queue it once.
+pub fn is_current(conn: &Connection, path: &[u8], stat: &FileStat) -> rusqlite::Result<bool> {
+    let row: Option<(FileStat, bool)> = conn
+        .prepare_cached(
+            "SELECT dev, ino, size, mtime_ns, ctime_ns, missing FROM files WHERE path = ?1",
+        )?
+        .query_row([path], |r| {
+            Ok((stat_from_row(r, 0)?, r.get::<_, i64>(5)? != 0))
+        })
+        .optional()?;
+    Ok(matches!(row, Some((known, false)) if known == *stat))
+}
+
 /// Records a new or changed file and (re-)opens its job as `queued`.
 ///
 /// Returns the file id. An unchanged stat keeps the cached checksum (the job is re-opened all
@@ -120,7 +136,12 @@ pub fn upsert_and_queue(
                      LIMIT 1",
                 )?
                 .query_row(
-                    params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
+                    params![
+                        stat.dev as i64,
+                        stat.ino as i64,
+                        stat.size as i64,
+                        stat.mtime_ns
+                    ],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -170,7 +191,10 @@ pub fn mark_missing(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Re
 
 /// The asset we already know for this checksum (uploaded or linked by us), if any.
 /// `Some(None)` means "on the server, id unknown" (a seed-style server that gave no id).
-pub fn known_asset(conn: &Connection, checksum: &Checksum) -> rusqlite::Result<Option<Option<AssetId>>> {
+pub fn known_asset(
+    conn: &Connection,
+    checksum: &Checksum,
+) -> rusqlite::Result<Option<Option<AssetId>>> {
     conn.prepare_cached("SELECT asset_id FROM known_assets WHERE checksum = ?1")?
         .query_row([&checksum.0[..]], |r| r.get::<_, Option<String>>(0))
         .optional()

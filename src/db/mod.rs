@@ -220,6 +220,9 @@ mod tests {
             c.pragma_update(None, "user_version", 99).unwrap();
         }
         let err = Db::open(&path).err().expect("must refuse");
-        assert!(err.to_string().contains("newer than this immish-sync"), "{err}");
+        assert!(
+            err.to_string().contains("newer than this immish-sync"),
+            "{err}"
+        );
     }
 }

@@ -234,7 +234,10 @@ pub fn schedule_retry(
 
 /// When the next `retry` job becomes due (unix ms), ignoring jobs that have used up
 /// `max_attempts` when one is given.
-pub fn next_retry_due(conn: &Connection, max_attempts: Option<u32>) -> rusqlite::Result<Option<i64>> {
+pub fn next_retry_due(
+    conn: &Connection,
+    max_attempts: Option<u32>,
+) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached(
         "SELECT MIN(next_attempt_at) FROM jobs WHERE state='retry' AND (?1 IS NULL OR attempts < ?1)",
     )?
@@ -276,7 +279,11 @@ pub struct JobReport {
 }
 
 /// The most recent jobs in one of `states`, newest first.
-pub fn recent(conn: &Connection, states: &[JobState], limit: usize) -> rusqlite::Result<Vec<JobReport>> {
+pub fn recent(
+    conn: &Connection,
+    states: &[JobState],
+    limit: usize,
+) -> rusqlite::Result<Vec<JobReport>> {
     let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
     let placeholders = vec!["?"; names.len()].join(",");
     let sql = format!(

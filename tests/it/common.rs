@@ -1,0 +1,176 @@
+//! Shared fixtures: a test server, a photo tree in a tempdir, and a config pointing at both.
+
+#![allow(dead_code)]
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use immish_sync::config::{self, Config};
+use immish_sync::daemon::{self, ScanSummary, Tuning};
+use immish_testserver::{Dialect, TestServer};
+use sha1::{Digest, Sha1};
+use tokio_util::sync::CancellationToken;
+
+/// A test world: one server, one photo root, one state directory.
+pub struct World {
+    pub server: TestServer,
+    pub dir: tempfile::TempDir,
+    /// Extra lines inside the generated `[upload]` section.
+    pub upload: String,
+    /// Extra config sections appended to the generated config (TOML).
+    pub extra: String,
+}
+
+impl World {
+    pub async fn new(dialect: Dialect) -> World {
+        let server = TestServer::start(dialect).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("photos")).unwrap();
+        World {
+            server,
+            dir,
+            upload: String::new(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("photos")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Writes the config file (mode 0600, since it holds the key) and returns its path.
+    pub fn write_config(&self) -> PathBuf {
+        let text = format!(
+            "[server]\nurl = \"{}\"\napi_key = \"{}\"\n[state]\ndir = \"{}\"\n\
+             [upload]\nretry_initial = \"50ms\"\nretry_max = \"1s\"\n{}\n\
+             [[roots]]\npath = \"{}\"\n{}",
+            self.server.base_url(),
+            self.server.api_key(),
+            self.state_dir().display(),
+            self.upload,
+            self.root().display(),
+            self.extra
+        );
+        let path = self.config_path();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    pub fn config(&self) -> Config {
+        let path = self.write_config();
+        config::load(&path).unwrap_or_else(|e| panic!("test config must load: {e}"))
+    }
+
+    pub fn tuning() -> Tuning {
+        Tuning {
+            auth_probe_interval: Duration::from_millis(200),
+            capacity_pause: Duration::from_millis(200),
+            connect_retry_max: Duration::from_millis(500),
+        }
+    }
+
+    /// Runs one `scan` to its end (bounded: a hang fails the test instead of CI).
+    pub async fn scan(&self) -> ScanSummary {
+        let fut = daemon::scan_with(self.config(), Self::tuning(), CancellationToken::new());
+        tokio::time::timeout(Duration::from_secs(120), fut)
+            .await
+            .expect("scan must finish")
+            .unwrap_or_else(|e| panic!("scan failed: {e:#}"))
+    }
+
+    /// Writes a file under the root (creating folders) and returns its path.
+    pub fn write(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> PathBuf {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Opens the daemon's state database for assertions.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.state_dir().join("state.sqlite3")).unwrap()
+    }
+
+    /// Job states per path (lossy for display).
+    pub fn job_states(&self) -> Vec<(Vec<u8>, String)> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT f.path, j.state FROM jobs j JOIN files f ON f.id = j.file_id ORDER BY f.path")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    pub fn state_of(&self, path: &Path) -> Option<String> {
+        let want = path.as_os_str().as_bytes();
+        self.job_states()
+            .into_iter()
+            .find(|(p, _)| p == want)
+            .map(|(_, s)| s)
+    }
+}
+
+/// A small but real JPEG: SOI, a comment segment carrying `tag` (so every file differs),
+/// a minimal JFIF APP0, EOI.
+pub fn jpeg(tag: &str) -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8];
+    // APP0 JFIF
+    v.extend_from_slice(&[
+        0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0,
+    ]);
+    let comment = format!("immish-sync test {tag}");
+    let len = (comment.len() + 2) as u16;
+    v.extend_from_slice(&[0xFF, 0xFE]);
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(comment.as_bytes());
+    // Some payload so files have a realistic-ish size.
+    v.extend(std::iter::repeat_n(tag.len() as u8, 4096));
+    v.extend_from_slice(&[0xFF, 0xD9]);
+    v
+}
+
+/// A small MP4: an `ftyp` box and an `mdat` box carrying `tag`.
+pub fn mp4(tag: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    let ftyp: &[u8] = b"ftypisom\x00\x00\x02\x00isomiso2avc1mp41";
+    v.extend_from_slice(&((ftyp.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(ftyp);
+    let payload = format!("immish-sync test video {tag}").repeat(64);
+    v.extend_from_slice(&((payload.len() + 8) as u32).to_be_bytes());
+    v.extend_from_slice(b"mdat");
+    v.extend_from_slice(payload.as_bytes());
+    v
+}
+
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha1::digest(bytes))
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

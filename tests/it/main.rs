@@ -1,0 +1,8 @@
+//! Integration tests: the daemon (`scan`, `run`, the binary) against the in-repo test server
+//! over loopback, with real files in a tempdir and a real SQLite state.
+//!
+//! One test binary (faster to link); one module per area.
+
+mod common;
+mod crash;
+mod scan;

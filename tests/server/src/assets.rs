@@ -1,0 +1,842 @@
+//! Asset routes: upload (API.md §3), bulk-upload-check (§4), read, update, trash, restore,
+//! delete, statistics, the original, and the seed dialect's `GET /assets` listing. Also the
+//! asset actions shared with the test handle, which emit the socket events.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+
+use crate::auth::{authenticate, check, Creds};
+use crate::error::{invalid, opt_bool, opt_str, uuid_list, ApiError, JsonBody};
+use crate::faults::drain_in_background;
+use crate::state::{
+    decode_checksum, is_uuid, now_ms, parse_date, App, AssetInput, AssetType, State as Db,
+    Visibility,
+};
+use crate::{dto, Dialect};
+
+// ---------------------------------------------------------------------------------------------
+// File types (API.md §3.4)
+
+const IMAGE_EXTS: &[&str] = &[
+    "avif", "bmp", "gif", "jpeg", "jpg", "png", "webp", "3fr", "ari", "arw", "cap", "cin", "cr2",
+    "cr3", "crw", "dcr", "dng", "erf", "fff", "iiq", "k25", "kdc", "mrw", "nef", "nrw", "orf",
+    "ori", "pef", "psd", "raf", "raw", "rw2", "rwl", "sr2", "srf", "srw", "x3f", "heic", "heif",
+    "hif", "insp", "jp2", "jpe", "jxl", "svg", "tif", "tiff",
+];
+/// Added by the next major.
+const IMAGE_EXTS_NEXT: &[&str] = &["mpo"];
+const VIDEO_EXTS: &[&str] = &[
+    "3gp", "3gpp", "avi", "flv", "insv", "m2t", "m2ts", "m4v", "mkv", "mov", "mp4", "mpe", "mpeg",
+    "mpg", "mts", "mxf", "ts", "vob", "webm", "wmv",
+];
+const SIDECAR_EXTS: &[&str] = &["xmp"];
+
+fn extension(name: &str) -> Option<String> {
+    // Like Node's `extname`: the part after the last dot, unless the dot starts the name.
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let (stem, ext) = base.rsplit_once('.')?;
+    (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
+}
+
+pub(crate) fn image_exts(dialect: Dialect) -> Vec<&'static str> {
+    let mut v = IMAGE_EXTS.to_vec();
+    if dialect == Dialect::ImmichNext {
+        v.extend_from_slice(IMAGE_EXTS_NEXT);
+    }
+    v
+}
+
+pub(crate) fn media_types(dialect: Dialect) -> Value {
+    let dot = |v: &[&str]| v.iter().map(|e| format!(".{e}")).collect::<Vec<_>>();
+    json!({
+        "image": dot(&image_exts(dialect)),
+        "video": dot(VIDEO_EXTS),
+        "sidecar": dot(SIDECAR_EXTS),
+    })
+}
+
+fn is_asset_file(name: &str, dialect: Dialect) -> bool {
+    extension(name).is_some_and(|e| {
+        image_exts(dialect).contains(&e.as_str()) || VIDEO_EXTS.contains(&e.as_str())
+    })
+}
+
+fn is_sidecar_file(name: &str) -> bool {
+    extension(name).is_some_and(|e| SIDECAR_EXTS.contains(&e.as_str()))
+}
+
+/// IMAGE or VIDEO from the extension; unknown extensions (only possible through the handle)
+/// count as images.
+pub(crate) fn asset_type(name: &str) -> AssetType {
+    match extension(name) {
+        Some(e) if VIDEO_EXTS.contains(&e.as_str()) => AssetType::Video,
+        _ => AssetType::Image,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actions shared by the routes and the test handle
+
+/// Trashes assets and emits `on_asset_trash` (one array per owner).
+pub(crate) fn trash(db: &mut Db, ids: &[String]) -> Vec<String> {
+    let done = db.trash(ids);
+    emit_grouped(db, &done, "on_asset_trash");
+    done
+}
+
+/// Restores trashed assets and emits `on_asset_restore` (one array per owner).
+pub(crate) fn restore(db: &mut Db, ids: &[String]) -> Vec<String> {
+    let done = db.restore(ids);
+    emit_grouped(db, &done, "on_asset_restore");
+    done
+}
+
+/// Deletes assets for good and emits `on_asset_delete` once per asset.
+pub(crate) fn delete_permanently(db: &mut Db, ids: &[String]) -> Vec<String> {
+    let done = db.hard_delete(ids);
+    for (id, owner) in &done {
+        db.emit(owner, "on_asset_delete", json!(id));
+    }
+    done.into_iter().map(|(id, _)| id).collect()
+}
+
+fn emit_grouped(db: &mut Db, ids: &[String], event: &str) {
+    let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        if let Some(a) = db.assets.get(id) {
+            by_owner
+                .entry(a.owner_id.clone())
+                .or_default()
+                .push(id.clone());
+        }
+    }
+    for (owner, ids) in by_owner {
+        db.emit(&owner, event, json!(ids));
+    }
+}
+
+/// Emits `on_upload_success` a little after the upload, as Immich does once thumbnails exist,
+/// and only for `timeline` and `archive` assets.
+pub(crate) fn schedule_upload_success(app: &App, asset_id: String) {
+    let delay = app.cfg.upload_event_delay;
+    let app2 = app.clone();
+    app.runtime.spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = app2.shutdown.cancelled() => return,
+        }
+        let dialect = app2.dialect();
+        let mut db = app2.lock();
+        let Some(asset) = db.assets.get(&asset_id) else {
+            return;
+        };
+        if matches!(asset.visibility, Visibility::Timeline | Visibility::Archive) {
+            let owner = asset.owner_id.clone();
+            let payload = dto::asset(asset, dialect, true);
+            db.emit(&owner, "on_upload_success", payload);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload
+
+#[derive(Default)]
+struct Form {
+    fields: BTreeMap<String, String>,
+    file: Option<FilePart>,
+    sidecar: bool,
+}
+
+struct FilePart {
+    part_file_name: String,
+    checksum: [u8; 20],
+    size: u64,
+    data: Option<Vec<u8>>,
+}
+
+/// Reads every remaining part, discarding it, so an early error reply is not followed by a
+/// reset while the client is still writing (Node drains such requests too).
+async fn drain_form(mut mp: multer::Multipart<'_>) {
+    while let Ok(Some(mut field)) = mp.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
+}
+
+fn upload_failed() -> ApiError {
+    ApiError::new(500, "Failed to upload asset")
+}
+
+async fn read_form(
+    app: &App,
+    body: Body,
+    boundary: String,
+    corrupt: bool,
+) -> Result<Form, ApiError> {
+    let dialect = app.dialect();
+    let mut form = Form::default();
+    let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+    loop {
+        let mut field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad multipart body");
+                return Err(upload_failed());
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let Some(part_file_name) = field.file_name().map(str::to_string) else {
+            let value = field.text().await.map_err(|_| upload_failed())?;
+            form.fields.insert(name, value);
+            continue;
+        };
+        let duplicate_part = match name.as_str() {
+            "assetData" => form.file.is_some(),
+            "sidecarData" => form.sidecar,
+            _ => true,
+        };
+        if duplicate_part {
+            drop(field);
+            drain_form(mp).await;
+            return Err(ApiError::bad_request("Unexpected field"));
+        }
+        // `body.filename` only counts for the type check if it arrived before this part.
+        let checked_name = form
+            .fields
+            .get("filename")
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .unwrap_or_else(|| part_file_name.clone());
+        let allowed = if name == "assetData" {
+            is_asset_file(&checked_name, dialect)
+        } else {
+            is_sidecar_file(&checked_name)
+        };
+        if !allowed {
+            drop(field);
+            drain_form(mp).await;
+            return Err(ApiError::bad_request(format!(
+                "Unsupported file type {checked_name}"
+            )));
+        }
+        if name == "sidecarData" {
+            while field.chunk().await.map_err(|_| upload_failed())?.is_some() {}
+            form.sidecar = true;
+            continue;
+        }
+
+        app.upload_bodies.fetch_add(1, Ordering::Relaxed);
+        let mut hasher = Sha1::new();
+        let mut data = app.cfg.keep_bytes.then(Vec::new);
+        let mut size = 0u64;
+        // In `corrupt` mode the last byte is held back and finally dropped.
+        let mut held: Option<u8> = None;
+        while let Some(chunk) = field.chunk().await.map_err(|_| upload_failed())? {
+            if chunk.is_empty() {
+                continue;
+            }
+            app.upload_file_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let usable: &[u8] = if corrupt {
+                if let Some(b) = held.take() {
+                    hasher.update([b]);
+                    size += 1;
+                    if let Some(d) = data.as_mut() {
+                        d.push(b);
+                    }
+                }
+                held = chunk.last().copied();
+                &chunk[..chunk.len() - 1]
+            } else {
+                &chunk
+            };
+            hasher.update(usable);
+            size += usable.len() as u64;
+            if let Some(d) = data.as_mut() {
+                d.extend_from_slice(usable);
+            }
+        }
+        form.file = Some(FilePart {
+            part_file_name,
+            checksum: hasher.finalize().into(),
+            size,
+            data,
+        });
+    }
+    Ok(form)
+}
+
+/// The upload DTO after validation.
+struct UploadFields {
+    device_asset_id: Option<String>,
+    device_id: Option<String>,
+    file_created_at: crate::state::ParsedDate,
+    file_modified_at: i64,
+    visibility: Visibility,
+    is_favorite: bool,
+    duration: Option<String>,
+    filename: Option<String>,
+}
+
+fn validate_upload(
+    fields: &BTreeMap<String, String>,
+    dialect: Dialect,
+) -> Result<UploadFields, ApiError> {
+    let next = dialect == Dialect::ImmichNext;
+    let mut errors = Vec::new();
+    let mut device = |field: &str| -> Option<String> {
+        if next {
+            // Removed in the next major; unknown fields are stripped.
+            return None;
+        }
+        match fields.get(field) {
+            Some(v) if !v.is_empty() => Some(v.clone()),
+            Some(_) => {
+                errors.push(format!("{field} should not be empty"));
+                None
+            }
+            None => {
+                errors.push(format!("{field} must be a string"));
+                errors.push(format!("{field} should not be empty"));
+                None
+            }
+        }
+    };
+    let device_asset_id = device("deviceAssetId");
+    let device_id = device("deviceId");
+    let mut date = |field: &str| match fields.get(field) {
+        Some(v) => {
+            let parsed = parse_date(v, next);
+            if parsed.is_none() {
+                errors.push(invalid(
+                    field,
+                    &format!("{field} must be a Date instance"),
+                    "Invalid ISO datetime",
+                ));
+            }
+            parsed
+        }
+        None => {
+            errors.push(invalid(
+                field,
+                &format!("{field} must be a Date instance"),
+                "Invalid input: expected string, received undefined",
+            ));
+            None
+        }
+    };
+    let created = date("fileCreatedAt");
+    let modified = date("fileModifiedAt");
+    let is_favorite = match fields.get("isFavorite").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) if !next && v.eq_ignore_ascii_case("true") => true,
+        Some(v) if !next && v.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            errors.push(invalid(
+                "isFavorite",
+                "isFavorite must be a boolean value",
+                "Invalid input: expected boolean",
+            ));
+            false
+        }
+    };
+    let mut visibility = match fields.get("visibility") {
+        None => Visibility::Timeline,
+        Some(v) => Visibility::parse(v).unwrap_or_else(|| {
+            errors.push(invalid(
+                "visibility",
+                "visibility must be one of the following values: archive, timeline, hidden, locked",
+                "Invalid option: expected one of \"archive\"|\"timeline\"|\"hidden\"|\"locked\"",
+            ));
+            Visibility::Timeline
+        }),
+    };
+    if dialect == Dialect::Seed {
+        // The seed's pre-v1.133 fields.
+        if fields.get("isArchived").map(String::as_str) == Some("true") {
+            visibility = Visibility::Archive;
+        }
+        if fields.get("isVisible").map(String::as_str) == Some("false") {
+            visibility = Visibility::Hidden;
+        }
+    }
+    match (created, modified, errors.is_empty()) {
+        (Some(created), Some(modified), true) => Ok(UploadFields {
+            device_asset_id,
+            device_id,
+            file_created_at: created,
+            file_modified_at: modified.utc_ms,
+            visibility,
+            is_favorite,
+            duration: fields.get("duration").filter(|d| !d.is_empty()).cloned(),
+            filename: fields.get("filename").filter(|f| !f.is_empty()).cloned(),
+        }),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+/// `{id, status}` (201 created / 200 duplicate), or the seed's `{id, duplicate}`.
+fn upload_reply(dialect: Dialect, id: &str, created: bool) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = match dialect {
+        Dialect::Seed => json!({ "id": id, "duplicate": !created }),
+        _ => json!({ "id": id, "status": if created { "created" } else { "duplicate" } }),
+    };
+    (status, Json(body)).into_response()
+}
+
+pub(crate) async fn upload(
+    State(app): State<App>,
+    creds: Creds,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let dialect = app.dialect();
+    let auth = check(&app, &creds, Some("asset.upload"))?;
+    let (parts, body) = req.into_parts();
+
+    // The checksum header is checked after auth and before the body is read (API.md §3.2).
+    // The seed reference has no such header.
+    if dialect != Dialect::Seed {
+        let header_sum = parts
+            .headers
+            .get("x-immich-checksum")
+            .and_then(|v| v.to_str().ok())
+            .and_then(decode_checksum);
+        if let Some(sum) = header_sum {
+            let existing = app
+                .lock()
+                .find_by_checksum(&auth.user_id, &sum)
+                .map(|a| a.id.clone());
+            if let Some(id) = existing {
+                // The body is dropped unread: hyper closes the connection after the reply.
+                drop(body);
+                return Ok(upload_reply(dialect, &id, false));
+            }
+        }
+    }
+
+    let corrupt = app.lock().faults.corrupt_uploads;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let form = match multer::parse_boundary(content_type) {
+        Ok(boundary) => read_form(&app, body, boundary, corrupt).await?,
+        Err(_) => {
+            // Not multipart: multer ignores the body, so no file arrives.
+            drain_in_background(&app, body);
+            Form::default()
+        }
+    };
+    let Some(file) = form.file else {
+        return Err(ApiError::bad_request(
+            "Field(s) assetData should not be empty",
+        ));
+    };
+    let fields = validate_upload(&form.fields, dialect)?;
+    let stored = store(&app, &auth.user_id, file, fields)?;
+    let id = match stored {
+        Stored::Duplicate(id) => return Ok(upload_reply(dialect, &id, false)),
+        Stored::Created { id, stall } => {
+            schedule_upload_success(&app, id.clone());
+            if stall {
+                tracing::debug!(asset_id = %id, "stored; holding the reply (stall_after_store)");
+                app.shutdown.cancelled().await;
+                return Err(ApiError::new(503, "Server shutting down"));
+            }
+            id
+        }
+    };
+    Ok(upload_reply(dialect, &id, true))
+}
+
+enum Stored {
+    Duplicate(String),
+    Created { id: String, stall: bool },
+}
+
+/// The part of an upload after the body: storage and quota checks, the duplicate check on
+/// the unique (owner, checksum) pair, and the insert. Synchronous, so the lock is never held
+/// across an await.
+fn store(
+    app: &App,
+    user_id: &str,
+    file: FilePart,
+    fields: UploadFields,
+) -> Result<Stored, ApiError> {
+    let mut db = app.lock();
+    if db.faults.storage_full {
+        return Err(ApiError::new(507, "Insufficient Storage"));
+    }
+    let quota = db
+        .user(user_id)
+        .ok_or_else(|| ApiError::unauthorized("Invalid user token"))?
+        .quota;
+    if let Some(quota) = quota {
+        if db.usage(user_id) + file.size > quota {
+            return Err(ApiError::bad_request("Quota has been exceeded!"));
+        }
+    }
+    if let Some(existing) = db.find_by_checksum(user_id, &file.checksum) {
+        return Ok(Stored::Duplicate(existing.id.clone()));
+    }
+    let now = db.clock.tick();
+    let id = db.insert_asset(
+        AssetInput {
+            owner_id: user_id.to_string(),
+            checksum: file.checksum,
+            size: file.size,
+            original_file_name: fields.filename.unwrap_or(file.part_file_name),
+            device_asset_id: fields.device_asset_id,
+            device_id: fields.device_id,
+            file_created_at: fields.file_created_at,
+            file_modified_at: fields.file_modified_at,
+            visibility: fields.visibility,
+            is_favorite: fields.is_favorite,
+            duration: fields.duration,
+            data: file.data,
+        },
+        now,
+    );
+    let stall = db.faults.stall_after_store > 0;
+    if stall {
+        db.faults.stall_after_store -= 1;
+    }
+    Ok(Stored::Created { id, stall })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk upload check
+
+pub(crate) async fn bulk_upload_check(
+    State(app): State<App>,
+    creds: Creds,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.upload"))?;
+    let Some(items) = body.get("assets").and_then(Value::as_array) else {
+        return Err(ApiError::validation(vec![invalid(
+            "assets",
+            "assets must be an array",
+            "Invalid input: expected array, received undefined",
+        )]));
+    };
+    let mut results = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let id = item.get("id").and_then(Value::as_str);
+        let checksum = item.get("checksum").and_then(Value::as_str);
+        let (Some(id), Some(checksum)) = (id, checksum) else {
+            return Err(ApiError::validation(vec![invalid(
+                &format!("assets.{i}"),
+                &format!("assets.{i}.id must be a string, assets.{i}.checksum must be a string"),
+                "Invalid input: expected string, received undefined",
+            )]));
+        };
+        let found =
+            decode_checksum(checksum).and_then(|sum| db.find_by_checksum(&auth.user_id, &sum));
+        results.push(match found {
+            Some(a) => json!({
+                "id": id,
+                "action": "reject",
+                "reason": "duplicate",
+                "assetId": a.id,
+                "isTrashed": a.deleted_at.is_some(),
+            }),
+            None => json!({ "id": id, "action": "accept" }),
+        });
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single asset
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if is_uuid(id) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(vec![invalid(
+            "id",
+            "id must be a UUID",
+            "Invalid UUID",
+        )]))
+    }
+}
+
+pub(crate) async fn get_asset(
+    State(app): State<App>,
+    creds: Creds,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.read"))?;
+    check_id(&id)?;
+    let asset = db
+        .assets
+        .get(&id)
+        .filter(|a| db.can_read(&auth.user_id, a))
+        .ok_or_else(|| ApiError::no_access("asset.read"))?;
+    Ok(Json(dto::asset(asset, app.dialect(), true)))
+}
+
+pub(crate) async fn original(
+    State(app): State<App>,
+    creds: Creds,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.download"))?;
+    check_id(&id)?;
+    let asset = db
+        .assets
+        .get(&id)
+        .filter(|a| db.can_read(&auth.user_id, a))
+        .ok_or_else(|| ApiError::no_access("asset.download"))?;
+    let Some(data) = asset.data.clone() else {
+        return Err(ApiError::new(
+            404,
+            "Asset media not found (the test server keeps bytes only with keep_bytes)",
+        ));
+    };
+    let content_type = dto::asset(asset, app.dialect(), false)["originalMimeType"]
+        .as_str()
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    Ok(([(header::CONTENT_TYPE, content_type)], data).into_response())
+}
+
+/// `PUT /assets/:id`: favourite, visibility, description, date. Like the real server, only a
+/// description or date change emits `on_asset_update` (it rewrites the sidecar).
+pub(crate) async fn update_asset(
+    State(app): State<App>,
+    creds: Creds,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let dialect = app.dialect();
+    let mut db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.update"))?;
+    check_id(&id)?;
+    let owned = db.assets.get(&id).map(|a| a.owner_id == auth.user_id);
+    if owned != Some(true) {
+        return Err(ApiError::no_access("asset.update"));
+    }
+    let mut change = crate::AssetUpdate {
+        is_favorite: opt_bool(&body, "isFavorite")?,
+        description: opt_str(&body, "description")?.map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(v) = opt_str(&body, "visibility")? {
+        change.visibility = Some(Visibility::parse(v).ok_or_else(|| {
+            ApiError::validation(vec![invalid(
+                "visibility",
+                "visibility must be one of the following values: archive, timeline, hidden, locked",
+                "Invalid option",
+            )])
+        })?);
+    }
+    if dialect == Dialect::Seed && opt_bool(&body, "isArchived")? == Some(true) {
+        change.visibility = Some(Visibility::Archive);
+    }
+    if let Some(d) = opt_str(&body, "dateTimeOriginal")? {
+        if parse_date(d, dialect == Dialect::ImmichNext).is_none() {
+            return Err(ApiError::validation(vec![invalid(
+                "dateTimeOriginal",
+                "dateTimeOriginal must be a valid ISO 8601 date string",
+                "Invalid ISO datetime",
+            )]));
+        }
+        change.file_created_at = Some(d.to_string());
+    }
+    apply_update(&mut db, &id, &change, dialect);
+    let asset = db
+        .assets
+        .get(&id)
+        .ok_or_else(|| ApiError::no_access("asset.update"))?;
+    Ok(Json(dto::asset(asset, dialect, true)))
+}
+
+/// Applies a change, bumps `updatedAt` and the sync cursor, and emits `on_asset_update` when
+/// the description or date changed. Returns false when the asset does not exist.
+pub(crate) fn apply_update(
+    db: &mut Db,
+    id: &str,
+    change: &crate::AssetUpdate,
+    dialect: Dialect,
+) -> bool {
+    let now = db.clock.tick();
+    let update_id = db.clock.update_id();
+    let Some(a) = db.assets.get_mut(id) else {
+        return false;
+    };
+    if let Some(f) = change.is_favorite {
+        a.is_favorite = f;
+    }
+    if let Some(v) = change.visibility {
+        a.visibility = v;
+    }
+    let mut metadata = false;
+    if let Some(d) = &change.description {
+        a.description = d.clone();
+        metadata = true;
+    }
+    if let Some(d) = change
+        .file_created_at
+        .as_deref()
+        .and_then(|d| parse_date(d, false))
+    {
+        a.file_created_at = d.utc_ms;
+        a.local_date_time = d.local_ms;
+        metadata = true;
+    }
+    a.updated_at = now;
+    a.update_id = update_id;
+    if metadata {
+        a.exif_update_id = update_id;
+        let owner = a.owner_id.clone();
+        let payload = dto::asset(a, dialect, true);
+        db.emit(&owner, "on_asset_update", payload);
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trash, restore, delete
+
+/// Every id must be the caller's own asset, else the whole request fails (`requireAccess`).
+fn require_owned(db: &Db, user_id: &str, ids: &[String], permission: &str) -> Result<(), ApiError> {
+    if ids
+        .iter()
+        .all(|id| db.assets.get(id).is_some_and(|a| a.owner_id == user_id))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::no_access(permission))
+    }
+}
+
+pub(crate) async fn delete_assets(
+    State(app): State<App>,
+    creds: Creds,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.delete"))?;
+    let ids = uuid_list(&body, "ids", true)?;
+    let force = opt_bool(&body, "force")?.unwrap_or(false);
+    require_owned(&db, &auth.user_id, &ids, "asset.delete")?;
+    if force {
+        delete_permanently(&mut db, &ids);
+    } else {
+        trash(&mut db, &ids);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn restore_assets(
+    State(app): State<App>,
+    creds: Creds,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let mut db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.delete"))?;
+    let ids = uuid_list(&body, "ids", true)?;
+    require_owned(&db, &auth.user_id, &ids, "asset.delete")?;
+    let done = restore(&mut db, &ids);
+    Ok(Json(json!({ "count": done.len() })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and the seed listing
+
+pub(crate) async fn statistics(
+    State(app): State<App>,
+    creds: Creds,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.statistics"))?;
+    let trashed = q.get("isTrashed").map(String::as_str) == Some("true");
+    let visibility = q.get("visibility").and_then(|v| Visibility::parse(v));
+    let favorite = q.get("isFavorite").map(|v| v == "true");
+    let (mut images, mut videos) = (0u64, 0u64);
+    for a in db.assets.values() {
+        if a.owner_id != auth.user_id
+            || a.deleted_at.is_some() != trashed
+            || visibility.is_some_and(|v| v != a.visibility)
+            || favorite.is_some_and(|f| f != a.is_favorite)
+        {
+            continue;
+        }
+        match a.kind {
+            AssetType::Image => images += 1,
+            AssetType::Video => videos += 1,
+        }
+    }
+    Ok(Json(
+        json!({ "images": images, "videos": videos, "total": images + videos }),
+    ))
+}
+
+/// The seed's `GET /assets?updatedAfter=&updatedBefore=`: the caller's assets (trashed
+/// included, with `isTrashed`), bounds inclusive, oldest change first, with the old
+/// `skip`/`take` paging.
+pub(crate) async fn seed_list(
+    State(app): State<App>,
+    creds: Creds,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let db = app.lock();
+    let auth = authenticate(&db, &creds, Some("asset.read"))?;
+    let bound = |field: &str| -> Result<Option<i64>, ApiError> {
+        match q.get(field) {
+            None => Ok(None),
+            Some(v) => parse_date(v, false).map(|d| Some(d.utc_ms)).ok_or_else(|| {
+                ApiError::validation(vec![format!("{field} must be a Date instance")])
+            }),
+        }
+    };
+    let after = bound("updatedAfter")?;
+    let before = bound("updatedBefore")?;
+    let number = |field: &str| q.get(field).and_then(|v| v.parse::<usize>().ok());
+    let mut assets: Vec<_> = db
+        .assets
+        .values()
+        .filter(|a| a.owner_id == auth.user_id)
+        .filter(|a| after.is_none_or(|t| a.updated_at >= t))
+        .filter(|a| before.is_none_or(|t| a.updated_at <= t))
+        .collect();
+    assets.sort_by_key(|a| (a.updated_at, a.seq));
+    let items: Vec<Value> = assets
+        .into_iter()
+        .skip(number("skip").unwrap_or(0))
+        .take(number("take").unwrap_or(usize::MAX))
+        .map(|a| dto::asset(a, Dialect::Seed, true))
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+/// Used by the handle: the time to stamp a synthetic asset's dates with.
+pub(crate) fn default_file_date() -> crate::state::ParsedDate {
+    let ms = now_ms();
+    crate::state::ParsedDate {
+        utc_ms: ms,
+        local_ms: ms,
+    }
+}

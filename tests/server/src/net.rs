@@ -1,0 +1,64 @@
+//! The accept loop: one hyper HTTP/1 connection per accepted socket, with upgrades (for the
+//! WebSocket) and a per-connection abort token.
+//!
+//! `axum::serve` cannot drop a connection in the middle of a request, which the
+//! `drop_after_bytes` fault needs, so connections are served by hand: every request carries a
+//! [`ConnAbort`] extension, and cancelling it drops the connection future, which closes the
+//! socket without writing a reply. The tokens are children of the server's shutdown token, so
+//! shutting the server down closes every connection too.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::faults::ConnAbort;
+
+pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Usually EMFILE; back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let token = shutdown.child_token();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let abort = ConnAbort(token.clone());
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(abort.clone());
+                let router = router.clone();
+                async move {
+                    Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {}))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+}

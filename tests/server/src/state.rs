@@ -1,0 +1,651 @@
+//! The in-memory data model: users, keys, sessions, partners, assets, albums, the audit trail of
+//! hard deletes, the server clock, and the connected sockets.
+//!
+//! Everything lives in one [`State`] behind a `std::sync::Mutex` (see [`Shared::lock`]). The
+//! guard is never held across an `.await`: handlers lock, mutate, unlock, and only then await.
+//! That keeps the test handle synchronous and the server free of lock-order puzzles.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::Faults;
+use crate::Dialect;
+
+/// Everything the handlers, the socket tasks and the test handle share.
+pub(crate) type App = Arc<Shared>;
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) cfg: Config,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin_id: String,
+    pub(crate) admin_key: String,
+    /// Raw request-body bytes received on `POST /assets` (multipart framing included).
+    pub(crate) upload_body_bytes: AtomicU64,
+    /// Bytes of `assetData` file parts received.
+    pub(crate) upload_file_bytes: AtomicU64,
+    /// Upload requests whose `assetData` part was read at all.
+    pub(crate) upload_bodies: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        state: State,
+        cfg: Config,
+        shutdown: CancellationToken,
+        runtime: tokio::runtime::Handle,
+        addr: SocketAddr,
+        admin_id: String,
+        admin_key: String,
+    ) -> Shared {
+        Shared {
+            state: Mutex::new(state),
+            cfg,
+            shutdown,
+            runtime,
+            addr,
+            admin_id,
+            admin_key,
+            upload_body_bytes: AtomicU64::new(0),
+            upload_file_bytes: AtomicU64::new(0),
+            upload_bodies: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the state. A panic in another holder cannot leave the maps half-written in a way
+    /// that matters to a test server, so a poisoned lock is simply taken over.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.cfg.dialect
+    }
+}
+
+/// Settings fixed at start.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub dialect: Dialect,
+    pub keep_bytes: bool,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub upload_event_delay: Duration,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Formats like a JavaScript `Date.toISOString()`: `2024-01-15T10:30:00.000Z`.
+pub(crate) fn fmt_ts(ms: i64) -> String {
+    let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    dt.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+/// A date received from a client: the instant, and the wall-clock time it named (what Immich
+/// calls `localDateTime`, stored as if it were UTC).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ParsedDate {
+    pub utc_ms: i64,
+    pub local_ms: i64,
+}
+
+/// Parses a client date. `strict` is the next major's zod `z.iso.datetime()`: a full date-time
+/// ending in `Z`. Otherwise it is v2.7.5's lenient `isDateString`: RFC 3339 with any offset, a
+/// date-time without offset (taken as UTC, like a server running in UTC), or a bare date.
+pub(crate) fn parse_date(s: &str, strict: bool) -> Option<ParsedDate> {
+    let s = s.trim();
+    if strict && !s.ends_with('Z') {
+        return None;
+    }
+    if let Ok(dt) = OffsetDateTime::parse(s, &Rfc3339) {
+        let utc_ms = (dt.unix_timestamp_nanos() / 1_000_000) as i64;
+        let offset_ms = i64::from(dt.offset().whole_seconds()) * 1000;
+        return Some(ParsedDate {
+            utc_ms,
+            local_ms: utc_ms + offset_ms,
+        });
+    }
+    if strict {
+        return None;
+    }
+    let naive = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
+    if let Ok(dt) = PrimitiveDateTime::parse(s, naive) {
+        let ms = (dt.assume_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        return Some(ParsedDate {
+            utc_ms: ms,
+            local_ms: ms,
+        });
+    }
+    if let Ok(d) = time::Date::parse(s, format_description!("[year]-[month]-[day]")) {
+        let ms = d.midnight().assume_utc().unix_timestamp() * 1000;
+        return Some(ParsedDate {
+            utc_ms: ms,
+            local_ms: ms,
+        });
+    }
+    None
+}
+
+/// The server clock. `updatedAt` values come from [`Clock::tick`], which never returns the same
+/// millisecond twice, so a client that asks for `updatedAfter = <last seen updatedAt>`
+/// (inclusive) sees each change exactly at or after its watermark. `updateId`s (the sync
+/// stream's cursor) are UUIDv7-shaped and strictly increasing as strings and as numbers.
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    last_ms: i64,
+    seq: u64,
+}
+
+impl Clock {
+    pub fn tick(&mut self) -> i64 {
+        self.last_ms = now_ms().max(self.last_ms + 1);
+        self.last_ms
+    }
+
+    pub fn update_id(&mut self) -> u128 {
+        self.seq += 1;
+        let ms = self.last_ms.max(now_ms()).max(0) as u128;
+        // Keep the millisecond part monotonic too, so ids built later never sort earlier.
+        self.last_ms = ms as i64;
+        (ms << 80) | (0x7u128 << 76) | (0b10u128 << 62) | (u128::from(self.seq) & ((1 << 62) - 1))
+    }
+}
+
+pub(crate) fn fmt_update_id(id: u128) -> String {
+    uuid::Uuid::from_u128(id).to_string()
+}
+
+pub(crate) fn parse_update_id(s: &str) -> Option<u128> {
+    uuid::Uuid::parse_str(s).ok().map(|u| u.as_u128())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small shared helpers
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An opaque secret shaped like Immich's `randomBytesAsText(32)`: base64 with the non-word
+/// characters removed.
+pub(crate) fn random_secret() -> String {
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes a checksum the way Immich's `fromChecksum` does: 28 characters are base64,
+/// anything else is hex. Values that do not decode to 20 bytes never match anything.
+pub(crate) fn decode_checksum(s: &str) -> Option<[u8; 20]> {
+    let bytes = if s.len() == 28 {
+        base64::engine::general_purpose::STANDARD.decode(s).ok()?
+    } else {
+        if !s.len().is_multiple_of(2) {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?
+    };
+    bytes.try_into().ok()
+}
+
+pub(crate) fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok() && s.len() == 36
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enums
+
+/// Asset visibility, as in Immich's `AssetVisibility`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Timeline,
+    Archive,
+    Hidden,
+    Locked,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Timeline => "timeline",
+            Visibility::Archive => "archive",
+            Visibility::Hidden => "hidden",
+            Visibility::Locked => "locked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Visibility> {
+        match s {
+            "timeline" => Some(Visibility::Timeline),
+            "archive" => Some(Visibility::Archive),
+            "hidden" => Some(Visibility::Hidden),
+            "locked" => Some(Visibility::Locked),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AssetType {
+    Image,
+    Video,
+}
+
+impl AssetType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetType::Image => "IMAGE",
+            AssetType::Video => "VIDEO",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+#[derive(Clone, Debug)]
+pub(crate) struct User {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub name: String,
+    pub is_admin: bool,
+    pub quota: Option<u64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub update_id: u128,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub secret: String,
+    pub user_id: String,
+    pub permissions: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    pub token: String,
+    pub user_id: String,
+    /// The next `/sync/stream` answers a single `SyncResetV1` until it is acked.
+    pub pending_reset: bool,
+    /// Sync checkpoints: entity type → (updateId, the ack string as received).
+    pub checkpoints: BTreeMap<String, (u128, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Partner {
+    pub sharer_id: String,
+    pub shared_with_id: String,
+    pub in_timeline: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Asset {
+    pub id: String,
+    pub owner_id: String,
+    pub checksum: [u8; 20],
+    pub size: u64,
+    pub original_file_name: String,
+    pub device_asset_id: Option<String>,
+    pub device_id: Option<String>,
+    pub file_created_at: i64,
+    pub file_modified_at: i64,
+    pub local_date_time: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub visibility: Visibility,
+    pub is_favorite: bool,
+    pub deleted_at: Option<i64>,
+    pub kind: AssetType,
+    pub duration: Option<String>,
+    pub description: String,
+    pub update_id: u128,
+    pub exif_update_id: u128,
+    pub data: Option<Vec<u8>>,
+    /// Insertion order, for stable listings.
+    pub seq: u64,
+}
+
+/// A hard delete, kept for `AssetDeleteV1` rows.
+#[derive(Clone, Debug)]
+pub(crate) struct DeletedAsset {
+    pub asset_id: String,
+    pub owner_id: String,
+    pub update_id: u128,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Album {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub asset_ids: Vec<String>,
+    pub thumbnail: Option<String>,
+}
+
+/// Everything needed to create an asset, from an upload or from the handle.
+#[derive(Clone, Debug)]
+pub(crate) struct AssetInput {
+    pub owner_id: String,
+    pub checksum: [u8; 20],
+    pub size: u64,
+    pub original_file_name: String,
+    pub device_asset_id: Option<String>,
+    pub device_id: Option<String>,
+    pub file_created_at: ParsedDate,
+    pub file_modified_at: i64,
+    pub visibility: Visibility,
+    pub is_favorite: bool,
+    pub duration: Option<String>,
+    pub data: Option<Vec<u8>>,
+}
+
+/// A command for one socket task.
+#[derive(Debug)]
+pub(crate) enum SocketCmd {
+    /// A text frame, already framed (`42[...]`).
+    Send(String),
+    /// Close the socket.
+    Close,
+}
+
+#[derive(Debug)]
+pub(crate) struct SocketEntry {
+    /// Set once the socket has joined the root namespace and authenticated.
+    pub user_id: Option<String>,
+    pub tx: mpsc::Sender<SocketCmd>,
+}
+
+/// Request counts for one route key.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RouteCount {
+    pub total: u64,
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub users: Vec<User>,
+    pub api_keys: Vec<ApiKey>,
+    pub sessions: Vec<Session>,
+    pub partners: Vec<Partner>,
+    pub assets: HashMap<String, Asset>,
+    /// (owner, checksum) → asset id; Immich's `UQ_assets_owner_checksum`.
+    pub by_checksum: HashMap<(String, [u8; 20]), String>,
+    pub deleted: Vec<DeletedAsset>,
+    pub albums: Vec<Album>,
+    pub clock: Clock,
+    next_seq: u64,
+    pub faults: Faults,
+    pub requests: BTreeMap<String, RouteCount>,
+    pub sockets: HashMap<u64, SocketEntry>,
+    pub next_socket: u64,
+}
+
+impl State {
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    pub fn user_mut(&mut self, id: &str) -> Option<&mut User> {
+        self.users.iter_mut().find(|u| u.id == id)
+    }
+
+    pub fn add_user(&mut self, email: &str, password: &str, name: &str, is_admin: bool) -> String {
+        let now = self.clock.tick();
+        let update_id = self.clock.update_id();
+        let id = new_id();
+        self.users.push(User {
+            id: id.clone(),
+            email: email.to_lowercase(),
+            password: password.to_string(),
+            name: name.to_string(),
+            is_admin,
+            quota: None,
+            created_at: now,
+            updated_at: now,
+            update_id,
+        });
+        id
+    }
+
+    pub fn create_api_key(&mut self, user_id: &str, name: &str, permissions: &[&str]) -> String {
+        let secret = random_secret();
+        let created_at = self.clock.tick();
+        self.api_keys.push(ApiKey {
+            id: new_id(),
+            name: name.to_string(),
+            secret: secret.clone(),
+            user_id: user_id.to_string(),
+            permissions: permissions.iter().map(|p| p.to_string()).collect(),
+            created_at,
+        });
+        secret
+    }
+
+    pub fn create_session(&mut self, user_id: &str) -> String {
+        let token = random_secret();
+        self.sessions.push(Session {
+            token: token.clone(),
+            user_id: user_id.to_string(),
+            pending_reset: false,
+            checkpoints: BTreeMap::new(),
+        });
+        token
+    }
+
+    pub fn session_mut(&mut self, token: &str) -> Option<&mut Session> {
+        self.sessions.iter_mut().find(|s| s.token == token)
+    }
+
+    /// Bytes counted against the user's quota: every stored asset, trashed ones included.
+    pub fn usage(&self, user_id: &str) -> u64 {
+        self.assets
+            .values()
+            .filter(|a| a.owner_id == user_id)
+            .map(|a| a.size)
+            .sum()
+    }
+
+    /// The owners whose assets appear in `user_id`'s timeline search: the user and every
+    /// partner sharing with them with `inTimeline`.
+    pub fn timeline_owner_ids(&self, user_id: &str) -> Vec<String> {
+        let mut ids = vec![user_id.to_string()];
+        for p in &self.partners {
+            if p.shared_with_id == user_id && p.in_timeline && !ids.contains(&p.sharer_id) {
+                ids.push(p.sharer_id.clone());
+            }
+        }
+        ids
+    }
+
+    /// Read access as `requireAccess(AssetRead)` grants it: the owner, or a partner the owner
+    /// shares with.
+    pub fn can_read(&self, user_id: &str, asset: &Asset) -> bool {
+        asset.owner_id == user_id
+            || self
+                .partners
+                .iter()
+                .any(|p| p.sharer_id == asset.owner_id && p.shared_with_id == user_id)
+    }
+
+    pub fn find_by_checksum(&self, owner_id: &str, checksum: &[u8; 20]) -> Option<&Asset> {
+        let id = self.by_checksum.get(&(owner_id.to_string(), *checksum))?;
+        self.assets.get(id)
+    }
+
+    /// Stores a new asset. The caller has checked the checksum is new for this owner.
+    pub fn insert_asset(&mut self, input: AssetInput, now: i64) -> String {
+        let id = new_id();
+        let update_id = self.clock.update_id();
+        self.next_seq += 1;
+        let kind = crate::assets::asset_type(&input.original_file_name);
+        let duration = match kind {
+            AssetType::Video => Some(
+                input
+                    .duration
+                    .clone()
+                    .unwrap_or_else(|| "0:00:00.000000".to_string()),
+            ),
+            AssetType::Image => input.duration.clone(),
+        };
+        self.by_checksum
+            .insert((input.owner_id.clone(), input.checksum), id.clone());
+        self.assets.insert(
+            id.clone(),
+            Asset {
+                id: id.clone(),
+                owner_id: input.owner_id,
+                checksum: input.checksum,
+                size: input.size,
+                original_file_name: input.original_file_name,
+                device_asset_id: input.device_asset_id,
+                device_id: input.device_id,
+                file_created_at: input.file_created_at.utc_ms,
+                file_modified_at: input.file_modified_at,
+                local_date_time: input.file_created_at.local_ms,
+                created_at: now,
+                updated_at: now,
+                visibility: input.visibility,
+                is_favorite: input.is_favorite,
+                deleted_at: None,
+                kind,
+                duration,
+                description: String::new(),
+                update_id,
+                exif_update_id: update_id,
+                data: input.data,
+                seq: self.next_seq,
+            },
+        );
+        id
+    }
+
+    /// Moves assets to the trash (or re-stamps `deletedAt` on already trashed ones, as the real
+    /// server does). Returns the ids that exist.
+    pub fn trash(&mut self, ids: &[String]) -> Vec<String> {
+        let now = self.clock.tick();
+        let mut done = Vec::new();
+        for id in ids {
+            let update_id = self.clock.update_id();
+            if let Some(a) = self.assets.get_mut(id) {
+                a.deleted_at = Some(now);
+                a.updated_at = now;
+                a.update_id = update_id;
+                done.push(id.clone());
+            }
+        }
+        done
+    }
+
+    /// Restores trashed assets; returns the ids actually restored.
+    pub fn restore(&mut self, ids: &[String]) -> Vec<String> {
+        let now = self.clock.tick();
+        let mut done = Vec::new();
+        for id in ids {
+            let update_id = self.clock.update_id();
+            if let Some(a) = self.assets.get_mut(id) {
+                if a.deleted_at.is_some() {
+                    a.deleted_at = None;
+                    a.updated_at = now;
+                    a.update_id = update_id;
+                    done.push(id.clone());
+                }
+            }
+        }
+        done
+    }
+
+    /// Removes assets for good and records them for `AssetDeleteV1`. Returns the removed
+    /// assets' (id, owner) pairs.
+    pub fn hard_delete(&mut self, ids: &[String]) -> Vec<(String, String)> {
+        let mut done = Vec::new();
+        for id in ids {
+            if let Some(a) = self.assets.remove(id) {
+                self.by_checksum.remove(&(a.owner_id.clone(), a.checksum));
+                for album in &mut self.albums {
+                    album.asset_ids.retain(|x| x != id);
+                    if album.thumbnail.as_deref() == Some(id.as_str()) {
+                        album.thumbnail = album.asset_ids.first().cloned();
+                    }
+                }
+                let update_id = self.clock.update_id();
+                self.deleted.push(DeletedAsset {
+                    asset_id: a.id.clone(),
+                    owner_id: a.owner_id.clone(),
+                    update_id,
+                });
+                done.push((a.id, a.owner_id));
+            }
+        }
+        done
+    }
+
+    /// Sends a socket.io event to every connected socket of `user_id`. A socket whose queue is
+    /// full misses the event, which is what a slow real client would see as well.
+    pub fn emit(&mut self, user_id: &str, event: &str, payload: Value) {
+        let frame = format!("42{}", Value::Array(vec![Value::from(event), payload]));
+        for entry in self.sockets.values() {
+            if entry.user_id.as_deref() == Some(user_id) {
+                let _ = entry.tx.try_send(SocketCmd::Send(frame.clone()));
+            }
+        }
+    }
+}
