@@ -221,13 +221,24 @@ async fn connect(
                 tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
                 return Ok(Some(api));
             }
-            Err(e) if retry && e.class() == ErrorClass::Transient => {
+            // The daemon waits for the server rather than exit: a service manager would only
+            // restart it into the same wall. A broken config is the exception.
+            Err(e) if retry && !matches!(e, ApiError::Config { .. }) => {
                 attempt += 1;
-                let base =
-                    Duration::from_secs(1u64 << attempt.min(9)).min(tuning.connect_retry_max);
-                let wait = base / 2 + rand::rng().random_range(Duration::ZERO..=base / 2);
-                if attempt == 1 || attempt.is_power_of_two() {
-                    tracing::warn!(error = %e, "cannot reach the server; trying again in {}s", wait.as_secs());
+                let wait = if e.class() == ErrorClass::Auth {
+                    tuning.auth_probe_interval
+                } else {
+                    let base =
+                        Duration::from_secs(1u64 << attempt.min(9)).min(tuning.connect_retry_max);
+                    base / 2 + rand::rng().random_range(Duration::ZERO..=base / 2)
+                };
+                if attempt == 1 {
+                    tracing::error!(
+                        "cannot connect to the server: {e}; trying again in {}s",
+                        wait.as_secs()
+                    );
+                } else if attempt.is_power_of_two() {
+                    tracing::warn!("still cannot connect to the server ({attempt} attempts): {e}");
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),

@@ -209,7 +209,6 @@ impl Gate {
             (None, _) => true,
             // An auth pause opens only when a probe succeeds.
             (Some(Pause::Auth(_)), _) => false,
-            (Some(Pause::Blocked(_)), _) => false,
             (Some(_), Some(t)) => now >= t,
             (Some(_), None) => false,
         }
@@ -493,7 +492,16 @@ impl Engine {
                         );
                         gate.until = Some(Instant::now() + self.cfg.capacity_pause);
                     }
-                    Pause::Outage(m) | Pause::Blocked(m) => {
+                    Pause::Blocked(m) => {
+                        // Nothing tells us when the user fixes it (validateToken passes for
+                        // any valid key), so try again now and then.
+                        tracing::error!(
+                            "{m}; uploads are paused, trying again in {}s",
+                            self.cfg.capacity_pause.as_secs()
+                        );
+                        gate.until = Some(Instant::now() + self.cfg.capacity_pause);
+                    }
+                    Pause::Outage(m) => {
                         tracing::error!("{m}; uploads are paused");
                         gate.until = None;
                     }
@@ -979,6 +987,11 @@ async fn job_error(
             schedule(db, stats, retry, job, &msg, e.retry_after()).await;
             Signal::Transient(msg)
         }
+        // A 403 is the key lacking a permission: every file would meet it, so it pauses
+        // everything instead of failing files one by one.
+        ErrorClass::Permanent if e.status() == Some(403) => Signal::Pause(Pause::Blocked(format!(
+            "the server refused the {step} for lack of a permission: {e}"
+        ))),
         ErrorClass::Permanent => {
             let reason = format!("{step} refused: {e}");
             tracing::warn!(path = %path, "{reason}; not retried until the file changes");

@@ -174,3 +174,32 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A daemon (`run_with`) running in this process against the world's config.
+pub struct RunningDaemon {
+    pub token: CancellationToken,
+    pub handle: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+}
+
+impl World {
+    /// Starts the daemon and returns at once (readiness is for the caller to poll).
+    pub fn start_daemon(&self) -> RunningDaemon {
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(daemon::run_with(self.config(), Self::tuning(), token.clone()));
+        RunningDaemon { token, handle }
+    }
+}
+
+impl RunningDaemon {
+    /// Stops the daemon and asserts that it stopped cleanly and in time.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("the daemon must stop within 20 s")
+            .expect("the daemon task must not panic");
+        if let Err(e) = res {
+            panic!("the daemon must stop without an error: {e:#}");
+        }
+    }
+}

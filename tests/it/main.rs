@@ -3,6 +3,8 @@
 //!
 //! One test binary (faster to link); one module per area.
 
+mod cli;
 mod common;
 mod crash;
+mod faults;
 mod scan;

@@ -1,0 +1,113 @@
+//! The `immish-sync` binary as a user meets it: config errors, status, exit codes.
+
+use std::process::{Command, Output, Stdio};
+
+use immish_testserver::{Dialect, Failure};
+
+use crate::common::{jpeg, World};
+
+const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
+
+fn run(w: &World, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(w.config_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run immish-sync")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// RELIABILITY #24: a typo'd key is named with its file and line, exit code 2, nothing
+/// started (no state directory created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_in_the_config_names_file_line_and_key_and_exits_2() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[hash]\nconcurency = 4\n".into();
+    w.write_config();
+    let out = run(&w, &["scan"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let path = w.config_path().display().to_string();
+    assert!(err.contains(&path), "names the file: {err}");
+    assert!(err.contains("concurency"), "names the key: {err}");
+    let line = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("concurency"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!(":{line}:")), "names line {line}: {err}");
+    assert!(!w.state_dir().exists(), "nothing started");
+}
+
+/// A key without `asset.upload` is refused at connect, naming the permission (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_missing_a_permission_is_named_at_start() {
+    let w = World::new(Dialect::Immich).await;
+    let key = w
+        .server
+        .create_api_key(&w.server.admin_id(), &["asset.read", "user.read"]);
+    w.write("IMG_1.jpg", &jpeg("perm"));
+    let cfg = format!(
+        "[server]\nurl = \"{}\"\napi_key = \"{key}\"\n[state]\ndir = \"{}\"\n[[roots]]\npath = \"{}\"\n",
+        w.server.base_url(),
+        w.state_dir().display(),
+        w.root().display()
+    );
+    std::fs::write(w.config_path(), cfg).unwrap();
+    std::fs::set_permissions(
+        w.config_path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let out = run(&w, &["scan"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("asset.upload"), "{err}");
+    assert!(!err.contains(&key), "the key never appears in a message: {err}");
+    assert_eq!(w.server.upload_bodies(), 0);
+}
+
+/// `scan` exits non-zero and lists the file that failed; `status` shows the counts and the
+/// reason, and `retry` queues it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_counts_and_the_reason_of_a_failure() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.upload = "concurrency = 1".into();
+    for i in 0..3 {
+        w.write(format!("IMG_{i}.jpg"), &jpeg(&format!("status-{i}")));
+    }
+    w.write_config();
+    w.server.fail_with("POST /assets", 1, Failure::nginx_413());
+
+    let out = run(&w, &["scan"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("NOT backed up: 1 failed"), "{stdout}");
+    assert!(stdout.contains("413"), "{stdout}");
+
+    let out = run(&w, &["status"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("daemon:       not running"), "{stdout}");
+    let done = stdout.lines().find(|l| l.trim_start().starts_with("done")).unwrap_or("");
+    assert!(done.ends_with(" 2"), "{stdout}");
+    let failed = stdout.lines().find(|l| l.trim_start().starts_with("failed")).unwrap_or("");
+    assert!(failed.ends_with(" 1"), "{stdout}");
+    assert!(stdout.contains("client_max_body_size"), "the reason names the proxy setting: {stdout}");
+
+    let out = run(&w, &["retry"]);
+    assert!(out.status.success());
+    let out = run(&w, &["scan"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(w.server.assets(&w.server.admin_id()).len(), 3);
+}
