@@ -44,7 +44,10 @@ async fn a_typo_in_the_config_names_file_line_and_key_and_exits_2() {
         .position(|l| l.starts_with("concurency"))
         .unwrap()
         + 1;
-    assert!(err.contains(&format!(":{line}:")), "names line {line}: {err}");
+    assert!(
+        err.contains(&format!(":{line}:")),
+        "names line {line}: {err}"
+    );
     assert!(!w.state_dir().exists(), "nothing started");
 }
 
@@ -72,7 +75,10 @@ async fn a_key_missing_a_permission_is_named_at_start() {
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("asset.upload"), "{err}");
-    assert!(!err.contains(&key), "the key never appears in a message: {err}");
+    assert!(
+        !err.contains(&key),
+        "the key never appears in a message: {err}"
+    );
     assert_eq!(w.server.upload_bodies(), 0);
 }
 
@@ -98,11 +104,20 @@ async fn status_shows_counts_and_the_reason_of_a_failure() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("daemon:       not running"), "{stdout}");
-    let done = stdout.lines().find(|l| l.trim_start().starts_with("done")).unwrap_or("");
+    let done = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("done"))
+        .unwrap_or("");
     assert!(done.ends_with(" 2"), "{stdout}");
-    let failed = stdout.lines().find(|l| l.trim_start().starts_with("failed")).unwrap_or("");
+    let failed = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("failed"))
+        .unwrap_or("");
     assert!(failed.ends_with(" 1"), "{stdout}");
-    assert!(stdout.contains("client_max_body_size"), "the reason names the proxy setting: {stdout}");
+    assert!(
+        stdout.contains("client_max_body_size"),
+        "the reason names the proxy setting: {stdout}"
+    );
 
     let out = run(&w, &["retry"]);
     assert!(out.status.success());
@@ -110,4 +125,36 @@ async fn status_shows_counts_and_the_reason_of_a_failure() {
     let (stdout, _) = text(&out);
     assert!(out.status.success(), "{stdout}");
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 3);
+}
+
+/// `status` reads the state while a daemon holds it, and says that one is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_works_while_the_daemon_runs() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"off\"\n".into();
+    w.write("IMG_1.jpg", &jpeg("running"));
+    let d = w.start_daemon();
+    let (server, admin) = (&w.server, w.server.admin_id());
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(20), || server
+            .assets(&admin)
+            .len()
+            == 1)
+        .await
+    );
+    let out = run(&w, &["status"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "daemon:       running (pid {})",
+            std::process::id()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("last backup:  "), "{stdout}");
+    assert!(!stdout.contains("last backup:  never"), "{stdout}");
+    d.stop().await;
+    let out = run(&w, &["status"]);
+    assert!(text(&out).0.contains("daemon:       not running"));
 }

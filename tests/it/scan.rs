@@ -244,3 +244,29 @@ async fn a_413_from_a_proxy_fails_only_that_file() {
     assert_eq!(again.failed_total, 1);
     assert_eq!(w.server.requests_with_status("POST /assets", 413), 1);
 }
+
+/// Password login instead of an API key: the session token does the same work.
+#[tokio::test]
+async fn a_password_login_backs_up_like_a_key() {
+    let w = World::new(Dialect::Immich).await;
+    let media = photo_tree(&w);
+    let pw = w.dir.path().join("password");
+    std::fs::write(&pw, format!("{}\n", w.server.admin_password())).unwrap();
+    let text = format!(
+        "[server]\nurl = \"{}\"\nemail = \"{}\"\npassword_file = \"{}\"\n[state]\ndir = \"{}\"\n\
+         [[roots]]\npath = \"{}\"\n",
+        w.server.base_url(),
+        w.server.admin_email(),
+        pw.display(),
+        w.state_dir().display(),
+        w.root().display()
+    );
+    std::fs::write(w.config_path(), text).unwrap();
+    let config = immish_sync::config::load(&w.config_path()).unwrap();
+    let s = immish_sync::daemon::scan_with(config, World::tuning(), Default::default())
+        .await
+        .unwrap();
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(w.server.requests_with_status("POST /auth/login", 201), 1);
+    assert_eq!(w.server.assets(&w.server.admin_id()).len(), media.len());
+}
