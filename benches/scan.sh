@@ -12,8 +12,9 @@ N=${1:-2000}
 WORK=${2:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p immish-sync -p immish-testserver
-BIN=target/release/immish-sync
-SRV=target/release/immish-testserver
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/immish-sync
+SRV=$TARGET/release/immish-testserver
 
 PHOTOS=$WORK/photos STATE=$WORK/state
 mkdir -p "$PHOTOS"
@@ -64,7 +65,7 @@ CURL=$(t curl -s -o /dev/null -H "x-api-key: $KEY" -F deviceAssetId=x -F deviceI
   -F fileCreatedAt=2024-01-01T00:00:00.000Z -F fileModifiedAt=2024-01-01T00:00:00.000Z \
   -F "assetData=@$BIG;filename=curl-probe.jpg" "http://127.0.0.1:$PORT/api/assets")
 
-ASSETS=$(curl -s "http://127.0.0.1:$PORT/__admin/counters" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d)' | head -c 300)
+BODIES=$(curl -s "http://127.0.0.1:$PORT/__admin/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("uploadBodies"))')
 MB=$(echo "$BYTES / 1000000" | bc -l)
 printf '\nfiles %d, %.1f MB\n' "$N" "$MB"
 printf 'first scan (walk+hash+check+upload+verify): %.2f s  = %.0f files/s, %.1f MB/s\n' \
@@ -75,4 +76,4 @@ printf 're-scan of the unchanged tree:              %.3f s\n' "$RESCAN"
 printf "find -printf on the same tree:              %.3f s  (re-scan / find = %.2f)\n" \
   "$FIND" "$(echo "$RESCAN / $FIND" | bc -l)"
 printf 'curl -F of the largest file (%s):          %.3f s\n' "$(stat -c %s "$BIG")" "$CURL"
-echo "server counters: $ASSETS"
+echo "upload bodies the server received (incl. the curl probe): $BODIES"
