@@ -19,6 +19,7 @@ use crate::config::{Config, WatchMode};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, catalogue, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
+use crate::mirror::{Mirror, MirrorSettings};
 use crate::model::JobState;
 use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
 use crate::scan::{self, Root, RootOutcome, RootScan};
@@ -70,6 +71,9 @@ struct Started {
     media: MediaTypes,
     pipeline: PipelineConfig,
 }
+
+/// How long the first scan waits for the watcher to have every root watched.
+const WATCH_READY_MAX: Duration = Duration::from_secs(60);
 
 /// Tunables that are not in the config file (tests shorten them).
 #[derive(Clone, Debug)]
@@ -197,6 +201,7 @@ async fn start(
         retry_max: config.upload.retry_max,
         auth_probe_interval: tuning.auth_probe_interval,
         capacity_pause: tuning.capacity_pause,
+        reupload_deleted: config.mirror.reupload_deleted,
     };
     Ok(Some(Started {
         _lock: lock,
@@ -354,6 +359,12 @@ pub async fn scan_with(
     let Some(s) = start(&config, &tuning, false, &shutdown).await? else {
         return Err(DaemonError::Task("cancelled".into()));
     };
+    // One pull first, so that what the user deleted on the server is known (tombstones)
+    // before any file is checked.
+    let settings = MirrorSettings::from_config(&config);
+    Mirror::new(s.db.clone(), s.api.clone(), settings, None)
+        .pull_for_scan(&shutdown)
+        .await;
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
     // The engine runs while the walk feeds it, so uploads start before the walk ends.
@@ -420,10 +431,14 @@ pub async fn run_with(
         async move {
             // The first scan starts once the watches are in place, so that a file written
             // between the two is seen by one of them. A watcher that failed to start closes
-            // the channel: the scan goes ahead all the same.
+            // the channel, and a root that hangs (a dead network mount) must not hold the
+            // others back: the scan goes ahead all the same then.
             tokio::select! {
                 _ = cancel.cancelled() => return Ok::<(), DaemonError>(()),
                 _ = watching => {}
+                _ = tokio::time::sleep(WATCH_READY_MAX) => {
+                    tracing::warn!("the watches are not all in place after {WATCH_READY_MAX:?}; scanning anyway");
+                }
             }
             loop {
                 scan_roots(&db, &roots, &media, &waker, &cancel).await?;
@@ -442,6 +457,15 @@ pub async fn run_with(
     tokio::pin!(scanner);
     tokio::pin!(engine_run);
     tokio::pin!(watcher);
+    // The mirror (pulls, live events) never fails the daemon: it logs and retries. It stops
+    // with the others, under the same root.
+    let mirror = Mirror::new(
+        s.db.clone(),
+        s.api.clone(),
+        MirrorSettings::from_config(&config),
+        Some(engine.waker()),
+    );
+    let mirror = tokio::spawn(mirror.run(shutdown.clone()));
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();
@@ -459,6 +483,10 @@ pub async fn run_with(
             r.and(sc).and(e.map(|_| ()).map_err(Into::into))
         }
     };
+    shutdown.cancel();
+    if let Err(e) = mirror.await {
+        tracing::error!(error = %e, "the mirror task failed");
+    }
     tracing::info!("stopped");
     result
 }

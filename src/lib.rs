@@ -14,6 +14,8 @@
 //! - [`daemon`]: `scan` and `run`, the task tree and its orderly shutdown.
 //! - [`status`]: the read-only views `status` prints.
 //! - [`watch`]: live watching (notify or polling), settling, paused roots.
+//! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
+//!   tombstones of what the user deleted there).
 
 pub mod api;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod daemon;
 pub mod db;
 pub mod hash;
 pub mod lock;
+pub mod mirror;
 pub mod model;
 pub mod pipeline;
 pub mod scan;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use immish_sync::config::{self, Config, LogFormat};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::pipeline::EngineEnd;
-use immish_sync::status;
+use immish_sync::{mirror, status};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +57,15 @@ enum Command {
     },
     /// Queue failed files again.
     Retry,
+    /// Show the mirror of the server: assets by state, tombstones, the last pull, live events.
+    Mirror {
+        /// Also list what differs between the local files and the server (as `diff`).
+        #[arg(long)]
+        diff: bool,
+    },
+    /// List local files that are not on the server, and server assets that came from this
+    /// machine whose local file is gone (as of the mirror's last pull).
+    Diff,
 }
 
 fn main() -> ExitCode {
@@ -174,6 +183,8 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
             }
         },
         Command::CheckConfig { offline } => check_config(config, offline).await,
+        Command::Mirror { diff } => show_mirror(&config, diff),
+        Command::Diff => show_diff(&config),
         Command::Retry => match daemon::retry_failed(&config.state.dir) {
             Ok(n) => {
                 println!("{n} files queued again; the daemon picks them up shortly (or run `immish-sync scan`)");
@@ -184,6 +195,44 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 exit_code_of(&e)
             }
         },
+    }
+}
+
+fn no_state(config: &Config) -> ExitCode {
+    println!(
+        "no mirror yet in {}: run `immish-sync scan` or start the daemon",
+        config.state.dir.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn show_mirror(config: &Config, diff: bool) -> ExitCode {
+    match mirror::report::read(&config.state.dir) {
+        Ok(Some(r)) => print!("{}", r.render()),
+        Ok(None) => return no_state(config),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if diff {
+        println!();
+        return show_diff(config);
+    }
+    ExitCode::SUCCESS
+}
+
+fn show_diff(config: &Config) -> ExitCode {
+    match mirror::report::diff(&config.state.dir, config.upload.device_id.as_deref()) {
+        Ok(Some(d)) => {
+            print!("{}", d.render());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => no_state(config),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

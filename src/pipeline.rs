@@ -10,8 +10,10 @@
 //! caught in flight by a crash goes back to `queued` on start, and the checksum identifies
 //! the asset, so a repeated step finds what the earlier one did.
 //!
-//! Dedup order (DESIGN.md): ① the catalogue of assets we uploaded or linked (no network),
-//! ② `bulk-upload-check` in batches, ③ the upload itself with `x-immich-checksum`.
+//! Dedup order (DESIGN.md): ① no network: the tombstones of assets of ours the user deleted
+//! on the server (skipped), the catalogue of assets we uploaded or linked, and the mirror of
+//! the user's assets on the server; ② `bulk-upload-check` in batches; ③ the upload itself
+//! with `x-immich-checksum`.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, CheckResult, ErrorClass, UploadRequest};
 use crate::db::catalogue::{self, FileStat};
+use crate::db::mirror;
 use crate::db::queue::{self, ClaimedJob, Outcome};
 use crate::db::{now_ms, Db, DbError};
 use crate::hash::{hash_file, HashError};
@@ -45,6 +48,8 @@ const BREAKER_THRESHOLD: u32 = 5;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Delay before a file that changed under us is looked at again.
 const CHANGED_DELAY: Duration = Duration::from_secs(2);
+/// Why a file is skipped when `bulk-upload-check` finds its content in the server's trash.
+pub const TRASHED_REASON: &str = "the server has this photo in its trash; not uploaded again";
 
 /// What the engine needs to know, resolved from the config.
 #[derive(Clone, Debug)]
@@ -58,6 +63,9 @@ pub struct PipelineConfig {
     pub auth_probe_interval: Duration,
     /// After "server full" (507, quota), how long to wait before trying again.
     pub capacity_pause: Duration,
+    /// Upload files whose asset the user trashed or deleted on the server (ignore the
+    /// tombstones); `mirror.reupload_deleted`.
+    pub reupload_deleted: bool,
 }
 
 /// Whether the engine returns when the queue is empty.
@@ -306,7 +314,10 @@ impl Engine {
                     let api = self.api.clone();
                     let stats = self.stats.clone();
                     let retry = self.retry_policy();
-                    tasks.spawn(async move { check_step(&db, &api, &stats, &retry, jobs).await });
+                    let reupload = self.cfg.reupload_deleted;
+                    tasks.spawn(async move {
+                        check_step(&db, &api, &stats, &retry, reupload, jobs).await
+                    });
                 }
             }
 
@@ -639,31 +650,61 @@ fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken
     }
 }
 
-/// ② Dedup one batch: the catalogue first, then `bulk-upload-check` for the rest.
+/// ② Dedup one batch: tombstones, the catalogue and the mirror first, then
+/// `bulk-upload-check` for the rest.
 async fn check_step(
     db: &Db,
     api: &ApiClient,
     stats: &Stats,
     retry: &RetryPolicy,
+    reupload_deleted: bool,
     jobs: Vec<ClaimedJob>,
 ) -> Done {
-    // ① our own catalogue: no network.
+    // ① no network. The tombstone comes first: content the user deleted on the server is
+    // never uploaded again, and is not reported as backed up either.
+    let owner = api.user_id().to_owned();
     let res = db
         .call(move |c| {
             let tx = c.transaction()?;
             let mut rest = Vec::new();
-            let mut linked = 0u64;
+            let (mut linked, mut skipped) = (0u64, 0u64);
             for job in jobs {
                 let Some(sum) = job.checksum else { continue };
-                match catalogue::known_asset(&tx, &sum)? {
+                if !reupload_deleted && mirror::tombstone(&tx, &sum)?.is_some() {
+                    queue::finish_with(
+                        &tx,
+                        job.file_id,
+                        JobState::Skipped,
+                        mirror::DELETED_REASON,
+                        now_ms(),
+                    )?;
+                    skipped += 1;
+                    continue;
+                }
+                if let Some(asset) = catalogue::known_asset(&tx, &sum)? {
+                    queue::finish_done(
+                        &tx,
+                        job.file_id,
+                        &sum,
+                        asset.as_ref(),
+                        Outcome::Linked,
+                        false,
+                        now_ms(),
+                    )?;
+                    linked += 1;
+                    continue;
+                }
+                // The mirror holds the server's checksum of an existing asset of the user:
+                // that is the verification.
+                match mirror::own_live_asset(&tx, &sum, &owner)? {
                     Some(asset) => {
                         queue::finish_done(
                             &tx,
                             job.file_id,
                             &sum,
-                            asset.as_ref(),
+                            Some(&asset),
                             Outcome::Linked,
-                            false,
+                            true,
                             now_ms(),
                         )?;
                         linked += 1;
@@ -672,10 +713,10 @@ async fn check_step(
                 }
             }
             tx.commit()?;
-            Ok((rest, linked))
+            Ok((rest, linked, skipped))
         })
         .await;
-    let (rest, linked) = match res {
+    let (rest, linked, skipped) = match res {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "dedup: cannot read the catalogue");
@@ -687,6 +728,7 @@ async fn check_step(
         }
     };
     Stats::add(&stats.linked, linked);
+    Stats::add(&stats.skipped, skipped);
     if rest.is_empty() {
         return Done::Check {
             accepted: Vec::new(),
@@ -763,7 +805,7 @@ async fn check_step(
                             &tx,
                             job.file_id,
                             JobState::Skipped,
-                            "the server has this photo in its trash; not uploaded again",
+                            TRASHED_REASON,
                             now,
                         )?;
                         skipped += 1;

@@ -418,6 +418,44 @@ mod tests {
     }
 
     #[test]
+    fn event_paths_follow_the_rules_of_the_walk() {
+        let cfg = |recursive| RootConfig {
+            path: "/photos".into(),
+            recursive,
+            include: vec![],
+            exclude: vec!["private/**".into()],
+            hidden: false,
+        };
+        let (deep, flat) = (
+            Root::new(&cfg(true)).unwrap(),
+            Root::new(&cfg(false)).unwrap(),
+        );
+        let media = MediaTypes::builtin();
+        assert!(deep.may_hold(Path::new("/photos")));
+        assert!(deep.may_hold(Path::new("/photos/2024/summer")));
+        assert!(!deep.may_hold(Path::new("/photos/.thumbnails")));
+        assert!(!deep.may_hold(Path::new("/photos/2024/.cache/x")));
+        assert!(!deep.may_hold(Path::new("/elsewhere")));
+        assert!(flat.may_hold(Path::new("/photos")));
+        assert!(!flat.may_hold(Path::new("/photos/2024")));
+
+        assert!(deep.is_candidate(Path::new("/photos/2024/IMG_1.jpg"), &media));
+        assert!(flat.is_candidate(Path::new("/photos/IMG_1.jpg"), &media));
+        assert!(!flat.is_candidate(Path::new("/photos/2024/IMG_1.jpg"), &media));
+        for no in [
+            "/photos/2024/IMG_1.jpg.part",
+            "/photos/.IMG_1.jpg.a1B2c3",
+            "/photos/.hidden.jpg",
+            "/photos/.cache/IMG_1.jpg",
+            "/photos/notes.txt",
+            "/photos/private/IMG_1.jpg",
+            "/elsewhere/IMG_1.jpg",
+        ] {
+            assert!(!deep.is_candidate(Path::new(no), &media), "{no}");
+        }
+    }
+
+    #[test]
     fn globs_match_relative_to_the_root() {
         let root = Root::new(&RootConfig {
             path: "/photos".into(),

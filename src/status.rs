@@ -21,6 +21,8 @@ pub struct Status {
     pub last_success_ms: Option<i64>,
     pub server: Option<String>,
     pub roots: Vec<(String, String)>,
+    /// Files not uploaded because their asset was trashed or deleted on the server.
+    pub held_back_deleted: i64,
 }
 
 /// Whether a daemon holds the state directory's lock, and its pid.
@@ -63,6 +65,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             last_success_ms,
             server,
             roots,
+            held_back_deleted: crate::db::mirror::held_back(c)?,
         })
     })?;
     Ok(Some(Status {
@@ -71,7 +74,8 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
     }))
 }
 
-fn ago(ms: i64) -> String {
+/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub(crate) fn ago(ms: i64) -> String {
     let secs = ((db::now_ms() - ms) / 1000).max(0);
     match secs {
         0..=119 => format!("{secs}s ago"),
@@ -118,6 +122,15 @@ impl Status {
             if *n > 0 || matches!(state, JobState::Done | JobState::Failed | JobState::Queued) {
                 let _ = writeln!(out, "  {:<10} {n}", state.as_str());
             }
+        }
+        if self.held_back_deleted > 0 {
+            let _ = writeln!(
+                out,
+                "held back:    {} files: their photos were deleted or trashed on the server by \
+                 the user, so they are not uploaded again (mirror.reupload_deleted = true \
+                 changes that; `immish-sync diff` lists them)",
+                self.held_back_deleted
+            );
         }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "recent problems:");

@@ -90,6 +90,8 @@ pub enum WatchError {
 /// task of the daemon.
 pub struct Watcher {
     cfg: WatchConfig,
+    /// [`EVENT_CHANNEL_CAPACITY`]; tests shrink it to force the full-channel path.
+    capacity: usize,
     db: Db,
     roots: Vec<Root>,
     media: MediaTypes,
@@ -106,6 +108,7 @@ impl Watcher {
     ) -> Watcher {
         Watcher {
             cfg,
+            capacity: EVENT_CHANNEL_CAPACITY,
             db,
             roots,
             media,
@@ -121,7 +124,7 @@ impl Watcher {
         ready: oneshot::Sender<()>,
         cancel: CancellationToken,
     ) -> Result<(), WatchError> {
-        let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let (tx, mut rx) = mpsc::channel(self.capacity);
         let mut w = State::new(self, tx);
         let mut ready = Some(ready);
         let mut tasks: JoinSet<Result<Done, WatchError>> = JoinSet::new();
@@ -1005,7 +1008,6 @@ impl State {
 
     fn on_root_there(&mut self, i: usize, h: Health, now: Instant) {
         let poll_interval = self.cfg.poll_interval;
-        let auto = self.cfg.mode == WatchMode::Auto;
         let rs = &mut self.roots[i];
         rs.next_check = now + poll_interval;
         if rs.live
@@ -1038,14 +1040,15 @@ impl State {
         // The full scan at start-up covers a root seen for the first time; one that came
         // back (or was replaced) is walked once it is watched.
         rs.rescan = !first;
-        if auto {
-            rs.method = match h.remote_fs {
-                Some(fs) => Method::Poll(format!(
-                    "it is on a {fs} filesystem, where inotify does not see changes made by other machines"
-                )),
-                None => Method::Events,
-            };
-        }
+        // Decided again each time the root appears: a remount may bring another filesystem,
+        // and a raised inotify limit is tried again.
+        rs.method = match (self.cfg.mode, h.remote_fs) {
+            (WatchMode::Poll, _) => Method::Poll("watch.mode = \"poll\"".into()),
+            (WatchMode::Auto, Some(fs)) => Method::Poll(format!(
+                "it is on a {fs} filesystem, where inotify does not see changes made by other machines"
+            )),
+            _ => Method::Events,
+        };
         match rs.method {
             Method::Events => rs.needs_watch = true,
             Method::Poll(_) => {
@@ -1112,10 +1115,10 @@ impl State {
                     self.limit_warned = true;
                     tracing::warn!(
                         root = %path,
-                        "inotify watch limit reached (fs.inotify.max_user_watches={}): polling this root every {:?} instead. \
+                        "inotify watch limit reached ({}): polling this root every {:?} instead. \
                          Raise the limit with `sysctl fs.inotify.max_user_watches={SUGGESTED_MAX_WATCHES}` (to keep it, \
                          install {SYSCTL_SNIPPET} in /etc/sysctl.d/) and restart immish-sync, or set watch.mode = \"poll\"",
-                        inotify_limit("max_user_watches"),
+                        inotify_limit("watches"),
                         every,
                     );
                 }
@@ -1126,10 +1129,10 @@ impl State {
                     self.instances_warned = true;
                     tracing::warn!(
                         root = %path,
-                        "too many inotify instances (fs.inotify.max_user_instances={}): polling this root every {:?} \
+                        "too many inotify instances ({}): polling this root every {:?} \
                          instead. Raise the limit with `sysctl fs.inotify.max_user_instances=1024` (to keep it, install \
                          {SYSCTL_SNIPPET} in /etc/sysctl.d/) and restart immish-sync, or set watch.mode = \"poll\"",
-                        inotify_limit("max_user_instances"),
+                        inotify_limit("instances"),
                         every,
                     );
                 }
@@ -1173,7 +1176,7 @@ impl State {
             paused,
             settle = ?self.cfg.settle,
             poll_interval = ?self.cfg.poll_interval,
-            "watching {} roots",
+            "roots watched: {}",
             self.roots.len()
         );
     }
@@ -1281,11 +1284,23 @@ fn same_content(a: &FileStat, b: &FileStat) -> bool {
     a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns
 }
 
-/// A value of `/proc/sys/fs/inotify/<key>`, for messages.
-fn inotify_limit(key: &str) -> String {
-    std::fs::read_to_string(format!("/proc/sys/fs/inotify/{key}"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+/// The inotify limit `max_user_<what>` as a message shows it: the system-wide sysctl, and
+/// the user namespace's own limit when that is lower (containers).
+fn inotify_limit(what: &str) -> String {
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let global = read(format!("/proc/sys/fs/inotify/max_user_{what}"));
+    let userns = read(format!("/proc/sys/user/max_inotify_{what}"));
+    let shown = global.map_or_else(|| "unknown".to_string(), |g| g.to_string());
+    match (global, userns) {
+        (Some(g), Some(u)) if u < g => {
+            format!("fs.inotify.max_user_{what}={shown}, and user.max_inotify_{what}={u} in this user namespace")
+        }
+        _ => format!("fs.inotify.max_user_{what}={shown}"),
+    }
 }
 
 /// Filesystems where inotify sees only the changes made through this machine's kernel
@@ -1362,6 +1377,91 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Whatever the test machine's /tmp is, it is not a network filesystem here.
         assert_eq!(remote_filesystem(dir.path()), None);
+    }
+
+    /// A watcher on a fresh catalogue, without a server: what it queues is what it found.
+    async fn watcher_on(
+        dir: &Path,
+        capacity: usize,
+    ) -> (
+        Db,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), WatchError>>,
+    ) {
+        let db = Db::open(&dir.join("state.sqlite3")).unwrap();
+        let root = Root::new(&crate::config::RootConfig {
+            path: dir.join("photos"),
+            recursive: true,
+            include: vec![],
+            exclude: vec![],
+            hidden: false,
+        })
+        .unwrap();
+        let cfg = WatchConfig {
+            mode: WatchMode::Notify,
+            settle: Duration::from_millis(100),
+            poll_interval: Duration::from_secs(3600),
+        };
+        let mut w = Watcher::new(
+            cfg,
+            db.clone(),
+            vec![root],
+            MediaTypes::builtin(),
+            Waker::default(),
+        );
+        w.capacity = capacity;
+        let (ready_tx, ready) = oneshot::channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(w.run(ready_tx, cancel.clone()));
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .unwrap()
+            .unwrap();
+        (db, cancel, task)
+    }
+
+    async fn queued_within(db: &Db, n: i64, limit: Duration) -> i64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got: i64 = db
+                .call(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .await
+                .unwrap();
+            if got >= n || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_event_channel_means_a_rescan_not_a_lost_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos = dir.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        std::fs::write(
+            photos.join("seed.txt"),
+            b"keeps the root from looking unmounted",
+        )
+        .unwrap();
+        // Four events of room for thousands: nearly every event is dropped at the channel.
+        let (db, cancel, task) = watcher_on(dir.path(), 4).await;
+        let n = 2000;
+        for i in 0..n {
+            let sub = photos.join(format!("d{}", i % 10));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("IMG_{i}.jpg")), format!("photo {i}")).unwrap();
+        }
+        let got = queued_within(&db, n, Duration::from_secs(30)).await;
+        assert_eq!(got, n, "every file is queued, once");
+        cancel.cancel();
+        task.await.unwrap().unwrap();
     }
 
     #[test]

@@ -598,6 +598,35 @@ impl ApiClient {
         self.inner.transport.json(rb.json(body), &info).await
     }
 
+    /// `POST {api}{path}` with a JSON body, for answers that are not one JSON document (the
+    /// sync stream's JSON lines, a 204): the response once its status is 2xx, with the
+    /// request it answers (for errors while reading the body). Waiting for the headers is
+    /// bounded by the stall timeout and error statuses are mapped as for every other call;
+    /// reading the body is the caller's, within [`stall_timeout`](Self::stall_timeout) per
+    /// chunk.
+    pub async fn post_for_response<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(Response, RequestInfo)> {
+        let (rb, info) = self.request(Method::POST, path);
+        let progress = Progress::new();
+        let resp = self
+            .inner
+            .transport
+            .send(rb.json(body), &info, &progress)
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.inner.transport.http_error(resp, &info).await);
+        }
+        Ok((resp, info))
+    }
+
+    /// How long a request may make no progress before it is abandoned.
+    pub fn stall_timeout(&self) -> Duration {
+        self.inner.transport.stall
+    }
+
     fn request(&self, method: Method, path: &str) -> (RequestBuilder, RequestInfo) {
         self.inner.request(method, path)
     }

@@ -127,6 +127,10 @@ pub(crate) struct AssetDto {
     pub is_archived: Option<bool>,
     #[serde(default)]
     pub is_trashed: bool,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub device_asset_id: Option<String>,
 }
 
 impl AssetDto {
@@ -144,6 +148,8 @@ impl AssetDto {
             updated_at: self.updated_at,
             visibility,
             is_trashed: self.is_trashed,
+            device_id: self.device_id,
+            device_asset_id: self.device_asset_id,
         }
     }
 }

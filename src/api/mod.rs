@@ -140,6 +140,9 @@ pub struct RemoteAsset {
     /// that predate `visibility` (seed).
     pub visibility: Option<String>,
     pub is_trashed: bool,
+    /// The uploading client's `deviceId` and `deviceAssetId` (absent on the next major).
+    pub device_id: Option<String>,
+    pub device_asset_id: Option<String>,
 }
 
 impl RemoteAsset {

@@ -3,11 +3,12 @@
 //!
 //! Owns: the one read-write [`Connection`] of a daemon (behind a mutex, used only inside
 //! `spawn_blocking`), the schema (`migrations/*.sql`, tracked by `user_version`), and the
-//! queries in [`queue`] and [`catalogue`]. Must not: call the network or hold a
+//! queries in [`queue`], [`catalogue`] and [`mirror`]. Must not: call the network or hold a
 //! `Connection` or `Transaction` across an `.await` (the closure given to [`Db::call`] runs to
 //! completion on a blocking thread).
 
 pub mod catalogue;
+pub mod mirror;
 pub mod queue;
 
 use std::path::{Path, PathBuf};
@@ -17,10 +18,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 /// The schema, in order. Never edit a shipped entry; append a new file.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init.sql",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        "0002_mirror.sql",
+        include_str!("../../migrations/0002_mirror.sql"),
+    ),
+];
 
 /// The database file's name inside the state directory.
 pub const DB_FILE: &str = "state.sqlite3";

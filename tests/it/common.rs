@@ -36,6 +36,18 @@ impl World {
         }
     }
 
+    /// A world around a server the test built itself (e.g. with another event delay).
+    pub fn with_server(server: TestServer) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("photos")).unwrap();
+        World {
+            server,
+            dir,
+            upload: String::new(),
+            extra: String::new(),
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("photos")
     }
@@ -185,7 +197,11 @@ impl World {
     /// Starts the daemon and returns at once (readiness is for the caller to poll).
     pub fn start_daemon(&self) -> RunningDaemon {
         let token = CancellationToken::new();
-        let handle = tokio::spawn(daemon::run_with(self.config(), Self::tuning(), token.clone()));
+        let handle = tokio::spawn(daemon::run_with(
+            self.config(),
+            Self::tuning(),
+            token.clone(),
+        ));
         RunningDaemon { token, handle }
     }
 }

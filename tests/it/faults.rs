@@ -24,7 +24,11 @@ async fn losing_the_state_directory_sends_no_body_twice() {
     let s = w.scan().await;
     assert!(s.is_complete(), "{s:?}");
     assert_eq!(w.server.upload_bodies(), 60, "no body sent again");
-    assert_eq!(s.stats.linked.load(Relaxed), 60, "every file linked by the duplicate check");
+    assert_eq!(
+        s.stats.linked.load(Relaxed),
+        60,
+        "every file linked by the duplicate check"
+    );
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 60);
 }
 
@@ -43,13 +47,13 @@ async fn a_file_truncated_during_upload_never_becomes_a_wrong_asset() {
 
     let scan = tokio::spawn({
         let config = w.config();
-        async move {
-            immish_sync::daemon::scan_with(config, World::tuning(), Default::default()).await
-        }
+        async move { immish_sync::daemon::scan_with(config, World::tuning(), Default::default()).await }
     });
     let server = &w.server;
     assert!(
-        eventually(Duration::from_secs(20), || server.upload_body_bytes() > 2 * 1024 * 1024).await,
+        eventually(Duration::from_secs(20), || server.upload_body_bytes()
+            > 2 * 1024 * 1024)
+        .await,
         "the upload never started"
     );
     // Truncate to 30 %.
@@ -64,7 +68,11 @@ async fn a_file_truncated_during_upload_never_becomes_a_wrong_asset() {
     assert!(s.is_complete(), "{s:?}");
     let assets = w.server.assets(&w.server.admin_id());
     let sums: Vec<&str> = assets.iter().map(|a| a.checksum_hex.as_str()).collect();
-    assert_eq!(sums, vec![sha1_hex(&short).as_str()], "only the final bytes, once");
+    assert_eq!(
+        sums,
+        vec![sha1_hex(&short).as_str()],
+        "only the final bytes, once"
+    );
     w.server.slow_body(0);
 }
 
@@ -99,10 +107,18 @@ async fn a_full_server_pauses_instead_of_failing_files() {
     }
     w.server.storage_full(true);
     let s = w.scan().await;
-    assert!(matches!(s.end, EngineEnd::Paused(Pause::Capacity(_))), "{:?}", s.end);
+    assert!(
+        matches!(s.end, EngineEnd::Paused(Pause::Capacity(_))),
+        "{:?}",
+        s.end
+    );
     assert!(!s.is_complete());
     assert_eq!(s.failed_total, 0, "no file is failed for a full server");
-    assert!(w.server.requests("POST /assets") <= 4, "no hot loop: {}", w.server.requests("POST /assets"));
+    assert!(
+        w.server.requests("POST /assets") <= 4,
+        "no hot loop: {}",
+        w.server.requests("POST /assets")
+    );
 
     w.server.storage_full(false);
     let s = w.scan().await;
@@ -127,8 +143,10 @@ async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     }
     // The rescan finds them; their check meets the 401 and everything pauses.
     assert!(
-        eventually(Duration::from_secs(20), || server.requests_with_status("POST /assets/bulk-upload-check", 401) >= 1)
-            .await
+        eventually(Duration::from_secs(20), || server
+            .requests_with_status("POST /assets/bulk-upload-check", 401)
+            >= 1)
+        .await
     );
     let t0 = std::time::Instant::now();
     let before = server.requests("POST /auth/validateToken");
@@ -137,8 +155,15 @@ async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     // Probe interval in the tests is 200 ms: at most one probe per interval.
     let allowed = (t0.elapsed().as_millis() / 200) as u64 + 1;
     assert!(probes <= allowed, "{probes} probes in {:?}", t0.elapsed());
-    assert_eq!(server.assets(&admin).len(), 1, "nothing uploaded while refused");
-    assert!(server.requests_with_status("POST /assets", 401) <= 1, "no upload storm");
+    assert_eq!(
+        server.assets(&admin).len(),
+        1,
+        "nothing uploaded while refused"
+    );
+    assert!(
+        server.requests_with_status("POST /assets", 401) <= 1,
+        "no upload storm"
+    );
 
     w.server.unauthorized(false);
     assert!(
@@ -148,7 +173,11 @@ async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     d.stop().await;
     let failed: i64 = w
         .db()
-        .query_row("SELECT COUNT(*) FROM jobs WHERE state = 'failed'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'failed'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(failed, 0);
 }
@@ -173,14 +202,19 @@ async fn links_fifos_and_loops_are_never_followed() {
     assert!(s.is_complete(), "{s:?}");
     let assets = w.server.assets(&w.server.admin_id());
     assert_eq!(assets.len(), 1, "only the real file");
-    assert_eq!(assets[0].checksum_hex, sha1_hex(&std::fs::read(real).unwrap()));
+    assert_eq!(
+        assets[0].checksum_hex,
+        sha1_hex(&std::fs::read(real).unwrap())
+    );
 }
 
 /// RELIABILITY #17: a non-UTF-8 name survives a restart without a second upload.
 #[tokio::test]
 async fn a_non_utf8_name_is_not_uploaded_again_after_a_restart() {
     let w = World::new(Dialect::Immich).await;
-    let p = w.root().join(std::ffi::OsStr::from_bytes(b"IMG_\xff\xfe.jpg"));
+    let p = w
+        .root()
+        .join(std::ffi::OsStr::from_bytes(b"IMG_\xff\xfe.jpg"));
     std::fs::write(&p, jpeg("bytes")).unwrap();
     assert!(w.scan().await.is_complete());
     let s = w.scan().await;

@@ -7,4 +7,6 @@ mod cli;
 mod common;
 mod crash;
 mod faults;
+mod mirror;
 mod scan;
+mod watch;

@@ -1,0 +1,861 @@
+//! The mirror's tables: the user's own assets on the server (`remote_assets`) and the
+//! tombstones of assets of ours that the user trashed or deleted there (`tombstones`).
+//!
+//! Every change the mirror learns of, from a pull or a live event, goes through [`apply`],
+//! which also settles what it means for our files, in the same transaction:
+//!
+//! - an asset of ours (its checksum is in `known_assets`, or a file is backed up as it) that
+//!   is trashed or deleted gets a tombstone, leaves `known_assets`, and its files' `done`
+//!   jobs become `skipped` with [`DELETED_REASON`] (or are queued again with
+//!   `reupload_deleted`);
+//! - a live asset whose checksum has a tombstone (a restore, or the same photo uploaded again
+//!   by another client) removes the tombstone and makes the held-back files `done` again.
+//!
+//! Both rules look at the state a change leaves, not at the transition, so applying the same
+//! change twice, or a pull after the live event that told the same, changes nothing more.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::api::RemoteAsset;
+use crate::model::{AssetId, Checksum};
+
+/// Why a file is not uploaded: its asset was trashed or deleted on the server by the user.
+pub const DELETED_REASON: &str = "deleted on the server by the user; not uploaded again \
+                                  (set mirror.reupload_deleted = true to change that)";
+
+/// Skip reasons a restore on the server undoes (ours, and the pipeline's "in the trash").
+fn releasable_reasons() -> [&'static str; 2] {
+    [DELETED_REASON, crate::pipeline::TRASHED_REASON]
+}
+
+/// What [`apply`] does about assets of ours that went away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Queue the files again instead of holding them back.
+    pub reupload_deleted: bool,
+}
+
+/// One thing the mirror learned about the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The whole record (a pull, `on_upload_success`, `on_asset_update`).
+    Upsert(RemoteAsset),
+    /// Moved to the trash (`on_asset_trash`).
+    Trashed(AssetId),
+    /// Back from the trash (`on_asset_restore`).
+    Restored(AssetId),
+    /// Deleted for good (`AssetDeleteV1`, `on_asset_delete`, a full reconcile). `checksum`
+    /// helps when the mirror never held the asset; `id` may be empty when only the
+    /// checksum is known.
+    Deleted {
+        id: AssetId,
+        checksum: Option<Checksum>,
+    },
+}
+
+/// What [`apply`] did, summed over changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub upserted: u64,
+    /// Upserts ignored because the mirror holds a newer `updatedAt`.
+    pub stale: u64,
+    pub trashed: u64,
+    pub restored: u64,
+    pub deleted: u64,
+    /// Events about assets the mirror does not hold: a pull should fill them in.
+    pub unknown: u64,
+    /// Tombstones written.
+    pub tombstoned: u64,
+    /// Files whose `done` job became `skipped` (deleted on the server).
+    pub held_back: u64,
+    /// Files whose job was queued again (`reupload_deleted`).
+    pub requeued: u64,
+    /// Held-back files made `done` again (restored on the server).
+    pub released: u64,
+}
+
+impl Applied {
+    pub fn add(&mut self, o: &Applied) {
+        self.upserted += o.upserted;
+        self.stale += o.stale;
+        self.trashed += o.trashed;
+        self.restored += o.restored;
+        self.deleted += o.deleted;
+        self.unknown += o.unknown;
+        self.tombstoned += o.tombstoned;
+        self.held_back += o.held_back;
+        self.requeued += o.requeued;
+        self.released += o.released;
+    }
+}
+
+/// Parses a server timestamp (ISO 8601 / RFC 3339, e.g. `2024-05-01T10:00:00.123Z`) to
+/// unix milliseconds.
+pub fn server_time_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+struct Row {
+    checksum: Option<Checksum>,
+    updated_at: Option<String>,
+}
+
+fn row(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Row>> {
+    conn.prepare_cached("SELECT checksum, updated_at FROM remote_assets WHERE id = ?1")?
+        .query_row([&id.0], |r| {
+            Ok(Row {
+                checksum: r
+                    .get::<_, Option<Vec<u8>>>(0)?
+                    .as_deref()
+                    .and_then(Checksum::from_slice),
+                updated_at: r.get(1)?,
+            })
+        })
+        .optional()
+}
+
+/// The checksum of an asset: from the mirror, else from what we uploaded or linked.
+fn checksum_of(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Checksum>> {
+    if id.0.is_empty() {
+        return Ok(None);
+    }
+    if let Some(r) = row(conn, id)? {
+        if r.checksum.is_some() {
+            return Ok(r.checksum);
+        }
+    }
+    let from = |sql: &str| -> rusqlite::Result<Option<Checksum>> {
+        conn.prepare_cached(sql)?
+            .query_row([&id.0], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map(|o| o.as_deref().and_then(Checksum::from_slice))
+    };
+    match from("SELECT checksum FROM known_assets WHERE asset_id = ?1 LIMIT 1")? {
+        Some(c) => Ok(Some(c)),
+        None => {
+            from("SELECT checksum FROM files WHERE asset_id = ?1 AND checksum IS NOT NULL LIMIT 1")
+        }
+    }
+}
+
+/// Applies one change inside the caller's transaction.
+pub fn apply(
+    conn: &Connection,
+    change: &Change,
+    policy: Policy,
+    now_ms: i64,
+    out: &mut Applied,
+) -> rusqlite::Result<()> {
+    match change {
+        Change::Upsert(a) => {
+            if let (Some(prev), Some(new)) = (
+                row(conn, &a.id)?.and_then(|r| r.updated_at),
+                a.updated_at.as_deref(),
+            ) {
+                if let (Some(p), Some(n)) = (server_time_ms(&prev), server_time_ms(new)) {
+                    if n < p {
+                        // A page fetched before a change we already applied.
+                        out.stale += 1;
+                        return Ok(());
+                    }
+                }
+            }
+            conn.prepare_cached(
+                "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name,
+                     file_created_at, updated_at, visibility, is_trashed, device_id,
+                     device_asset_id, deleted_at, synced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)
+                 ON CONFLICT(id) DO UPDATE SET
+                     owner_id = excluded.owner_id,
+                     checksum = COALESCE(excluded.checksum, remote_assets.checksum),
+                     original_file_name = excluded.original_file_name,
+                     file_created_at = COALESCE(excluded.file_created_at,
+                                                remote_assets.file_created_at),
+                     updated_at = COALESCE(excluded.updated_at, remote_assets.updated_at),
+                     visibility = COALESCE(excluded.visibility, remote_assets.visibility),
+                     is_trashed = excluded.is_trashed,
+                     device_id = COALESCE(excluded.device_id, remote_assets.device_id),
+                     device_asset_id = COALESCE(excluded.device_asset_id,
+                                                remote_assets.device_asset_id),
+                     deleted_at = NULL,
+                     synced_at = excluded.synced_at",
+            )?
+            .execute(params![
+                a.id.0,
+                a.owner_id,
+                a.checksum.as_ref().map(|c| &c.0[..]),
+                a.original_file_name,
+                a.file_created_at,
+                a.updated_at,
+                a.visibility,
+                a.is_trashed,
+                a.device_id,
+                a.device_asset_id,
+                now_ms
+            ])?;
+            out.upserted += 1;
+            let sum = match a.checksum {
+                Some(c) => Some(c),
+                None => checksum_of(conn, &a.id)?,
+            };
+            if let Some(sum) = sum {
+                if a.is_trashed {
+                    gone(conn, &a.id, &sum, "trashed", policy, now_ms, out)?;
+                } else {
+                    live(conn, &a.id, &sum, now_ms, out)?;
+                }
+            }
+        }
+        Change::Trashed(id) => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE remote_assets SET is_trashed = 1, synced_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id.0, now_ms])?;
+            if n == 0 {
+                out.unknown += 1;
+            } else {
+                out.trashed += 1;
+            }
+            if let Some(sum) = checksum_of(conn, id)? {
+                gone(conn, id, &sum, "trashed", policy, now_ms, out)?;
+            }
+        }
+        Change::Restored(id) => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE remote_assets SET is_trashed = 0, deleted_at = NULL, synced_at = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![id.0, now_ms])?;
+            if n == 0 {
+                out.unknown += 1;
+            } else {
+                out.restored += 1;
+            }
+            if let Some(sum) = checksum_of(conn, id)? {
+                live(conn, id, &sum, now_ms, out)?;
+            }
+        }
+        Change::Deleted { id, checksum } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE remote_assets SET deleted_at = COALESCE(deleted_at, ?2),
+                         synced_at = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![id.0, now_ms])?;
+            out.deleted += n as u64;
+            let sum = match checksum_of(conn, id)? {
+                Some(c) => Some(c),
+                None => *checksum,
+            };
+            if let Some(sum) = sum {
+                gone(conn, id, &sum, "deleted", policy, now_ms, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Files whose content is `sum`, or that are backed up as `id`.
+fn files_of(conn: &Connection, id: &AssetId, sum: &Checksum) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM files WHERE checksum = ?1
+         UNION SELECT id FROM files WHERE asset_id = ?2",
+    )?;
+    let rows = stmt.query_map(params![&sum.0[..], id.0], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// An asset with content `sum` was trashed or deleted. When it is ours, remember that (a
+/// tombstone) and hold its files back, or queue them again with `reupload_deleted`.
+fn gone(
+    conn: &Connection,
+    id: &AssetId,
+    sum: &Checksum,
+    reason: &str,
+    policy: Policy,
+    now_ms: i64,
+    out: &mut Applied,
+) -> rusqlite::Result<()> {
+    // A live asset of ours with this content (the user uploaded the photo again from
+    // another client) means the content is still on the server.
+    let other_live: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM remote_assets WHERE checksum = ?1 AND id <> ?2
+                 AND is_trashed = 0 AND deleted_at IS NULL LIMIT 1",
+        )?
+        .query_row(params![&sum.0[..], id.0], |r| r.get(0))
+        .optional()?;
+    if let Some(other) = other_live {
+        // Our files are backed up as that one now.
+        conn.prepare_cached("UPDATE known_assets SET asset_id = ?2 WHERE checksum = ?1")?
+            .execute(params![&sum.0[..], other])?;
+        if !id.0.is_empty() {
+            conn.prepare_cached("UPDATE files SET asset_id = ?2 WHERE asset_id = ?1")?
+                .execute(params![id.0, other])?;
+        }
+        return Ok(());
+    }
+    let ours: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM known_assets WHERE checksum = ?1)
+                 OR EXISTS(SELECT 1 FROM tombstones WHERE checksum = ?1)
+                 OR EXISTS(SELECT 1 FROM files WHERE asset_id = ?2)",
+        )?
+        .query_row(params![&sum.0[..], id.0], |r| r.get(0))?;
+    if !ours {
+        return Ok(());
+    }
+    let asset = (!id.0.is_empty()).then_some(id.0.as_str());
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO tombstones(checksum, asset_id, reason, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(checksum) DO UPDATE SET
+                 reason = excluded.reason,
+                 asset_id = COALESCE(excluded.asset_id, tombstones.asset_id),
+                 at = excluded.at
+             WHERE tombstones.reason = 'trashed' AND excluded.reason = 'deleted'",
+        )?
+        .execute(params![&sum.0[..], asset, reason, now_ms])?;
+    out.tombstoned += written as u64;
+    conn.prepare_cached("DELETE FROM known_assets WHERE checksum = ?1")?
+        .execute([&sum.0[..]])?;
+    let files = files_of(conn, id, sum)?;
+    let mut job = if policy.reupload_deleted {
+        conn.prepare_cached(
+            "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL,
+                 reason = NULL, outcome = NULL, updated_at = ?2
+             WHERE file_id = ?1 AND state = 'done'",
+        )?
+    } else {
+        conn.prepare_cached(
+            "UPDATE jobs SET state = 'skipped', reason = ?3, outcome = NULL,
+                 next_attempt_at = NULL, updated_at = ?2
+             WHERE file_id = ?1 AND state = 'done'",
+        )?
+    };
+    let mut unlink = conn.prepare_cached("UPDATE files SET asset_id = NULL WHERE id = ?1")?;
+    for f in files {
+        let n = if policy.reupload_deleted {
+            job.execute(params![f, now_ms])?
+        } else {
+            job.execute(params![f, now_ms, DELETED_REASON])?
+        };
+        if n > 0 {
+            unlink.execute([f])?;
+            if policy.reupload_deleted {
+                out.requeued += 1;
+            } else {
+                out.held_back += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An asset with content `sum` exists (not trashed). If that content was held back as
+/// deleted, it is on the server again: drop the tombstone and make its files `done`.
+fn live(
+    conn: &Connection,
+    id: &AssetId,
+    sum: &Checksum,
+    now_ms: i64,
+    out: &mut Applied,
+) -> rusqlite::Result<()> {
+    let n = conn
+        .prepare_cached("DELETE FROM tombstones WHERE checksum = ?1")?
+        .execute([&sum.0[..]])?;
+    let [r1, r2] = releasable_reasons();
+    let held: Vec<i64> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.id FROM files f JOIN jobs j ON j.file_id = f.id
+             WHERE f.checksum = ?1 AND f.missing = 0 AND j.state = 'skipped'
+                   AND j.reason IN (?2, ?3)",
+        )?;
+        let rows = stmt.query_map(params![&sum.0[..], r1, r2], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if n == 0 && held.is_empty() {
+        return Ok(());
+    }
+    super::catalogue::remember_asset(conn, sum, Some(id), true, now_ms)?;
+    let mut file = conn.prepare_cached("UPDATE files SET asset_id = ?2 WHERE id = ?1")?;
+    let mut job = conn.prepare_cached(
+        "UPDATE jobs SET state = 'done', outcome = 'linked', reason = NULL, updated_at = ?2
+         WHERE file_id = ?1",
+    )?;
+    for f in held {
+        file.execute(params![f, id.0])?;
+        job.execute(params![f, now_ms])?;
+        out.released += 1;
+    }
+    Ok(())
+}
+
+/// The tombstone for a checksum: (asset id, `trashed` | `deleted`).
+pub fn tombstone(
+    conn: &Connection,
+    sum: &Checksum,
+) -> rusqlite::Result<Option<(Option<AssetId>, String)>> {
+    conn.prepare_cached("SELECT asset_id, reason FROM tombstones WHERE checksum = ?1")?
+        .query_row([&sum.0[..]], |r| {
+            Ok((r.get::<_, Option<String>>(0)?.map(AssetId), r.get(1)?))
+        })
+        .optional()
+}
+
+/// An asset of `owner` with this checksum that exists and is not in the trash.
+pub fn own_live_asset(
+    conn: &Connection,
+    sum: &Checksum,
+    owner: &str,
+) -> rusqlite::Result<Option<AssetId>> {
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    conn.prepare_cached(
+        "SELECT id FROM remote_assets
+         WHERE checksum = ?1 AND owner_id = ?2 AND is_trashed = 0 AND deleted_at IS NULL
+         LIMIT 1",
+    )?
+    .query_row(params![&sum.0[..], owner], |r| r.get(0))
+    .optional()
+    .map(|o| o.map(AssetId))
+}
+
+/// Assets the mirror holds as existing whose row was last written before `before_ms`:
+/// the suspects of a full reconcile that did not see them.
+pub fn live_rows_before(
+    conn: &Connection,
+    before_ms: i64,
+) -> rusqlite::Result<Vec<(AssetId, Option<Checksum>)>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, checksum FROM remote_assets WHERE deleted_at IS NULL AND synced_at < ?1",
+    )?;
+    let rows = stmt.query_map([before_ms], |r| {
+        Ok((
+            AssetId(r.get(0)?),
+            r.get::<_, Option<Vec<u8>>>(1)?
+                .as_deref()
+                .and_then(Checksum::from_slice),
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Assets we uploaded or linked (`known_assets`) that the mirror does not hold as existing:
+/// after a full pull, these were deleted while nobody was looking (or predate the mirror).
+pub fn known_without_live_row(
+    conn: &Connection,
+) -> rusqlite::Result<Vec<(Checksum, Option<AssetId>)>> {
+    let mut stmt = conn.prepare(
+        "SELECT k.checksum, k.asset_id FROM known_assets k
+         WHERE NOT EXISTS (SELECT 1 FROM remote_assets r
+                           WHERE r.checksum = k.checksum AND r.deleted_at IS NULL)",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (sum, id) = row?;
+        if let Some(sum) = Checksum::from_slice(&sum) {
+            out.push((sum, id.map(AssetId)));
+        }
+    }
+    Ok(out)
+}
+
+/// Forgets every mirrored asset (a `SyncResetV1`); tombstones stay, they are ours.
+pub fn wipe(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM remote_assets", [])?;
+    Ok(())
+}
+
+/// What `immish-sync mirror` counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Existing, not in the trash, per visibility.
+    pub by_visibility: Vec<(String, i64)>,
+    pub live: i64,
+    pub trashed: i64,
+    pub deleted: i64,
+    pub tombstones: i64,
+    /// Files held back because their asset was deleted on the server.
+    pub held_back: i64,
+}
+
+pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
+    let mut c = Counts::default();
+    let mut stmt = conn.prepare(
+        "SELECT COALESCE(visibility, 'unknown'), COUNT(*) FROM remote_assets
+         WHERE deleted_at IS NULL AND is_trashed = 0 GROUP BY 1 ORDER BY 1",
+    )?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (v, n) = row?;
+        c.live += n;
+        c.by_visibility.push((v, n));
+    }
+    (c.trashed, c.deleted) = conn.query_row(
+        "SELECT COALESCE(SUM(deleted_at IS NULL AND is_trashed = 1), 0),
+                COALESCE(SUM(deleted_at IS NOT NULL), 0)
+         FROM remote_assets",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    c.tombstones = conn.query_row("SELECT COUNT(*) FROM tombstones", [], |r| r.get(0))?;
+    c.held_back = held_back(conn)?;
+    Ok(c)
+}
+
+/// Files (still present locally) held back because their asset was deleted on the server.
+pub fn held_back(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
+         WHERE j.state = 'skipped' AND j.reason = ?1 AND f.missing = 0",
+        [DELETED_REASON],
+        |r| r.get(0),
+    )
+}
+
+/// A local file the server does not have, for `immish-sync diff`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalOnly {
+    pub path: Vec<u8>,
+    /// The job's state and reason, e.g. `queued` or `skipped: deleted on the server…`.
+    pub state: String,
+}
+
+/// A server asset that came from this machine whose file is gone locally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteOnly {
+    pub id: AssetId,
+    pub original_file_name: String,
+    /// The path it was backed up from, when the catalogue still knows it.
+    pub path: Option<Vec<u8>>,
+}
+
+/// The two lists of `immish-sync diff`: local files whose content is neither an existing
+/// asset of `owner` in the mirror nor one we uploaded or linked, and existing assets that came from this machine
+/// (`device_id`, or backed up from one of our files) whose every local copy is gone.
+pub fn diff(
+    conn: &Connection,
+    owner: &str,
+    device_id: &str,
+) -> rusqlite::Result<(Vec<LocalOnly>, Vec<RemoteOnly>)> {
+    // Content the server holds: own existing assets of the mirror, and what we uploaded or
+    // linked (the mirror may not have pulled our latest uploads yet; what the user deleted
+    // has left `known_assets`).
+    let mut on_server: HashMap<Vec<u8>, ()> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT checksum FROM remote_assets
+             WHERE checksum IS NOT NULL AND deleted_at IS NULL AND is_trashed = 0
+                   AND (owner_id = ?1 OR ?1 = '')
+             UNION SELECT checksum FROM known_assets",
+        )?;
+        for sum in stmt.query_map([owner], |r| r.get::<_, Vec<u8>>(0))? {
+            on_server.insert(sum?, ());
+        }
+    }
+    let mut local_only = Vec::new();
+    // Local content: checksum -> a present path; asset id -> the last path backed up as it.
+    let mut present: HashMap<Vec<u8>, ()> = HashMap::new();
+    let mut backed_up_as: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut path_of_sum: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT f.path, f.checksum, f.asset_id, f.missing, j.state, j.reason
+             FROM files f LEFT JOIN jobs j ON j.file_id = f.id ORDER BY f.path",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Option<Vec<u8>>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)? != 0,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (path, sum, asset, missing, state, reason) = row?;
+            if let Some(a) = asset {
+                backed_up_as.insert(a, path.clone());
+            }
+            if let Some(s) = &sum {
+                path_of_sum.entry(s.clone()).or_insert_with(|| path.clone());
+            }
+            if missing {
+                continue;
+            }
+            match &sum {
+                Some(s) if on_server.contains_key(s) => {
+                    present.insert(s.clone(), ());
+                }
+                _ => {
+                    if let Some(s) = &sum {
+                        present.insert(s.clone(), ());
+                    }
+                    let state = match (state, reason) {
+                        (Some(s), Some(r)) => format!("{s}: {r}"),
+                        (Some(s), None) if sum.is_none() => format!("{s}, not hashed yet"),
+                        (Some(s), None) => s,
+                        (None, _) => "not queued".to_owned(),
+                    };
+                    local_only.push(LocalOnly { path, state });
+                }
+            }
+        }
+    }
+    let mut remote_only = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT id, checksum, original_file_name, device_id FROM remote_assets
+         WHERE deleted_at IS NULL AND (owner_id = ?1 OR ?1 = '') ORDER BY original_file_name, id",
+    )?;
+    let rows = stmt.query_map([owner], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<Vec<u8>>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, sum, name, device) = row?;
+        let from_here_path = backed_up_as
+            .get(&id)
+            .cloned()
+            .or_else(|| sum.as_ref().and_then(|s| path_of_sum.get(s).cloned()));
+        let from_here = from_here_path.is_some()
+            || (!device_id.is_empty() && device.as_deref() == Some(device_id));
+        if !from_here {
+            continue;
+        }
+        let still_here = sum.as_ref().is_some_and(|s| present.contains_key(s));
+        if !still_here {
+            remote_only.push(RemoteOnly {
+                id: AssetId(id),
+                original_file_name: name,
+                path: from_here_path,
+            });
+        }
+    }
+    Ok((local_only, remote_only))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::catalogue::{self, FileStat};
+    use crate::db::queue::{self, Outcome};
+    use crate::db::Db;
+    use crate::model::JobState;
+
+    fn asset(id: &str, sum: Checksum, trashed: bool, updated: &str) -> RemoteAsset {
+        RemoteAsset {
+            id: AssetId(id.into()),
+            owner_id: "me".into(),
+            checksum: Some(sum),
+            original_file_name: format!("{id}.jpg"),
+            file_created_at: None,
+            updated_at: Some(updated.into()),
+            visibility: Some("timeline".into()),
+            is_trashed: trashed,
+            device_id: None,
+            device_asset_id: None,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        (dir, db)
+    }
+
+    /// A file backed up as `id` (done, linked), like the pipeline leaves it.
+    fn backed_up(c: &Connection, path: &str, sum: Checksum, id: &str) -> i64 {
+        let stat = FileStat {
+            dev: 1,
+            ino: path.len() as u64,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 1,
+        };
+        let f = catalogue::upsert_and_queue(c, b"/r", path.as_bytes(), &stat, 1).unwrap();
+        queue::record_hash(c, f, &stat, &sum, 1).unwrap();
+        queue::finish_done(
+            c,
+            f,
+            &sum,
+            Some(&AssetId(id.into())),
+            Outcome::Uploaded,
+            true,
+            1,
+        )
+        .unwrap();
+        f
+    }
+
+    fn job(c: &Connection, f: i64) -> (String, Option<String>) {
+        c.query_row(
+            "SELECT state, reason FROM jobs WHERE file_id = ?1",
+            [f],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    fn run(c: &Connection, ch: Change, policy: Policy) -> Applied {
+        let mut out = Applied::default();
+        apply(c, &ch, policy, 100, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn trash_of_ours_holds_back_and_restore_releases() {
+        let (_d, db) = setup();
+        db.call_blocking(|c| {
+            let sum = Checksum([1; 20]);
+            let f = backed_up(c, "/r/a.jpg", sum, "A");
+            let p = Policy::default();
+            run(
+                c,
+                Change::Upsert(asset("A", sum, false, "2024-01-01T00:00:00.000Z")),
+                p,
+            );
+            assert_eq!(job(c, f).0, "done");
+
+            let out = run(c, Change::Trashed(AssetId("A".into())), p);
+            assert_eq!((out.trashed, out.tombstoned, out.held_back), (1, 1, 1));
+            assert_eq!(job(c, f), ("skipped".into(), Some(DELETED_REASON.into())));
+            assert!(tombstone(c, &sum).unwrap().is_some());
+            assert_eq!(catalogue::known_asset(c, &sum).unwrap(), None);
+            // The same news again changes nothing more.
+            let again = run(c, Change::Trashed(AssetId("A".into())), p);
+            assert_eq!((again.tombstoned, again.held_back), (0, 0));
+
+            let out = run(c, Change::Restored(AssetId("A".into())), p);
+            assert_eq!(out.released, 1);
+            assert_eq!(job(c, f).0, "done");
+            assert!(tombstone(c, &sum).unwrap().is_none());
+            assert_eq!(
+                catalogue::known_asset(c, &sum).unwrap(),
+                Some(Some(AssetId("A".into())))
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn delete_of_an_asset_the_mirror_never_held_is_found_through_the_catalogue() {
+        let (_d, db) = setup();
+        db.call_blocking(|c| {
+            let sum = Checksum([2; 20]);
+            let f = backed_up(c, "/r/b.jpg", sum, "B");
+            let out = run(
+                c,
+                Change::Deleted {
+                    id: AssetId("B".into()),
+                    checksum: None,
+                },
+                Policy::default(),
+            );
+            assert_eq!(out.held_back, 1);
+            assert_eq!(job(c, f).0, "skipped");
+            assert_eq!(tombstone(c, &sum).unwrap().unwrap().1, "deleted");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn reupload_deleted_queues_the_files_again() {
+        let (_d, db) = setup();
+        db.call_blocking(|c| {
+            let sum = Checksum([3; 20]);
+            let f = backed_up(c, "/r/c.jpg", sum, "C");
+            let out = run(
+                c,
+                Change::Deleted {
+                    id: AssetId("C".into()),
+                    checksum: None,
+                },
+                Policy {
+                    reupload_deleted: true,
+                },
+            );
+            assert_eq!((out.requeued, out.held_back), (1, 0));
+            assert_eq!(job(c, f).0, JobState::Queued.as_str());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn assets_of_others_and_stale_pages_change_nothing_of_ours() {
+        let (_d, db) = setup();
+        db.call_blocking(|c| {
+            let p = Policy::default();
+            // Not ours: no tombstone.
+            let out = run(
+                c,
+                Change::Upsert(asset(
+                    "X",
+                    Checksum([4; 20]),
+                    true,
+                    "2024-01-01T00:00:00.000Z",
+                )),
+                p,
+            );
+            assert_eq!((out.upserted, out.tombstoned), (1, 0));
+            // A page older than what the mirror holds is ignored.
+            run(
+                c,
+                Change::Upsert(asset(
+                    "Y",
+                    Checksum([5; 20]),
+                    true,
+                    "2024-02-01T00:00:00.000Z",
+                )),
+                p,
+            );
+            let out = run(
+                c,
+                Change::Upsert(asset(
+                    "Y",
+                    Checksum([5; 20]),
+                    false,
+                    "2024-01-01T00:00:00.000Z",
+                )),
+                p,
+            );
+            assert_eq!(out.stale, 1);
+            let trashed: bool = c.query_row(
+                "SELECT is_trashed FROM remote_assets WHERE id = 'Y'",
+                [],
+                |r| r.get(0),
+            )?;
+            assert!(trashed);
+            assert_eq!(own_live_asset(c, &Checksum([5; 20]), "me").unwrap(), None);
+            assert_eq!(counts(c).unwrap().trashed, 2);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn server_times_parse_with_and_without_fractions() {
+        assert_eq!(server_time_ms("1970-01-01T00:00:01.500Z"), Some(1500));
+        assert_eq!(server_time_ms("1970-01-01T00:00:02Z"), Some(2000));
+        assert_eq!(server_time_ms("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(server_time_ms("yesterday"), None);
+    }
+}

@@ -1,0 +1,712 @@
+//! The mirror of the user's own assets on the server: pulls (per dialect), live events
+//! (socket.io), and a full reconcile now and then, all written to `remote_assets` through
+//! [`crate::db::mirror::apply`], which also holds back files whose asset the user trashed or
+//! deleted on the server.
+//!
+//! Owns: when to pull and what kind of pull (incremental from the watermark, or full with a
+//! reconcile), the watermark (the largest server `updatedAt` seen; never the local clock),
+//! the sync-stream acknowledgements, the socket task and the task that applies its events.
+//!
+//! Must not: stop or slow uploads. A failing pull is logged and tried again later; a lost
+//! socket reconnects with backoff; both only ever write the mirror and job states, never
+//! the server. Pulls and event batches are applied one at a time (`apply_lock`), so an
+//! event that arrives during a pull is applied after the pull's pages, never under them.
+//!
+//! Sources (API.md §5, §6):
+//! - password session: `POST /sync/stream` (`AuthUsersV1`, `AssetsV1`) with acks; a stream
+//!   without an `AssetV1` checkpoint (a new session: every daemon start) is complete, so it
+//!   is also a full reconcile; the periodic one asks for `reset: true`;
+//! - API key: `POST /search/metadata {updatedAfter: watermark − 5 min, withDeleted}` per
+//!   visibility (timeline, archive, hidden), paged, own assets only;
+//! - seed-style servers: `GET /assets?updatedAfter=` with `skip`/`take`.
+//!
+//! A full pull cannot show what is gone, only what is there, so a full reconcile suspects
+//! every mirrored asset it did not see (and every asset we uploaded that the mirror lacks)
+//! and confirms each with `bulk-upload-check` (or `GET /assets/:id`) before calling it
+//! deleted: offset paging may skip a row, and `locked` assets are invisible to an API key.
+
+mod pull;
+pub mod report;
+pub mod socket;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::client::BULK_CHECK_BATCH;
+use crate::api::{ApiClient, ApiError, CheckResult, Dialect, RemoteAsset};
+use crate::config::Config;
+use crate::db::mirror::{self as store, server_time_ms};
+use crate::db::{self, now_ms, Db, DbError};
+use crate::model::{AssetId, Checksum};
+use crate::pipeline::Waker;
+
+pub use crate::db::mirror::{Applied, Change, Policy, DELETED_REASON};
+
+/// How far before the watermark an incremental pull starts, so that a change committed
+/// late at a page or clock boundary is not missed (API.md §5.5).
+pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
+/// Rows per page of `/search/metadata` (its maximum) and of the seed listing.
+const PAGE_SIZE: usize = 1000;
+/// Changes applied per transaction during a pull.
+const APPLY_BATCH: usize = 1000;
+/// Live events queued for the applier; when full, events are dropped and a pull recovers.
+const EVENT_QUEUE: usize = 1024;
+/// Live events applied per transaction.
+const EVENT_BATCH: usize = 256;
+/// Suspects of a full reconcile without a checksum, checked one by one, at most.
+const MAX_SINGLE_CHECKS: usize = 1000;
+/// The first wait after a failed pull; it doubles up to `pull_interval`.
+const PULL_RETRY_INITIAL: Duration = Duration::from_secs(5);
+
+/// `meta` keys.
+pub(crate) const META_WATERMARK: &str = "mirror.watermark_ms";
+pub(crate) const META_LAST_PULL: &str = "mirror.last_pull";
+pub(crate) const META_LAST_FULL: &str = "mirror.last_full_ms";
+pub(crate) const META_LAST_ERROR: &str = "mirror.last_error";
+pub(crate) const META_ACKS: &str = "mirror.acks";
+pub(crate) const META_SOCKET: &str = "mirror.socket";
+
+/// What the mirror needs from the config.
+#[derive(Clone, Debug)]
+pub struct MirrorSettings {
+    pub reupload_deleted: bool,
+    pub pull_interval: Duration,
+    pub full_reconcile_interval: Duration,
+    /// Listen to live events (`mirror.events`).
+    pub events: bool,
+    /// Extra CA for `wss://` (the HTTP client trusts the same).
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+impl MirrorSettings {
+    pub fn from_config(config: &Config) -> MirrorSettings {
+        MirrorSettings {
+            reupload_deleted: config.mirror.reupload_deleted,
+            pull_interval: config.mirror.pull_interval,
+            full_reconcile_interval: config.mirror.full_reconcile_interval,
+            events: config.mirror.events,
+            ca_file: config.server.ca_file.clone(),
+            connect_timeout: config.server.connect_timeout,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The server answered something the protocol does not allow.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// What a pull should be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullKind {
+    /// Incremental, unless nothing was pulled yet or the full reconcile is due.
+    Auto,
+    /// The whole inventory, then a reconcile that finds permanent deletes.
+    Full,
+}
+
+/// Where a pull read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    SyncStream,
+    Search,
+    SeedList,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::SyncStream => "sync stream",
+            Source::Search => "search",
+            Source::SeedList => "asset list",
+        }
+    }
+}
+
+/// What one pull did.
+#[derive(Clone, Debug)]
+pub struct PullReport {
+    pub source: Source,
+    /// A full inventory (followed by a reconcile).
+    pub full: bool,
+    /// Distinct assets the server sent.
+    pub seen: usize,
+    pub applied: Applied,
+    /// Assets the reconcile confirmed deleted.
+    pub reconciled_deleted: usize,
+    pub elapsed: Duration,
+}
+
+/// The mirror of one server account. Cheap to clone.
+#[derive(Clone)]
+pub struct Mirror {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    api: ApiClient,
+    settings: MirrorSettings,
+    /// Asks the pull loop for a pull now (a socket (re)connect, missed events).
+    pull_now: Arc<Notify>,
+    /// One pull or event batch at a time; held across awaits, hence tokio's mutex.
+    apply_lock: Mutex<()>,
+    waker: Option<Waker>,
+}
+
+impl Mirror {
+    /// `waker` is the engine's, woken when files are queued again (`reupload_deleted`).
+    pub fn new(db: Db, api: ApiClient, settings: MirrorSettings, waker: Option<Waker>) -> Mirror {
+        Mirror {
+            inner: Arc::new(Inner {
+                db,
+                api,
+                settings,
+                pull_now: Arc::new(Notify::new()),
+                apply_lock: Mutex::new(()),
+                waker,
+            }),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            reupload_deleted: self.inner.settings.reupload_deleted,
+        }
+    }
+
+    /// The source this server and these credentials allow.
+    pub fn source(&self) -> Source {
+        match (self.inner.api.dialect(), self.inner.api.is_session()) {
+            (Dialect::Seed, _) => Source::SeedList,
+            (Dialect::Immich, true) => Source::SyncStream,
+            (Dialect::Immich, false) => Source::Search,
+        }
+    }
+
+    /// Asks the running pull loop for a pull as soon as possible.
+    pub fn request_pull(&self) {
+        self.inner.pull_now.notify_one();
+    }
+
+    /// Applies changes in one transaction. The caller holds `apply_lock`.
+    async fn apply_locked(&self, changes: Vec<Change>) -> Result<Applied, DbError> {
+        if changes.is_empty() {
+            return Ok(Applied::default());
+        }
+        let policy = self.policy();
+        let applied = self
+            .inner
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let now = now_ms();
+                let mut out = Applied::default();
+                for ch in &changes {
+                    store::apply(&tx, ch, policy, now, &mut out)?;
+                }
+                tx.commit()?;
+                Ok(out)
+            })
+            .await?;
+        if applied.requeued > 0 {
+            if let Some(w) = &self.inner.waker {
+                w.wake();
+            }
+        }
+        if applied.held_back > 0 {
+            tracing::info!(
+                files = applied.held_back,
+                "assets were trashed or deleted on the server by the user; their files are not \
+                 uploaded again"
+            );
+        }
+        if applied.released > 0 {
+            tracing::info!(
+                files = applied.released,
+                "assets were restored on the server; their files count as backed up again"
+            );
+        }
+        Ok(applied)
+    }
+
+    /// Applies changes (as live events are), after any pull in progress.
+    pub async fn apply(&self, changes: Vec<Change>) -> Result<Applied, DbError> {
+        let _g = self.inner.apply_lock.lock().await;
+        self.apply_locked(changes).await
+    }
+
+    /// One pull. Failures are recorded in `meta` and returned; nothing is acknowledged or
+    /// advanced unless the pull completed.
+    pub async fn pull(&self, kind: PullKind) -> Result<PullReport, MirrorError> {
+        let _g = self.inner.apply_lock.lock().await;
+        let t0 = Instant::now();
+        let started_ms = now_ms();
+        let (watermark, last_full) = self
+            .inner
+            .db
+            .call(|c| {
+                let wm = db::meta_get(c, META_WATERMARK)?.and_then(|v| v.parse::<i64>().ok());
+                let lf = db::meta_get(c, META_LAST_FULL)?.and_then(|v| v.parse::<i64>().ok());
+                Ok((wm, lf))
+            })
+            .await?;
+        let interval = self.inner.settings.full_reconcile_interval.as_millis() as i64;
+        // A clock that went back past the last full pull makes it due too (it schedules;
+        // it is never a watermark).
+        let due = last_full.is_none_or(|t| started_ms - t >= interval || started_ms < t);
+        let source = self.source();
+        let mut run = PullRun {
+            mirror: self,
+            full: kind == PullKind::Full
+                || due
+                || (watermark.is_none() && source != Source::SyncStream),
+            seen: HashMap::new(),
+            max_updated_ms: None,
+            applied: Applied::default(),
+            batch: Vec::new(),
+        };
+        let res = match source {
+            Source::SyncStream => pull::sync_stream(&mut run).await,
+            Source::Search => pull::search(&mut run, watermark).await,
+            Source::SeedList => pull::seed_list(&mut run, watermark).await,
+        };
+        let res = match res {
+            Ok(()) if run.full => self.reconcile(&run.seen, started_ms).await.map(Some),
+            Ok(()) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let reconciled = match res {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("{} {e}", now_ms());
+                let _ = self
+                    .inner
+                    .db
+                    .call(move |c| db::meta_set(c, META_LAST_ERROR, &msg))
+                    .await;
+                return Err(e);
+            }
+        };
+        let report = PullReport {
+            source,
+            full: run.full,
+            seen: run.seen.len(),
+            applied: run.applied,
+            reconciled_deleted: reconciled.unwrap_or(0),
+            elapsed: t0.elapsed(),
+        };
+        let new_wm = match (watermark, run.max_updated_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let full = report.full;
+        // Stamped with its start: whatever changed on the server after that may be missing.
+        let line = format!(
+            "{} {} {} {}",
+            started_ms,
+            if full { "full" } else { "incremental" },
+            report.seen,
+            source.as_str()
+        );
+        self.inner
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                if let Some(wm) = new_wm {
+                    db::meta_set(&tx, META_WATERMARK, &wm.to_string())?;
+                }
+                db::meta_set(&tx, META_LAST_PULL, &line)?;
+                if full {
+                    db::meta_set(&tx, META_LAST_FULL, &started_ms.to_string())?;
+                }
+                tx.execute("DELETE FROM meta WHERE key = ?1", [META_LAST_ERROR])?;
+                tx.commit()
+            })
+            .await?;
+        Ok(report)
+    }
+
+    /// After a complete full pull: every mirrored asset it did not see, and every asset we
+    /// uploaded that the mirror lacks, is a suspect; the server confirms which are gone.
+    /// Returns how many were confirmed deleted.
+    async fn reconcile(
+        &self,
+        seen: &HashMap<String, Option<i64>>,
+        started_ms: i64,
+    ) -> Result<usize, MirrorError> {
+        let (rows, known) = self
+            .inner
+            .db
+            .call(move |c| {
+                Ok((
+                    store::live_rows_before(c, started_ms)?,
+                    store::known_without_live_row(c)?,
+                ))
+            })
+            .await?;
+        let mut suspects: Vec<(AssetId, Option<Checksum>)> = rows
+            .into_iter()
+            .filter(|(id, _)| !seen.contains_key(&id.0))
+            .collect();
+        let mut sums: HashSet<Checksum> = suspects.iter().filter_map(|(_, s)| *s).collect();
+        for (sum, id) in known {
+            if id.as_ref().is_some_and(|i| seen.contains_key(&i.0)) {
+                continue;
+            }
+            if sums.insert(sum) {
+                suspects.push((id.unwrap_or_else(|| AssetId(String::new())), Some(sum)));
+            }
+        }
+        if suspects.is_empty() {
+            return Ok(0);
+        }
+        tracing::debug!(
+            suspects = suspects.len(),
+            "full reconcile: confirming assets the pull did not see"
+        );
+        let api = &self.inner.api;
+        let me = api.user_id().to_owned();
+        let mut changes = Vec::new();
+        let (with_sum, without): (Vec<_>, Vec<_>) =
+            suspects.into_iter().partition(|(_, s)| s.is_some());
+        for chunk in with_sum.chunks(BULK_CHECK_BATCH) {
+            let items: Vec<(String, Checksum)> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, s))| s.map(|s| (i.to_string(), s)))
+                .collect();
+            let answers: HashMap<String, CheckResult> =
+                api.bulk_upload_check(&items).await?.into_iter().collect();
+            for (i, (id, sum)) in chunk.iter().enumerate() {
+                match answers.get(&i.to_string()) {
+                    // The server has no asset of ours with this content.
+                    Some(CheckResult::Accept) => changes.push(Change::Deleted {
+                        id: id.clone(),
+                        checksum: *sum,
+                    }),
+                    Some(CheckResult::Duplicate {
+                        asset_id,
+                        is_trashed,
+                    }) => {
+                        let current = asset_id.clone().unwrap_or_else(|| id.clone());
+                        if !id.0.is_empty() && current != *id {
+                            // Our asset is gone, but the content lives on as another asset
+                            // (uploaded again by another client): mirror that one first, so
+                            // that the content is not taken for deleted.
+                            if let Ok(Some(a)) = api.get_asset(&current).await {
+                                if me.is_empty() || a.owner_id == me {
+                                    changes.push(Change::Upsert(a));
+                                }
+                            }
+                            changes.push(Change::Deleted {
+                                id: id.clone(),
+                                checksum: *sum,
+                            });
+                        } else if *is_trashed && !current.0.is_empty() {
+                            changes.push(Change::Trashed(current));
+                        }
+                        // Otherwise it exists (e.g. `locked`, which an API key cannot list).
+                    }
+                    None => {}
+                }
+            }
+        }
+        for (id, _) in without.into_iter().take(MAX_SINGLE_CHECKS) {
+            match api.get_asset(&id).await? {
+                None => changes.push(Change::Deleted { id, checksum: None }),
+                Some(a) if me.is_empty() || a.owner_id == me => changes.push(Change::Upsert(a)),
+                Some(_) => {}
+            }
+        }
+        let deleted = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Deleted { .. }))
+            .count();
+        self.apply_locked(changes).await?;
+        if deleted > 0 {
+            tracing::info!(
+                assets = deleted,
+                "full reconcile: assets were deleted on the server"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// `scan`: one pull before the engine starts, so that tombstones apply. A failure is
+    /// logged: the scan goes on without it.
+    pub async fn pull_for_scan(&self, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            r = self.pull(PullKind::Auto) => match r {
+                Ok(rep) => log_pull(&rep),
+                Err(e) => tracing::warn!(
+                    "cannot update the mirror of the server ({e}); going on without it"
+                ),
+            }
+        }
+    }
+
+    /// The daemon's part: periodic pulls, the socket, and the applier of its events, until
+    /// `shutdown`. Never fails: problems are logged and retried.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let socket = self.socket_task(tx, shutdown.clone());
+        let applier = self.apply_events(rx, shutdown.clone());
+        let puller = self.pull_loop(shutdown.clone());
+        tokio::join!(socket, applier, puller);
+    }
+
+    async fn socket_task(&self, tx: mpsc::Sender<Change>, shutdown: CancellationToken) {
+        let api = &self.inner.api;
+        let settings = &self.inner.settings;
+        let every = humanize(settings.pull_interval);
+        let state = if !settings.events {
+            tracing::info!("mirror.events = false: the mirror is updated by pulls every {every}");
+            Some("off mirror.events = false".to_owned())
+        } else if !api.can_open_websocket() {
+            tracing::info!(
+                "live events need an API key with the `all` permission or a password login; \
+                 the mirror is updated by pulls every {every}"
+            );
+            Some("unavailable the API key lacks the `all` permission".to_owned())
+        } else {
+            None
+        };
+        if let Some(state) = state {
+            let v = format!("{} {state}", now_ms());
+            let _ = self
+                .inner
+                .db
+                .call(move |c| db::meta_set(c, META_SOCKET, &v))
+                .await;
+            drop(tx);
+            return;
+        }
+        let cfg = socket::SocketConfig {
+            url: api.ws_url(),
+            ca_file: settings.ca_file.clone(),
+            connect_timeout: settings.connect_timeout,
+            pull_interval: settings.pull_interval,
+        };
+        socket::run(
+            api.clone(),
+            cfg,
+            self.inner.db.clone(),
+            tx,
+            self.inner.pull_now.clone(),
+            shutdown,
+        )
+        .await;
+    }
+
+    async fn apply_events(&self, mut rx: mpsc::Receiver<Change>, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => {
+                        // No socket: wait for the stop.
+                        shutdown.cancelled().await;
+                        return;
+                    }
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < EVENT_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            let res = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.apply(batch) => r,
+            };
+            match res {
+                Ok(a) => {
+                    tracing::debug!(events = n, ?a, "live events applied");
+                    if a.unknown > 0 {
+                        // Trash or restore of an asset the mirror does not hold yet.
+                        self.request_pull();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot record live events ({e}); a pull will catch up");
+                    self.request_pull();
+                }
+            }
+        }
+    }
+
+    async fn pull_loop(&self, shutdown: CancellationToken) {
+        let interval = self.inner.settings.pull_interval;
+        let mut failures = 0u32;
+        loop {
+            let res = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.pull(PullKind::Auto) => r,
+            };
+            let wait = match res {
+                Ok(rep) => {
+                    if failures > 0 {
+                        tracing::info!("the mirror is up to date again");
+                    }
+                    failures = 0;
+                    log_pull(&rep);
+                    // ±10 % so that many agents on one server do not pull in step.
+                    interval.mul_f64(rand::rng().random_range(0.9..1.1))
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = PULL_RETRY_INITIAL
+                        .saturating_mul(1u32 << (failures - 1).min(16))
+                        .min(interval);
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(
+                            "cannot update the mirror of the server ({e}); uploads go on; \
+                             trying again in {}",
+                            humanize(wait)
+                        );
+                    }
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.pull_now.notified() => {}
+            }
+        }
+    }
+}
+
+fn log_pull(rep: &PullReport) {
+    let a = &rep.applied;
+    if rep.full {
+        tracing::info!(
+            source = rep.source.as_str(),
+            assets = rep.seen,
+            deleted = rep.reconciled_deleted + a.deleted as usize,
+            ms = rep.elapsed.as_millis() as u64,
+            "mirror: full pull done"
+        );
+    } else if rep.seen > 0 || a.deleted > 0 {
+        tracing::debug!(
+            source = rep.source.as_str(),
+            changed = rep.seen,
+            deleted = a.deleted,
+            ms = rep.elapsed.as_millis() as u64,
+            "mirror: pulled changes"
+        );
+    }
+}
+
+/// `1h`, `5m`, `30s`, `500ms`: for messages.
+pub(crate) fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// One pull in progress: what it saw, and the changes waiting to be applied.
+pub(crate) struct PullRun<'a> {
+    mirror: &'a Mirror,
+    /// The pull is (or became) a full inventory.
+    pub(crate) full: bool,
+    /// Asset ids seen, with the server `updatedAt` (ms) they came with.
+    pub(crate) seen: HashMap<String, Option<i64>>,
+    /// The largest server `updatedAt` seen: the next watermark.
+    pub(crate) max_updated_ms: Option<i64>,
+    pub(crate) applied: Applied,
+    batch: Vec<Change>,
+}
+
+impl PullRun<'_> {
+    pub(crate) fn api(&self) -> &ApiClient {
+        &self.mirror.inner.api
+    }
+
+    /// An asset as the server listed it. The same id with the same `updatedAt` (offset
+    /// paging repeats rows when data changes mid-pull) is taken once.
+    pub(crate) async fn upsert(&mut self, asset: RemoteAsset) -> Result<(), MirrorError> {
+        let updated = asset.updated_at.as_deref().and_then(server_time_ms);
+        if let Some(u) = updated {
+            self.max_updated_ms = Some(self.max_updated_ms.map_or(u, |m| m.max(u)));
+        }
+        match self.seen.get(&asset.id.0) {
+            Some(prev) if *prev == updated && updated.is_some() => return Ok(()),
+            _ => {}
+        }
+        self.seen.insert(asset.id.0.clone(), updated);
+        self.push(Change::Upsert(asset)).await
+    }
+
+    pub(crate) async fn push(&mut self, change: Change) -> Result<(), MirrorError> {
+        self.batch.push(change);
+        if self.batch.len() >= APPLY_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn flush(&mut self) -> Result<(), MirrorError> {
+        let batch = std::mem::take(&mut self.batch);
+        let a = self.mirror.apply_locked(batch).await?;
+        self.applied.add(&a);
+        Ok(())
+    }
+
+    /// `SyncResetV1`: forget the mirrored assets (tombstones stay) and start over.
+    pub(crate) async fn wipe(&mut self) -> Result<(), MirrorError> {
+        self.batch.clear();
+        self.seen.clear();
+        self.mirror.inner.db.call(|c| store::wipe(c)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn record_acks(&self, acks: &[String]) -> Result<(), MirrorError> {
+        let v = acks.join(" ");
+        self.mirror
+            .inner
+            .db
+            .call(move |c| db::meta_set(c, META_ACKS, &v))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_the_config() {
+        assert_eq!(humanize(Duration::from_secs(300)), "5m");
+        assert_eq!(humanize(Duration::from_secs(86400)), "24h");
+        assert_eq!(humanize(Duration::from_secs(90)), "90s");
+        assert_eq!(humanize(Duration::from_millis(500)), "500ms");
+    }
+}
