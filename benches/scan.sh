@@ -6,7 +6,7 @@
 #   send:  curl -F of the largest file, and the total bytes over the first scan's time
 # Prints ratios; run it on an idle machine, medians of a few runs if you compare.
 #
-# usage: benches/scan.sh [N] [WORKDIR]
+# usage: benches/scan.sh [N] [WORKDIR]     (MIN_KIB / MAX_KIB set the file sizes, 50–500)
 set -euo pipefail
 N=${1:-2000}
 WORK=${2:-$(mktemp -d)}
@@ -20,14 +20,14 @@ PHOTOS=$WORK/photos STATE=$WORK/state
 mkdir -p "$PHOTOS"
 if [ -z "$(ls -A "$PHOTOS")" ]; then
   echo "generating $N files in $PHOTOS"
-  python3 - "$PHOTOS" "$N" <<'PY'
+  python3 - "$PHOTOS" "$N" "${MIN_KIB:-50}" "${MAX_KIB:-500}" <<'PY'
 import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
+root, n, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rnd = random.Random(42)
 for i in range(n):
     d = os.path.join(root, f"{2000 + i % 20}", f"{i % 11:02d}")
     os.makedirs(d, exist_ok=True)
-    size = rnd.randint(50 * 1024, 500 * 1024)
+    size = rnd.randint(lo * 1024, hi * 1024)
     with open(os.path.join(d, f"IMG_{i:05d}.jpg"), "wb") as f:
         f.write(b"\xff\xd8" + os.urandom(size - 4) + b"\xff\xd9")
 PY

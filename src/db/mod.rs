@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_mirror.sql",
         include_str!("../../migrations/0002_mirror.sql"),
     ),
+    (
+        "0003_queue_order.sql",
+        include_str!("../../migrations/0003_queue_order.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

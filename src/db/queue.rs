@@ -58,15 +58,27 @@ pub fn claim_for_hash(
     now_ms: i64,
 ) -> rusqlite::Result<Vec<ClaimedJob>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let jobs = {
+    // Two index walks (jobs_queue, jobs_state) rather than one OR query, which SQLite can
+    // only answer by sorting every waiting job.
+    let mut jobs = {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
-             WHERE j.state = 'queued' OR (j.state = 'retry' AND j.next_attempt_at <= ?1)
-             ORDER BY j.updated_at, j.file_id LIMIT ?2"
+             WHERE j.state = 'queued' ORDER BY j.updated_at, j.file_id LIMIT ?1"
         ))?;
-        let rows = stmt.query_map(params![now_ms, limit as i64], claimed_from_row)?;
+        let rows = stmt.query_map(params![limit as i64], claimed_from_row)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
+    if jobs.len() < limit {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
+             WHERE j.state = 'retry' AND j.next_attempt_at <= ?1
+             ORDER BY j.next_attempt_at LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![now_ms, (limit - jobs.len()) as i64], claimed_from_row)?;
+        for row in rows {
+            jobs.push(row?);
+        }
+    }
     {
         let mut upd =
             tx.prepare_cached("UPDATE jobs SET state='hashing', updated_at=?2 WHERE file_id=?1")?;
