@@ -955,17 +955,31 @@ async fn upload_step(
                 } else {
                     Outcome::Uploaded
                 };
+                // The verified record goes into the mirror at once: it is as fresh as a
+                // pull would make it, and `diff` and dedup need no pull to know it.
+                let change = crate::db::mirror::Change::Upsert(remote);
                 log_db(
                     db.call(move |c| {
+                        let tx = c.transaction()?;
+                        let now = now_ms();
                         queue::finish_done(
-                            c,
+                            &tx,
                             file_id,
                             &sum,
                             Some(&asset_id),
                             how,
                             verified,
-                            now_ms(),
-                        )
+                            now,
+                        )?;
+                        let mut applied = crate::db::mirror::Applied::default();
+                        crate::db::mirror::apply(
+                            &tx,
+                            &change,
+                            crate::db::mirror::Policy::default(),
+                            now,
+                            &mut applied,
+                        )?;
+                        tx.commit()
                     })
                     .await,
                 );

@@ -74,7 +74,10 @@ pub fn claim_for_hash(
              WHERE j.state = 'retry' AND j.next_attempt_at <= ?1
              ORDER BY j.next_attempt_at LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(params![now_ms, (limit - jobs.len()) as i64], claimed_from_row)?;
+        let rows = stmt.query_map(
+            params![now_ms, (limit - jobs.len()) as i64],
+            claimed_from_row,
+        )?;
         for row in rows {
             jobs.push(row?);
         }

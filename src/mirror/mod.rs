@@ -449,6 +449,26 @@ impl Mirror {
     /// `scan`: one pull before the engine starts, so that tombstones apply. A failure is
     /// logged: the scan goes on without it.
     pub async fn pull_for_scan(&self, shutdown: &CancellationToken) {
+        // A pull younger than the pull interval is as fresh as the daemon would keep it;
+        // repeating it would make a quick re-scan cost a page per 1,000 recent assets.
+        let every = self.inner.settings.pull_interval.as_millis() as i64;
+        let last = self
+            .inner
+            .db
+            .call(|c| db::meta_get(c, META_LAST_PULL))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.split(' ').next().and_then(|ms| ms.parse::<i64>().ok()));
+        if let Some(ms) = last {
+            if db::now_ms() - ms < every {
+                tracing::debug!(
+                    "the mirror was pulled {} s ago; not again",
+                    (db::now_ms() - ms) / 1000
+                );
+                return;
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => {}
             r = self.pull(PullKind::Auto) => match r {
