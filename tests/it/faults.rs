@@ -141,12 +141,15 @@ async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     for i in 1..4 {
         w.write(format!("IMG_{i}.jpg"), &jpeg(&format!("during-{i}")));
     }
-    // The rescan finds them; their check meets the 401 and everything pauses.
+    // The rescan finds them; their check (or upload) meets the 401 and everything pauses.
+    let refused = || {
+        server.requests_with_status("POST /assets/bulk-upload-check", 401)
+            + server.requests_with_status("POST /assets", 401)
+    };
     assert!(
-        eventually(Duration::from_secs(20), || server
-            .requests_with_status("POST /assets/bulk-upload-check", 401)
-            >= 1)
-        .await
+        eventually(Duration::from_secs(30), || refused() >= 1).await,
+        "the new files never reached the server: {:?}",
+        server.request_counts()
     );
     let t0 = std::time::Instant::now();
     let before = server.requests("POST /auth/validateToken");
