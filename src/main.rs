@@ -187,7 +187,7 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::Diff => show_diff(&config),
         Command::Retry => match daemon::retry_failed(&config.state.dir) {
             Ok(n) => {
-                println!("{n} files queued again; the daemon picks them up shortly (or run `immish-sync scan`)");
+                println!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");
                 ExitCode::SUCCESS
             }
             Err(e) => {

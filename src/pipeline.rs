@@ -46,6 +46,8 @@ const UPLOAD_BACKLOG: usize = 1000;
 const BREAKER_THRESHOLD: u32 = 5;
 /// How long in-flight work may take to finish after a stop was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle engine looks at the queue without being woken.
+const IDLE_LOOK: Duration = Duration::from_secs(30);
 /// Delay before a file that changed under us is looked at again.
 const CHANGED_DELAY: Duration = Duration::from_secs(2);
 /// Why a file is skipped when `bulk-upload-check` finds its content in the server's trash.
@@ -390,7 +392,9 @@ impl Engine {
                 }
             }
 
-            let sleep_until = wake_at.unwrap_or(now + Duration::from_secs(3600));
+            // Even with nothing due, look at the queue now and then: another process (the
+            // `retry` command) may have queued work without a way to wake us.
+            let sleep_until = wake_at.unwrap_or(now + IDLE_LOOK);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = self.waker.notify.notified() => {}
