@@ -225,3 +225,35 @@ async fn a_non_utf8_name_is_not_uploaded_again_after_a_restart() {
     assert_eq!(s.scanned().queued, 0);
     assert_eq!(w.server.upload_bodies(), 1);
 }
+
+/// RELIABILITY #19: another process holds the database's write lock for 3 s while a scan
+/// runs. The daemon waits (busy_timeout) and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_held_busy_for_three_seconds_loses_nothing() {
+    let w = World::new(Dialect::Immich).await;
+    for i in 0..200 {
+        w.write(format!("b/IMG_{i}.jpg"), &jpeg(&format!("busy-{i}")));
+    }
+    // Create the state first, so the other connection has a database to lock.
+    w.write("first.jpg", &jpeg("first"));
+    assert!(w.scan().await.is_complete());
+
+    let db_path = w.state_dir().join("state.sqlite3");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(db_path).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value;")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    for i in 200..220 {
+        w.write(format!("b/IMG_{i}.jpg"), &jpeg(&format!("busy-{i}")));
+    }
+    let s = w.scan().await;
+    holder.join().unwrap();
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(w.server.assets(&w.server.admin_id()).len(), 221);
+}
