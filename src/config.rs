@@ -172,7 +172,8 @@ pub enum WatchMode {
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
     pub mode: WatchMode,
-    /// A file is taken only after its size and mtime stayed the same this long.
+    /// A file is taken only after its size and mtime stayed the same this long. Scans
+    /// leave a file modified less than this long ago for later.
     pub settle: Duration,
     pub poll_interval: Duration,
 }

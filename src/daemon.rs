@@ -260,6 +260,7 @@ async fn scan_roots(
     db: &Db,
     roots: &[Root],
     media: &MediaTypes,
+    settle: Duration,
     waker: &Waker,
     cancel: &CancellationToken,
 ) -> Result<Vec<(PathBuf, RootOutcome)>, DaemonError> {
@@ -267,10 +268,11 @@ async fn scan_roots(
     for root in roots {
         let (db2, root2, media2, cancel2) =
             (db.clone(), root.clone(), media.clone(), cancel.clone());
-        let res =
-            tokio::task::spawn_blocking(move || scan::scan_root(&db2, &root2, &media2, &cancel2))
-                .await
-                .map_err(|e| DaemonError::Task(e.to_string()))?;
+        let res = tokio::task::spawn_blocking(move || {
+            scan::scan_root(&db2, &root2, &media2, settle, &cancel2)
+        })
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))?;
         let outcome = match res {
             Ok(o) => o,
             Err(scan::ScanError::Cancelled) => break,
@@ -290,6 +292,7 @@ async fn scan_roots(
                     files = s.files,
                     queued = s.queued,
                     gone = s.missing,
+                    still_changing = s.fresh,
                     "scanned"
                 );
                 format!("ok {}", now_ms())
@@ -306,6 +309,44 @@ async fn scan_roots(
     Ok(out)
 }
 
+/// How many more times `scan` waits for files that were still changing.
+const SCAN_SETTLE_PASSES: usize = 2;
+
+fn fresh_count(outcomes: &[(PathBuf, RootOutcome)]) -> u64 {
+    outcomes
+        .iter()
+        .map(|(_, o)| match o {
+            RootOutcome::Scanned(s) => s.fresh,
+            RootOutcome::Paused { .. } => 0,
+        })
+        .sum()
+}
+
+/// One report for two passes over the same roots: what was queued adds up; what is still
+/// changing, missing or paused is as the later pass saw it.
+fn merge_passes(
+    first: Vec<(PathBuf, RootOutcome)>,
+    again: Vec<(PathBuf, RootOutcome)>,
+) -> Vec<(PathBuf, RootOutcome)> {
+    let queued_before: std::collections::HashMap<PathBuf, u64> = first
+        .into_iter()
+        .filter_map(|(p, o)| match o {
+            RootOutcome::Scanned(s) => Some((p, s.queued)),
+            RootOutcome::Paused { .. } => None,
+        })
+        .collect();
+    again
+        .into_iter()
+        .map(|(p, o)| match o {
+            RootOutcome::Scanned(mut s) => {
+                s.queued += queued_before.get(&p).copied().unwrap_or(0);
+                (p, RootOutcome::Scanned(s))
+            }
+            paused => (p, paused),
+        })
+        .collect()
+}
+
 /// What one `scan` did, for the user.
 #[derive(Debug)]
 pub struct ScanSummary {
@@ -317,6 +358,8 @@ pub struct ScanSummary {
     pub pending: i64,
     pub failed: Vec<JobReport>,
     pub failed_total: i64,
+    /// The settle period files had to be unchanged for to be taken (`watch.settle`).
+    pub settle: Duration,
 }
 
 impl ScanSummary {
@@ -324,6 +367,7 @@ impl ScanSummary {
     pub fn is_complete(&self) -> bool {
         self.end == EngineEnd::Idle
             && self.pending == 0
+            && self.scanned().fresh == 0
             && self.failed_total == 0
             && self
                 .roots
@@ -338,6 +382,7 @@ impl ScanSummary {
                 total.files += s.files;
                 total.queued += s.queued;
                 total.missing += s.missing;
+                total.fresh += s.fresh;
             }
         }
         total
@@ -369,10 +414,32 @@ pub async fn scan_with(
     let waker = engine.waker();
     // The engine runs while the walk feeds it, so uploads start before the walk ends.
     let feed = waker.feeding();
+    let settle = config.watch.settle;
     let walk = async {
-        let r = scan_roots(&s.db, &s.roots, &s.media, &waker, &shutdown).await;
+        let pass = || scan_roots(&s.db, &s.roots, &s.media, settle, &waker, &shutdown);
+        let mut outcomes = pass().await;
+        // Files that changed within the settle period may still be being copied: wait for
+        // them to settle and look again, a few times, rather than upload half of one.
+        for _ in 0..SCAN_SETTLE_PASSES {
+            let fresh = match &outcomes {
+                Ok(o) => fresh_count(o),
+                Err(_) => 0,
+            };
+            if fresh == 0 || shutdown.is_cancelled() {
+                break;
+            }
+            tracing::info!("{fresh} files are still changing; looking again in {settle:?}");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(settle) => {}
+            }
+            outcomes = match (outcomes, pass().await) {
+                (Ok(first), Ok(again)) => Ok(merge_passes(first, again)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
         drop(feed);
-        r
+        outcomes
     };
     let mode = Mode::UntilIdle {
         max_attempts: config.upload.scan_max_attempts,
@@ -398,6 +465,7 @@ pub async fn scan_with(
         pending,
         failed,
         failed_total,
+        settle: config.watch.settle,
     })
 }
 
@@ -418,6 +486,7 @@ pub async fn run_with(
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
     let interval = config.scan.interval;
+    let settle = config.watch.settle;
 
     let (watch_ready, watching) = tokio::sync::oneshot::channel();
     let watcher = watch_roots(&config, &s, waker.clone(), watch_ready, shutdown.clone());
@@ -441,9 +510,16 @@ pub async fn run_with(
                 }
             }
             loop {
-                scan_roots(&db, &roots, &media, &waker, &cancel).await?;
-                // ±10 % so that many agents on one server do not rescan in step.
+                let outcomes = scan_roots(&db, &roots, &media, settle, &waker, &cancel).await?;
+                let fresh = fresh_count(&outcomes);
+                // ±10 % so that many agents on one server do not rescan in step. Files that
+                // were still changing are looked at again once they may have settled.
                 let jitter = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                let jitter = if fresh > 0 {
+                    jitter.min(settle + Duration::from_secs(1))
+                } else {
+                    jitter
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok::<(), DaemonError>(()),
                     _ = tokio::time::sleep(jitter) => {}

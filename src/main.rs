@@ -304,6 +304,13 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
             println!("root {} paused: {reason}", root.display());
         }
     }
+    if scanned.fresh > 0 {
+        println!(
+            "{} files changed within the last {:?} and may still be being written: not taken \
+             this time; scan again later (the daemon takes them once they settle)",
+            scanned.fresh, s.settle
+        );
+    }
     if let EngineEnd::Paused(p) = &s.end {
         println!("stopped: {}", p.message());
     }

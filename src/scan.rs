@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
@@ -144,6 +145,9 @@ pub struct RootScan {
     pub queued: u64,
     /// Files the catalogue knew that are gone now.
     pub missing: u64,
+    /// New or changed files left alone because they changed within the settle period:
+    /// probably still being written. The watcher or the next scan takes them.
+    pub fresh: u64,
     /// Entries that could not be read (permission denied, vanished mid-walk...).
     pub errors: Vec<String>,
 }
@@ -192,11 +196,26 @@ pub fn probe_root(path: &Path) -> Result<std::fs::Metadata, String> {
     }
 }
 
+/// Whether a file modified at `mtime_ns` may still be being written, `settle` after that.
+/// A modification time in the future (a camera with a wrong clock) does not count as fresh.
+pub fn is_fresh(mtime_ns: i64, settle: Duration) -> bool {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let age = now_ns - mtime_ns;
+    (0..settle.as_nanos() as i64).contains(&age)
+}
+
 /// Walks one root and records new and changed files as queued jobs.
+///
+/// A new or changed file modified less than `settle` ago is left for later (counted in
+/// [`RootScan::fresh`]): the scan has no quiet period of its own to prove that a copy into
+/// the root has finished.
 pub fn scan_root(
     db: &Db,
     root: &Root,
     media: &MediaTypes,
+    settle: Duration,
     cancel: &CancellationToken,
 ) -> Result<RootOutcome, ScanError> {
     let root_meta = match probe_root(&root.path) {
@@ -224,6 +243,7 @@ pub fn scan_root(
             let path_bytes = path.into_os_string().into_vec();
             match known.remove(&path_bytes) {
                 Some(k) if k.stat == stat && !k.missing => {}
+                _ if is_fresh(stat.mtime_ns, settle) => report.fresh += 1,
                 _ => batch.push((path_bytes, stat)),
             }
             if batch.len() >= WRITE_BATCH {
@@ -399,6 +419,26 @@ fn flush(db: &Db, root: &[u8], batch: &mut Vec<(Vec<u8>, FileStat)>) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_recent_past_mtime_is_fresh() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let s = 1_000_000_000i64;
+        let settle = Duration::from_secs(3);
+        assert!(is_fresh(now - s, settle), "written a second ago");
+        assert!(!is_fresh(now - 10 * s, settle), "settled");
+        assert!(
+            !is_fresh(now + 86_400 * s, settle),
+            "a wrong clock in the future is not fresh"
+        );
+        assert!(
+            !is_fresh(now, Duration::ZERO),
+            "settle 0 turns the check off"
+        );
+    }
 
     #[test]
     fn temp_names_are_recognised() {

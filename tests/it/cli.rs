@@ -131,7 +131,7 @@ async fn status_shows_counts_and_the_reason_of_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_works_while_the_daemon_runs() {
     let mut w = World::new(Dialect::Immich).await;
-    w.extra = "[watch]\nmode = \"off\"\n".into();
+    w.extra = "[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
     w.write("IMG_1.jpg", &jpeg("running"));
     let d = w.start_daemon();
     let (server, admin) = (&w.server, w.server.admin_id());

@@ -71,7 +71,7 @@ impl World {
             self.state_dir().display(),
             self.upload,
             self.root().display(),
-            self.extra
+            watch_defaults(&self.extra)
         );
         let path = self.config_path();
         std::fs::write(&path, text).unwrap();
@@ -217,5 +217,15 @@ impl RunningDaemon {
         if let Err(e) = res {
             panic!("the daemon must stop without an error: {e:#}");
         }
+    }
+}
+
+/// The test config's `[watch]`: files written just before a scan are taken at once
+/// (`settle = "0s"`) unless a test sets its own `[watch]` section.
+fn watch_defaults(extra: &str) -> String {
+    if extra.contains("[watch]") {
+        extra.to_string()
+    } else {
+        format!("{extra}\n[watch]\nsettle = \"0s\"\n")
     }
 }

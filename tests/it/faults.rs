@@ -131,7 +131,7 @@ async fn a_full_server_pauses_instead_of_failing_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     let mut w = World::new(Dialect::Immich).await;
-    w.extra = "[scan]\ninterval = \"300ms\"\n[watch]\nmode = \"off\"\n".into();
+    w.extra = "[scan]\ninterval = \"300ms\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
     w.write("IMG_0.jpg", &jpeg("before"));
     let d = w.start_daemon();
     let (server, admin) = (&w.server, w.server.admin_id());

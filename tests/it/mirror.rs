@@ -62,7 +62,7 @@ fn config_with(w: &World, creds: &str, mirror: &str) -> Config {
     let text = format!(
         "[server]\nurl = \"{}\"\n{creds}\n[state]\ndir = \"{}\"\n\
          [upload]\nretry_initial = \"50ms\"\nretry_max = \"1s\"\n\
-         [watch]\nmode = \"off\"\n[scan]\ninterval = \"1h\"\n\
+         [watch]\nmode = \"off\"\nsettle = \"0s\"\n[scan]\ninterval = \"1h\"\n\
          [mirror]\n{mirror}\n[[roots]]\npath = \"{}\"\n",
         w.server.base_url(),
         w.state_dir().display(),

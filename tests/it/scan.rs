@@ -254,7 +254,7 @@ async fn a_password_login_backs_up_like_a_key() {
     std::fs::write(&pw, format!("{}\n", w.server.admin_password())).unwrap();
     let text = format!(
         "[server]\nurl = \"{}\"\nemail = \"{}\"\npassword_file = \"{}\"\n[state]\ndir = \"{}\"\n\
-         [[roots]]\npath = \"{}\"\n",
+         [watch]\nsettle = \"0s\"\n[[roots]]\npath = \"{}\"\n",
         w.server.base_url(),
         w.server.admin_email(),
         pw.display(),
@@ -269,4 +269,70 @@ async fn a_password_login_backs_up_like_a_key() {
     assert!(s.is_complete(), "{s:?}");
     assert_eq!(w.server.requests_with_status("POST /auth/login", 201), 1);
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), media.len());
+}
+
+/// RELIABILITY #1 for the scan path: a file that keeps changing may still be being copied;
+/// `scan` waits for it to settle a few times, then leaves it (and says so) instead of
+/// uploading half of it. Once it has settled it goes up, once, with its final bytes.
+/// RELIABILITY #22: a file dated next year is not "still changing" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_changing_is_left_for_later_and_a_future_date_is_not() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"off\"\nsettle = \"1s\"\n".into();
+    let copying = w.write("IMG_copying.jpg", &jpeg("being copied"));
+    let future = w.write("IMG_future.jpg", &jpeg("camera clock in 2027"));
+    let next_year = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&future)
+        .unwrap()
+        .set_modified(next_year)
+        .unwrap();
+    // A slow copy: a chunk every 200 ms for 5 s, longer than the scan waits.
+    let writer = {
+        let p = copying.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for i in 0..25 {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                f.write_all(&[i as u8; 4096]).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    };
+
+    let s = w.scan().await;
+    assert_eq!(s.scanned().fresh, 1, "{s:?}");
+    assert!(
+        !s.is_complete(),
+        "a file left for later is not backed up yet"
+    );
+    let names: Vec<String> = w
+        .server
+        .assets(&w.server.admin_id())
+        .into_iter()
+        .map(|a| a.original_file_name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["IMG_future.jpg".to_string()],
+        "only the settled file went up"
+    );
+
+    writer.join().unwrap();
+    let final_bytes = std::fs::read(&copying).unwrap();
+    let s = w.scan().await;
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(
+        w.server.upload_bodies(),
+        2,
+        "no half-copied body was ever sent"
+    );
+    let sums: Vec<String> = w
+        .server
+        .assets(&w.server.admin_id())
+        .into_iter()
+        .map(|a| a.checksum_hex)
+        .collect();
+    assert!(sums.contains(&sha1_hex(&final_bytes)), "the final bytes");
 }
