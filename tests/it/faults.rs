@@ -257,3 +257,107 @@ async fn a_database_held_busy_for_three_seconds_loses_nothing() {
     assert!(s.is_complete(), "{s:?}");
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 221);
 }
+
+/// RELIABILITY #8: the connection drops mid-body three times (a restarting server or
+/// proxy); the fourth attempt succeeds, and exactly one asset exists.
+#[tokio::test]
+async fn connections_dropped_mid_body_are_retried_until_one_succeeds() {
+    let w = World::new(Dialect::Immich).await;
+    let mut bytes = jpeg("dropped");
+    bytes.resize(256 * 1024, 3);
+    w.write("IMG_1.jpg", &bytes);
+    w.server.drop_after_bytes("POST /assets", 64 * 1024, 3);
+
+    let s = w.scan().await;
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(
+        w.server.requests_with_status("POST /assets", 0),
+        3,
+        "three drops"
+    );
+    let assets = w.server.assets(&w.server.admin_id());
+    assert_eq!(assets.len(), 1);
+    assert_eq!(assets[0].checksum_hex, sha1_hex(&bytes));
+}
+
+/// RELIABILITY #18: a file the daemon may not read fails alone, with a reason, and goes up
+/// once its permissions are fixed. Runs the binary as `nobody` (the test runs as root in CI,
+/// where permission bits do not stop reads); skipped where `setpriv` cannot drop privileges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_fails_alone_and_goes_up_when_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the daemon as another user");
+        return;
+    }
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!("skipped: setpriv cannot drop privileges here");
+        return;
+    }
+    let w = World::new(Dialect::Immich).await;
+    w.write("IMG_ok.jpg", &jpeg("readable"));
+    let locked = w.write("IMG_locked.jpg", &jpeg("locked"));
+    w.write_config();
+    // nobody may read the tree, the config and its own state dir; not the locked file.
+    for p in [w.dir.path().to_path_buf(), w.root()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::create_dir(w.state_dir()).unwrap();
+    let chown = |p: &std::path::Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: chown with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    };
+    chown(&w.state_dir());
+    chown(&w.config_path());
+
+    let run_as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_immish-sync"))
+            .arg("--config")
+            .arg(w.config_path())
+            .arg("scan")
+            .env("HOME", w.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run_as_nobody();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("IMG_locked.jpg"),
+        "names the file: {stdout}"
+    );
+    assert!(
+        stdout.to_lowercase().contains("permission denied"),
+        "says why: {stdout}"
+    );
+    assert_eq!(
+        w.server.assets(&w.server.admin_id()).len(),
+        1,
+        "the other file went up"
+    );
+
+    // Fixed permissions change the file's ctime: the next scan takes it.
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run_as_nobody();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(w.server.assets(&w.server.admin_id()).len(), 2);
+}
