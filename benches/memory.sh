@@ -11,35 +11,15 @@ SIZE=${1:-2048}
 RATE=${2:-50000000}
 WORK=$(mktemp -d)
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p immish-sync -p immish-testserver
-TARGET=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET/release/immish-sync
-SRV=$TARGET/release/immish-testserver
+. benches/lib.sh
+bench_build
 mkdir -p "$WORK/photos"
 truncate -s "${SIZE}M" "$WORK/photos/big.mp4"
 printf 'x' | dd of="$WORK/photos/big.mp4" bs=1 seek=1000 conv=notrunc status=none
 
-PORT=$((20000 + RANDOM % 20000))
-$SRV --port "$PORT" > "$WORK/server.out" 2>/dev/null &
-SRV_PID=$!
+bench_start_server "$WORK"
 trap 'kill $SRV_PID 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 100); do grep -q '^api key:' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
-KEY=$(sed -n 's/^api key: //p' "$WORK/server.out")
-cat > "$WORK/config.toml" <<TOML
-[server]
-url = "http://127.0.0.1:$PORT"
-api_key = "$KEY"
-[state]
-dir = "$WORK/state"
-[[roots]]
-path = "$WORK/photos"
-[log]
-level = "warn"
-# The files were just written: take them at once, the bench measures the pipeline.
-[watch]
-settle = "0s"
-TOML
-chmod 600 "$WORK/config.toml"
+bench_write_config "$WORK" "$WORK/photos" "$WORK/state"
 curl -s -XPOST "http://127.0.0.1:$PORT/__admin/fault" -H 'content-type: application/json' \
   -d "{\"kind\":\"slow_body\",\"bytesPerSec\":$RATE}" > /dev/null
 

@@ -11,10 +11,8 @@ set -euo pipefail
 N=${1:-2000}
 WORK=${2:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p immish-sync -p immish-testserver
-TARGET=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET/release/immish-sync
-SRV=$TARGET/release/immish-testserver
+. benches/lib.sh
+bench_build
 
 PHOTOS=$WORK/photos STATE=$WORK/state
 mkdir -p "$PHOTOS"
@@ -35,27 +33,8 @@ fi
 rm -rf "$STATE"
 BYTES=$(find "$PHOTOS" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 
-PORT=$((20000 + RANDOM % 20000))
-$SRV --port "$PORT" > "$WORK/server.out" 2>/dev/null &
-SRV_PID=$!
-trap 'kill $SRV_PID 2>/dev/null' EXIT
-for _ in $(seq 100); do grep -q '^api key:' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
-KEY=$(sed -n 's/^api key: //p' "$WORK/server.out")
-cat > "$WORK/config.toml" <<TOML
-[server]
-url = "http://127.0.0.1:$PORT"
-api_key = "$KEY"
-[state]
-dir = "$STATE"
-[[roots]]
-path = "$PHOTOS"
-[log]
-level = "warn"
-# The files were just written: take them at once, the bench measures the pipeline.
-[watch]
-settle = "0s"
-TOML
-chmod 600 "$WORK/config.toml"
+bench_start_server "$WORK"
+bench_write_config "$WORK" "$PHOTOS" "$STATE"
 
 t() { local s e; s=$(date +%s.%N); "$@" > /dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true

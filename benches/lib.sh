@@ -1,0 +1,41 @@
+# Shared by the bench scripts: build the release binaries, start the standalone test server
+# on a free loopback port, and write a daemon config pointing at it.
+# After `bench_start_server WORK`: $PORT, $KEY, $SRV_PID are set and the server is killed on
+# exit. `bench_write_config WORK PHOTOS STATE` writes WORK/config.toml (mode 0600).
+
+bench_build() {
+  cargo build --release --quiet -p immish-sync -p immish-testserver
+  TARGET=${CARGO_TARGET_DIR:-target}
+  BIN=$TARGET/release/immish-sync
+  SRV=$TARGET/release/immish-testserver
+}
+
+bench_start_server() {
+  local work=$1
+  PORT=$((20000 + RANDOM % 20000))
+  $SRV --port "$PORT" > "$work/server.out" 2>/dev/null &
+  SRV_PID=$!
+  trap 'kill $SRV_PID 2>/dev/null' EXIT
+  for _ in $(seq 100); do grep -q '^api key:' "$work/server.out" 2>/dev/null && break; sleep 0.05; done
+  KEY=$(sed -n 's/^api key: //p' "$work/server.out")
+  [ -n "$KEY" ] || { echo "the test server did not start" >&2; exit 1; }
+}
+
+bench_write_config() {
+  local work=$1 photos=$2 state=$3
+  cat > "$work/config.toml" <<TOML
+[server]
+url = "http://127.0.0.1:$PORT"
+api_key = "$KEY"
+[state]
+dir = "$state"
+[[roots]]
+path = "$photos"
+[log]
+level = "warn"
+# The files were just written: take them at once, the bench measures the pipeline.
+[watch]
+settle = "0s"
+TOML
+  chmod 600 "$work/config.toml"
+}
