@@ -35,8 +35,15 @@ async fn kill_9_during_uploads_then_scan_leaves_every_file_on_the_server_once() 
     // Slow uploads down so the kill lands while requests are in flight.
     w.server.delay("POST /assets", Duration::from_millis(40));
 
-    // Kill at three different depths into the run.
-    for kill_after in [5u64, 30, 60] {
+    // Kill while it starts up, hashes and checks (fixed delays after the start), then at
+    // several depths into the uploads.
+    for delay_ms in [0u64, 30, 120] {
+        let mut child = scan_cmd(&w).spawn().expect("start immish-sync");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    for kill_after in [5u64, 15, 30, 45, 60, 80, 100] {
         let mut child = scan_cmd(&w).spawn().expect("start immish-sync");
         let server = &w.server;
         let reached = eventually(Duration::from_secs(60), || {
@@ -64,7 +71,7 @@ async fn kill_9_during_uploads_then_scan_leaves_every_file_on_the_server_once() 
     assert_eq!(got, expected);
     // At most the requests in flight at each kill were sent twice (4 uploads at a time).
     assert!(
-        w.server.upload_bodies() <= n as u64 + 3 * 4,
+        w.server.upload_bodies() <= n as u64 + 10 * 4,
         "bodies: {}",
         w.server.upload_bodies()
     );
