@@ -78,6 +78,9 @@ const WATCH_READY_MAX: Duration = Duration::from_secs(60);
 /// Tunables that are not in the config file (tests shorten them).
 #[derive(Clone, Debug)]
 pub struct Tuning {
+    /// After the state database could not be written (disk full), how long to wait before
+    /// trying again.
+    pub storage_retry: Duration,
     pub auth_probe_interval: Duration,
     pub capacity_pause: Duration,
     /// Waits between connection attempts of the daemon when the server is unreachable.
@@ -87,6 +90,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
+            storage_retry: Duration::from_secs(30),
             auth_probe_interval: Duration::from_secs(60),
             capacity_pause: Duration::from_secs(600),
             connect_retry_max: Duration::from_secs(300),
@@ -483,13 +487,78 @@ pub async fn run_with(
     let Some(s) = start(&config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
+    // The task tree runs in generations. When the state database cannot be written (its disk
+    // is full, or failing), a generation ends with that error: SQLite rolled back whatever
+    // was half-written, so the daemon waits, sends in-flight jobs back to the queue and
+    // starts the tree again, rather than exit and leave the backup to a service manager.
+    let mut reported = false;
+    loop {
+        let generation = shutdown.child_token();
+        let result = run_tree(&config, &s, generation.clone()).await;
+        generation.cancel();
+        match result {
+            Err(e) if is_storage_trouble(&e) && !shutdown.is_cancelled() => {
+                if !reported {
+                    tracing::error!(
+                        "{e}; the state directory {} is probably full: pausing all work and \
+                         trying again every {}s (nothing queued is lost)",
+                        config.state.dir.display(),
+                        tuning.storage_retry.as_secs()
+                    );
+                    reported = true;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(tuning.storage_retry) => {}
+                }
+                let recovered = s.db.call(|c| queue::recover_in_flight(c, now_ms())).await;
+                if let Err(e) = recovered {
+                    tracing::debug!(error = %e, "the state database is still not writable");
+                }
+            }
+            other => {
+                if reported && other.is_ok() {
+                    tracing::info!("stopped");
+                }
+                return other;
+            }
+        }
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if reported {
+            tracing::info!("trying again with the state database");
+        }
+    }
+}
+
+/// Whether an error comes from the state database being unwritable (disk full, I/O error):
+/// conditions that end by themselves or by the user freeing space.
+fn is_storage_trouble(e: &DaemonError) -> bool {
+    let DaemonError::Db(DbError::Sqlite { source, .. }) = e else {
+        return false;
+    };
+    matches!(
+        source,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+    )
+}
+
+/// One generation of the daemon's task tree: engine, scanner, watcher and mirror under
+/// `shutdown`; the first critical failure stops the others and is returned.
+async fn run_tree(
+    config: &Config,
+    s: &Started,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
     let interval = config.scan.interval;
     let settle = config.watch.settle;
 
     let (watch_ready, watching) = tokio::sync::oneshot::channel();
-    let watcher = watch_roots(&config, &s, waker.clone(), watch_ready, shutdown.clone());
+    let watcher = watch_roots(config, s, waker.clone(), watch_ready, shutdown.clone());
     let scanner = {
         let (db, roots, media, cancel) = (
             s.db.clone(),
@@ -538,7 +607,7 @@ pub async fn run_with(
     let mirror = Mirror::new(
         s.db.clone(),
         s.api.clone(),
-        MirrorSettings::from_config(&config),
+        MirrorSettings::from_config(config),
         Some(engine.waker()),
     );
     let mirror = tokio::spawn(mirror.run(shutdown.clone()));
@@ -563,7 +632,9 @@ pub async fn run_with(
     if let Err(e) = mirror.await {
         tracing::error!(error = %e, "the mirror task failed");
     }
-    tracing::info!("stopped");
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
     result
 }
 

@@ -86,6 +86,7 @@ impl World {
 
     pub fn tuning() -> Tuning {
         Tuning {
+            storage_retry: Duration::from_millis(300),
             auth_probe_interval: Duration::from_millis(200),
             capacity_pause: Duration::from_millis(200),
             connect_retry_max: Duration::from_millis(500),

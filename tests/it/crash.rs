@@ -131,3 +131,99 @@ async fn a_second_daemon_on_the_same_state_dir_exits_at_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// RELIABILITY #21: the disk of the state directory fills up while the daemon runs. It does
+/// not exit: it says so once, pauses, and when space returns every file goes up. The state
+/// directory is a small tmpfs in a private mount namespace (`unshare -m`, root only; the test
+/// is skipped where that is not possible). The daemon's retry wait is its default, 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_pauses_the_daemon_until_space_returns() {
+    let probe = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=64k tmpfs /mnt")
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        eprintln!("skipped: cannot mount a tmpfs in a private mount namespace here");
+        return;
+    }
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[scan]\ninterval = \"300ms\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    w.write("IMG_seed.jpg", &jpeg("seed"));
+    w.write_config();
+    std::fs::create_dir_all(w.state_dir()).unwrap();
+    let dir = w.dir.path().to_path_buf();
+    let script = r#"
+        mount -t tmpfs -o size=16m tmpfs "$STATE" || exit 90
+        "$BIN" --config "$CONF" run 2> "$DIR/daemon.err" &
+        pid=$!
+        echo $pid > "$DIR/daemon.pid"
+        while [ ! -e "$DIR/fill-now" ]; do sleep 0.05; done
+        dd if=/dev/zero of="$STATE/filler" bs=4k 2>/dev/null
+        touch "$DIR/filled"
+        while [ ! -e "$DIR/free-now" ]; do sleep 0.05; done
+        rm -f "$STATE/filler"
+        wait $pid
+        echo $? > "$DIR/daemon.rc"
+    "#;
+    let mut shell = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("STATE", w.state_dir())
+        .env("BIN", BIN)
+        .env("CONF", w.config_path())
+        .env("DIR", &dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (server, admin) = (&w.server, w.server.admin_id());
+    assert!(
+        eventually(Duration::from_secs(30), || server.assets(&admin).len() == 1).await,
+        "the daemon never started: {}",
+        std::fs::read_to_string(dir.join("daemon.err")).unwrap_or_default()
+    );
+    let pid: i32 = std::fs::read_to_string(dir.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    std::fs::write(dir.join("fill-now"), b"").unwrap();
+    assert!(eventually(Duration::from_secs(30), || dir.join("filled").exists()).await);
+    for i in 0..30 {
+        w.write(
+            format!("new/IMG_{i}.jpg"),
+            &jpeg(&format!("while full {i}")),
+        );
+    }
+    let err_path = dir.join("daemon.err");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            std::fs::read_to_string(&err_path).is_ok_and(|e| e.contains("probably full"))
+        })
+        .await,
+        "the daemon says why it pauses: {}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the daemon did not exit");
+
+    std::fs::write(dir.join("free-now"), b"").unwrap();
+    assert!(
+        eventually(Duration::from_secs(90), || server.assets(&admin).len()
+            == 31)
+        .await,
+        "every file goes up once space returns: {} of 31\n{}",
+        server.assets(&admin).len(),
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    // SAFETY: sending SIGTERM to the daemon we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let _ = shell.wait();
+    let rc = std::fs::read_to_string(dir.join("daemon.rc")).unwrap_or_default();
+    assert_eq!(rc.trim(), "0", "a clean stop after the pause");
+    let errors = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert_eq!(
+        errors.matches("probably full").count(),
+        1,
+        "said once: {errors}"
+    );
+}
