@@ -98,7 +98,8 @@ impl Default for Tuning {
     }
 }
 
-fn connect_options(config: &Config) -> ConnectOptions {
+/// How to reach the server, as the config says (also used by `check-config`).
+pub fn connect_options(config: &Config) -> ConnectOptions {
     ConnectOptions {
         url: config.server.url.clone(),
         credentials: config.server.credentials.clone(),

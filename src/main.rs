@@ -255,14 +255,7 @@ async fn check_config(config: Config, offline: bool) -> ExitCode {
     if offline {
         return ExitCode::SUCCESS;
     }
-    let opts = immish_sync::api::ConnectOptions {
-        url: config.server.url.clone(),
-        credentials: config.server.credentials.clone(),
-        ca_file: config.server.ca_file.clone(),
-        allow_insecure_http: config.server.allow_insecure_http,
-        connect_timeout: config.server.connect_timeout,
-        stall_timeout: config.server.stall_timeout,
-    };
+    let opts = daemon::connect_options(&config);
     match immish_sync::api::ApiClient::connect(opts).await {
         Ok(api) => {
             println!(

@@ -570,46 +570,35 @@ fn log_db(res: Result<(), DbError>) {
 fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken) {
     let path = path_of(&job.path);
     let now = now_ms();
+    let id = job.file_id;
+    // The ways this step ends a job without a checksum.
+    let end = |state: JobState, reason: &str| {
+        if state == JobState::Failed {
+            Stats::add(&stats.failed, 1);
+        }
+        log_db(db.call_blocking(|c| queue::finish_with(c, id, state, reason, now)));
+    };
+    // Deleted or moved away before we got to it: drop quietly; a rescan or the watcher will
+    // find it under its new name.
+    let vanished = || log_db(db.call_blocking(|c| catalogue::mark_missing(c, &[id], now)));
+
     let stat_now = match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_file() => FileStat::from_metadata(&m),
-        Ok(_) => {
-            log_db(db.call_blocking(|c| {
-                queue::finish_with(
-                    c,
-                    job.file_id,
-                    JobState::Skipped,
-                    "no longer a regular file",
-                    now,
-                )
-            }));
-            return;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Deleted or moved away before we got to it: drop quietly; a rescan or the watcher
-            // will find it under its new name.
-            log_db(db.call_blocking(|c| catalogue::mark_missing(c, &[job.file_id], now)));
-            return;
-        }
+        Ok(_) => return end(JobState::Skipped, "no longer a regular file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vanished(),
         Err(e) => {
             let reason = format!(
                 "cannot read {}: {e}; will try again when it changes",
                 path.display()
             );
-            Stats::add(&stats.failed, 1);
-            log_db(db.call_blocking(|c| {
-                queue::finish_with(c, job.file_id, JobState::Failed, &reason, now)
-            }));
-            return;
+            return end(JobState::Failed, &reason);
         }
     };
     if stat_now.size == 0 {
-        log_db(db.call_blocking(|c| {
-            queue::finish_with(c, job.file_id, JobState::Skipped, "empty file", now)
-        }));
-        return;
+        return end(JobState::Skipped, "empty file");
     }
     if let (Some(sum), true) = (job.checksum, stat_now == job.stat) {
-        log_db(db.call_blocking(|c| queue::record_hash(c, job.file_id, &stat_now, &sum, now)));
+        log_db(db.call_blocking(|c| queue::record_hash(c, id, &stat_now, &sum, now)));
         return;
     }
     match hash_file(&path, cancel) {
@@ -621,10 +610,10 @@ fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken
                 tracing::debug!(path = %path.display(), "file changed while hashing; looking again later");
                 let at = now_ms() + CHANGED_DELAY.as_millis() as i64;
                 log_db(db.call_blocking(|c| {
-                    queue::requeue_changed(c, job.file_id, after.as_ref(), now)?;
+                    queue::requeue_changed(c, id, after.as_ref(), now)?;
                     queue::schedule_retry(
                         c,
-                        job.file_id,
+                        id,
                         job.attempts + 1,
                         at,
                         "the file changed while it was read",
@@ -635,21 +624,14 @@ fn hash_step(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken
             }
             Stats::add(&stats.hashed, 1);
             Stats::add(&stats.hashed_bytes, n);
-            log_db(
-                db.call_blocking(|c| queue::record_hash(c, job.file_id, &stat_now, &sum, now_ms())),
-            );
+            log_db(db.call_blocking(|c| queue::record_hash(c, id, &stat_now, &sum, now_ms())));
         }
         Err(HashError::Cancelled) => {}
-        Err(e) if e.is_not_found() => {
-            log_db(db.call_blocking(|c| catalogue::mark_missing(c, &[job.file_id], now)));
-        }
+        Err(e) if e.is_not_found() => vanished(),
         Err(e) => {
             let reason = format!("{e}; will try again when the file changes");
             tracing::warn!(path = %path.display(), "{reason}");
-            Stats::add(&stats.failed, 1);
-            log_db(db.call_blocking(|c| {
-                queue::finish_with(c, job.file_id, JobState::Failed, &reason, now)
-            }));
+            end(JobState::Failed, &reason);
         }
     }
 }
