@@ -6,6 +6,7 @@
 //! Parts, each owning one thing:
 //! - [`config`]: the TOML file and environment, validated once.
 //! - [`db`]: the SQLite state (catalogue of local files, job queue, metadata).
+//! - [`backoff`]: exponential backoff with jitter, the one formula every retry loop uses.
 //! - [`lock`]: one daemon per state directory.
 //! - [`scan`]: walking the roots and comparing with the catalogue.
 //! - [`hash`]: streaming SHA-1 on the blocking pool.
@@ -18,6 +19,7 @@
 //!   tombstones of what the user deleted there).
 
 pub mod api;
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod db;
