@@ -26,7 +26,7 @@
 //! - `locate`: positions and wording of errors (`file:line:column`, did-you-mean);
 //! - `resolve`: validation, raw → [`Config`];
 //! - `secret`: where a credential comes from, and the permission checks;
-//! - `url`: the server's URL.
+//! - `url`: [`ServerUrl`], the server's URL, parsed once.
 
 mod env;
 mod locate;
@@ -53,6 +53,7 @@ use resolve::{Resolver, SERVER};
 pub use locate::{Origin, Position};
 pub use raw::parse_duration;
 pub use secret::Secret;
+pub use url::{Scheme, ServerUrl, UrlError};
 
 /// Environment variables starting with this (case-insensitive) override file values:
 /// `IMMISH_SYNC__UPLOAD__CONCURRENCY=8`, `IMMISH_SYNC__SERVER__URL=https://…`, and for the
@@ -97,10 +98,9 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// As the user wrote it; normalised and discovered at connect time. Checked here only
-    /// for shape: scheme `http`/`https` or none, a host, an optional port, no user name or
-    /// password, no query or fragment.
-    pub url: String,
+    /// The base URL, checked and normalised here ([`ServerUrl`]); the API root under it is
+    /// discovered at connect time.
+    pub url: ServerUrl,
     pub credentials: Credentials,
     /// Extra PEM CA certificates to trust (a home CA). Checked to exist.
     pub ca_file: Option<PathBuf>,

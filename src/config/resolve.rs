@@ -13,7 +13,7 @@ use super::env::env_get;
 use super::locate::{file_origin, key_name, Located, Origin, Seg};
 use super::raw::{RawConfig, RawDuration, RawRoot, RawServer};
 use super::secret::{self, CredentialTable};
-use super::url::check_url;
+use super::url::ServerUrl;
 use super::{
     default_state_dir_in, is_root, Config, ConfigError, HashConfig, LogConfig, MirrorConfig,
     RootConfig, ScanConfig, ServerConfig, StateConfig, UploadConfig, WatchConfig,
@@ -121,7 +121,7 @@ impl Resolver<'_> {
                 ))
             }
         };
-        check_url(url).map_err(|m| self.invalid(&URL, m))?;
+        let url = ServerUrl::parse(url).map_err(|e| self.invalid(&URL, e.to_string()))?;
         let credentials = secret::credentials(self, &CredentialTable::server(s))?;
         let ca_file = match &s.ca_file {
             None => None,
@@ -142,7 +142,7 @@ impl Resolver<'_> {
             }
         };
         Ok(ServerConfig {
-            url: url.to_owned(),
+            url,
             credentials,
             ca_file,
             allow_insecure_http: s.allow_insecure_http,

@@ -85,7 +85,7 @@ fn assert_contains(message: &str, parts: &[&str]) {
 fn minimal_config_from_the_issue_parses_with_all_defaults() {
     let dir = Dir::new();
     let c = dir.load(MINIMAL, &[]).expect("minimal config");
-    assert_eq!(c.server.url, "http://127.0.0.1:2283");
+    assert_eq!(c.server.url.as_str(), "http://127.0.0.1:2283");
     assert_eq!(api_key(&c), "…");
     assert_eq!(c.server.ca_file, None);
     assert!(!c.server.allow_insecure_http);
@@ -238,21 +238,72 @@ fn bad_urls_are_refused() {
             "photos:99999",
             "port \"99999\" must be a number from 1 to 65535",
         ),
+        // Accepted (and taken as https) before issue 13 §5.
+        ("localhost:2283", "has no scheme"),
     ] {
         let text = format!("[server]\nurl = \"{url}\"\n[[roots]]\npath = \"/p\"\n");
         let e = dir.error(&text, &[("IMMISH_SYNC__SERVER__API_KEY", "k")]);
         assert_contains(&e, &[":2:1: server.url: ", expected]);
         assert!(!e.contains("pw@"), "{e}");
     }
-    for url in [
-        "localhost:2283",
-        "http://[::1]:2283/",
-        "https://photos.example.com/immich",
-    ] {
+    for url in ["http://[::1]:2283/", "https://photos.example.com/immich"] {
         let text = format!("[server]\nurl = \"{url}\"\n[[roots]]\npath = \"/p\"\n");
         let c = dir.load(&text, &[("IMMISH_SYNC__SERVER__API_KEY", "k")]);
         assert!(c.is_ok(), "{url}: {:?}", c.err());
     }
+}
+
+/// Issue 13 §5: `url = "127.0.0.1:2284"` passed `check-config --offline` and was then
+/// silently taken as https; it is an error naming the file, line, key and both choices.
+#[test]
+fn a_url_without_a_scheme_names_the_line_and_both_choices() {
+    let dir = Dir::new();
+    let text =
+        "[server]\napi_key_file = \"/k\"\nurl = \"127.0.0.1:2284\"\n[[roots]]\npath = \"/p\"\n";
+    let e = dir.error(text, &[]);
+    assert_contains(
+        &e,
+        &[
+            &format!("{}:3:1: server.url: ", dir.config_path()),
+            "\"127.0.0.1:2284\" has no scheme",
+            "http://127.0.0.1:2284",
+            "https://127.0.0.1:2284",
+        ],
+    );
+    // From the environment, the variable is named instead.
+    let e = dir.error(
+        BASE,
+        &[
+            ("IMMISH_SYNC__SERVER__API_KEY", "k"),
+            ("IMMISH_SYNC__SERVER__URL", "nas.local:2283"),
+        ],
+    );
+    assert_contains(
+        &e,
+        &[
+            "environment variable IMMISH_SYNC__SERVER__URL: server.url: ",
+            "http://nas.local:2283 or https://nas.local:2283",
+        ],
+    );
+}
+
+/// `server.url` is parsed once, into the normalised base the rest of the program uses.
+#[test]
+fn the_server_url_is_normalised_once() {
+    let text = BASE.replace(
+        "https://photos.example.com",
+        " HTTPS://Photos.Example.com:443/immich/api/ ",
+    );
+    let c = Dir::new()
+        .load(&text, &[("IMMISH_SYNC__SERVER__API_KEY", "k")])
+        .expect("config");
+    assert_eq!(c.server.url.as_str(), "https://photos.example.com/immich");
+    assert_eq!(c.server.url.host(), "photos.example.com");
+    assert!(c.server.url.is_https() && !c.server.url.is_local());
+    assert_eq!(
+        c.server.url.as_written(),
+        "HTTPS://Photos.Example.com:443/immich/api/"
+    );
 }
 
 #[test]
@@ -279,7 +330,7 @@ fn env_overrides_win_over_the_file() {
         .expect("config with overrides");
     assert_eq!(c.upload.concurrency, 8);
     assert_eq!(c.watch.mode, WatchMode::Poll);
-    assert_eq!(c.server.url, "http://10.0.0.2:2283");
+    assert_eq!(c.server.url.as_str(), "http://10.0.0.2:2283");
     assert_eq!(c.scan.interval, Duration::from_secs(1800));
     assert!(!c.mirror.events);
     assert_eq!(c.roots[0].exclude, ["*.tmp"]);
