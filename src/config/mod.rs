@@ -238,6 +238,21 @@ pub enum ConfigError {
         error: io::Error,
     },
 
+    /// A file holding a secret (`api_key_file`, `password_file`) is open to users other than
+    /// its owner. A systemd credential is not checked: systemd keeps it private.
+    #[error(
+        "{origin}: {key}: {} has mode {mode:04o}, so other users can read the secret in it; \
+         run `chmod 600 {}`",
+        .path.display(),
+        .path.display()
+    )]
+    InsecureSecretFile {
+        origin: Origin,
+        key: String,
+        path: PathBuf,
+        mode: u32,
+    },
+
     /// The config file holds a secret inline but other users can read it.
     #[error(
         "{}: holds {key} inline but its mode is {mode:04o}, so other users can read it; \

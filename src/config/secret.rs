@@ -2,12 +2,13 @@
 //! file, environment, inline), and the permission checks that keep it private.
 //!
 //! Owns: the order of the API key's sources, the rule "exactly one way to log in", reading
-//! the small secret files, and refusing a config file that holds a secret inline while
-//! other users can read it. Must not: show a secret in any message or `Debug`, or know which
+//! the small secret files, and refusing a secret that other users can read: a config file
+//! holding one inline, or an `api_key_file`/`password_file` (a systemd credential is exempt). Must not: show a secret in any message or `Debug`, or know which
 //! table it resolves: [`credentials`] takes one [`CredentialTable`], so each of several
 //! accounts can be resolved the same way.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 use super::env::env_get;
@@ -156,7 +157,7 @@ pub(super) fn credentials(
         })?
     } else if let Some(file) = t.api_key_file {
         let path = r.absolute(&api_key_file, file)?;
-        let text = read_secret(r.origin(&api_key_file), &key_name(&api_key_file), &path)?;
+        let text = read_secret_file(r, &api_key_file, &path)?;
         nonempty_secret(text.trim(), || {
             r.invalid(
                 &api_key_file,
@@ -209,7 +210,7 @@ fn login_password(r: &Resolver<'_>, t: &CredentialTable<'_>) -> Result<Secret, C
     }
     if let Some(file) = t.password_file {
         let path = r.absolute(&password_file, file)?;
-        let text = read_secret(r.origin(&password_file), &key_name(&password_file), &path)?;
+        let text = read_secret_file(r, &password_file, &path)?;
         // Only the line ending an editor adds is removed: a password may well start or
         // end with a space.
         let value = text
@@ -227,6 +228,62 @@ fn login_password(r: &Resolver<'_>, t: &CredentialTable<'_>) -> Result<Secret, C
             "missing; a password login needs password_file (or password)",
         )),
     }
+}
+
+/// Reads a secret file the config names at `key` (`api_key_file`, `password_file`). Like a
+/// config file holding the secret inline, it must not be open to users other than its
+/// owner; a systemd credential is exempt, because systemd itself keeps it private to the
+/// service (and decides its mode).
+fn read_secret_file(r: &Resolver<'_>, key: &[Seg<'_>], path: &Path) -> Result<String, ConfigError> {
+    let origin = r.origin(key);
+    let name = key_name(key);
+    let unreadable = |error| ConfigError::SecretFile {
+        origin: origin.clone(),
+        key: name.clone(),
+        path: path.to_owned(),
+        error,
+    };
+    // The mode is read from the open file, so that it is the mode of what is read.
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    if !is_systemd_credential(r.env, path) {
+        let metadata = file.metadata().map_err(unreadable)?;
+        if let Some(mode) = open_to_others(&metadata) {
+            return Err(ConfigError::InsecureSecretFile {
+                origin,
+                key: name,
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    Ok(text)
+}
+
+/// Whether `path` is inside `$CREDENTIALS_DIRECTORY` (after resolving symlinks and `..`).
+fn is_systemd_credential(env: &[(String, String)], path: &Path) -> bool {
+    let Some(dir) = env_get(env, "CREDENTIALS_DIRECTORY") else {
+        return false;
+    };
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(path)) {
+        (Ok(dir), Ok(path)) => path.starts_with(dir),
+        _ => false,
+    }
+}
+
+/// The permission bits of a regular file that group or others have any access to. (A
+/// directory is left for the read to refuse, with its own message.)
+#[cfg(unix)]
+fn open_to_others(metadata: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode();
+    (metadata.is_file() && mode & 0o077 != 0).then_some(mode & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn open_to_others(_metadata: &std::fs::Metadata) -> Option<u32> {
+    None
 }
 
 fn read_secret(origin: Origin, key: &str, path: &Path) -> Result<String, ConfigError> {

@@ -450,6 +450,98 @@ fn a_readable_file_without_secrets_is_fine() {
     assert!(load_from_str(&text, &path, &[]).is_ok());
 }
 
+/// Issue 13 §5: an `api_key_file` or `password_file` open to group or others was accepted
+/// while the same secret inline in a readable config was refused. It is refused the same
+/// way, naming the file, its mode and the fix.
+#[test]
+fn a_secret_file_others_can_read_is_refused() {
+    let dir = Dir::new();
+    for mode in [0o644, 0o640, 0o604] {
+        let key = dir.write("api-key", "k\n", mode);
+        let text = BASE.replace(
+            "[server]\n",
+            &format!("[server]\napi_key_file = \"{}\"\n", key.display()),
+        );
+        let e = dir.error(&text, &[]);
+        assert_contains(
+            &e,
+            &[
+                &format!("{}:2:1: server.api_key_file: ", dir.config_path()),
+                &format!("{} has mode {mode:04o}", key.display()),
+                &format!("chmod 600 {}", key.display()),
+            ],
+        );
+        assert!(!e.contains("k\n"), "{e}");
+    }
+    let pw = dir.write("pw", "hunter2\n", 0o640);
+    let text = BASE.replace(
+        "[server]\n",
+        &format!(
+            "[server]\nemail = \"me@x.org\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    );
+    let e = dir.error(&text, &[]);
+    assert_contains(
+        &e,
+        &[
+            ":3:1: server.password_file: ",
+            "has mode 0640",
+            &format!("chmod 600 {}", pw.display()),
+        ],
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(dir.load(&text, &[]).is_ok());
+    // Set from the environment, the variable is named.
+    let e = dir.error(
+        BASE,
+        &[(
+            "IMMISH_SYNC__SERVER__API_KEY_FILE",
+            dir.0.path().join("api-key").to_str().expect("utf-8"),
+        )],
+    );
+    assert_contains(
+        &e,
+        &[
+            "environment variable IMMISH_SYNC__SERVER__API_KEY_FILE: server.api_key_file: ",
+            "has mode 0604",
+        ],
+    );
+}
+
+/// systemd keeps `$CREDENTIALS_DIRECTORY` private to the service and picks the files' mode
+/// itself, so a key or password file there is read whatever its mode.
+#[test]
+fn a_secret_file_that_is_a_systemd_credential_is_not_mode_checked() {
+    let dir = Dir::new();
+    let creds = tempfile::tempdir().expect("tempdir");
+    let key = creds.path().join("other-api-key");
+    std::fs::write(&key, "from-credential\n").expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    // Named through a path with `..` and back, which is still the credential.
+    let via = creds
+        .path()
+        .join("..")
+        .join(creds.path().file_name().expect("name"));
+    let text = BASE.replace(
+        "[server]\n",
+        &format!(
+            "[server]\napi_key_file = \"{}\"\n",
+            via.join("other-api-key").display()
+        ),
+    );
+    let env = [(
+        "CREDENTIALS_DIRECTORY",
+        creds.path().to_str().expect("utf-8"),
+    )];
+    let c = dir.load(&text, &env).expect("credential file");
+    assert_eq!(api_key(&c), "from-credential");
+    // The same file outside a credentials directory is refused.
+    let e = dir.error(&text, &[]);
+    assert_contains(&e, &["server.api_key_file: ", "has mode 0644"]);
+}
+
 #[test]
 fn api_key_file_is_read_and_trimmed() {
     let dir = Dir::new();
