@@ -205,8 +205,10 @@ pub struct LogConfig {
 
 /// Why the configuration was refused. Every message names where (file:line:column or the
 /// environment variable), which key, and the fix where there is an obvious one; it never
-/// contains a secret. The `Display` text is complete on its own (no `source()` chain to
-/// print), so `{}` and `{:#}` print the same thing. Exit code 2 is the caller's job.
+/// contains a secret. The `Display` text is complete on its own: a cause (an `io::Error`,
+/// a [`UrlError`]) is written into the message and never also returned by `source()`, so
+/// `{}` and `{:#}` print it once and the same (the tests check every error they produce).
+/// Exit code 2 is the caller's job.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

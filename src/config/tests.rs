@@ -49,7 +49,7 @@ impl Dir {
     fn error(&self, text: &str, env: &[(&str, &str)]) -> String {
         match self.load(text, env) {
             Ok(config) => panic!("expected an error, got {config:?}"),
-            Err(e) => e.to_string(),
+            Err(e) => printed_once(e),
         }
     }
 
@@ -70,6 +70,15 @@ fn api_key(config: &Config) -> &str {
         Credentials::ApiKey(key) => key.expose(),
         other => panic!("expected an API key, got {other:?}"),
     }
+}
+
+/// The error's text, checked to print the same with its whole chain (`{:#}`, as `main` or
+/// anyhow would show it) as alone: a cause is in the message or in `source()`, not both.
+fn printed_once(e: ConfigError) -> String {
+    let alone = e.to_string();
+    let chain = format!("{:#}", anyhow::Error::new(e));
+    assert_eq!(chain, alone, "the cause is printed twice");
+    alone
 }
 
 fn assert_contains(message: &str, parts: &[&str]) {
@@ -404,9 +413,7 @@ fn inline_api_key_in_a_readable_file_is_refused() {
     let dir = Dir::new();
     let text = BASE.replace("[server]\n", "[server]\napi_key = \"secret-value\"\n");
     let path = dir.write("config.toml", &text, 0o644);
-    let e = load_from_str(&text, &path, &[])
-        .expect_err("0644 with a key")
-        .to_string();
+    let e = printed_once(load_from_str(&text, &path, &[]).expect_err("0644 with a key"));
     assert_contains(
         &e,
         &[
@@ -432,9 +439,7 @@ fn inline_password_in_a_group_readable_file_is_refused() {
         "[server]\nemail = \"a@b.c\"\npassword = \"pw\"\n",
     );
     let path = dir.write("config.toml", &text, 0o640);
-    let e = load_from_str(&text, &path, &[])
-        .expect_err("0640 with a password")
-        .to_string();
+    let e = printed_once(load_from_str(&text, &path, &[]).expect_err("0640 with a password"));
     assert_contains(&e, &["holds server.password inline", "chmod 600"]);
 }
 
@@ -570,6 +575,7 @@ fn a_missing_or_empty_key_file_names_the_path() {
             &missing.display().to_string(),
         ],
     );
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
     let empty = dir.write("empty", "\n", 0o600);
     let text = BASE.replace(
         "[server]\n",
@@ -860,7 +866,8 @@ fn secrets_never_appear_in_debug_or_errors() {
 fn a_missing_config_file_says_how_to_make_one() {
     let dir = Dir::new();
     let path = dir.0.path().join("absent.toml");
-    let e = load(&path).expect_err("missing").to_string();
+    let e = printed_once(load(&path).expect_err("missing"));
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
     assert_contains(
         &e,
         &[
