@@ -101,7 +101,9 @@ impl Default for Tuning {
 /// How to reach the server, as the config says (also used by `check-config`).
 pub fn connect_options(config: &Config) -> ConnectOptions {
     ConnectOptions {
-        url: config.server.url.clone(),
+        // As written: api still normalises the text itself (`api::endpoint::normalise`)
+        // until it takes the parsed `ServerUrl`.
+        url: config.server.url.as_written().to_owned(),
         credentials: config.server.credentials.clone(),
         ca_file: config.server.ca_file.clone(),
         allow_insecure_http: config.server.allow_insecure_http,

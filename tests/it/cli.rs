@@ -158,3 +158,38 @@ async fn status_works_while_the_daemon_runs() {
     let out = run(&w, &["status"]);
     assert!(text(&out).0.contains("daemon:       not running"));
 }
+
+/// Issue 13 §5: `url = "127.0.0.1:2284"` passed `check-config --offline` and was then
+/// silently taken as https. It is a config error (exit 2) naming the file, the line, the key
+/// and both ways to write it.
+#[test]
+fn check_config_offline_refuses_a_url_without_a_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nurl = \"127.0.0.1:2284\"\napi_key = \"k\"\n[[roots]]\npath = \"/srv/photos\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["check-config", "--offline"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run immish-sync");
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{err}");
+    assert!(
+        err.contains(&format!("{}:2:1: server.url:", config.display())),
+        "names the file, line and key: {err}"
+    );
+    assert!(
+        err.contains("http://127.0.0.1:2284") && err.contains("https://127.0.0.1:2284"),
+        "names both choices: {err}"
+    );
+}

@@ -252,6 +252,8 @@ async fn a_password_login_backs_up_like_a_key() {
     let media = photo_tree(&w);
     let pw = w.dir.path().join("password");
     std::fs::write(&pw, format!("{}\n", w.server.admin_password())).unwrap();
+    // A password file others can read is refused, like the password inline in such a config.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let text = format!(
         "[server]\nurl = \"{}\"\nemail = \"{}\"\npassword_file = \"{}\"\n[state]\ndir = \"{}\"\n\
          [watch]\nsettle = \"0s\"\n[[roots]]\npath = \"{}\"\n",

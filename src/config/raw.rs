@@ -1,0 +1,329 @@
+//! The raw TOML shapes: exactly what the config file may hold, with `deny_unknown_fields`,
+//! and the defaults, written here and nowhere else.
+//!
+//! Owns: the `Raw*` structs, their `Default` impls, and the value types that parse
+//! themselves (durations, inline secrets, bounded integers) so that toml reports a bad value
+//! with its position. Must not: validate across keys, look at the file system or the
+//! environment (that is `resolve`), or hold a secret anywhere its `Debug` could show it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::{LogFormat, WatchMode, MAX_CONCURRENCY};
+
+/// Parses a duration as written in the config: integer seconds (`"90"`) or a whole number
+/// with one unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    let bad = || {
+        format!(
+            "invalid duration {s:?}: write integer seconds or a whole number with a unit, \
+             e.g. \"500ms\", \"10s\", \"5m\", \"1h\" or \"1d\""
+        )
+    };
+    if number.is_empty() || millis_per_unit == 0 {
+        return Err(bad());
+    }
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shapes: exactly what the TOML may hold. Unknown keys are errors; missing keys take the
+// defaults below.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) server: RawServer,
+    pub(super) state: RawState,
+    pub(super) roots: Vec<RawRoot>,
+    pub(super) upload: RawUpload,
+    pub(super) hash: RawHash,
+    pub(super) scan: RawScan,
+    pub(super) watch: RawWatch,
+    pub(super) mirror: RawMirror,
+    pub(super) log: RawLog,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) url: Option<String>,
+    pub(super) api_key: Option<RawSecret>,
+    pub(super) api_key_file: Option<String>,
+    pub(super) email: Option<String>,
+    pub(super) password: Option<RawSecret>,
+    pub(super) password_file: Option<String>,
+    pub(super) ca_file: Option<String>,
+    pub(super) allow_insecure_http: bool,
+    pub(super) connect_timeout: RawDuration,
+    pub(super) stall_timeout: RawDuration,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawState {
+    /// `None` = [`super::default_state_dir`], which depends on the environment, so it is
+    /// resolved during validation rather than here.
+    pub(super) dir: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawRoot {
+    pub(super) path: Option<String>,
+    pub(super) recursive: bool,
+    pub(super) include: Vec<String>,
+    pub(super) exclude: Vec<String>,
+    pub(super) hidden: bool,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawUpload {
+    #[serde(deserialize_with = "concurrency")]
+    pub(super) concurrency: usize,
+    pub(super) device_id: Option<String>,
+    pub(super) retry_initial: RawDuration,
+    pub(super) retry_max: RawDuration,
+    #[serde(deserialize_with = "positive_u32")]
+    pub(super) scan_max_attempts: u32,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawHash {
+    #[serde(deserialize_with = "concurrency")]
+    pub(super) concurrency: usize,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawScan {
+    pub(super) interval: RawDuration,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub(super) mode: WatchMode,
+    pub(super) settle: RawDuration,
+    pub(super) poll_interval: RawDuration,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawMirror {
+    pub(super) reupload_deleted: bool,
+    pub(super) pull_interval: RawDuration,
+    pub(super) full_reconcile_interval: RawDuration,
+    pub(super) events: bool,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) level: String,
+    pub(super) format: LogFormat,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaults: the only place they are written. config.example.toml repeats them for readers, and
+// a test keeps the two in step.
+// ---------------------------------------------------------------------------------------------
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            url: None,
+            api_key: None,
+            api_key_file: None,
+            email: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+            allow_insecure_http: false,
+            connect_timeout: RawDuration::secs(10),
+            stall_timeout: RawDuration::secs(120),
+        }
+    }
+}
+
+impl Default for RawRoot {
+    fn default() -> Self {
+        RawRoot {
+            path: None,
+            recursive: true,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            hidden: false,
+        }
+    }
+}
+
+impl Default for RawUpload {
+    fn default() -> Self {
+        RawUpload {
+            concurrency: 4,
+            device_id: None,
+            retry_initial: RawDuration::secs(1),
+            retry_max: RawDuration::secs(10 * 60),
+            scan_max_attempts: 5,
+        }
+    }
+}
+
+impl Default for RawHash {
+    fn default() -> Self {
+        RawHash { concurrency: 2 }
+    }
+}
+
+impl Default for RawScan {
+    fn default() -> Self {
+        RawScan {
+            interval: RawDuration::secs(60 * 60),
+        }
+    }
+}
+
+impl Default for RawWatch {
+    fn default() -> Self {
+        RawWatch {
+            mode: WatchMode::Auto,
+            settle: RawDuration::secs(3),
+            poll_interval: RawDuration::secs(60),
+        }
+    }
+}
+
+impl Default for RawMirror {
+    fn default() -> Self {
+        RawMirror {
+            reupload_deleted: false,
+            pull_interval: RawDuration::secs(5 * 60),
+            full_reconcile_interval: RawDuration::secs(24 * 60 * 60),
+            events: true,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value types with their own parsing, so that a bad value is reported by toml with its
+// position (or, for an environment value, with its variable).
+// ---------------------------------------------------------------------------------------------
+
+/// A duration written as integer seconds or a string like `"5m"` ([`parse_duration`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RawDuration(pub(super) Duration);
+
+impl RawDuration {
+    const fn secs(s: u64) -> RawDuration {
+        RawDuration(Duration::from_secs(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration: integer seconds or a string like \"500ms\", \"10s\", \"5m\", \
+                     \"1h\" or \"1d\"",
+                )
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                u64::try_from(v)
+                    .map(RawDuration::secs)
+                    .map_err(|_| E::custom(format!("duration must not be negative, got {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::secs(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                parse_duration(v).map(RawDuration).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// An inline secret. Unlike `String`, a value of the wrong type is not echoed in the error
+/// (`api_key = 12345` must not print the digits), and `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct RawSecret(pub(super) String);
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawSecret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(RawSecret(s)),
+            other => Err(de::Error::custom(format!(
+                "must be a string (in quotes), not {} (value not shown: it is a secret)",
+                article(other.type_str())
+            ))),
+        }
+    }
+}
+
+fn article(type_name: &str) -> String {
+    match type_name.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {type_name}"),
+        _ => format!("a {type_name}"),
+    }
+}
+
+fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "must be between 1 and {MAX_CONCURRENCY}, got {n}"
+        ))),
+    }
+}
+
+fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u32::try_from(n) {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "must be a whole number of at least 1, got {n}"
+        ))),
+    }
+}
