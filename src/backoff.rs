@@ -63,7 +63,10 @@ mod tests {
             assert_eq!(b.base(attempt), base, "attempt {attempt}");
             for _ in 0..20 {
                 let d = b.delay(attempt);
-                assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?} vs {base:?}");
+                assert!(
+                    d >= base / 2 && d <= base,
+                    "attempt {attempt}: {d:?} vs {base:?}"
+                );
             }
         }
         assert_eq!(b.base(0), b.base(1));
@@ -79,7 +82,10 @@ mod tests {
     fn spread_stays_within_ten_percent() {
         for _ in 0..100 {
             let d = spread(Duration::from_secs(100));
-            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
         }
     }
 }

@@ -189,6 +189,38 @@ pub fn mark_missing(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Re
     Ok(())
 }
 
+/// Records a batch of new or changed files a walk found and queues them, in one write
+/// transaction; returns how many were queued.
+///
+/// Each is compared again inside the transaction ([`is_current`]): the watcher may have
+/// recorded the same change since the walk loaded its snapshot, and a change is queued once.
+/// `IMMEDIATE`, so that the comparison and the write see the same state.
+pub fn record_scan_batch(
+    conn: &mut Connection,
+    root: &[u8],
+    files: &[(Vec<u8>, FileStat)],
+    now_ms: i64,
+) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut queued = 0;
+    for (path, stat) in files {
+        if !is_current(&tx, path, stat)? {
+            upsert_and_queue(&tx, root, path, stat, now_ms)?;
+            queued += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(queued)
+}
+
+/// A complete walk's verdict on the files it did not see: [`mark_missing`] for all of them,
+/// in one transaction.
+pub fn record_missing(conn: &mut Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    mark_missing(&tx, ids, now_ms)?;
+    tx.commit()
+}
+
 /// The asset we already know for this checksum (uploaded or linked by us), if any.
 /// `Some(None)` means "on the server, id unknown" (a seed-style server that gave no id).
 pub fn known_asset(
@@ -231,9 +263,9 @@ pub fn remember_asset(
 pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute_batch(
         "DELETE FROM known_assets; UPDATE files SET asset_id = NULL;
-         DELETE FROM remote_assets; DELETE FROM tombstones;
-         DELETE FROM meta WHERE key LIKE 'mirror.%';",
+         DELETE FROM remote_assets; DELETE FROM tombstones;",
     )?;
+    super::meta::forget_account(conn)?;
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
              outcome=NULL, updated_at=?1

@@ -210,7 +210,7 @@ pub fn finish_done(
     )?
     .execute(params![file_id, outcome.as_str(), now_ms])?;
     super::catalogue::remember_asset(conn, checksum, asset_id, verified, now_ms)?;
-    super::meta_set(conn, "last_success_ms", &now_ms.to_string())
+    super::meta::set_last_success_ms(conn, now_ms)
 }
 
 /// Ends a job in `skipped` or `failed` with the reason the user will read.
@@ -319,4 +319,28 @@ pub fn recent(
         })
     })?;
     rows.collect()
+}
+
+/// What is not backed up yet, as the end of a `scan` reports it.
+#[derive(Clone, Debug)]
+pub struct Backlog {
+    /// Jobs still `queued`…`verifying` or waiting to `retry`.
+    pub pending: i64,
+    /// Jobs that `failed`.
+    pub failed_total: i64,
+    /// The most recent `failed` and `retry` jobs, newest first.
+    pub recent_problems: Vec<JobReport>,
+}
+
+/// [`Backlog`], with at most `limit` recent problems.
+pub fn backlog(conn: &Connection, limit: usize) -> rusqlite::Result<Backlog> {
+    let (active, retry) = pending_counts(conn)?;
+    let failed_total = conn
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(Backlog {
+        pending: active + retry,
+        failed_total,
+        recent_problems: recent(conn, &[JobState::Failed, JobState::Retry], limit)?,
+    })
 }
