@@ -288,3 +288,48 @@ pub fn counts_by_state(conn: &Connection) -> rusqlite::Result<Vec<(JobState, i64
         .map(|st| (*st, counts.get(st.as_str()).copied().unwrap_or(0)))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{queue, Db};
+
+    fn stat(ino: u64, mtime_ns: i64) -> FileStat {
+        FileStat {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+        }
+    }
+
+    /// The scan and the watcher may both find one change; it is queued once.
+    #[test]
+    fn a_change_recorded_twice_is_queued_once_and_a_gone_file_stops_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let batch = vec![
+                (b"/r/a.jpg".to_vec(), stat(1, 5)),
+                (b"/r/b.jpg".to_vec(), stat(2, 5)),
+            ];
+            assert_eq!(record_scan_batch(c, b"/r", &batch, 1)?, 2);
+            assert_eq!(record_scan_batch(c, b"/r", &batch, 2)?, 0, "no news");
+            let changed = vec![(b"/r/a.jpg".to_vec(), stat(1, 6))];
+            assert_eq!(record_scan_batch(c, b"/r", &changed, 3)?, 1);
+
+            let known = load_root(c, b"/r")?;
+            let b = known[&b"/r/b.jpg".to_vec()].id;
+            record_missing(c, &[b], 4)?;
+            assert!(load_root(c, b"/r")?[&b"/r/b.jpg".to_vec()].missing);
+            let skipped = queue::recent(c, &[JobState::Skipped], 10)?;
+            assert_eq!(skipped.len(), 1);
+            assert_eq!(skipped[0].path, b"/r/b.jpg");
+            // Seen again, it is news again.
+            assert_eq!(record_scan_batch(c, b"/r", &batch[1..], 5)?, 1);
+            Ok(())
+        })
+        .unwrap();
+    }
+}

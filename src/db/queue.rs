@@ -344,3 +344,39 @@ pub fn backlog(conn: &Connection, limit: usize) -> rusqlite::Result<Backlog> {
         recent_problems: recent(conn, &[JobState::Failed, JobState::Retry], limit)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{catalogue, Db};
+
+    #[test]
+    fn the_backlog_counts_what_is_not_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let mut ids = Vec::new();
+            for i in 0..4u64 {
+                let stat = FileStat {
+                    dev: 1,
+                    ino: i,
+                    size: 10,
+                    mtime_ns: 1,
+                    ctime_ns: 1,
+                };
+                let path = format!("/r/{i}.jpg");
+                ids.push(catalogue::upsert_and_queue(c, b"/r", path.as_bytes(), &stat, 1)?);
+            }
+            finish_with(c, ids[0], JobState::Failed, "unreadable", 2)?;
+            finish_with(c, ids[1], JobState::Skipped, "not a photo", 2)?;
+            schedule_retry(c, ids[2], 1, 10, "503", 3)?;
+            let b = backlog(c, 20)?;
+            assert_eq!((b.pending, b.failed_total), (2, 1), "queued and retry; failed");
+            let states: Vec<JobState> = b.recent_problems.iter().map(|j| j.state).collect();
+            assert_eq!(states, [JobState::Retry, JobState::Failed], "newest first");
+            assert_eq!(backlog(c, 1)?.recent_problems.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+    }
+}
