@@ -365,13 +365,23 @@ mod tests {
                     ctime_ns: 1,
                 };
                 let path = format!("/r/{i}.jpg");
-                ids.push(catalogue::upsert_and_queue(c, b"/r", path.as_bytes(), &stat, 1)?);
+                ids.push(catalogue::upsert_and_queue(
+                    c,
+                    b"/r",
+                    path.as_bytes(),
+                    &stat,
+                    1,
+                )?);
             }
             finish_with(c, ids[0], JobState::Failed, "unreadable", 2)?;
             finish_with(c, ids[1], JobState::Skipped, "not a photo", 2)?;
             schedule_retry(c, ids[2], 1, 10, "503", 3)?;
             let b = backlog(c, 20)?;
-            assert_eq!((b.pending, b.failed_total), (2, 1), "queued and retry; failed");
+            assert_eq!(
+                (b.pending, b.failed_total),
+                (2, 1),
+                "queued and retry; failed"
+            );
             let states: Vec<JobState> = b.recent_problems.iter().map(|j| j.state).collect();
             assert_eq!(states, [JobState::Retry, JobState::Failed], "newest first");
             assert_eq!(backlog(c, 1)?.recent_problems.len(), 1);
