@@ -4,25 +4,30 @@
 //! the server identity and device id), the task tree of the daemon under one cancellation
 //! root, and the final summary of a `scan`.
 //!
-//! Must not: parse the command line or print (main does), or exit the process.
+//! Settings go one way: each stage is handed its own section of the resolved [`Config`]
+//! (`&config.state` to the database, `&config.mirror` to the mirror, `&config.scan` to the
+//! scanner…), and this module only wires the stages together.
+//!
+//! Must not: parse the command line or print (main does), exit the process, or talk to the
+//! state database other than through the units of work of [`crate::db`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError, ConnectOptions, ErrorClass, MediaTypes};
-use crate::config::{Config, WatchMode};
+use crate::backoff::{self, Backoff};
+use crate::config::{Config, StateConfig, WatchMode};
+use crate::db::meta::{self, ServerIdentity};
 use crate::db::queue::{self, JobReport};
-use crate::db::{self, catalogue, now_ms, Db, DbError};
+use crate::db::{self, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
-use crate::mirror::{Mirror, MirrorSettings};
-use crate::model::JobState;
+use crate::mirror::Mirror;
 use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
-use crate::scan::{self, Root, RootOutcome, RootScan};
+use crate::scan::{PassError, Root, RootOutcome, RootScan, Scanner};
 use crate::watch::{WatchError, Watcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,15 @@ impl From<WatchError> for DaemonError {
     }
 }
 
+impl From<PassError> for DaemonError {
+    fn from(e: PassError) -> Self {
+        match e {
+            PassError::Db(d) => DaemonError::Db(d),
+            PassError::Task(t) => DaemonError::Task(t),
+        }
+    }
+}
+
 impl From<EngineError> for DaemonError {
     fn from(e: EngineError) -> Self {
         match e {
@@ -70,10 +84,13 @@ struct Started {
     roots: Vec<Root>,
     media: MediaTypes,
     pipeline: PipelineConfig,
+    scanner: Scanner,
 }
 
 /// How long the first scan waits for the watcher to have every root watched.
 const WATCH_READY_MAX: Duration = Duration::from_secs(60);
+/// The first wait after a failed connect; it doubles up to [`Tuning::connect_retry_max`].
+const CONNECT_RETRY_INITIAL: Duration = Duration::from_secs(2);
 
 /// Tunables that are not in the config file (tests shorten them).
 #[derive(Clone, Debug)]
@@ -113,8 +130,8 @@ pub fn connect_options(config: &Config) -> ConnectOptions {
 }
 
 /// Creates the state directory (private to the user) and takes its lock.
-fn open_state(config: &Config) -> Result<(StateLock, Db), DaemonError> {
-    let dir = &config.state.dir;
+fn open_state(state: &StateConfig) -> Result<(StateLock, Db), DaemonError> {
+    let dir = &state.dir;
     let io = |source| DaemonError::StateDir {
         path: dir.clone(),
         source,
@@ -146,7 +163,7 @@ async fn start(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (lock, db) = open_state(config)?;
+    let (lock, db) = open_state(&config.state)?;
     let recovered = db.call(|c| queue::recover_in_flight(c, now_ms())).await?;
     if recovered > 0 {
         tracing::info!(
@@ -160,34 +177,18 @@ async fn start(
     };
 
     // A different server or user makes our catalogue's "already uploaded" answers wrong.
-    let identity = format!("{} {}", api.api_root(), api.user_id());
+    let identity = ServerIdentity {
+        api_root: api.api_root().to_owned(),
+        user_id: api.user_id().to_owned(),
+    };
     let device_override = config.upload.device_id.clone();
-    let (device_id, forgot) = db
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let old = db::meta_get(&tx, "server_identity")?;
-            let forgot = match old {
-                Some(o) if o != identity => {
-                    catalogue::forget_server(&tx, now_ms())?;
-                    true
-                }
-                _ => false,
-            };
-            db::meta_set(&tx, "server_identity", &identity)?;
-            let device_id = match (device_override, db::meta_get(&tx, "device_id")?) {
-                (Some(d), _) => d,
-                (None, Some(d)) => d,
-                (None, None) => {
-                    let d = format!("immish-sync-{}", uuid::Uuid::new_v4());
-                    db::meta_set(&tx, "device_id", &d)?;
-                    d
-                }
-            };
-            tx.commit()?;
-            Ok((device_id, forgot))
-        })
+    let meta::Adopted {
+        device_id,
+        forgot_previous,
+    } = db
+        .call(move |c| meta::adopt_server(c, &identity, device_override.as_deref(), now_ms()))
         .await?;
-    if forgot {
+    if forgot_previous {
         tracing::warn!(
             "the configured server or user changed: every file is checked against it again"
         );
@@ -210,6 +211,13 @@ async fn start(
         capacity_pause: tuning.capacity_pause,
         reupload_deleted: config.mirror.reupload_deleted,
     };
+    let scanner = Scanner::new(
+        db.clone(),
+        roots.clone(),
+        media.clone(),
+        &config.scan,
+        &config.watch,
+    );
     Ok(Some(Started {
         _lock: lock,
         db,
@@ -217,6 +225,7 @@ async fn start(
         roots,
         media,
         pipeline,
+        scanner,
     }))
 }
 
@@ -226,6 +235,7 @@ async fn connect(
     retry: bool,
     shutdown: &CancellationToken,
 ) -> Result<Option<ApiClient>, DaemonError> {
+    let retry_wait = Backoff::new(CONNECT_RETRY_INITIAL, tuning.connect_retry_max);
     let mut attempt = 0u32;
     loop {
         match ApiClient::connect(connect_options(config)).await {
@@ -240,9 +250,7 @@ async fn connect(
                 let wait = if e.class() == ErrorClass::Auth {
                     tuning.auth_probe_interval
                 } else {
-                    let base =
-                        Duration::from_secs(1u64 << attempt.min(9)).min(tuning.connect_retry_max);
-                    base / 2 + rand::rng().random_range(Duration::ZERO..=base / 2)
+                    retry_wait.delay(attempt)
                 };
                 if attempt == 1 {
                     tracing::error!(
@@ -262,62 +270,10 @@ async fn connect(
     }
 }
 
-/// Scans every root once (on the blocking pool), records paused roots, and wakes the engine.
-async fn scan_roots(
-    db: &Db,
-    roots: &[Root],
-    media: &MediaTypes,
-    settle: Duration,
-    waker: &Waker,
-    cancel: &CancellationToken,
-) -> Result<Vec<(PathBuf, RootOutcome)>, DaemonError> {
-    let mut out = Vec::new();
-    for root in roots {
-        let (db2, root2, media2, cancel2) =
-            (db.clone(), root.clone(), media.clone(), cancel.clone());
-        let res = tokio::task::spawn_blocking(move || {
-            scan::scan_root(&db2, &root2, &media2, settle, &cancel2)
-        })
-        .await
-        .map_err(|e| DaemonError::Task(e.to_string()))?;
-        let outcome = match res {
-            Ok(o) => o,
-            Err(scan::ScanError::Cancelled) => break,
-            Err(scan::ScanError::Db(e)) => return Err(e.into()),
-        };
-        let key = format!("root:{}", root.path.display());
-        let value = match &outcome {
-            RootOutcome::Scanned(s) => {
-                for err in s.errors.iter().take(5) {
-                    tracing::warn!("scan: {err}");
-                }
-                if s.errors.len() > 5 {
-                    tracing::warn!("scan: {} more unreadable entries", s.errors.len() - 5);
-                }
-                tracing::info!(
-                    root = %root.path.display(),
-                    files = s.files,
-                    queued = s.queued,
-                    gone = s.missing,
-                    still_changing = s.fresh,
-                    "scanned"
-                );
-                format!("ok {}", now_ms())
-            }
-            RootOutcome::Paused { reason } => {
-                tracing::warn!(root = %root.path.display(), "root paused: {reason}; its files are left as they are");
-                format!("paused {reason}")
-            }
-        };
-        db.call(move |c| db::meta_set(c, &key, &value)).await?;
-        waker.wake();
-        out.push((root.path.clone(), outcome));
-    }
-    Ok(out)
-}
-
 /// How many more times `scan` waits for files that were still changing.
 const SCAN_SETTLE_PASSES: usize = 2;
+/// Files not backed up that the summary of a `scan` names.
+const SUMMARY_PROBLEMS: usize = 20;
 
 fn fresh_count(outcomes: &[(PathBuf, RootOutcome)]) -> u64 {
     outcomes
@@ -413,17 +369,22 @@ pub async fn scan_with(
     };
     // One pull first, so that what the user deleted on the server is known (tombstones)
     // before any file is checked.
-    let settings = MirrorSettings::from_config(&config);
-    Mirror::new(s.db.clone(), s.api.clone(), settings, None)
-        .pull_for_scan(&shutdown)
-        .await;
+    Mirror::new(
+        s.db.clone(),
+        s.api.clone(),
+        &config.mirror,
+        &config.server,
+        None,
+    )
+    .pull_for_scan(&shutdown)
+    .await;
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
     // The engine runs while the walk feeds it, so uploads start before the walk ends.
     let feed = waker.feeding();
-    let settle = config.watch.settle;
+    let settle = s.scanner.settle();
     let walk = async {
-        let pass = || scan_roots(&s.db, &s.roots, &s.media, settle, &waker, &shutdown);
+        let pass = || s.scanner.scan_all(|| waker.wake(), &shutdown);
         let mut outcomes = pass().await;
         // Files that changed within the settle period may still be being copied: wait for
         // them to settle and look again, a few times, rather than upload half of one.
@@ -453,26 +414,16 @@ pub async fn scan_with(
     };
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     let (roots, end) = (roots?, end?);
-    let (pending, failed_total, failed) =
-        s.db.call(|c| {
-            let (active, retry) = queue::pending_counts(c)?;
-            let failed_total: i64 =
-                c.query_row("SELECT COUNT(*) FROM jobs WHERE state='failed'", [], |r| {
-                    r.get(0)
-                })?;
-            let failed = queue::recent(c, &[JobState::Failed, JobState::Retry], 20)?;
-            Ok((active + retry, failed_total, failed))
-        })
-        .await?;
+    let backlog = s.db.call(|c| queue::backlog(c, SUMMARY_PROBLEMS)).await?;
     Ok(ScanSummary {
         roots,
         end,
         stats: engine.stats(),
         elapsed: t0.elapsed(),
-        pending,
-        failed,
-        failed_total,
-        settle: config.watch.settle,
+        pending: backlog.pending,
+        failed: backlog.recent_problems,
+        failed_total: backlog.failed_total,
+        settle,
     })
 }
 
@@ -557,18 +508,11 @@ async fn run_tree(
 ) -> Result<(), DaemonError> {
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
-    let interval = config.scan.interval;
-    let settle = config.watch.settle;
 
     let (watch_ready, watching) = tokio::sync::oneshot::channel();
     let watcher = watch_roots(config, s, waker.clone(), watch_ready, shutdown.clone());
     let scanner = {
-        let (db, roots, media, cancel) = (
-            s.db.clone(),
-            s.roots.clone(),
-            s.media.clone(),
-            shutdown.clone(),
-        );
+        let (scanner, cancel) = (s.scanner.clone(), shutdown.clone());
         async move {
             // The first scan starts once the watches are in place, so that a file written
             // between the two is seen by one of them. A watcher that failed to start closes
@@ -582,13 +526,13 @@ async fn run_tree(
                 }
             }
             loop {
-                let outcomes = scan_roots(&db, &roots, &media, settle, &waker, &cancel).await?;
+                let outcomes = scanner.scan_all(|| waker.wake(), &cancel).await?;
                 let fresh = fresh_count(&outcomes);
-                // ±10 % so that many agents on one server do not rescan in step. Files that
+                // Spread so that many agents on one server do not rescan in step. Files that
                 // were still changing are looked at again once they may have settled.
-                let jitter = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                let jitter = backoff::spread(scanner.interval());
                 let jitter = if fresh > 0 {
-                    jitter.min(settle + Duration::from_secs(1))
+                    jitter.min(scanner.settle() + Duration::from_secs(1))
                 } else {
                     jitter
                 };
@@ -610,7 +554,8 @@ async fn run_tree(
     let mirror = Mirror::new(
         s.db.clone(),
         s.api.clone(),
-        MirrorSettings::from_config(config),
+        &config.mirror,
+        &config.server,
         Some(engine.waker()),
     );
     let mirror = tokio::spawn(mirror.run(shutdown.clone()));

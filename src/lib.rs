@@ -7,13 +7,14 @@
 //! - [`config`]: the TOML file and environment, validated once.
 //! - [`db`]: the SQLite state (catalogue of local files, job queue, metadata).
 //! - [`backoff`]: exponential backoff with jitter, the one formula every retry loop uses.
-//! - [`lock`]: one daemon per state directory.
+//! - [`lock`]: one daemon per state directory, and the probe of who holds it.
 //! - [`scan`]: walking the roots and comparing with the catalogue.
 //! - [`hash`]: streaming SHA-1 on the blocking pool.
 //! - [`api`]: the server client (discovery, auth, dialects, endpoints, error classes).
 //! - [`pipeline`]: the job engine (hash → dedup → upload → verify, retries, pauses).
 //! - [`daemon`]: `scan` and `run`, the task tree and its orderly shutdown.
 //! - [`status`]: the read-only views `status` prints.
+//! - [`human`]: sizes, durations, ages and timestamps as people read them.
 //! - [`watch`]: live watching (notify or polling), settling, paused roots.
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod hash;
+pub mod human;
 pub mod lock;
 pub mod mirror;
 pub mod model;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use immish_sync::config::{self, Config, LogFormat};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::pipeline::EngineEnd;
-use immish_sync::{mirror, status};
+use immish_sync::{human, mirror, status};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -278,16 +278,16 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
     let scanned = s.scanned();
     let st = &s.stats;
     let secs = s.elapsed.as_secs_f64().max(0.001);
-    let mb = st.uploaded_bytes.load(Relaxed) as f64 / 1e6;
+    let bytes = st.uploaded_bytes.load(Relaxed);
     println!(
         "scanned {} files ({} new or changed) in {:.1}s",
         scanned.files, scanned.queued, secs
     );
     println!(
-        "uploaded {} ({:.1} MB, {:.1} MB/s), already on the server {}, linked {}, skipped {}",
+        "uploaded {} ({}, {}), already on the server {}, linked {}, skipped {}",
         st.uploaded.load(Relaxed),
-        mb,
-        mb / secs,
+        human::megabytes(bytes),
+        human::megabytes_per_second(bytes, s.elapsed),
         st.duplicates.load(Relaxed),
         st.linked.load(Relaxed),
         st.skipped.load(Relaxed),

@@ -8,7 +8,8 @@
 //! Must not: hash, talk to the server, or treat a missing or empty root as "everything was
 //! deleted": such a root is reported as paused and its catalogue is left alone.
 //!
-//! Blocking: run it on the blocking pool.
+//! Blocking: the walks ([`scan_root`], [`scan_subtree`]) run on the blocking pool;
+//! [`Scanner`], the pass over every root that `scan` and the daemon run, puts them there.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
@@ -20,12 +21,15 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::MediaTypes;
-use crate::config::RootConfig;
+use crate::config::{RootConfig, ScanConfig, WatchConfig};
 use crate::db::catalogue::{self, FileStat};
+use crate::db::meta::{self, RootState};
 use crate::db::{now_ms, Db, DbError};
 
-/// Catalogue writes are committed in transactions of this many files.
+/// Catalogue writes are committed this many files at a time.
 const WRITE_BATCH: usize = 1000;
+/// Unreadable entries logged one by one per root and pass; the rest are counted.
+const ERRORS_LOGGED: usize = 5;
 
 /// A root with its filters compiled.
 #[derive(Clone, Debug)]
@@ -171,6 +175,127 @@ pub enum ScanError {
     Cancelled,
 }
 
+/// Why a [`Scanner`] pass stopped (a cancel is not an error: the pass ends early).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A walk's task on the blocking pool panicked or was dropped.
+    #[error("the scan task failed: {0}")]
+    Task(String),
+}
+
+/// The pass over every root that `scan` runs once and the daemon every `scan.interval`:
+/// each root walked on the blocking pool ([`scan_root`]), its state recorded for `status`,
+/// one log line per root. Cheap to clone.
+#[derive(Clone)]
+pub struct Scanner {
+    db: Db,
+    roots: Vec<Root>,
+    media: MediaTypes,
+    /// `watch.settle`: a scan leaves a file that changed more recently for later, as the
+    /// watcher does.
+    settle: Duration,
+    /// `scan.interval`.
+    interval: Duration,
+}
+
+impl Scanner {
+    /// The scanner of `roots`, with the settings of its config sections.
+    pub fn new(
+        db: Db,
+        roots: Vec<Root>,
+        media: MediaTypes,
+        scan: &ScanConfig,
+        watch: &WatchConfig,
+    ) -> Scanner {
+        Scanner {
+            db,
+            roots,
+            media,
+            settle: watch.settle,
+            interval: scan.interval,
+        }
+    }
+
+    /// How long a new or changed file must have been left alone to be taken.
+    pub fn settle(&self) -> Duration {
+        self.settle
+    }
+
+    /// The period of the daemon's full rescans.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Scans every root once and records each root's state. `scanned` is called after each
+    /// root (the engine's wake-up: its files are queued). A cancel ends the pass early with
+    /// the roots done so far.
+    pub async fn scan_all(
+        &self,
+        scanned: impl Fn(),
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(PathBuf, RootOutcome)>, PassError> {
+        let mut out = Vec::new();
+        for root in &self.roots {
+            let (db, root2, media, settle, cancel2) = (
+                self.db.clone(),
+                root.clone(),
+                self.media.clone(),
+                self.settle,
+                cancel.clone(),
+            );
+            let res = tokio::task::spawn_blocking(move || {
+                scan_root(&db, &root2, &media, settle, &cancel2)
+            })
+            .await
+            .map_err(|e| PassError::Task(e.to_string()))?;
+            let outcome = match res {
+                Ok(o) => o,
+                Err(ScanError::Cancelled) => break,
+                Err(ScanError::Db(e)) => return Err(e.into()),
+            };
+            let state = match &outcome {
+                RootOutcome::Scanned(s) => {
+                    for err in s.errors.iter().take(ERRORS_LOGGED) {
+                        tracing::warn!("scan: {err}");
+                    }
+                    if s.errors.len() > ERRORS_LOGGED {
+                        tracing::warn!(
+                            "scan: {} more unreadable entries",
+                            s.errors.len() - ERRORS_LOGGED
+                        );
+                    }
+                    tracing::info!(
+                        root = %root.path.display(),
+                        files = s.files,
+                        queued = s.queued,
+                        gone = s.missing,
+                        still_changing = s.fresh,
+                        "scanned"
+                    );
+                    RootState::Ok {
+                        at_ms: Some(now_ms()),
+                    }
+                }
+                RootOutcome::Paused { reason } => {
+                    tracing::warn!(root = %root.path.display(), "root paused: {reason}; its files are left as they are");
+                    RootState::Paused {
+                        reason: reason.clone(),
+                    }
+                }
+            };
+            let path = root.path.clone();
+            self.db
+                .call(move |c| meta::set_root_state(c, &path, &state))
+                .await?;
+            scanned();
+            out.push((root.path.clone(), outcome));
+        }
+        Ok(out)
+    }
+}
+
 /// What a walk of one folder under a root found, before anything is written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subtree {
@@ -264,11 +389,7 @@ pub fn scan_root(
             .collect();
         report.missing = gone.len() as u64;
         if !gone.is_empty() {
-            db.call_blocking(move |c| {
-                let tx = c.transaction()?;
-                catalogue::mark_missing(&tx, &gone, now_ms())?;
-                tx.commit()
-            })?;
+            db.call_blocking(move |c| catalogue::record_missing(c, &gone, now_ms()))?;
         }
     }
     Ok(RootOutcome::Scanned(report))
@@ -394,26 +515,14 @@ fn walk(
 }
 
 /// Writes a batch of new or changed files and returns how many were queued. Each is
-/// compared again inside the write transaction: the watcher may have recorded the same
-/// change since this scan loaded its snapshot, and a change is queued once.
+/// compared again as it is written ([`catalogue::record_scan_batch`]): the watcher may have
+/// recorded the same change since this scan loaded its snapshot, and a change is queued once.
 fn flush(db: &Db, root: &[u8], batch: &mut Vec<(Vec<u8>, FileStat)>) -> Result<u64, DbError> {
     if batch.is_empty() {
         return Ok(0);
     }
     let items = std::mem::take(batch);
-    db.call_blocking(|c| {
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let mut queued = 0;
-        for (path, stat) in &items {
-            if !catalogue::is_current(&tx, path, stat)? {
-                catalogue::upsert_and_queue(&tx, root, path, stat, now)?;
-                queued += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(queued)
-    })
+    db.call_blocking(|c| catalogue::record_scan_batch(c, root, &items, now_ms()))
 }
 
 #[cfg(test)]

@@ -1,44 +1,92 @@
 //! `immish-sync status`: what the queue holds, what failed and why, and whether a daemon is
 //! running, read from the state database without disturbing a running daemon.
 //!
+//! [`Status`] is plain data, meant to be printed as JSON one day (`status --json`): its
+//! fields are an interface, so a change adds a field and never renames or repurposes one.
+//!
 //! Must not: write to the database or take the daemon's lock for longer than a probe.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
+use serde::{Serialize, Serializer};
+
+use crate::db::meta::{self, RootState};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, catalogue, Db, DbError};
+use crate::human::ago;
+use crate::lock::{self, Holder};
 use crate::model::JobState;
 
 /// Everything `status` shows.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Status {
-    pub daemon_pid: Option<String>,
-    pub counts: Vec<(JobState, i64)>,
-    pub failures: Vec<JobReport>,
-    pub last_success_ms: Option<i64>,
+    /// The daemon holding the state directory; `None` when none runs.
+    pub daemon: Option<Holder>,
+    /// The API root of the server the state belongs to.
     pub server: Option<String>,
-    pub roots: Vec<(String, String)>,
+    /// When a file was last backed up (unix ms).
+    pub last_success_ms: Option<i64>,
+    /// Every root ever recorded, in path order.
+    pub roots: Vec<RootStatus>,
+    /// Jobs per state, every state present.
+    pub counts: Vec<StateCount>,
+    /// The most recent failed jobs and jobs waiting to retry, newest first.
+    pub failures: Vec<Problem>,
     /// Files not uploaded because their asset was trashed or deleted on the server.
     pub held_back_deleted: i64,
 }
 
-/// Whether a daemon holds the state directory's lock, and its pid.
-fn daemon_pid(state_dir: &Path) -> Option<String> {
-    let path = state_dir.join("lock");
-    let file = OpenOptions::new().read(true).open(&path).ok()?;
-    // SAFETY: flock on a descriptor we own. A shared, non-blocking probe: it fails only
-    // while a daemon holds the exclusive lock, and is released when `file` drops.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    if rc == 0 {
-        return None;
-    }
-    let pid = std::fs::read_to_string(&path).unwrap_or_default();
-    Some(pid.trim().to_string())
+/// A root as its last scan or the watcher left it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RootStatus {
+    /// As displayed (lossy for a path that is not UTF-8).
+    pub path: String,
+    #[serde(flatten)]
+    pub state: RootState,
 }
 
+/// How many jobs are in one state.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StateCount {
+    #[serde(serialize_with = "state_name")]
+    pub state: JobState,
+    pub count: i64,
+}
+
+/// A job that failed or waits to retry.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// The file (lossy for a path that is not UTF-8).
+    pub path: String,
+    #[serde(serialize_with = "state_name")]
+    pub state: JobState,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub updated_at_ms: i64,
+    /// When the next attempt is due (unix ms), for `retry`.
+    pub next_attempt_at_ms: Option<i64>,
+}
+
+impl From<JobReport> for Problem {
+    fn from(j: JobReport) -> Problem {
+        Problem {
+            path: String::from_utf8_lossy(&j.path).into_owned(),
+            state: j.state,
+            reason: j.reason,
+            attempts: j.attempts,
+            updated_at_ms: j.updated_at_ms,
+            next_attempt_at_ms: j.next_attempt_at_ms,
+        }
+    }
+}
+
+/// A job state as the database and the text output name it (`queued`, `failed`…).
+fn state_name<S: Serializer>(state: &JobState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_str())
+}
+
+/// `None` when there is no state yet.
 pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
     let path = state_dir.join(db::DB_FILE);
     if !path.exists() {
@@ -46,80 +94,60 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
     }
     let db = Db::open_readonly(&path)?;
     let status = db.call_blocking(|c| {
-        let counts = catalogue::counts_by_state(c)?;
-        let failures = queue::recent(c, &[JobState::Failed, JobState::Retry], 10)?;
-        let last_success_ms = db::meta_get(c, "last_success_ms")?.and_then(|v| v.parse().ok());
-        let server = db::meta_get(c, "server_identity")?;
-        let mut stmt =
-            c.prepare("SELECT key, value FROM meta WHERE key LIKE 'root:%' ORDER BY key")?;
-        let roots = stmt
-            .query_map([], |r| {
-                let k: String = r.get(0)?;
-                Ok((k.trim_start_matches("root:").to_string(), r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Status {
-            daemon_pid: None,
-            counts,
-            failures,
-            last_success_ms,
-            server,
-            roots,
+            daemon: None,
+            server: meta::server_identity(c)?.map(|id| id.api_root),
+            last_success_ms: meta::last_success_ms(c)?,
+            roots: meta::root_states(c)?
+                .into_iter()
+                .map(|(path, state)| RootStatus { path, state })
+                .collect(),
+            counts: catalogue::counts_by_state(c)?
+                .into_iter()
+                .map(|(state, count)| StateCount { state, count })
+                .collect(),
+            failures: queue::recent(c, &[JobState::Failed, JobState::Retry], 10)?
+                .into_iter()
+                .map(Problem::from)
+                .collect(),
             held_back_deleted: crate::db::mirror::held_back(c)?,
         })
     })?;
     Ok(Some(Status {
-        daemon_pid: daemon_pid(state_dir),
+        daemon: lock::holder(state_dir),
         ..status
     }))
-}
-
-/// `12s ago`, `5m ago`, `3h ago`, `2d ago`.
-pub(crate) fn ago(ms: i64) -> String {
-    let secs = ((db::now_ms() - ms) / 1000).max(0);
-    match secs {
-        0..=119 => format!("{secs}s ago"),
-        120..=7199 => format!("{}m ago", secs / 60),
-        7200..=172_799 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
 }
 
 impl Status {
     pub fn count(&self, state: JobState) -> i64 {
         self.counts
             .iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| *n)
+            .find(|c| c.state == state)
+            .map_or(0, |c| c.count)
     }
 
     /// The text `status` prints.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = match &self.daemon_pid {
-            Some(pid) if !pid.is_empty() => writeln!(out, "daemon:       running (pid {pid})"),
-            Some(_) => writeln!(out, "daemon:       running"),
+        let _ = match &self.daemon {
+            Some(Holder { pid: Some(pid) }) => writeln!(out, "daemon:       running (pid {pid})"),
+            Some(Holder { pid: None }) => writeln!(out, "daemon:       running"),
             None => writeln!(out, "daemon:       not running"),
         };
-        if let Some(server) = &self.server {
-            let api = server.split_whitespace().next().unwrap_or(server);
+        if let Some(api) = &self.server {
             let _ = writeln!(out, "server:       {api}");
         }
         let _ = match self.last_success_ms {
             Some(ms) => writeln!(out, "last backup:  {}", ago(ms)),
             None => writeln!(out, "last backup:  never"),
         };
-        for (root, state) in &self.roots {
-            let shown = if state.starts_with("ok") {
-                "ok".to_string()
-            } else {
-                state.clone()
-            };
-            let _ = writeln!(out, "root:         {root}: {shown}");
+        for root in &self.roots {
+            let _ = writeln!(out, "root:         {}: {}", root.path, root.state);
         }
         let _ = writeln!(out, "files:");
-        for (state, n) in &self.counts {
-            if *n > 0 || matches!(state, JobState::Done | JobState::Failed | JobState::Queued) {
+        for &StateCount { state, count: n } in &self.counts {
+            if n > 0 || matches!(state, JobState::Done | JobState::Failed | JobState::Queued) {
                 let _ = writeln!(out, "  {:<10} {n}", state.as_str());
             }
         }
@@ -135,7 +163,7 @@ impl Status {
         if !self.failures.is_empty() {
             let _ = writeln!(out, "recent problems:");
             for f in &self.failures {
-                let path = String::from_utf8_lossy(&f.path);
+                let path = &f.path;
                 let reason = f.reason.as_deref().unwrap_or("no reason recorded");
                 let when = match (f.state, f.next_attempt_at_ms) {
                     (JobState::Retry, Some(at)) if at > db::now_ms() => {
@@ -158,5 +186,74 @@ impl Status {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            daemon: Some(Holder { pid: Some(42) }),
+            server: Some("http://h:2283/api".into()),
+            last_success_ms: None,
+            roots: vec![
+                RootStatus {
+                    path: "/photos".into(),
+                    state: RootState::Ok { at_ms: Some(7) },
+                },
+                RootStatus {
+                    path: "/usb".into(),
+                    state: RootState::Paused {
+                        reason: "it is empty (an unmounted disk?)".into(),
+                    },
+                },
+            ],
+            counts: JobState::ALL
+                .iter()
+                .map(|&state| StateCount {
+                    state,
+                    count: i64::from(state == JobState::Done) * 3,
+                })
+                .collect(),
+            failures: vec![],
+            held_back_deleted: 0,
+        }
+    }
+
+    #[test]
+    fn the_text_names_the_daemon_the_server_and_each_root() {
+        let text = sample().render();
+        for line in [
+            "daemon:       running (pid 42)\n",
+            "server:       http://h:2283/api\n",
+            "last backup:  never\n",
+            "root:         /photos: ok\n",
+            "root:         /usb: paused it is empty (an unmounted disk?)\n",
+            "  done       3\n",
+            "  failed     0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert!(!text.contains("hashing"), "{text}");
+    }
+
+    /// The shape `status --json` will print: named fields, states by their names.
+    #[test]
+    fn the_report_serializes_as_plain_data() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["daemon"]["pid"], 42);
+        assert_eq!(v["server"], "http://h:2283/api");
+        assert_eq!(
+            v["roots"][0],
+            serde_json::json!({"path": "/photos", "state": "ok", "at_ms": 7})
+        );
+        assert_eq!(v["roots"][1]["state"], "paused");
+        assert_eq!(
+            v["counts"][5],
+            serde_json::json!({"state": "done", "count": 3})
+        );
+        assert_eq!(v["held_back_deleted"], 0);
     }
 }

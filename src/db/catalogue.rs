@@ -189,6 +189,38 @@ pub fn mark_missing(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Re
     Ok(())
 }
 
+/// Records a batch of new or changed files a walk found and queues them, in one write
+/// transaction; returns how many were queued.
+///
+/// Each is compared again inside the transaction ([`is_current`]): the watcher may have
+/// recorded the same change since the walk loaded its snapshot, and a change is queued once.
+/// `IMMEDIATE`, so that the comparison and the write see the same state.
+pub fn record_scan_batch(
+    conn: &mut Connection,
+    root: &[u8],
+    files: &[(Vec<u8>, FileStat)],
+    now_ms: i64,
+) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut queued = 0;
+    for (path, stat) in files {
+        if !is_current(&tx, path, stat)? {
+            upsert_and_queue(&tx, root, path, stat, now_ms)?;
+            queued += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(queued)
+}
+
+/// A complete walk's verdict on the files it did not see: [`mark_missing`] for all of them,
+/// in one transaction.
+pub fn record_missing(conn: &mut Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    mark_missing(&tx, ids, now_ms)?;
+    tx.commit()
+}
+
 /// The asset we already know for this checksum (uploaded or linked by us), if any.
 /// `Some(None)` means "on the server, id unknown" (a seed-style server that gave no id).
 pub fn known_asset(
@@ -231,9 +263,9 @@ pub fn remember_asset(
 pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute_batch(
         "DELETE FROM known_assets; UPDATE files SET asset_id = NULL;
-         DELETE FROM remote_assets; DELETE FROM tombstones;
-         DELETE FROM meta WHERE key LIKE 'mirror.%';",
+         DELETE FROM remote_assets; DELETE FROM tombstones;",
     )?;
+    super::meta::forget_account(conn)?;
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
              outcome=NULL, updated_at=?1
@@ -255,4 +287,49 @@ pub fn counts_by_state(conn: &Connection) -> rusqlite::Result<Vec<(JobState, i64
         .iter()
         .map(|st| (*st, counts.get(st.as_str()).copied().unwrap_or(0)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{queue, Db};
+
+    fn stat(ino: u64, mtime_ns: i64) -> FileStat {
+        FileStat {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+        }
+    }
+
+    /// The scan and the watcher may both find one change; it is queued once.
+    #[test]
+    fn a_change_recorded_twice_is_queued_once_and_a_gone_file_stops_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let batch = vec![
+                (b"/r/a.jpg".to_vec(), stat(1, 5)),
+                (b"/r/b.jpg".to_vec(), stat(2, 5)),
+            ];
+            assert_eq!(record_scan_batch(c, b"/r", &batch, 1)?, 2);
+            assert_eq!(record_scan_batch(c, b"/r", &batch, 2)?, 0, "no news");
+            let changed = vec![(b"/r/a.jpg".to_vec(), stat(1, 6))];
+            assert_eq!(record_scan_batch(c, b"/r", &changed, 3)?, 1);
+
+            let known = load_root(c, b"/r")?;
+            let b = known[&b"/r/b.jpg".to_vec()].id;
+            record_missing(c, &[b], 4)?;
+            assert!(load_root(c, b"/r")?[&b"/r/b.jpg".to_vec()].missing);
+            let skipped = queue::recent(c, &[JobState::Skipped], 10)?;
+            assert_eq!(skipped.len(), 1);
+            assert_eq!(skipped[0].path, b"/r/b.jpg");
+            // Seen again, it is news again.
+            assert_eq!(record_scan_batch(c, b"/r", &batch[1..], 5)?, 1);
+            Ok(())
+        })
+        .unwrap();
+    }
 }

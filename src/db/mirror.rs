@@ -262,6 +262,51 @@ pub fn apply(
     Ok(())
 }
 
+/// Applies `changes` in one transaction ([`apply`] for each) and returns what they did.
+pub fn apply_changes(
+    conn: &mut Connection,
+    changes: &[Change],
+    policy: Policy,
+    now_ms: i64,
+) -> rusqlite::Result<Applied> {
+    let tx = conn.transaction()?;
+    let mut out = Applied::default();
+    for ch in changes {
+        apply(&tx, ch, policy, now_ms, &mut out)?;
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// What a full reconcile suspects, before the server is asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Candidates {
+    /// Mirrored assets held as existing whose row was last written before the pull began
+    /// ([`live_rows_before`]).
+    pub stale_rows: Vec<(AssetId, Option<Checksum>)>,
+    /// Assets we uploaded or linked that the mirror does not hold as existing
+    /// ([`known_without_live_row`]).
+    pub unmirrored: Vec<(Checksum, Option<AssetId>)>,
+}
+
+/// The suspects of a full reconcile of a pull that began at `started_ms`.
+pub fn reconcile_candidates(conn: &Connection, started_ms: i64) -> rusqlite::Result<Candidates> {
+    Ok(Candidates {
+        stale_rows: live_rows_before(conn, started_ms)?,
+        unmirrored: known_without_live_row(conn)?,
+    })
+}
+
+/// Whether the schema has the mirror's tables (a database of an older immish-sync that was
+/// only read since, never opened for writing, has not).
+pub fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'remote_assets')",
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// Files whose content is `sum`, or that are backed up as `id`.
 fn files_of(conn: &Connection, id: &AssetId, sum: &Checksum) -> rusqlite::Result<Vec<i64>> {
     let mut stmt = conn.prepare_cached(

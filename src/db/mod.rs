@@ -2,12 +2,15 @@
 //! on the blocking pool.
 //!
 //! Owns: the one read-write [`Connection`] of a daemon (behind a mutex, used only inside
-//! `spawn_blocking`), the schema (`migrations/*.sql`, tracked by `user_version`), and the
-//! queries in [`queue`], [`catalogue`] and [`mirror`]. Must not: call the network or hold a
-//! `Connection` or `Transaction` across an `.await` (the closure given to [`Db::call`] runs to
-//! completion on a blocking thread).
+//! `spawn_blocking`), the schema (`migrations/*.sql`, tracked by `user_version`), and every
+//! query: the catalogue ([`catalogue`]), the job queue ([`queue`]), the mirror ([`mirror`])
+//! and the typed small facts ([`meta`]). The rest of the daemon asks for named units of work
+//! (`record_scan_batch`, `apply_changes`, `adopt_server`…) so that the storage invariants
+//! live here. Must not: call the network or hold a `Connection` or `Transaction` across an
+//! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
 
 pub mod catalogue;
+pub mod meta;
 pub mod mirror;
 pub mod queue;
 
@@ -179,21 +182,19 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads a `meta` value.
-pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    use rusqlite::OptionalExtension;
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
+/// Reads a `meta` value by its raw key.
+///
+/// Kept for the modules not yet converted to the typed values of [`meta`] (the watcher's
+/// root states, the socket's state); new code uses [`meta`]. Nothing reads by raw key any
+/// more, hence the allowance; it goes with [`meta_set`] once those are converted.
+#[allow(dead_code)]
+pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    meta::get(conn, key)
 }
 
-/// Writes a `meta` value.
-pub fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [key, value],
-    )?;
-    Ok(())
+/// Writes a `meta` value by its raw key. See [`meta_get`].
+pub(crate) fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    meta::set(conn, key, value)
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ pub fn finish_done(
     )?
     .execute(params![file_id, outcome.as_str(), now_ms])?;
     super::catalogue::remember_asset(conn, checksum, asset_id, verified, now_ms)?;
-    super::meta_set(conn, "last_success_ms", &now_ms.to_string())
+    super::meta::set_last_success_ms(conn, now_ms)
 }
 
 /// Ends a job in `skipped` or `failed` with the reason the user will read.
@@ -319,4 +319,74 @@ pub fn recent(
         })
     })?;
     rows.collect()
+}
+
+/// What is not backed up yet, as the end of a `scan` reports it.
+#[derive(Clone, Debug)]
+pub struct Backlog {
+    /// Jobs still `queued`…`verifying` or waiting to `retry`.
+    pub pending: i64,
+    /// Jobs that `failed`.
+    pub failed_total: i64,
+    /// The most recent `failed` and `retry` jobs, newest first.
+    pub recent_problems: Vec<JobReport>,
+}
+
+/// [`Backlog`], with at most `limit` recent problems.
+pub fn backlog(conn: &Connection, limit: usize) -> rusqlite::Result<Backlog> {
+    let (active, retry) = pending_counts(conn)?;
+    let failed_total = conn
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(Backlog {
+        pending: active + retry,
+        failed_total,
+        recent_problems: recent(conn, &[JobState::Failed, JobState::Retry], limit)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{catalogue, Db};
+
+    #[test]
+    fn the_backlog_counts_what_is_not_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let mut ids = Vec::new();
+            for i in 0..4u64 {
+                let stat = FileStat {
+                    dev: 1,
+                    ino: i,
+                    size: 10,
+                    mtime_ns: 1,
+                    ctime_ns: 1,
+                };
+                let path = format!("/r/{i}.jpg");
+                ids.push(catalogue::upsert_and_queue(
+                    c,
+                    b"/r",
+                    path.as_bytes(),
+                    &stat,
+                    1,
+                )?);
+            }
+            finish_with(c, ids[0], JobState::Failed, "unreadable", 2)?;
+            finish_with(c, ids[1], JobState::Skipped, "not a photo", 2)?;
+            schedule_retry(c, ids[2], 1, 10, "503", 3)?;
+            let b = backlog(c, 20)?;
+            assert_eq!(
+                (b.pending, b.failed_total),
+                (2, 1),
+                "queued and retry; failed"
+            );
+            let states: Vec<JobState> = b.recent_problems.iter().map(|j| j.state).collect();
+            assert_eq!(states, [JobState::Retry, JobState::Failed], "newest first");
+            assert_eq!(backlog(c, 1)?.recent_problems.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+    }
 }

@@ -34,15 +34,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::client::BULK_CHECK_BATCH;
 use crate::api::{ApiClient, ApiError, CheckResult, Dialect, RemoteAsset};
-use crate::config::Config;
+use crate::backoff::{self, Backoff};
+use crate::config::{MirrorConfig, ServerConfig};
+use crate::db::meta::{self, LastPull, PullError, SocketRecord, SocketState};
 use crate::db::mirror::{self as store, server_time_ms};
-use crate::db::{self, now_ms, Db, DbError};
+use crate::db::{now_ms, Db, DbError};
+use crate::human;
 use crate::model::{AssetId, Checksum};
 use crate::pipeline::Waker;
 
@@ -53,49 +55,28 @@ pub use crate::db::mirror::{Applied, Change, Policy, DELETED_REASON};
 pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
 /// Rows per page of `/search/metadata` (its maximum) and of the seed listing.
 const PAGE_SIZE: usize = 1000;
-/// Changes applied per transaction during a pull.
+/// Changes of a pull applied (and committed) together.
 const APPLY_BATCH: usize = 1000;
 /// Live events queued for the applier; when full, events are dropped and a pull recovers.
 const EVENT_QUEUE: usize = 1024;
-/// Live events applied per transaction.
+/// Live events applied (and committed) together.
 const EVENT_BATCH: usize = 256;
 /// Suspects of a full reconcile without a checksum, checked one by one, at most.
 const MAX_SINGLE_CHECKS: usize = 1000;
 /// The first wait after a failed pull; it doubles up to `pull_interval`.
 const PULL_RETRY_INITIAL: Duration = Duration::from_secs(5);
 
-/// `meta` keys.
-pub(crate) const META_WATERMARK: &str = "mirror.watermark_ms";
-pub(crate) const META_LAST_PULL: &str = "mirror.last_pull";
-pub(crate) const META_LAST_FULL: &str = "mirror.last_full_ms";
-pub(crate) const META_LAST_ERROR: &str = "mirror.last_error";
-pub(crate) const META_ACKS: &str = "mirror.acks";
-pub(crate) const META_SOCKET: &str = "mirror.socket";
+/// The socket's `meta` key and the duration format, for `socket.rs` until it records its
+/// state through [`meta::set_socket`] and formats through [`crate::human`].
+pub(crate) use crate::db::meta::unconverted::SOCKET as META_SOCKET;
+pub(crate) use crate::human::duration as humanize;
 
-/// What the mirror needs from the config.
+/// How the socket reaches the server: with the trust and the connect timeout of the HTTP
+/// client (`server.ca_file`, `server.connect_timeout`).
 #[derive(Clone, Debug)]
-pub struct MirrorSettings {
-    pub reupload_deleted: bool,
-    pub pull_interval: Duration,
-    pub full_reconcile_interval: Duration,
-    /// Listen to live events (`mirror.events`).
-    pub events: bool,
-    /// Extra CA for `wss://` (the HTTP client trusts the same).
-    pub ca_file: Option<PathBuf>,
-    pub connect_timeout: Duration,
-}
-
-impl MirrorSettings {
-    pub fn from_config(config: &Config) -> MirrorSettings {
-        MirrorSettings {
-            reupload_deleted: config.mirror.reupload_deleted,
-            pull_interval: config.mirror.pull_interval,
-            full_reconcile_interval: config.mirror.full_reconcile_interval,
-            events: config.mirror.events,
-            ca_file: config.server.ca_file.clone(),
-            connect_timeout: config.server.connect_timeout,
-        }
-    }
+struct SocketReach {
+    ca_file: Option<PathBuf>,
+    connect_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +140,8 @@ pub struct Mirror {
 struct Inner {
     db: Db,
     api: ApiClient,
-    settings: MirrorSettings,
+    config: MirrorConfig,
+    socket: SocketReach,
     /// Asks the pull loop for a pull now (a socket (re)connect, missed events).
     pull_now: Arc<Notify>,
     /// One pull or event batch at a time; held across awaits, hence tokio's mutex.
@@ -168,13 +150,26 @@ struct Inner {
 }
 
 impl Mirror {
-    /// `waker` is the engine's, woken when files are queued again (`reupload_deleted`).
-    pub fn new(db: Db, api: ApiClient, settings: MirrorSettings, waker: Option<Waker>) -> Mirror {
+    /// The mirror of the account `api` is logged in to, as `config` (`[mirror]`) says; the
+    /// live-event socket reaches the server as `server` (`[server]`) says the HTTP client
+    /// does. `waker` is the engine's, woken when files are queued again
+    /// (`reupload_deleted`).
+    pub fn new(
+        db: Db,
+        api: ApiClient,
+        config: &MirrorConfig,
+        server: &ServerConfig,
+        waker: Option<Waker>,
+    ) -> Mirror {
         Mirror {
             inner: Arc::new(Inner {
                 db,
                 api,
-                settings,
+                config: config.clone(),
+                socket: SocketReach {
+                    ca_file: server.ca_file.clone(),
+                    connect_timeout: server.connect_timeout,
+                },
                 pull_now: Arc::new(Notify::new()),
                 apply_lock: Mutex::new(()),
                 waker,
@@ -184,7 +179,7 @@ impl Mirror {
 
     fn policy(&self) -> Policy {
         Policy {
-            reupload_deleted: self.inner.settings.reupload_deleted,
+            reupload_deleted: self.inner.config.reupload_deleted,
         }
     }
 
@@ -202,7 +197,8 @@ impl Mirror {
         self.inner.pull_now.notify_one();
     }
 
-    /// Applies changes in one transaction. The caller holds `apply_lock`.
+    /// Applies changes all together ([`store::apply_changes`]). The caller holds
+    /// `apply_lock`.
     async fn apply_locked(&self, changes: Vec<Change>) -> Result<Applied, DbError> {
         if changes.is_empty() {
             return Ok(Applied::default());
@@ -211,16 +207,7 @@ impl Mirror {
         let applied = self
             .inner
             .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                let now = now_ms();
-                let mut out = Applied::default();
-                for ch in &changes {
-                    store::apply(&tx, ch, policy, now, &mut out)?;
-                }
-                tx.commit()?;
-                Ok(out)
-            })
+            .call(move |c| store::apply_changes(c, &changes, policy, now_ms()))
             .await?;
         if applied.requeued > 0 {
             if let Some(w) = &self.inner.waker {
@@ -258,13 +245,9 @@ impl Mirror {
         let (watermark, last_full) = self
             .inner
             .db
-            .call(|c| {
-                let wm = db::meta_get(c, META_WATERMARK)?.and_then(|v| v.parse::<i64>().ok());
-                let lf = db::meta_get(c, META_LAST_FULL)?.and_then(|v| v.parse::<i64>().ok());
-                Ok((wm, lf))
-            })
+            .call(|c| Ok((meta::watermark_ms(c)?, meta::last_full_ms(c)?)))
             .await?;
-        let interval = self.inner.settings.full_reconcile_interval.as_millis() as i64;
+        let interval = self.inner.config.full_reconcile_interval.as_millis() as i64;
         // A clock that went back past the last full pull makes it due too (it schedules;
         // it is never a watermark).
         let due = last_full.is_none_or(|t| started_ms - t >= interval || started_ms < t);
@@ -292,11 +275,14 @@ impl Mirror {
         let reconciled = match res {
             Ok(n) => n,
             Err(e) => {
-                let msg = format!("{} {e}", now_ms());
+                let err = PullError {
+                    at_ms: now_ms(),
+                    message: e.to_string(),
+                };
                 let _ = self
                     .inner
                     .db
-                    .call(move |c| db::meta_set(c, META_LAST_ERROR, &msg))
+                    .call(move |c| meta::set_last_pull_error(c, &err))
                     .await;
                 return Err(e);
             }
@@ -313,29 +299,16 @@ impl Mirror {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let full = report.full;
         // Stamped with its start: whatever changed on the server after that may be missing.
-        let line = format!(
-            "{} {} {} {}",
-            started_ms,
-            if full { "full" } else { "incremental" },
-            report.seen,
-            source.as_str()
-        );
+        let done = LastPull {
+            at_ms: started_ms,
+            full: report.full,
+            seen: report.seen as u64,
+            source: source.as_str().to_owned(),
+        };
         self.inner
             .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                if let Some(wm) = new_wm {
-                    db::meta_set(&tx, META_WATERMARK, &wm.to_string())?;
-                }
-                db::meta_set(&tx, META_LAST_PULL, &line)?;
-                if full {
-                    db::meta_set(&tx, META_LAST_FULL, &started_ms.to_string())?;
-                }
-                tx.execute("DELETE FROM meta WHERE key = ?1", [META_LAST_ERROR])?;
-                tx.commit()
-            })
+            .call(move |c| meta::record_pull(c, &done, new_wm))
             .await?;
         Ok(report)
     }
@@ -348,15 +321,13 @@ impl Mirror {
         seen: &HashMap<String, Option<i64>>,
         started_ms: i64,
     ) -> Result<usize, MirrorError> {
-        let (rows, known) = self
+        let store::Candidates {
+            stale_rows: rows,
+            unmirrored: known,
+        } = self
             .inner
             .db
-            .call(move |c| {
-                Ok((
-                    store::live_rows_before(c, started_ms)?,
-                    store::known_without_live_row(c)?,
-                ))
-            })
+            .call(move |c| store::reconcile_candidates(c, started_ms))
             .await?;
         let mut suspects: Vec<(AssetId, Option<Checksum>)> = rows
             .into_iter()
@@ -451,20 +422,20 @@ impl Mirror {
     pub async fn pull_for_scan(&self, shutdown: &CancellationToken) {
         // A pull younger than the pull interval is as fresh as the daemon would keep it;
         // repeating it would make a quick re-scan cost a page per 1,000 recent assets.
-        let every = self.inner.settings.pull_interval.as_millis() as i64;
+        let every = self.inner.config.pull_interval.as_millis() as i64;
         let last = self
             .inner
             .db
-            .call(|c| db::meta_get(c, META_LAST_PULL))
+            .call(|c| meta::last_pull(c))
             .await
             .ok()
             .flatten()
-            .and_then(|v| v.split(' ').next().and_then(|ms| ms.parse::<i64>().ok()));
+            .map(|p| p.at_ms);
         if let Some(ms) = last {
-            if db::now_ms() - ms < every {
+            if now_ms() - ms < every {
                 tracing::debug!(
                     "the mirror was pulled {} s ago; not again",
-                    (db::now_ms() - ms) / 1000
+                    (now_ms() - ms) / 1000
                 );
                 return;
             }
@@ -492,35 +463,38 @@ impl Mirror {
 
     async fn socket_task(&self, tx: mpsc::Sender<Change>, shutdown: CancellationToken) {
         let api = &self.inner.api;
-        let settings = &self.inner.settings;
-        let every = humanize(settings.pull_interval);
-        let state = if !settings.events {
+        let config = &self.inner.config;
+        let every = human::duration(config.pull_interval);
+        let state = if !config.events {
             tracing::info!("mirror.events = false: the mirror is updated by pulls every {every}");
-            Some("off mirror.events = false".to_owned())
+            Some(SocketState::Off {
+                why: "mirror.events = false".to_owned(),
+            })
         } else if !api.can_open_websocket() {
             tracing::info!(
                 "live events need an API key with the `all` permission or a password login; \
                  the mirror is updated by pulls every {every}"
             );
-            Some("unavailable the API key lacks the `all` permission".to_owned())
+            Some(SocketState::Unavailable {
+                why: "the API key lacks the `all` permission".to_owned(),
+            })
         } else {
             None
         };
         if let Some(state) = state {
-            let v = format!("{} {state}", now_ms());
-            let _ = self
-                .inner
-                .db
-                .call(move |c| db::meta_set(c, META_SOCKET, &v))
-                .await;
+            let rec = SocketRecord {
+                at_ms: now_ms(),
+                state,
+            };
+            let _ = self.inner.db.call(move |c| meta::set_socket(c, &rec)).await;
             drop(tx);
             return;
         }
         let cfg = socket::SocketConfig {
             url: api.ws_url(),
-            ca_file: settings.ca_file.clone(),
-            connect_timeout: settings.connect_timeout,
-            pull_interval: settings.pull_interval,
+            ca_file: self.inner.socket.ca_file.clone(),
+            connect_timeout: self.inner.socket.connect_timeout,
+            pull_interval: config.pull_interval,
         };
         socket::run(
             api.clone(),
@@ -575,7 +549,8 @@ impl Mirror {
     }
 
     async fn pull_loop(&self, shutdown: CancellationToken) {
-        let interval = self.inner.settings.pull_interval;
+        let interval = self.inner.config.pull_interval;
+        let retry_wait = Backoff::new(PULL_RETRY_INITIAL, interval);
         let mut failures = 0u32;
         loop {
             let res = tokio::select! {
@@ -589,19 +564,17 @@ impl Mirror {
                     }
                     failures = 0;
                     log_pull(&rep);
-                    // ±10 % so that many agents on one server do not pull in step.
-                    interval.mul_f64(rand::rng().random_range(0.9..1.1))
+                    // Spread so that many agents on one server do not pull in step.
+                    backoff::spread(interval)
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = PULL_RETRY_INITIAL
-                        .saturating_mul(1u32 << (failures - 1).min(16))
-                        .min(interval);
+                    let wait = retry_wait.delay(failures);
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(
                             "cannot update the mirror of the server ({e}); uploads go on; \
                              trying again in {}",
-                            humanize(wait)
+                            human::duration(wait)
                         );
                     }
                     wait
@@ -634,20 +607,6 @@ fn log_pull(rep: &PullReport) {
             ms = rep.elapsed.as_millis() as u64,
             "mirror: pulled changes"
         );
-    }
-}
-
-/// `1h`, `5m`, `30s`, `500ms`: for messages.
-pub(crate) fn humanize(d: Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
     }
 }
 
@@ -708,25 +667,12 @@ impl PullRun<'_> {
     }
 
     pub(crate) async fn record_acks(&self, acks: &[String]) -> Result<(), MirrorError> {
-        let v = acks.join(" ");
+        let acks = acks.to_vec();
         self.mirror
             .inner
             .db
-            .call(move |c| db::meta_set(c, META_ACKS, &v))
+            .call(move |c| meta::set_sync_acks(c, &acks))
             .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_like_the_config() {
-        assert_eq!(humanize(Duration::from_secs(300)), "5m");
-        assert_eq!(humanize(Duration::from_secs(86400)), "24h");
-        assert_eq!(humanize(Duration::from_secs(90)), "90s");
-        assert_eq!(humanize(Duration::from_millis(500)), "500ms");
     }
 }

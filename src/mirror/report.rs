@@ -7,10 +7,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{META_LAST_ERROR, META_LAST_FULL, META_LAST_PULL, META_SOCKET, META_WATERMARK};
+use crate::db::meta::{self, LastPull, PullError, SocketRecord, SocketState};
 use crate::db::mirror::{self as store, Counts, LocalOnly, RemoteOnly};
 use crate::db::{self, Db, DbError};
-use crate::status::ago;
+use crate::human::{self, ago};
 
 /// Everything `immish-sync mirror` shows.
 #[derive(Debug)]
@@ -18,28 +18,13 @@ pub struct MirrorReport {
     /// `{api root}` of the server the mirror belongs to.
     pub server: Option<String>,
     pub counts: Counts,
-    /// (unix ms, `full` | `incremental`, assets seen, source).
-    pub last_pull: Option<(i64, String, u64, String)>,
+    pub last_pull: Option<LastPull>,
     pub last_full_ms: Option<i64>,
     /// The largest server `updatedAt` pulled (unix ms, server clock).
     pub watermark_ms: Option<i64>,
-    pub last_error: Option<(i64, String)>,
-    /// (unix ms, state and detail) as the socket last recorded it.
-    pub socket: Option<(i64, String)>,
-}
-
-/// `(unix ms, rest)` of a `meta` value written as `"{ms} {rest}"`.
-fn stamped(v: &str) -> Option<(i64, String)> {
-    let (ms, rest) = v.split_once(' ').unwrap_or((v, ""));
-    Some((ms.parse().ok()?, rest.to_owned()))
-}
-
-fn has_mirror(c: &rusqlite::Connection) -> rusqlite::Result<bool> {
-    c.query_row(
-        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'remote_assets')",
-        [],
-        |r| r.get(0),
-    )
+    pub last_error: Option<PullError>,
+    /// As the socket last recorded itself.
+    pub socket: Option<SocketRecord>,
 }
 
 fn open(state_dir: &Path) -> Result<Option<Db>, DbError> {
@@ -48,7 +33,7 @@ fn open(state_dir: &Path) -> Result<Option<Db>, DbError> {
         return Ok(None);
     }
     let db = Db::open_readonly(&path)?;
-    if !db.call_blocking(|c| has_mirror(c))? {
+    if !db.call_blocking(|c| store::has_tables(c))? {
         // A database of an older immish-sync that has not been upgraded yet.
         return Ok(None);
     }
@@ -61,24 +46,14 @@ pub fn read(state_dir: &Path) -> Result<Option<MirrorReport>, DbError> {
         return Ok(None);
     };
     db.call_blocking(|c| {
-        let meta = |k: &str| db::meta_get(c, k);
-        let last_pull = meta(META_LAST_PULL)?.and_then(|v| {
-            let (ms, rest) = stamped(&v)?;
-            let mut parts = rest.splitn(3, ' ');
-            let kind = parts.next()?.to_owned();
-            let seen = parts.next()?.parse().ok()?;
-            let source = parts.next().unwrap_or("").to_owned();
-            Some((ms, kind, seen, source))
-        });
         Ok(Some(MirrorReport {
-            server: meta("server_identity")?
-                .map(|s| s.split_whitespace().next().unwrap_or("").to_owned()),
+            server: meta::server_identity(c)?.map(|id| id.api_root),
             counts: store::counts(c)?,
-            last_pull,
-            last_full_ms: meta(META_LAST_FULL)?.and_then(|v| v.parse().ok()),
-            watermark_ms: meta(META_WATERMARK)?.and_then(|v| v.parse().ok()),
-            last_error: meta(META_LAST_ERROR)?.as_deref().and_then(stamped),
-            socket: meta(META_SOCKET)?.as_deref().and_then(stamped),
+            last_pull: meta::last_pull(c)?,
+            last_full_ms: meta::last_full_ms(c)?,
+            watermark_ms: meta::watermark_ms(c)?,
+            last_error: meta::last_pull_error(c)?,
+            socket: meta::socket(c)?,
         }))
     })
 }
@@ -119,11 +94,14 @@ impl MirrorReport {
         );
         let _ = writeln!(out, "held back:     {} local files", c.held_back);
         match &self.last_pull {
-            Some((ms, kind, seen, source)) => {
+            Some(p) => {
                 let _ = writeln!(
                     out,
-                    "last pull:     {} ({kind}, {source}, {seen} assets received)",
-                    ago(*ms)
+                    "last pull:     {} ({}, {}, {} assets received)",
+                    ago(p.at_ms),
+                    p.kind(),
+                    p.source,
+                    p.seen
                 );
             }
             None => {
@@ -134,31 +112,28 @@ impl MirrorReport {
             let _ = writeln!(out, "last full:     {}", ago(ms));
         }
         if let Some(ms) = self.watermark_ms {
-            let _ = writeln!(
-                out,
-                "watermark:     {} (server time)",
-                crate::api::format_timestamp(ms.saturating_mul(1_000_000))
-            );
+            let _ = writeln!(out, "watermark:     {} (server time)", human::timestamp(ms));
         }
-        if let Some((ms, e)) = &self.last_error {
-            let _ = writeln!(out, "last error:    {} : {e}", ago(*ms));
+        if let Some(e) = &self.last_error {
+            let _ = writeln!(out, "last error:    {} : {}", ago(e.at_ms), e.message);
         }
         let socket = match &self.socket {
             None => "never started".to_owned(),
-            Some((ms, s)) => {
-                let (state, detail) = s.split_once(' ').unwrap_or((s.as_str(), ""));
-                match state {
-                    "connected" => format!("connected ({})", ago(*ms)),
-                    "down" => format!("down since {}: {detail}", ago(*ms)),
-                    "unauthorized" => format!(
-                        "refused by the server ({detail}, {}); live events need an API key \
-                         with `all` or a password login",
-                        ago(*ms)
-                    ),
-                    "off" | "unavailable" => format!("not used: {detail}"),
-                    _ => s.clone(),
+            Some(SocketRecord { at_ms, state }) => match state {
+                SocketState::Connected => format!("connected ({})", ago(*at_ms)),
+                SocketState::Down { reason } => {
+                    format!("down since {}: {reason}", ago(*at_ms))
                 }
-            }
+                SocketState::Unauthorized { detail } => format!(
+                    "refused by the server ({detail}, {}); live events need an API key \
+                     with `all` or a password login",
+                    ago(*at_ms)
+                ),
+                SocketState::Off { why } | SocketState::Unavailable { why } => {
+                    format!("not used: {why}")
+                }
+                SocketState::Other { value } => value.clone(),
+            },
         };
         let _ = writeln!(out, "live events:   {socket} (as last recorded)");
         out
@@ -181,14 +156,14 @@ pub fn diff(state_dir: &Path, device_id: Option<&str>) -> Result<Option<Diff>, D
     };
     let device_id = device_id.map(str::to_owned);
     db.call_blocking(move |c| {
-        let owner = db::meta_get(c, "server_identity")?
-            .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned))
+        let owner = meta::server_identity(c)?
+            .map(|id| id.user_id)
             .unwrap_or_default();
         let device = match device_id {
             Some(d) => d,
-            None => db::meta_get(c, "device_id")?.unwrap_or_default(),
+            None => meta::device_id(c)?.unwrap_or_default(),
         };
-        let pulled = db::meta_get(c, META_LAST_PULL)?.is_some();
+        let pulled = meta::last_pull(c)?.is_some();
         let (local_only, remote_only) = store::diff(c, &owner, &device)?;
         Ok(Some(Diff {
             local_only,

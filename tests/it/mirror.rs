@@ -12,10 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use immish_sync::api::{ApiClient, ConnectOptions};
-use immish_sync::config::{self, Config, Credentials, Secret};
+use immish_sync::config::{self, Config, Credentials, MirrorConfig, Secret};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::db::Db;
-use immish_sync::mirror::{self, Mirror, MirrorSettings, PullKind, Source, DELETED_REASON};
+use immish_sync::mirror::{self, Mirror, PullKind, Source, DELETED_REASON};
 use immish_testserver::{Dialect, TestServer, Visibility};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -99,15 +99,14 @@ async fn direct(w: &World, login: Login) -> (Mirror, ApiClient) {
     std::fs::create_dir_all(w.state_dir()).unwrap();
     let db = Db::open(&w.state_dir().join("state.sqlite3")).unwrap();
     let api = connect(w, login).await;
-    let settings = MirrorSettings {
+    let settings = MirrorConfig {
         reupload_deleted: false,
         pull_interval: Duration::from_secs(3600),
         full_reconcile_interval: Duration::from_secs(86_400),
         events: false,
-        ca_file: None,
-        connect_timeout: Duration::from_secs(5),
     };
-    (Mirror::new(db, api.clone(), settings, None), api)
+    let server = w.config().server;
+    (Mirror::new(db, api.clone(), &settings, &server, None), api)
 }
 
 /// One mirrored asset, as the state database holds it.
