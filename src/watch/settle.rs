@@ -435,6 +435,64 @@ fn same_content(a: &FileStat, b: &FileStat) -> bool {
 mod tests {
     use super::*;
 
+    fn probe(root: &Arc<Root>, path: PathBuf, seen: Option<Seen>, quiet: Duration) -> Probe {
+        let root_dev = std::fs::metadata(&root.path).unwrap().dev();
+        Probe {
+            path,
+            gen: 0,
+            root: root.clone(),
+            root_dev,
+            candidate: true,
+            seen,
+            quiet,
+        }
+    }
+
+    #[test]
+    fn a_file_settles_only_unchanged_across_its_quiet_period_and_is_queued_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos = dir.path().join("photos");
+        std::fs::create_dir_all(photos.join("sub")).unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
+        let root = Arc::new(
+            Root::new(&crate::config::RootConfig {
+                path: photos.clone(),
+                recursive: true,
+                include: vec![],
+                exclude: vec![],
+                hidden: false,
+            })
+            .unwrap(),
+        );
+        let file = photos.join("IMG_1.jpg");
+        std::fs::write(&file, b"first").unwrap();
+        let hour = Duration::from_secs(3600);
+
+        let Verdict::Wait(first) = verdict(&probe(&root, file.clone(), None, hour)) else {
+            panic!("a first look waits");
+        };
+        // Unchanged, but not for the whole quiet period yet.
+        let v = verdict(&probe(&root, file.clone(), Some(first), hour));
+        assert!(matches!(v, Verdict::Wait(_)), "{v:?}");
+        std::fs::write(&file, b"second, longer").unwrap();
+        let v = verdict(&probe(&root, file.clone(), Some(first), Duration::ZERO));
+        assert!(matches!(v, Verdict::Wait(_)), "a changed file waits: {v:?}");
+        let Verdict::Wait(again) = verdict(&probe(&root, file.clone(), None, hour)) else {
+            panic!("a first look waits");
+        };
+        let v = verdict(&probe(&root, file.clone(), Some(again), Duration::ZERO));
+        assert!(matches!(v, Verdict::Settled(s) if s == again.stat), "{v:?}");
+        let v = verdict(&probe(&root, photos.join("sub"), None, hour));
+        assert!(matches!(v, Verdict::Dir), "{v:?}");
+        let v = verdict(&probe(&root, photos.join("gone.jpg"), None, hour));
+        assert!(matches!(v, Verdict::Drop), "{v:?}");
+
+        // Recorded and queued once: the second batch finds the catalogue current.
+        let settled = || vec![probe(&root, file.clone(), Some(again), Duration::ZERO)];
+        assert_eq!(stat_batch(&db, settled()).unwrap().queued, 1);
+        assert_eq!(stat_batch(&db, settled()).unwrap().queued, 0);
+    }
+
     #[test]
     fn same_content_ignores_the_ctime_only() {
         let a = FileStat {
