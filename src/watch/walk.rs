@@ -5,7 +5,7 @@
 //! Owns: the queue of folders waiting for a walk, their second looks, the walk jobs on the
 //! blocking pool, and which of the files found are news (not in the catalogue with that
 //! stat). inotify misses files created in a folder before its watch was added, so a new
-//! folder is always walked (MEASUREMENTS.md).
+//! folder is always walked.
 //!
 //! Must not: queue a job or write to the catalogue (what a walk finds goes through the
 //! settle check like any event), or decide when a whole root is due.
