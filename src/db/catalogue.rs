@@ -173,6 +173,35 @@ pub fn upsert_and_queue(
     Ok(id)
 }
 
+/// A file the watcher saw settle: its root and path (bytes) and the stat that stayed the same.
+pub struct Settled {
+    pub root: Vec<u8>,
+    pub path: Vec<u8>,
+    pub stat: FileStat,
+}
+
+/// Records files the watcher saw settle, in one write transaction, and (re-)opens the job of
+/// each that is news. Returns the indices into `files` of those queued.
+///
+/// The catalogue is compared inside the transaction: a scan may have recorded the same
+/// change meanwhile, and then it is queued once, not twice.
+pub fn record_settled(
+    conn: &mut Connection,
+    files: &[Settled],
+    now_ms: i64,
+) -> rusqlite::Result<Vec<usize>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut queued = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if !is_current(&tx, &f.path, &f.stat)? {
+            upsert_and_queue(&tx, &f.root, &f.path, &f.stat, now_ms)?;
+            queued.push(i);
+        }
+    }
+    tx.commit()?;
+    Ok(queued)
+}
+
 /// Marks files a complete scan did not find. Their unfinished jobs are dropped to
 /// `skipped` ("vanished"); finished ones keep their state. Nothing on the server changes.
 pub fn mark_missing(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {

@@ -1,0 +1,510 @@
+//! Settling: a path brought by an event or a walk waits here until its stat stayed the same
+//! across its quiet period; then it is recorded in the catalogue and its job is queued.
+//!
+//! Owns: the pending paths and their timer (events for one path are coalesced, and every
+//! event restarts the wait), the stat batches on the blocking pool, and the verdict on one
+//! probe ([`verdict`], the only place where a pending file is declared done). The quiet
+//! period is `watch.settle`, measured on the monotonic clock, shortened to
+//! [`AFTER_CLOSE_QUIET`] after a close-after-write or a rename into place, never to zero.
+//!
+//! Must not: walk folders, or know how a root is followed (events or polling) or why it is
+//! paused: of a root it needs only its device, and a path of a paused root is dropped. A
+//! full set of pending paths is said to the caller ([`Full`]), who has the root walked
+//! again later.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Done, Full, Jobs, WatchError, AFTER_CLOSE_QUIET};
+use crate::api::MediaTypes;
+use crate::db::catalogue::{self, FileStat};
+use crate::db::{now_ms, Db};
+use crate::scan::Root;
+
+/// Events for one path closer together than this are one change: a copy writes thousands
+/// of times a second, and the first `lstat` waits until they pause.
+const COALESCE: Duration = Duration::from_millis(50);
+/// Paths waiting to settle, at most. Beyond it events are dropped and their root is walked
+/// again once the backlog has drained to half.
+const PENDING_MAX: usize = 100_000;
+/// Paths looked at in one blocking job.
+const STAT_BATCH: usize = 2048;
+/// Stat batches in flight at once.
+const STAT_JOBS_MAX: usize = 2;
+
+/// What kind of news an event brings about a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum News {
+    Written,
+    /// Closed after writing, or renamed into place: probably complete.
+    Finished,
+    /// Attributes only (e.g. `cp -p` setting the mtime after the close).
+    Metadata,
+}
+
+/// A path waiting for its stat to settle.
+struct Pending {
+    root: usize,
+    /// Its name makes it a candidate file; otherwise only a folder is of interest.
+    candidate: bool,
+    /// Bumped by every event; a stat taken for an older generation is out of date.
+    gen: u64,
+    /// The last stat, and when it was taken.
+    seen: Option<Seen>,
+    /// The last news was a close-after-write or a rename into place.
+    finished: bool,
+    /// Its key in the timer, when it waits for one.
+    due: Option<(Instant, u64)>,
+    /// In a stat batch right now.
+    in_flight: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Seen {
+    stat: FileStat,
+    at: Instant,
+}
+
+/// The verdict on one pending path.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Verdict {
+    /// Gone, unreadable, or not a candidate after all: forget it.
+    Drop,
+    /// A folder the root's walk would enter: walk it.
+    Dir,
+    /// Looked at; wait for the quiet period and look again.
+    Wait(Seen),
+    /// Done: unchanged across the quiet period. Recorded in the catalogue (and queued if
+    /// that is news).
+    Settled(FileStat),
+}
+
+/// One path of a stat batch.
+pub(super) struct Probe {
+    path: PathBuf,
+    gen: u64,
+    root: Arc<Root>,
+    root_dev: u64,
+    candidate: bool,
+    seen: Option<Seen>,
+    quiet: Duration,
+}
+
+/// A finished stat batch.
+pub(super) struct Stated {
+    results: Vec<(PathBuf, u64, Verdict)>,
+    /// Jobs it queued.
+    pub(super) queued: u64,
+}
+
+/// The paths waiting to settle.
+pub(super) struct Settling {
+    db: Db,
+    settle: Duration,
+    pending: HashMap<PathBuf, Pending>,
+    /// Pending paths by when they are to be looked at; the `u64` keeps equal instants apart.
+    timer: BTreeMap<(Instant, u64), PathBuf>,
+    seq: u64,
+    /// Stat batches in flight.
+    jobs: usize,
+}
+
+impl Settling {
+    pub(super) fn new(settle: Duration, db: Db) -> Settling {
+        Settling {
+            db,
+            settle,
+            pending: HashMap::new(),
+            timer: BTreeMap::new(),
+            seq: 0,
+            jobs: 0,
+        }
+    }
+
+    /// Few enough paths wait that a walk of a whole root (which may add many) may start.
+    pub(super) fn backlog_low(&self) -> bool {
+        self.pending.len() < PENDING_MAX / 2
+    }
+
+    fn quiet(&self, finished: bool) -> Duration {
+        if finished {
+            AFTER_CLOSE_QUIET.min(self.settle)
+        } else {
+            self.settle
+        }
+    }
+
+    fn schedule(&mut self, path: &Path, at: Instant) {
+        let Some(p) = self.pending.get_mut(path) else {
+            return;
+        };
+        if let Some(old) = p.due.take() {
+            self.timer.remove(&old);
+        }
+        self.seq += 1;
+        let key = (at, self.seq);
+        p.due = Some(key);
+        self.timer.insert(key, path.to_path_buf());
+    }
+
+    fn forget(&mut self, path: &Path) {
+        if let Some(p) = self.pending.remove(path) {
+            if let Some(key) = p.due {
+                self.timer.remove(&key);
+            }
+        }
+    }
+
+    /// Something happened to `path` under root `root` (`r`): (re)start its settle wait.
+    pub(super) fn note(
+        &mut self,
+        root: usize,
+        r: &Root,
+        media: &MediaTypes,
+        path: &Path,
+        news: News,
+        now: Instant,
+    ) -> Result<(), Full> {
+        let candidate = r.is_candidate(path, media);
+        if !candidate {
+            // A folder moved in arrives as a rename of its path; only its lstat tells.
+            let maybe_dir = news == News::Finished && r.recursive && r.may_hold(path);
+            if !maybe_dir {
+                return Ok(());
+            }
+        }
+        match self.pending.get_mut(path) {
+            Some(p) => {
+                p.gen += 1;
+                p.seen = None;
+                p.finished = match news {
+                    News::Written => false,
+                    News::Finished => true,
+                    News::Metadata => p.finished,
+                };
+                p.candidate |= candidate;
+            }
+            None => {
+                if self.pending.len() >= PENDING_MAX {
+                    return Err(Full);
+                }
+                self.pending.insert(
+                    path.to_path_buf(),
+                    Pending {
+                        root,
+                        candidate,
+                        gen: 0,
+                        seen: None,
+                        finished: news == News::Finished,
+                        due: None,
+                        in_flight: false,
+                    },
+                );
+            }
+        }
+        self.schedule(path, now + COALESCE);
+        Ok(())
+    }
+
+    /// Files a walk of root `root` found (stat'ed at `at`) wait too: they are stat'ed
+    /// again `settle` later and taken only if nothing changed.
+    pub(super) fn found(
+        &mut self,
+        root: usize,
+        found: Vec<(PathBuf, FileStat)>,
+        at: Instant,
+    ) -> Result<(), Full> {
+        for (path, stat) in found {
+            if self.pending.contains_key(&path) {
+                continue;
+            }
+            if self.pending.len() >= PENDING_MAX {
+                return Err(Full);
+            }
+            self.pending.insert(
+                path.clone(),
+                Pending {
+                    root,
+                    candidate: true,
+                    gen: 0,
+                    seen: Some(Seen { stat, at }),
+                    finished: false,
+                    due: None,
+                    in_flight: false,
+                },
+            );
+            self.schedule(&path, at + self.settle);
+        }
+        Ok(())
+    }
+
+    /// Starts stat batches of the paths whose time has come. `root` gives a root and its
+    /// device, or `None` while it is paused (its paths are forgotten).
+    pub(super) fn start(
+        &mut self,
+        now: Instant,
+        root: impl Fn(usize) -> Option<(Arc<Root>, u64)>,
+        tasks: &mut Jobs,
+    ) {
+        while self.jobs < STAT_JOBS_MAX {
+            let batch = self.due_probes(now, &root);
+            if batch.is_empty() {
+                break;
+            }
+            self.jobs += 1;
+            let db = self.db.clone();
+            tasks.spawn_blocking(move || stat_batch(&db, batch).map(Done::Stated));
+        }
+    }
+
+    /// Takes the pending paths whose time has come, up to a batch.
+    fn due_probes(
+        &mut self,
+        now: Instant,
+        root: &impl Fn(usize) -> Option<(Arc<Root>, u64)>,
+    ) -> Vec<Probe> {
+        let mut batch = Vec::new();
+        let mut busy = Vec::new();
+        while batch.len() < STAT_BATCH {
+            let Some(entry) = self.timer.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let path = entry.remove();
+            let Some(p) = self.pending.get_mut(&path) else {
+                continue;
+            };
+            p.due = None;
+            if p.in_flight {
+                // Its last stat is still out; look again after it.
+                busy.push(path);
+                continue;
+            }
+            let Some((r, root_dev)) = root(p.root) else {
+                self.pending.remove(&path);
+                continue;
+            };
+            p.in_flight = true;
+            let (gen, candidate, seen, finished) = (p.gen, p.candidate, p.seen, p.finished);
+            batch.push(Probe {
+                gen,
+                root: r,
+                root_dev,
+                candidate,
+                seen,
+                quiet: self.quiet(finished),
+                path,
+            });
+        }
+        for path in busy {
+            self.schedule(&path, now + COALESCE);
+        }
+        batch
+    }
+
+    /// When the next stat batch is due (`None`: none waits, or as many as may run are).
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        if self.jobs < STAT_JOBS_MAX {
+            self.timer.keys().next().map(|k| k.0)
+        } else {
+            None
+        }
+    }
+
+    /// A stat batch finished. Returns the folders found among its paths, to be walked.
+    pub(super) fn on_stated(&mut self, stated: Stated) -> Vec<(usize, PathBuf)> {
+        self.jobs -= 1;
+        let mut dirs = Vec::new();
+        for (path, gen, verdict) in stated.results {
+            let (root, current, finished) = match self.pending.get_mut(&path) {
+                Some(p) => {
+                    p.in_flight = false;
+                    (p.root, p.gen == gen, p.finished)
+                }
+                None => continue,
+            };
+            if !current {
+                // Newer news arrived meanwhile; its own wait is already scheduled.
+                continue;
+            }
+            match verdict {
+                Verdict::Drop | Verdict::Settled(_) => self.forget(&path),
+                Verdict::Dir => {
+                    self.forget(&path);
+                    dirs.push((root, path));
+                }
+                Verdict::Wait(seen) => {
+                    if let Some(p) = self.pending.get_mut(&path) {
+                        p.seen = Some(seen);
+                    }
+                    let at = seen.at + self.quiet(finished);
+                    self.schedule(&path, at);
+                }
+            }
+        }
+        dirs
+    }
+}
+
+/// Looks at a batch of pending paths and records the ones that settled (blocking).
+fn stat_batch(db: &Db, probes: Vec<Probe>) -> Result<Stated, WatchError> {
+    let mut results = Vec::with_capacity(probes.len());
+    let mut settled = Vec::new();
+    for p in probes {
+        let verdict = verdict(&p);
+        if let Verdict::Settled(stat) = verdict {
+            settled.push(catalogue::Settled {
+                root: p.root.path_bytes().to_vec(),
+                path: p.path.as_os_str().as_bytes().to_vec(),
+                stat,
+            });
+        }
+        results.push((p.path, p.gen, verdict));
+    }
+    let queued = if settled.is_empty() {
+        0
+    } else {
+        let queued = db.call_blocking(|c| catalogue::record_settled(c, &settled, now_ms()))?;
+        for &i in &queued {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&settled[i].path));
+            tracing::debug!(path = %path.display(), "settled; queued");
+        }
+        queued.len() as u64
+    };
+    Ok(Stated { results, queued })
+}
+
+/// The verdict on one probe: the only place where a pending file is declared done. Any
+/// further condition for "done" belongs here, answering [`Verdict::Wait`] while it does not
+/// hold (the path is then looked at again after another quiet period).
+fn verdict(p: &Probe) -> Verdict {
+    let seen = match look(p) {
+        Verdict::Wait(seen) => seen,
+        other => return other,
+    };
+    let unchanged = p.seen.is_some_and(|old| {
+        same_content(&old.stat, &seen.stat) && seen.at.duration_since(old.at) >= p.quiet
+    });
+    if unchanged {
+        Verdict::Settled(seen.stat)
+    } else {
+        Verdict::Wait(seen)
+    }
+}
+
+/// One `lstat` of a pending path, by the scanner's rules: [`Verdict::Wait`] for a file to
+/// look at again, never [`Verdict::Settled`].
+fn look(p: &Probe) -> Verdict {
+    let at = Instant::now();
+    let Ok(meta) = std::fs::symlink_metadata(&p.path) else {
+        // Gone (a temporary name renamed away, a delete) or unreadable: the periodic scan
+        // reports what it cannot read.
+        return Verdict::Drop;
+    };
+    if meta.is_dir() {
+        return if meta.dev() == p.root_dev && p.root.recursive && p.root.may_hold(&p.path) {
+            Verdict::Dir
+        } else {
+            Verdict::Drop
+        };
+    }
+    if !p.candidate || !meta.is_file() || meta.len() == 0 || meta.dev() != p.root_dev {
+        return Verdict::Drop;
+    }
+    Verdict::Wait(Seen {
+        stat: FileStat::from_metadata(&meta),
+        at,
+    })
+}
+
+/// The same file with the same content as far as `lstat` can tell (the ctime also moves on
+/// `chmod` or a rename, which change no byte).
+fn same_content(a: &FileStat, b: &FileStat) -> bool {
+    a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(root: &Arc<Root>, path: PathBuf, seen: Option<Seen>, quiet: Duration) -> Probe {
+        let root_dev = std::fs::metadata(&root.path).unwrap().dev();
+        Probe {
+            path,
+            gen: 0,
+            root: root.clone(),
+            root_dev,
+            candidate: true,
+            seen,
+            quiet,
+        }
+    }
+
+    #[test]
+    fn a_file_settles_only_unchanged_across_its_quiet_period_and_is_queued_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos = dir.path().join("photos");
+        std::fs::create_dir_all(photos.join("sub")).unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
+        let root = Arc::new(
+            Root::new(&crate::config::RootConfig {
+                path: photos.clone(),
+                recursive: true,
+                include: vec![],
+                exclude: vec![],
+                hidden: false,
+            })
+            .unwrap(),
+        );
+        let file = photos.join("IMG_1.jpg");
+        std::fs::write(&file, b"first").unwrap();
+        let hour = Duration::from_secs(3600);
+
+        let Verdict::Wait(first) = verdict(&probe(&root, file.clone(), None, hour)) else {
+            panic!("a first look waits");
+        };
+        // Unchanged, but not for the whole quiet period yet.
+        let v = verdict(&probe(&root, file.clone(), Some(first), hour));
+        assert!(matches!(v, Verdict::Wait(_)), "{v:?}");
+        std::fs::write(&file, b"second, longer").unwrap();
+        let v = verdict(&probe(&root, file.clone(), Some(first), Duration::ZERO));
+        assert!(matches!(v, Verdict::Wait(_)), "a changed file waits: {v:?}");
+        let Verdict::Wait(again) = verdict(&probe(&root, file.clone(), None, hour)) else {
+            panic!("a first look waits");
+        };
+        let v = verdict(&probe(&root, file.clone(), Some(again), Duration::ZERO));
+        assert!(matches!(v, Verdict::Settled(s) if s == again.stat), "{v:?}");
+        let v = verdict(&probe(&root, photos.join("sub"), None, hour));
+        assert!(matches!(v, Verdict::Dir), "{v:?}");
+        let v = verdict(&probe(&root, photos.join("gone.jpg"), None, hour));
+        assert!(matches!(v, Verdict::Drop), "{v:?}");
+
+        // Recorded and queued once: the second batch finds the catalogue current.
+        let settled = || vec![probe(&root, file.clone(), Some(again), Duration::ZERO)];
+        assert_eq!(stat_batch(&db, settled()).unwrap().queued, 1);
+        assert_eq!(stat_batch(&db, settled()).unwrap().queued, 0);
+    }
+
+    #[test]
+    fn same_content_ignores_the_ctime_only() {
+        let a = FileStat {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+        };
+        assert!(same_content(&a, &FileStat { ctime_ns: 9, ..a }));
+        assert!(!same_content(&a, &FileStat { size: 4, ..a }));
+        assert!(!same_content(&a, &FileStat { mtime_ns: 5, ..a }));
+        assert!(!same_content(&a, &FileStat { ino: 7, ..a }));
+    }
+}
