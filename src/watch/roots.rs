@@ -13,7 +13,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,8 +112,8 @@ pub(super) struct Roots {
     tx: mpsc::Sender<RawEvent>,
     shared: Arc<Shared>,
     list: Vec<RootState>,
-    /// `status` lines of roots to write (`root:<path>` → `ok …` / `paused …`).
-    notes: Vec<(String, String)>,
+    /// Root states to record for `status` (written by [`db::meta::set_root_state`]).
+    notes: Vec<(PathBuf, db::meta::RootState)>,
     /// The inotify limit warnings were given (once per run each).
     limit_warned: bool,
     instances_warned: bool,
@@ -202,10 +202,10 @@ impl Roots {
     /// Writes the `status` lines due, and starts the watch set-ups and checks of roots
     /// that are due.
     pub(super) fn start_work(&mut self, now: Instant, tasks: &mut Jobs) {
-        for (key, value) in self.notes.drain(..) {
+        for (root, state) in self.notes.drain(..) {
             let db = self.db.clone();
             tasks.spawn_blocking(move || {
-                db.call_blocking(|c| db::meta_set(c, &key, &value))?;
+                db.call_blocking(|c| db::meta::set_root_state(c, &root, &state))?;
                 Ok(Done::Noted)
             });
         }
@@ -348,8 +348,10 @@ impl Roots {
             Liveness::Paused(_) => {
                 tracing::info!(root = %rs.root.path.display(), "root is back: watching it again and looking for new files");
                 self.notes.push((
-                    format!("root:{}", rs.root.path.display()),
-                    format!("ok {}", now_ms()),
+                    rs.root.path.clone(),
+                    db::meta::RootState::Ok {
+                        at_ms: Some(now_ms()),
+                    },
                 ));
             }
             Liveness::Live { .. } => {
@@ -401,8 +403,10 @@ impl Roots {
             "root paused: {reason}; its files are left as they are, and it is watched again when it is back"
         );
         self.notes.push((
-            format!("root:{}", rs.root.path.display()),
-            format!("paused {reason}"),
+            rs.root.path.clone(),
+            db::meta::RootState::Paused {
+                reason: reason.clone(),
+            },
         ));
         rs.live = Liveness::Paused(reason);
     }
