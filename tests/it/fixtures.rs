@@ -1,0 +1,411 @@
+//! Old state databases: a database written by an earlier immish-sync must keep working after
+//! an upgrade. Every migration is checked against the committed fixtures here.
+//!
+//! `tests/fixtures/state-v3.sqlite` was made by [`make_state_fixture`] with the code of
+//! schema version 3 (migrations 0001–0003). After adding a migration, run
+//! `cargo test --test it make_state_fixture -- --ignored` to write the fixture of the new
+//! version the same way (the generator uses the db functions, so it writes what that version
+//! writes), commit it, and add a test like [`state_v3_opens_with_every_file_as_it_was`]
+//! for it. Never regenerate an old version's fixture: it stands for databases users have.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use immish_sync::db::catalogue::{self, FileStat};
+use immish_sync::db::mirror::{self, Applied, Change, Policy};
+use immish_sync::db::queue::{self, Outcome};
+use immish_sync::db::Db;
+use immish_sync::model::{AssetId, Checksum, JobState};
+use rusqlite::{params, Connection};
+
+/// The time every fixture row is written at (unix ms): fixed, so the file is reproducible.
+const T0: i64 = 1_700_000_000_000;
+const ROOT: &[u8] = b"/photos";
+const OWNER: &str = "6f1c9a54-0000-4000-8000-000000000001";
+const PARTNER: &str = "6f1c9a54-0000-4000-8000-000000000002";
+const DEVICE: &str = "immish-sync-0b6e2c1e-7f0a-4d38-9a47-5a1f4b0c9e11";
+
+// The sentences schema version 3 stored as skip reasons (verbatim: the fixture and its test
+// are about what old databases hold, not about what today's code would write).
+const V3_DELETED: &str = "deleted on the server by the user; not uploaded again \
+                          (set mirror.reupload_deleted = true to change that)";
+const V3_TRASHED: &str = "the server has this photo in its trash; not uploaded again";
+const V3_NOT_REGULAR: &str = "no longer a regular file";
+const V3_EMPTY: &str = "empty file";
+const V3_VANISHED: &str = "file vanished before it was backed up";
+
+const UPLOAD_413: &str = "upload refused: the server (or a proxy in front of it) refused the \
+                          request as too large (HTTP 413): raise the proxy's body limit, e.g. \
+                          nginx client_max_body_size";
+const ALERT: &str = "ALERT: the server stored different bytes (asset a-alert, server checksum \
+                     1111111111111111111111111111111111111111, local \
+                     2222222222222222222222222222222222222222); not marked as backed up, check \
+                     the server's storage";
+const CANNOT_READ: &str = "cannot read /photos/locked.jpg: Permission denied (os error 13); \
+                           will try again when it changes";
+const RETRY_UPLOAD: &str = "upload failed: connection reset by the server";
+const RETRY_CHANGED: &str = "the file changed while it was read";
+
+fn fixture(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("state-v{version}.sqlite"))
+}
+
+fn sum(n: u8) -> Checksum {
+    Checksum([n; 20])
+}
+
+fn stat(n: u64) -> FileStat {
+    FileStat {
+        dev: 2049,
+        ino: 1000 + n,
+        size: 100_000 + n,
+        mtime_ns: 1_690_000_000_000_000_000 + n as i64,
+        ctime_ns: 1_690_000_000_000_000_000 + n as i64,
+    }
+}
+
+fn path(name: &str) -> Vec<u8> {
+    [ROOT, b"/", name.as_bytes()].concat()
+}
+
+/// A remote asset row as a pull writes it.
+fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: bool) {
+    c.execute(
+        "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name, file_created_at,
+             updated_at, visibility, is_trashed, device_id, device_asset_id, deleted_at,
+             synced_at)
+         VALUES (?1, ?2, ?3, ?4, '2023-07-22T04:26:40.000Z', '2023-11-14T22:13:20.000Z',
+                 'timeline', ?5, ?6, ?7, NULL, ?8)",
+        params![
+            id,
+            owner,
+            s.map(|s| s.0.to_vec()),
+            format!("{id}.jpg"),
+            trashed,
+            (owner == OWNER).then_some(DEVICE),
+            (owner == OWNER).then(|| format!("{id}.jpg-0123456789abcdef")),
+            T0
+        ],
+    )
+    .unwrap();
+}
+
+/// Writes the fixture of the current schema version. Run by hand (see the module docs).
+#[test]
+#[ignore = "writes tests/fixtures/state-v<N>.sqlite; run by hand after adding a migration"]
+fn make_state_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("state.sqlite3");
+    let db = Db::open(&work).unwrap();
+    db.call_blocking(|c| {
+        let tx = c.transaction()?;
+        let c = &*tx;
+        let queue_file = |name: &str, n: u64| -> i64 {
+            catalogue::upsert_and_queue(c, ROOT, &path(name), &stat(n), T0).unwrap()
+        };
+        let hashed = |name: &str, n: u64| -> i64 {
+            let f = queue_file(name, n);
+            queue::record_hash(c, f, &stat(n), &sum(n as u8), T0).unwrap();
+            f
+        };
+        let done = |name: &str, n: u64, asset: Option<&str>, how: Outcome| -> i64 {
+            let f = hashed(name, n);
+            let asset = asset.map(|a| AssetId(a.into()));
+            let verified = how != Outcome::Linked;
+            queue::finish_done(c, f, &sum(n as u8), asset.as_ref(), how, verified, T0).unwrap();
+            f
+        };
+        let apply = |change: Change| {
+            let mut out = Applied::default();
+            mirror::apply(c, &change, Policy::default(), T0, &mut out).unwrap();
+        };
+
+        // Every job state. The in-flight ones are what a crash leaves behind.
+        queue_file("queued.jpg", 1);
+        let f = queue_file("hashing.jpg", 2);
+        queue::set_state(c, f, JobState::Hashing, T0).unwrap();
+        hashed("checking.jpg", 3);
+        let f = hashed("uploading.jpg", 4);
+        queue::set_state(c, f, JobState::Uploading, T0).unwrap();
+        let f = hashed("verifying.heic", 5);
+        queue::set_state(c, f, JobState::Verifying, T0).unwrap();
+
+        // Done, each outcome; the uploaded ones are live assets in the mirror.
+        done("uploaded.jpg", 10, Some("a-uploaded"), Outcome::Uploaded);
+        remote(c, "a-uploaded", OWNER, Some(sum(10)), false);
+        done("duplicate.mp4", 11, Some("a-duplicate"), Outcome::Duplicate);
+        remote(c, "a-duplicate", OWNER, Some(sum(11)), false);
+        // Linked from a seed-style server that gave no asset id.
+        done("linked.jpg", 12, None, Outcome::Linked);
+
+        // Held back: ours, trashed on the server (tombstone `trashed`).
+        done(
+            "trashed-by-user.jpg",
+            20,
+            Some("a-trashed"),
+            Outcome::Uploaded,
+        );
+        remote(c, "a-trashed", OWNER, Some(sum(20)), false);
+        apply(Change::Trashed(AssetId("a-trashed".into())));
+        // Held back: ours, deleted for good (tombstone `deleted`).
+        done(
+            "deleted-by-user.jpg",
+            21,
+            Some("a-deleted"),
+            Outcome::Uploaded,
+        );
+        remote(c, "a-deleted", OWNER, Some(sum(21)), false);
+        apply(Change::Deleted {
+            id: AssetId("a-deleted".into()),
+            checksum: None,
+        });
+        // Held back, and since gone locally too (not counted as held back).
+        let f = done(
+            "deleted-then-gone.jpg",
+            22,
+            Some("a-gone"),
+            Outcome::Uploaded,
+        );
+        remote(c, "a-gone", OWNER, Some(sum(22)), false);
+        apply(Change::Trashed(AssetId("a-gone".into())));
+        catalogue::mark_missing(c, &[f], T0).unwrap();
+
+        // Skipped by the pipeline: bulk-upload-check found the content in the trash.
+        let f = hashed("in-server-trash.jpg", 30);
+        remote(c, "a-in-trash", OWNER, Some(sum(30)), true);
+        queue::finish_with(c, f, JobState::Skipped, V3_TRASHED, T0).unwrap();
+        let f = queue_file("fifo", 31);
+        queue::finish_with(c, f, JobState::Skipped, V3_NOT_REGULAR, T0).unwrap();
+        let f = queue_file("empty.jpg", 32);
+        queue::finish_with(c, f, JobState::Skipped, V3_EMPTY, T0).unwrap();
+        let f = queue_file("vanished.jpg", 33);
+        catalogue::mark_missing(c, &[f], T0).unwrap();
+
+        // Waiting to retry.
+        let f = hashed("retry-upload.jpg", 40);
+        queue::schedule_retry(c, f, 2, T0 + 60_000, RETRY_UPLOAD, T0).unwrap();
+        let f = queue_file("retry-changed.jpg", 41);
+        queue::schedule_retry(c, f, 1, T0 + 2_000, RETRY_CHANGED, T0).unwrap();
+
+        // Failed.
+        let f = hashed("too-large.mp4", 50);
+        queue::finish_with(c, f, JobState::Failed, UPLOAD_413, T0).unwrap();
+        let f = hashed("alert.jpg", 51);
+        queue::finish_with(c, f, JobState::Failed, ALERT, T0).unwrap();
+        let f = queue_file("locked.jpg", 52);
+        queue::finish_with(c, f, JobState::Failed, CANNOT_READ, T0).unwrap();
+
+        // The mirror beyond our files: the user's asset from another device, and a partner's.
+        remote(c, "a-phone", OWNER, Some(sum(60)), false);
+        remote(c, "a-partner", PARTNER, Some(sum(61)), false);
+        remote(c, "a-no-checksum", OWNER, None, false);
+
+        // The meta values in use, in the formats schema version 3 writes.
+        let meta = |k: &str, v: &str| {
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [k, v],
+            )
+            .unwrap();
+        };
+        meta(
+            "server_identity",
+            &format!("http://127.0.0.1:2283/api {OWNER}"),
+        );
+        meta("device_id", DEVICE);
+        meta("last_success_ms", &T0.to_string());
+        meta("root:/photos", &format!("ok {T0}"));
+        meta("root:/mnt/usb", "paused the folder is gone (unmounted?)");
+        meta("mirror.watermark_ms", &(T0 - 1_000).to_string());
+        meta("mirror.last_pull", &format!("{T0} full 8 sync-stream"));
+        meta("mirror.last_full_ms", &T0.to_string());
+        meta(
+            "mirror.last_error",
+            &format!("{T0} HTTP 502 from the server"),
+        );
+        meta(
+            "mirror.acks",
+            "AssetV1|019b2d4e-aaaa AssetDeleteV1|019b2d4e-bbbb",
+        );
+        meta("mirror.socket", &format!("{T0} connected"));
+        tx.commit()
+    })
+    .unwrap();
+    let version: u32 = db
+        .call_blocking(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .unwrap();
+    drop(db);
+
+    // One self-contained, compact file: no WAL beside it.
+    let c = Connection::open(&work).unwrap();
+    let _: String = c
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .unwrap();
+    c.execute_batch("VACUUM").unwrap();
+    drop(c);
+    let out = fixture(version);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::copy(&work, &out).unwrap();
+    println!("wrote {}", out.display());
+}
+
+/// A copy of a fixture in a tempdir, opened (and so migrated) by today's code.
+fn open_copy(version: u32) -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("state.sqlite3");
+    std::fs::copy(fixture(version), &copy).unwrap();
+    let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v{version} database must open: {e}"));
+    (dir, db)
+}
+
+/// Path → (state, reason as a user reads it) for every file of the fixture.
+fn jobs(c: &Connection) -> BTreeMap<String, (JobState, Option<String>)> {
+    let mut out = BTreeMap::new();
+    for st in JobState::ALL {
+        for j in queue::recent(c, &[st], 1000).unwrap() {
+            out.insert(String::from_utf8(j.path).unwrap(), (j.state, j.reason));
+        }
+    }
+    out
+}
+
+fn is(state: JobState, reason: Option<&str>) -> (JobState, Option<String>) {
+    (state, reason.map(str::to_owned))
+}
+
+/// What a user of a v3 database finds after upgrading: every file as it was, the counts
+/// `status` shows, the reasons it prints, held-back files still held back and released by a
+/// restore on the server, and the meta values start-up and `mirror` read.
+#[test]
+fn state_v3_opens_with_every_file_as_it_was() {
+    use JobState::*;
+    let (_dir, db) = open_copy(3);
+    db.call_blocking(|c| {
+        let want: BTreeMap<String, (JobState, Option<String>)> = [
+            ("queued.jpg", is(Queued, None)),
+            ("hashing.jpg", is(Hashing, None)),
+            ("checking.jpg", is(Checking, None)),
+            ("uploading.jpg", is(Uploading, None)),
+            ("verifying.heic", is(Verifying, None)),
+            ("uploaded.jpg", is(Done, None)),
+            ("duplicate.mp4", is(Done, None)),
+            ("linked.jpg", is(Done, None)),
+            ("trashed-by-user.jpg", is(Skipped, Some(V3_DELETED))),
+            ("deleted-by-user.jpg", is(Skipped, Some(V3_DELETED))),
+            ("deleted-then-gone.jpg", is(Skipped, Some(V3_DELETED))),
+            ("in-server-trash.jpg", is(Skipped, Some(V3_TRASHED))),
+            ("fifo", is(Skipped, Some(V3_NOT_REGULAR))),
+            ("empty.jpg", is(Skipped, Some(V3_EMPTY))),
+            ("vanished.jpg", is(Skipped, Some(V3_VANISHED))),
+            ("retry-upload.jpg", is(Retry, Some(RETRY_UPLOAD))),
+            ("retry-changed.jpg", is(Retry, Some(RETRY_CHANGED))),
+            ("too-large.mp4", is(Failed, Some(UPLOAD_413))),
+            ("alert.jpg", is(Failed, Some(ALERT))),
+            ("locked.jpg", is(Failed, Some(CANNOT_READ))),
+        ]
+        .into_iter()
+        .map(|(name, v)| (String::from_utf8(path(name)).unwrap(), v))
+        .collect();
+        assert_eq!(jobs(c), want);
+
+        // The counts `status` prints.
+        let counts: BTreeMap<&str, i64> = catalogue::counts_by_state(c)?
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), n))
+            .collect();
+        let expect: BTreeMap<&str, i64> = [
+            ("queued", 1),
+            ("hashing", 1),
+            ("checking", 1),
+            ("uploading", 1),
+            ("verifying", 1),
+            ("done", 3),
+            ("skipped", 7),
+            ("retry", 2),
+            ("failed", 3),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(counts, expect);
+        assert_eq!(queue::pending_counts(c)?, (5, 2));
+        // The retry keeps its schedule and attempts.
+        let retry = queue::recent(c, &[Retry], 10)?;
+        let r = retry
+            .iter()
+            .find(|j| j.path == path("retry-upload.jpg"))
+            .unwrap();
+        assert_eq!((r.attempts, r.next_attempt_at_ms), (2, Some(T0 + 60_000)));
+
+        // The mirror and its tombstones, as `immish-sync mirror` counts them.
+        let m = mirror::counts(c)?;
+        assert_eq!((m.live, m.trashed, m.deleted), (5, 3, 1));
+        assert_eq!(m.tombstones, 3);
+        // Two files present locally are held back; the third is gone locally.
+        assert_eq!((m.held_back, mirror::held_back(c)?), (2, 2));
+        assert_eq!(
+            mirror::tombstone(c, &sum(21))?.map(|t| t.1),
+            Some("deleted".to_owned())
+        );
+
+        // `diff` shows why a local file is not on the server.
+        let (local_only, _) = mirror::diff(c, OWNER, DEVICE)?;
+        let state_of = |name: &str| {
+            local_only
+                .iter()
+                .find(|l| l.path == path(name))
+                .map(|l| l.state.clone())
+        };
+        assert_eq!(
+            state_of("trashed-by-user.jpg"),
+            Some(format!("skipped: {V3_DELETED}"))
+        );
+        assert_eq!(state_of("empty.jpg"), Some(format!("skipped: {V3_EMPTY}")));
+
+        // The meta values start-up and `status` read.
+        let meta = |k: &str| immish_sync::db::meta_get(c, k).unwrap();
+        assert_eq!(
+            meta("server_identity"),
+            Some(format!("http://127.0.0.1:2283/api {OWNER}"))
+        );
+        assert_eq!(meta("device_id").as_deref(), Some(DEVICE));
+        assert_eq!(meta("last_success_ms"), Some(T0.to_string()));
+
+        // A restore on the server releases what it held back: ours (tombstone), and the
+        // file the pipeline skipped because the content was in the trash.
+        let tx = c.transaction()?;
+        let mut out = Applied::default();
+        for id in ["a-trashed", "a-in-trash"] {
+            mirror::apply(
+                &tx,
+                &Change::Restored(AssetId(id.into())),
+                Policy::default(),
+                T0 + 1,
+                &mut out,
+            )?;
+        }
+        assert_eq!((out.restored, out.released), (2, 2));
+        let after = jobs(&tx);
+        for name in ["trashed-by-user.jpg", "in-server-trash.jpg"] {
+            assert_eq!(
+                after[&String::from_utf8(path(name)).unwrap()],
+                is(Done, None)
+            );
+        }
+        // Skips a restore does not concern stay.
+        assert_eq!(
+            after[&String::from_utf8(path("empty.jpg")).unwrap()],
+            is(Skipped, Some(V3_EMPTY))
+        );
+        assert_eq!(
+            after[&String::from_utf8(path("deleted-by-user.jpg")).unwrap()],
+            is(Skipped, Some(V3_DELETED))
+        );
+        assert_eq!(mirror::held_back(&tx)?, 1);
+        assert!(mirror::tombstone(&tx, &sum(20))?.is_none());
+        tx.commit()
+    })
+    .unwrap();
+}
