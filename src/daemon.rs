@@ -21,7 +21,9 @@ use crate::db::{self, catalogue, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
 use crate::mirror::{Mirror, MirrorSettings};
 use crate::model::JobState;
-use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
+use crate::pipeline::{
+    self, Engine, EngineEnd, EngineError, Mode, Pause, PauseTimes, Stats, Waker,
+};
 use crate::scan::{self, Root, RootOutcome, RootScan};
 use crate::watch::{WatchError, Watcher};
 
@@ -69,7 +71,7 @@ struct Started {
     api: ApiClient,
     roots: Vec<Root>,
     media: MediaTypes,
-    pipeline: PipelineConfig,
+    pipeline: pipeline::Settings,
 }
 
 /// How long the first scan waits for the watcher to have every root watched.
@@ -198,15 +200,15 @@ async fn start(
             MediaTypes::builtin()
         }
     };
-    let pipeline = PipelineConfig {
-        hash_concurrency: config.hash.concurrency,
-        upload_concurrency: config.upload.concurrency,
+    let pipeline = pipeline::Settings {
+        hash: config.hash.clone(),
+        upload: config.upload.clone(),
+        mirror: config.mirror.clone(),
         device_id,
-        retry_initial: config.upload.retry_initial,
-        retry_max: config.upload.retry_max,
-        auth_probe_interval: tuning.auth_probe_interval,
-        capacity_pause: tuning.capacity_pause,
-        reupload_deleted: config.mirror.reupload_deleted,
+        pauses: PauseTimes {
+            auth_probe_interval: tuning.auth_probe_interval,
+            capacity_pause: tuning.capacity_pause,
+        },
     };
     Ok(Some(Started {
         _lock: lock,

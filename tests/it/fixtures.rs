@@ -15,7 +15,7 @@ use immish_sync::db::catalogue::{self, FileStat};
 use immish_sync::db::mirror::{self, Applied, Change, Policy};
 use immish_sync::db::queue::{self, Outcome};
 use immish_sync::db::Db;
-use immish_sync::model::{AssetId, Checksum, JobState};
+use immish_sync::model::{AssetId, Checksum, JobState, SkipReason};
 use rusqlite::{params, Connection};
 
 /// The time every fixture row is written at (unix ms): fixed, so the file is reproducible.
@@ -25,14 +25,25 @@ const OWNER: &str = "6f1c9a54-0000-4000-8000-000000000001";
 const PARTNER: &str = "6f1c9a54-0000-4000-8000-000000000002";
 const DEVICE: &str = "immish-sync-0b6e2c1e-7f0a-4d38-9a47-5a1f4b0c9e11";
 
-// The sentences schema version 3 stored as skip reasons (verbatim: the fixture and its test
-// are about what old databases hold, not about what today's code would write).
-const V3_DELETED: &str = "deleted on the server by the user; not uploaded again \
-                          (set mirror.reupload_deleted = true to change that)";
-const V3_TRASHED: &str = "the server has this photo in its trash; not uploaded again";
-const V3_NOT_REGULAR: &str = "no longer a regular file";
-const V3_EMPTY: &str = "empty file";
-const V3_VANISHED: &str = "file vanished before it was backed up";
+// The sentences schema version 3 stored as skip reasons, verbatim: what old databases hold,
+// whatever today's code says to people.
+const V3_SKIPS: [(&str, SkipReason); 5] = [
+    (
+        "deleted on the server by the user; not uploaded again \
+         (set mirror.reupload_deleted = true to change that)",
+        SkipReason::DeletedOnServer,
+    ),
+    (
+        "the server has this photo in its trash; not uploaded again",
+        SkipReason::TrashedOnServer,
+    ),
+    ("no longer a regular file", SkipReason::NotRegularFile),
+    ("empty file", SkipReason::EmptyFile),
+    (
+        "file vanished before it was backed up",
+        SkipReason::Vanished,
+    ),
+];
 
 const UPLOAD_413: &str = "upload refused: the server (or a proxy in front of it) refused the \
                           request as too large (HTTP 413): raise the proxy's body limit, e.g. \
@@ -175,11 +186,11 @@ fn make_state_fixture() {
         // Skipped by the pipeline: bulk-upload-check found the content in the trash.
         let f = hashed("in-server-trash.jpg", 30);
         remote(c, "a-in-trash", OWNER, Some(sum(30)), true);
-        queue::finish_with(c, f, JobState::Skipped, V3_TRASHED, T0).unwrap();
+        queue::skip(c, f, SkipReason::TrashedOnServer, T0).unwrap();
         let f = queue_file("fifo", 31);
-        queue::finish_with(c, f, JobState::Skipped, V3_NOT_REGULAR, T0).unwrap();
+        queue::skip(c, f, SkipReason::NotRegularFile, T0).unwrap();
         let f = queue_file("empty.jpg", 32);
-        queue::finish_with(c, f, JobState::Skipped, V3_EMPTY, T0).unwrap();
+        queue::skip(c, f, SkipReason::EmptyFile, T0).unwrap();
         let f = queue_file("vanished.jpg", 33);
         catalogue::mark_missing(c, &[f], T0).unwrap();
 
@@ -191,11 +202,11 @@ fn make_state_fixture() {
 
         // Failed.
         let f = hashed("too-large.mp4", 50);
-        queue::finish_with(c, f, JobState::Failed, UPLOAD_413, T0).unwrap();
+        queue::fail(c, f, UPLOAD_413, T0).unwrap();
         let f = hashed("alert.jpg", 51);
-        queue::finish_with(c, f, JobState::Failed, ALERT, T0).unwrap();
+        queue::fail(c, f, ALERT, T0).unwrap();
         let f = queue_file("locked.jpg", 52);
-        queue::finish_with(c, f, JobState::Failed, CANNOT_READ, T0).unwrap();
+        queue::fail(c, f, CANNOT_READ, T0).unwrap();
 
         // The mirror beyond our files: the user's asset from another device, and a partner's.
         remote(c, "a-phone", OWNER, Some(sum(60)), false);
@@ -252,126 +263,186 @@ fn make_state_fixture() {
     println!("wrote {}", out.display());
 }
 
-/// A copy of a fixture in a tempdir, opened (and so migrated) by today's code.
-fn open_copy(version: u32) -> (tempfile::TempDir, Db) {
+/// A copy of a fixture in a tempdir.
+fn copy(version: u32) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("state.sqlite3");
     std::fs::copy(fixture(version), &copy).unwrap();
-    let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v{version} database must open: {e}"));
-    (dir, db)
+    (dir, copy)
 }
 
-/// Path → (state, reason as a user reads it) for every file of the fixture.
-fn jobs(c: &Connection) -> BTreeMap<String, (JobState, Option<String>)> {
+/// A job as a user reads it: state, reason shown, and the skip it stands for.
+type Job = (JobState, Option<String>, Option<SkipReason>);
+
+/// Path → job for every file of the fixture.
+fn jobs(c: &Connection) -> BTreeMap<String, Job> {
     let mut out = BTreeMap::new();
     for st in JobState::ALL {
         for j in queue::recent(c, &[st], 1000).unwrap() {
-            out.insert(String::from_utf8(j.path).unwrap(), (j.state, j.reason));
+            out.insert(
+                String::from_utf8(j.path).unwrap(),
+                (j.state, j.reason, j.skip),
+            );
         }
     }
     out
 }
 
-fn is(state: JobState, reason: Option<&str>) -> (JobState, Option<String>) {
-    (state, reason.map(str::to_owned))
+fn is(state: JobState, reason: Option<&str>) -> Job {
+    (state, reason.map(str::to_owned), None)
 }
 
-/// What a user of a v3 database finds after upgrading: every file as it was, the counts
-/// `status` shows, the reasons it prints, held-back files still held back and released by a
-/// restore on the server, and the meta values start-up and `mirror` read.
+fn skipped(why: SkipReason) -> Job {
+    (
+        JobState::Skipped,
+        Some(why.describe().to_owned()),
+        Some(why),
+    )
+}
+
+fn name(n: &str) -> String {
+    String::from_utf8(path(n)).unwrap()
+}
+
+/// What a user of a v3 database reads, before (through a read-only open, as `status`,
+/// `mirror` and `diff` do while a daemon of the old version still runs) and after the
+/// upgrade: every file as it was, the counts, the reasons, the mirror and the meta values.
+fn reads_as_it_was(c: &Connection) {
+    use JobState::*;
+    let want: BTreeMap<String, Job> = [
+        ("queued.jpg", is(Queued, None)),
+        ("hashing.jpg", is(Hashing, None)),
+        ("checking.jpg", is(Checking, None)),
+        ("uploading.jpg", is(Uploading, None)),
+        ("verifying.heic", is(Verifying, None)),
+        ("uploaded.jpg", is(Done, None)),
+        ("duplicate.mp4", is(Done, None)),
+        ("linked.jpg", is(Done, None)),
+        ("trashed-by-user.jpg", skipped(SkipReason::DeletedOnServer)),
+        ("deleted-by-user.jpg", skipped(SkipReason::DeletedOnServer)),
+        (
+            "deleted-then-gone.jpg",
+            skipped(SkipReason::DeletedOnServer),
+        ),
+        ("in-server-trash.jpg", skipped(SkipReason::TrashedOnServer)),
+        ("fifo", skipped(SkipReason::NotRegularFile)),
+        ("empty.jpg", skipped(SkipReason::EmptyFile)),
+        ("vanished.jpg", skipped(SkipReason::Vanished)),
+        ("retry-upload.jpg", is(Retry, Some(RETRY_UPLOAD))),
+        ("retry-changed.jpg", is(Retry, Some(RETRY_CHANGED))),
+        ("too-large.mp4", is(Failed, Some(UPLOAD_413))),
+        ("alert.jpg", is(Failed, Some(ALERT))),
+        ("locked.jpg", is(Failed, Some(CANNOT_READ))),
+    ]
+    .into_iter()
+    .map(|(n, v)| (name(n), v))
+    .collect();
+    assert_eq!(jobs(c), want);
+
+    // The counts `status` prints.
+    let counts: BTreeMap<&str, i64> = catalogue::counts_by_state(c)
+        .unwrap()
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
+    let expect: BTreeMap<&str, i64> = [
+        ("queued", 1),
+        ("hashing", 1),
+        ("checking", 1),
+        ("uploading", 1),
+        ("verifying", 1),
+        ("done", 3),
+        ("skipped", 7),
+        ("retry", 2),
+        ("failed", 3),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counts, expect);
+    assert_eq!(queue::pending_counts(c).unwrap(), (5, 2));
+    // The retry keeps its schedule and attempts.
+    let retry = queue::recent(c, &[Retry], 10).unwrap();
+    let r = retry
+        .iter()
+        .find(|j| j.path == path("retry-upload.jpg"))
+        .unwrap();
+    assert_eq!((r.attempts, r.next_attempt_at_ms), (2, Some(T0 + 60_000)));
+
+    // The mirror and its tombstones, as `immish-sync mirror` counts them.
+    let m = mirror::counts(c).unwrap();
+    assert_eq!((m.live, m.trashed, m.deleted), (5, 3, 1));
+    assert_eq!(m.tombstones, 3);
+    // Two files present locally are held back; the third is gone locally.
+    assert_eq!((m.held_back, mirror::held_back(c).unwrap()), (2, 2));
+    assert_eq!(
+        mirror::tombstone(c, &sum(21)).unwrap().map(|t| t.1),
+        Some("deleted".to_owned())
+    );
+
+    // `diff` shows why a local file is not on the server.
+    let (local_only, _) = mirror::diff(c, OWNER, DEVICE).unwrap();
+    let state_of = |n: &str| {
+        local_only
+            .iter()
+            .find(|l| l.path == path(n))
+            .map(|l| l.state.clone())
+    };
+    for (n, why) in [
+        ("trashed-by-user.jpg", SkipReason::DeletedOnServer),
+        ("empty.jpg", SkipReason::EmptyFile),
+    ] {
+        assert_eq!(state_of(n), Some(format!("skipped: {}", why.describe())));
+    }
+
+    // The meta values start-up and `status` read.
+    let meta = |k: &str| immish_sync::db::meta_get(c, k).unwrap();
+    assert_eq!(
+        meta("server_identity"),
+        Some(format!("http://127.0.0.1:2283/api {OWNER}"))
+    );
+    assert_eq!(meta("device_id").as_deref(), Some(DEVICE));
+    assert_eq!(meta("last_success_ms"), Some(T0.to_string()));
+}
+
+/// A v3 database upgraded by today's code: read as it was, its skip sentences turned into
+/// codes, and its held-back files still held back and released by a restore on the server.
 #[test]
 fn state_v3_opens_with_every_file_as_it_was() {
     use JobState::*;
-    let (_dir, db) = open_copy(3);
+    let (_dir, copy) = copy(3);
+    let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(|c| {
-        let want: BTreeMap<String, (JobState, Option<String>)> = [
-            ("queued.jpg", is(Queued, None)),
-            ("hashing.jpg", is(Hashing, None)),
-            ("checking.jpg", is(Checking, None)),
-            ("uploading.jpg", is(Uploading, None)),
-            ("verifying.heic", is(Verifying, None)),
-            ("uploaded.jpg", is(Done, None)),
-            ("duplicate.mp4", is(Done, None)),
-            ("linked.jpg", is(Done, None)),
-            ("trashed-by-user.jpg", is(Skipped, Some(V3_DELETED))),
-            ("deleted-by-user.jpg", is(Skipped, Some(V3_DELETED))),
-            ("deleted-then-gone.jpg", is(Skipped, Some(V3_DELETED))),
-            ("in-server-trash.jpg", is(Skipped, Some(V3_TRASHED))),
-            ("fifo", is(Skipped, Some(V3_NOT_REGULAR))),
-            ("empty.jpg", is(Skipped, Some(V3_EMPTY))),
-            ("vanished.jpg", is(Skipped, Some(V3_VANISHED))),
-            ("retry-upload.jpg", is(Retry, Some(RETRY_UPLOAD))),
-            ("retry-changed.jpg", is(Retry, Some(RETRY_CHANGED))),
-            ("too-large.mp4", is(Failed, Some(UPLOAD_413))),
-            ("alert.jpg", is(Failed, Some(ALERT))),
-            ("locked.jpg", is(Failed, Some(CANNOT_READ))),
-        ]
-        .into_iter()
-        .map(|(name, v)| (String::from_utf8(path(name)).unwrap(), v))
-        .collect();
-        assert_eq!(jobs(c), want);
-
-        // The counts `status` prints.
-        let counts: BTreeMap<&str, i64> = catalogue::counts_by_state(c)?
-            .into_iter()
-            .map(|(s, n)| (s.as_str(), n))
-            .collect();
-        let expect: BTreeMap<&str, i64> = [
-            ("queued", 1),
-            ("hashing", 1),
-            ("checking", 1),
-            ("uploading", 1),
-            ("verifying", 1),
-            ("done", 3),
-            ("skipped", 7),
-            ("retry", 2),
-            ("failed", 3),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(counts, expect);
-        assert_eq!(queue::pending_counts(c)?, (5, 2));
-        // The retry keeps its schedule and attempts.
-        let retry = queue::recent(c, &[Retry], 10)?;
-        let r = retry
-            .iter()
-            .find(|j| j.path == path("retry-upload.jpg"))
-            .unwrap();
-        assert_eq!((r.attempts, r.next_attempt_at_ms), (2, Some(T0 + 60_000)));
-
-        // The mirror and its tombstones, as `immish-sync mirror` counts them.
-        let m = mirror::counts(c)?;
-        assert_eq!((m.live, m.trashed, m.deleted), (5, 3, 1));
-        assert_eq!(m.tombstones, 3);
-        // Two files present locally are held back; the third is gone locally.
-        assert_eq!((m.held_back, mirror::held_back(c)?), (2, 2));
+        reads_as_it_was(c);
         assert_eq!(
-            mirror::tombstone(c, &sum(21))?.map(|t| t.1),
-            Some("deleted".to_owned())
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
+            4
         );
-
-        // `diff` shows why a local file is not on the server.
-        let (local_only, _) = mirror::diff(c, OWNER, DEVICE)?;
-        let state_of = |name: &str| {
-            local_only
-                .iter()
-                .find(|l| l.path == path(name))
-                .map(|l| l.state.clone())
-        };
-        assert_eq!(
-            state_of("trashed-by-user.jpg"),
-            Some(format!("skipped: {V3_DELETED}"))
-        );
-        assert_eq!(state_of("empty.jpg"), Some(format!("skipped: {V3_EMPTY}")));
-
-        // The meta values start-up and `status` read.
-        let meta = |k: &str| immish_sync::db::meta_get(c, k).unwrap();
-        assert_eq!(
-            meta("server_identity"),
-            Some(format!("http://127.0.0.1:2283/api {OWNER}"))
-        );
-        assert_eq!(meta("device_id").as_deref(), Some(DEVICE));
-        assert_eq!(meta("last_success_ms"), Some(T0.to_string()));
+        // Every sentence became its code; the sentence itself is no longer stored.
+        let stored: Vec<(String, Option<String>, Option<String>)> = c
+            .prepare(
+                "SELECT f.path, j.skip_reason, j.reason FROM jobs j
+                 JOIN files f ON f.id = j.file_id WHERE j.state = 'skipped' ORDER BY f.path",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    String::from_utf8_lossy(&r.get::<_, Vec<u8>>(0)?).into_owned(),
+                    r.get(1)?,
+                    r.get(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(stored.len(), 7);
+        for (p, code, reason) in &stored {
+            assert!(
+                code.is_some() && reason.is_none(),
+                "{p}: {code:?} {reason:?}"
+            );
+        }
+        let codes: std::collections::BTreeSet<&str> =
+            stored.iter().filter_map(|s| s.1.as_deref()).collect();
+        let all: std::collections::BTreeSet<&str> =
+            V3_SKIPS.iter().map(|(_, why)| why.code()).collect();
+        assert_eq!(codes, all, "every v3 skip sentence is in the fixture");
 
         // A restore on the server releases what it held back: ours (tombstone), and the
         // file the pipeline skipped because the content was in the trash.
@@ -388,24 +459,45 @@ fn state_v3_opens_with_every_file_as_it_was() {
         }
         assert_eq!((out.restored, out.released), (2, 2));
         let after = jobs(&tx);
-        for name in ["trashed-by-user.jpg", "in-server-trash.jpg"] {
-            assert_eq!(
-                after[&String::from_utf8(path(name)).unwrap()],
-                is(Done, None)
-            );
+        for n in ["trashed-by-user.jpg", "in-server-trash.jpg"] {
+            assert_eq!(after[&name(n)], is(Done, None), "{n}");
         }
         // Skips a restore does not concern stay.
+        assert_eq!(after[&name("empty.jpg")], skipped(SkipReason::EmptyFile));
         assert_eq!(
-            after[&String::from_utf8(path("empty.jpg")).unwrap()],
-            is(Skipped, Some(V3_EMPTY))
-        );
-        assert_eq!(
-            after[&String::from_utf8(path("deleted-by-user.jpg")).unwrap()],
-            is(Skipped, Some(V3_DELETED))
+            after[&name("deleted-by-user.jpg")],
+            skipped(SkipReason::DeletedOnServer)
         );
         assert_eq!(mirror::held_back(&tx)?, 1);
         assert!(mirror::tombstone(&tx, &sum(20))?.is_none());
         tx.commit()
     })
     .unwrap();
+}
+
+/// `status`, `mirror` and `diff` open the database read-only and so do not migrate it: a v3
+/// database (a daemon of the previous version still running) reads the same as upgraded.
+#[test]
+fn state_v3_reads_the_same_before_its_upgrade() {
+    let (_dir, copy) = copy(3);
+    let db = Db::open_readonly(&copy).unwrap();
+    db.call_blocking(|c| {
+        reads_as_it_was(c);
+        c.query_row("PRAGMA main.user_version", [], |r| r.get::<_, i64>(0))
+    })
+    .map(|v| assert_eq!(v, 3, "a read-only open must not migrate"))
+    .unwrap();
+    // The fixture holds every sentence v3 wrote for a skip, as v3 wrote it.
+    let raw = Connection::open(&copy).unwrap();
+    let mut stmt = raw
+        .prepare("SELECT DISTINCT reason FROM jobs WHERE state = 'skipped' ORDER BY 1")
+        .unwrap();
+    let held: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut v3: Vec<String> = V3_SKIPS.iter().map(|(s, _)| s.to_string()).collect();
+    v3.sort();
+    assert_eq!(held, v3);
 }
