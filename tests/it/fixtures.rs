@@ -394,8 +394,11 @@ fn reads_as_it_was(c: &Connection) {
         assert_eq!(state_of(n), Some(format!("skipped: {}", why.describe())));
     }
 
-    // The meta values start-up and `status` read.
-    let meta = |k: &str| immish_sync::db::meta_get(c, k).unwrap();
+    // The meta values start-up and `status` read, as stored.
+    let meta = |k: &str| -> Option<String> {
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .ok()
+    };
     assert_eq!(
         meta("server_identity"),
         Some(format!("http://127.0.0.1:2283/api {OWNER}"))
