@@ -26,7 +26,9 @@ use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
 use crate::mirror::Mirror;
-use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
+use crate::pipeline::{
+    self, Engine, EngineEnd, EngineError, Mode, Pause, PauseTimes, Stats, Waker,
+};
 use crate::scan::{PassError, Root, RootOutcome, RootScan, Scanner};
 use crate::watch::{WatchError, Watcher};
 
@@ -83,7 +85,7 @@ struct Started {
     api: ApiClient,
     roots: Vec<Root>,
     media: MediaTypes,
-    pipeline: PipelineConfig,
+    pipeline: pipeline::Settings,
     scanner: Scanner,
 }
 
@@ -201,15 +203,15 @@ async fn start(
             MediaTypes::builtin()
         }
     };
-    let pipeline = PipelineConfig {
-        hash_concurrency: config.hash.concurrency,
-        upload_concurrency: config.upload.concurrency,
+    let pipeline = pipeline::Settings {
+        hash: config.hash.clone(),
+        upload: config.upload.clone(),
+        mirror: config.mirror.clone(),
         device_id,
-        retry_initial: config.upload.retry_initial,
-        retry_max: config.upload.retry_max,
-        auth_probe_interval: tuning.auth_probe_interval,
-        capacity_pause: tuning.capacity_pause,
-        reupload_deleted: config.mirror.reupload_deleted,
+        pauses: PauseTimes {
+            auth_probe_interval: tuning.auth_probe_interval,
+            capacity_pause: tuning.capacity_pause,
+        },
     };
     let scanner = Scanner::new(
         db.clone(),

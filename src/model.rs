@@ -1,4 +1,5 @@
-//! Domain types shared by every part of the daemon: checksums, asset ids and job states.
+//! Domain types shared by every part of the daemon: checksums, asset ids, job states and
+//! skip reasons.
 //!
 //! These are the names the rest of the code speaks in. They carry no I/O.
 
@@ -136,6 +137,84 @@ impl fmt::Display for JobState {
     }
 }
 
+/// Why a file is `skipped`: not uploaded, though nothing failed.
+///
+/// Stored in `jobs.skip_reason` as [`SkipReason::code`], which never changes once shipped
+/// (SQL finds held-back files by it); [`SkipReason::describe`] is the sentence people read,
+/// rendered when shown, so it may be reworded freely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The user trashed or deleted our asset on the server (there is a tombstone).
+    DeletedOnServer,
+    /// `bulk-upload-check` found the content in the server's trash.
+    TrashedOnServer,
+    /// The path is no longer a regular file.
+    NotRegularFile,
+    /// The file is empty.
+    EmptyFile,
+    /// The file disappeared before it was backed up.
+    Vanished,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::DeletedOnServer,
+        SkipReason::TrashedOnServer,
+        SkipReason::NotRegularFile,
+        SkipReason::EmptyFile,
+        SkipReason::Vanished,
+    ];
+
+    /// The stable code stored in the database.
+    pub const fn code(self) -> &'static str {
+        match self {
+            SkipReason::DeletedOnServer => "deleted_on_server",
+            SkipReason::TrashedOnServer => "trashed_on_server",
+            SkipReason::NotRegularFile => "not_a_regular_file",
+            SkipReason::EmptyFile => "empty_file",
+            SkipReason::Vanished => "vanished",
+        }
+    }
+
+    /// The reason for a stored code; `None` for a code this version does not know.
+    pub fn from_code(code: &str) -> Option<SkipReason> {
+        SkipReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// The sentence shown to people (`status`, `diff`).
+    pub const fn describe(self) -> &'static str {
+        match self {
+            SkipReason::DeletedOnServer => {
+                "deleted on the server by the user; not uploaded again \
+                 (set mirror.reupload_deleted = true to change that)"
+            }
+            SkipReason::TrashedOnServer => {
+                "the server has this photo in its trash; not uploaded again"
+            }
+            SkipReason::NotRegularFile => "no longer a regular file",
+            SkipReason::EmptyFile => "empty file",
+            SkipReason::Vanished => "file vanished before it was backed up",
+        }
+    }
+
+    /// The skips that end when the content shows up live on the server again (a restore
+    /// from the trash, or the same photo uploaded by another client): the file is backed up
+    /// after all.
+    pub const RELEASED_BY_RESTORE: [SkipReason; 2] =
+        [SkipReason::DeletedOnServer, SkipReason::TrashedOnServer];
+
+    /// Whether this skip is one of [`SkipReason::RELEASED_BY_RESTORE`].
+    pub fn released_by_restore(self) -> bool {
+        SkipReason::RELEASED_BY_RESTORE.contains(&self)
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +240,25 @@ mod tests {
         }
         assert!(JobState::Uploading.is_in_flight());
         assert!(!JobState::Retry.is_in_flight());
+    }
+
+    #[test]
+    fn skip_reason_codes_round_trip_and_are_distinct() {
+        let mut codes = std::collections::HashSet::new();
+        for r in SkipReason::ALL {
+            assert_eq!(SkipReason::from_code(r.code()), Some(r));
+            assert!(codes.insert(r.code()), "{} twice", r.code());
+            assert_eq!(r.to_string(), r.describe());
+        }
+        assert_eq!(SkipReason::from_code("no such code"), None);
+        // Only skips about the server's copy end when the content is back on the server.
+        let released: Vec<_> = SkipReason::ALL
+            .into_iter()
+            .filter(|r| r.released_by_restore())
+            .collect();
+        assert_eq!(
+            released,
+            [SkipReason::DeletedOnServer, SkipReason::TrashedOnServer]
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::model::{AssetId, Checksum, JobState};
+use crate::model::{AssetId, Checksum, JobState, SkipReason};
 
 /// The part of `lstat` that tells whether a file's content may have changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,7 +167,7 @@ pub fn upsert_and_queue(
     conn.prepare_cached(
         "INSERT INTO jobs(file_id, state, attempts, updated_at) VALUES (?1, 'queued', 0, ?2)
          ON CONFLICT(file_id) DO UPDATE SET state='queued', attempts=0, next_attempt_at=NULL,
-             reason=NULL, outcome=NULL, updated_at=excluded.updated_at",
+             reason=NULL, skip_reason=NULL, outcome=NULL, updated_at=excluded.updated_at",
     )?
     .execute(params![id, now_ms])?;
     Ok(id)
@@ -207,13 +207,12 @@ pub fn record_settled(
 pub fn mark_missing(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {
     let mut file = conn.prepare_cached("UPDATE files SET missing=1 WHERE id=?1")?;
     let mut job = conn.prepare_cached(
-        "UPDATE jobs SET state='skipped', reason='file vanished before it was backed up',
-             updated_at=?2
+        "UPDATE jobs SET state='skipped', skip_reason=?3, reason=NULL, updated_at=?2
          WHERE file_id=?1 AND state NOT IN ('done', 'skipped', 'failed')",
     )?;
     for id in ids {
         file.execute([id])?;
-        job.execute(params![id, now_ms])?;
+        job.execute(params![id, now_ms, SkipReason::Vanished.code()])?;
     }
     Ok(())
 }
@@ -297,7 +296,7 @@ pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     super::meta::forget_account(conn)?;
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
-             outcome=NULL, updated_at=?1
+             skip_reason=NULL, outcome=NULL, updated_at=?1
          WHERE file_id IN (SELECT id FROM files WHERE missing = 0)",
         [now_ms],
     )?;

@@ -6,29 +6,22 @@
 //!
 //! - an asset of ours (its checksum is in `known_assets`, or a file is backed up as it) that
 //!   is trashed or deleted gets a tombstone, leaves `known_assets`, and its files' `done`
-//!   jobs become `skipped` with [`DELETED_REASON`] (or are queued again with
+//!   jobs become `skipped` with [`SkipReason::DeletedOnServer`] (or are queued again with
 //!   `reupload_deleted`);
 //! - a live asset whose checksum has a tombstone (a restore, or the same photo uploaded again
 //!   by another client) removes the tombstone and makes the held-back files `done` again.
 //!
 //! Both rules look at the state a change leaves, not at the transition, so applying the same
 //! change twice, or a pull after the live event that told the same, changes nothing more.
+//! Held-back files are found by their skip code, never by the sentence people read.
 
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::queue::{self, Outcome};
 use crate::api::RemoteAsset;
-use crate::model::{AssetId, Checksum};
-
-/// Why a file is not uploaded: its asset was trashed or deleted on the server by the user.
-pub const DELETED_REASON: &str = "deleted on the server by the user; not uploaded again \
-                                  (set mirror.reupload_deleted = true to change that)";
-
-/// Skip reasons a restore on the server undoes (ours, and the pipeline's "in the trash").
-fn releasable_reasons() -> [&'static str; 2] {
-    [DELETED_REASON, crate::pipeline::TRASHED_REASON]
-}
+use crate::model::{AssetId, Checksum, SkipReason};
 
 /// What [`apply`] does about assets of ours that went away.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -375,13 +368,13 @@ fn gone(
     let mut job = if policy.reupload_deleted {
         conn.prepare_cached(
             "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL,
-                 reason = NULL, outcome = NULL, updated_at = ?2
+                 reason = NULL, skip_reason = NULL, outcome = NULL, updated_at = ?2
              WHERE file_id = ?1 AND state = 'done'",
         )?
     } else {
         conn.prepare_cached(
-            "UPDATE jobs SET state = 'skipped', reason = ?3, outcome = NULL,
-                 next_attempt_at = NULL, updated_at = ?2
+            "UPDATE jobs SET state = 'skipped', skip_reason = ?3, reason = NULL,
+                 outcome = NULL, next_attempt_at = NULL, updated_at = ?2
              WHERE file_id = ?1 AND state = 'done'",
         )?
     };
@@ -390,7 +383,7 @@ fn gone(
         let n = if policy.reupload_deleted {
             job.execute(params![f, now_ms])?
         } else {
-            job.execute(params![f, now_ms, DELETED_REASON])?
+            job.execute(params![f, now_ms, SkipReason::DeletedOnServer.code()])?
         };
         if n > 0 {
             unlink.execute([f])?;
@@ -416,12 +409,12 @@ fn live(
     let n = conn
         .prepare_cached("DELETE FROM tombstones WHERE checksum = ?1")?
         .execute([&sum.0[..]])?;
-    let [r1, r2] = releasable_reasons();
+    let [r1, r2] = SkipReason::RELEASED_BY_RESTORE.map(SkipReason::code);
     let held: Vec<i64> = {
         let mut stmt = conn.prepare_cached(
             "SELECT f.id FROM files f JOIN jobs j ON j.file_id = f.id
              WHERE f.checksum = ?1 AND f.missing = 0 AND j.state = 'skipped'
-                   AND j.reason IN (?2, ?3)",
+                   AND j.skip_reason IN (?2, ?3)",
         )?;
         let rows = stmt.query_map(params![&sum.0[..], r1, r2], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
@@ -432,7 +425,8 @@ fn live(
     super::catalogue::remember_asset(conn, sum, Some(id), true, now_ms)?;
     let mut file = conn.prepare_cached("UPDATE files SET asset_id = ?2 WHERE id = ?1")?;
     let mut job = conn.prepare_cached(
-        "UPDATE jobs SET state = 'done', outcome = 'linked', reason = NULL, updated_at = ?2
+        "UPDATE jobs SET state = 'done', outcome = 'linked', reason = NULL, skip_reason = NULL,
+             updated_at = ?2
          WHERE file_id = ?1",
     )?;
     for f in held {
@@ -441,6 +435,42 @@ fn live(
         out.released += 1;
     }
     Ok(())
+}
+
+/// An upload (or the server's early duplicate answer) as `asset_id`, whose record the server
+/// gave right after: the job is `done`, and the record goes into the mirror at once, in the
+/// same transaction — it is as fresh as a pull would make it, and `diff` and dedup need no
+/// pull to know it. The catalogue counts it as verified when the record carries the
+/// checksum (seed servers leave it out); the caller has made sure that one is ours.
+pub fn record_verified_upload(
+    conn: &mut Connection,
+    file_id: i64,
+    checksum: &Checksum,
+    asset_id: &AssetId,
+    record: RemoteAsset,
+    outcome: Outcome,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let verified = record.checksum.is_some();
+    let tx = conn.transaction()?;
+    queue::finish_done(
+        &tx,
+        file_id,
+        checksum,
+        Some(asset_id),
+        outcome,
+        verified,
+        now_ms,
+    )?;
+    let mut applied = Applied::default();
+    apply(
+        &tx,
+        &Change::Upsert(record),
+        Policy::default(),
+        now_ms,
+        &mut applied,
+    )?;
+    tx.commit()
 }
 
 /// The tombstone for a checksum: (asset id, `trashed` | `deleted`).
@@ -563,8 +593,8 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
 pub fn held_back(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(
         "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
-         WHERE j.state = 'skipped' AND j.reason = ?1 AND f.missing = 0",
-        [DELETED_REASON],
+         WHERE j.state = 'skipped' AND j.skip_reason = ?1 AND f.missing = 0",
+        [SkipReason::DeletedOnServer.code()],
         |r| r.get(0),
     )
 }
@@ -616,17 +646,18 @@ pub fn diff(
     let mut path_of_sum: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     {
         let mut stmt = conn.prepare(
-            "SELECT f.path, f.checksum, f.asset_id, f.missing, j.state, j.reason
+            "SELECT f.path, f.checksum, f.asset_id, f.missing, j.state, j.reason, j.skip_reason
              FROM files f LEFT JOIN jobs j ON j.file_id = f.id ORDER BY f.path",
         )?;
         let rows = stmt.query_map([], |r| {
+            let skip = queue::skip_reason_of(r.get(6)?);
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, Option<Vec<u8>>>(1)?,
                 r.get::<_, Option<String>>(2)?,
                 r.get::<_, i64>(3)? != 0,
                 r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
+                queue::shown_reason(skip, r.get(5)?),
             ))
         })?;
         for row in rows {
@@ -699,7 +730,6 @@ pub fn diff(
 mod tests {
     use super::*;
     use crate::db::catalogue::{self, FileStat};
-    use crate::db::queue::{self, Outcome};
     use crate::db::Db;
     use crate::model::JobState;
 
@@ -748,11 +778,15 @@ mod tests {
         f
     }
 
+    /// A job's state and the reason people read.
     fn job(c: &Connection, f: i64) -> (String, Option<String>) {
         c.query_row(
-            "SELECT state, reason FROM jobs WHERE file_id = ?1",
+            "SELECT state, reason, skip_reason FROM jobs WHERE file_id = ?1",
             [f],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                let skip = queue::skip_reason_of(r.get(2)?);
+                Ok((r.get(0)?, queue::shown_reason(skip, r.get(1)?)))
+            },
         )
         .unwrap()
     }
@@ -779,7 +813,13 @@ mod tests {
 
             let out = run(c, Change::Trashed(AssetId("A".into())), p);
             assert_eq!((out.trashed, out.tombstoned, out.held_back), (1, 1, 1));
-            assert_eq!(job(c, f), ("skipped".into(), Some(DELETED_REASON.into())));
+            assert_eq!(
+                job(c, f),
+                (
+                    "skipped".into(),
+                    Some(SkipReason::DeletedOnServer.describe().into())
+                )
+            );
             assert!(tombstone(c, &sum).unwrap().is_some());
             assert_eq!(catalogue::known_asset(c, &sum).unwrap(), None);
             // The same news again changes nothing more.

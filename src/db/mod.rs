@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_queue_order.sql",
         include_str!("../../migrations/0003_queue_order.sql"),
     ),
+    (
+        "0004_skip_reason.sql",
+        include_str!("../../migrations/0004_skip_reason.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.
@@ -97,6 +101,14 @@ impl Db {
         )
         .map_err(wrap)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
+        // Readers of a database not migrated yet (a daemon of the previous version holds it)
+        // see it as this version's schema.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if version == 3 {
+            queue::read_v3_jobs_as_v4(&conn).map_err(wrap)?;
+        }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),

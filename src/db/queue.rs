@@ -4,11 +4,15 @@
 //! transition is one short write; the engine keeps which jobs are in flight in memory, and a
 //! restart sends every job caught in an in-flight state back to `queued` (re-running a step
 //! is harmless because the checksum identifies the asset).
+//!
+//! A skipped job carries a [`SkipReason`] code in `skip_reason` (never a sentence: queries
+//! match on the code); `reason` is the last error of a failed or retrying job, as people
+//! read it.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::catalogue::FileStat;
-use crate::model::{AssetId, Checksum, JobState};
+use crate::model::{AssetId, Checksum, JobState, SkipReason};
 
 /// A job taken for work, with what the worker needs to know about its file.
 #[derive(Clone, Debug)]
@@ -205,28 +209,34 @@ pub fn finish_done(
     conn.prepare_cached("UPDATE files SET asset_id=?2 WHERE id=?1")?
         .execute(params![file_id, asset_id.map(|a| a.0.as_str())])?;
     conn.prepare_cached(
-        "UPDATE jobs SET state='done', outcome=?2, reason=NULL, next_attempt_at=NULL,
-             updated_at=?3 WHERE file_id=?1",
+        "UPDATE jobs SET state='done', outcome=?2, reason=NULL, skip_reason=NULL,
+             next_attempt_at=NULL, updated_at=?3 WHERE file_id=?1",
     )?
     .execute(params![file_id, outcome.as_str(), now_ms])?;
     super::catalogue::remember_asset(conn, checksum, asset_id, verified, now_ms)?;
     super::meta::set_last_success_ms(conn, now_ms)
 }
 
-/// Ends a job in `skipped` or `failed` with the reason the user will read.
-pub fn finish_with(
-    conn: &Connection,
-    file_id: i64,
-    state: JobState,
-    reason: &str,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    debug_assert!(matches!(state, JobState::Skipped | JobState::Failed));
+/// Ends a job in `skipped`: not uploaded, for `why`.
+pub fn skip(conn: &Connection, file_id: i64, why: SkipReason, now_ms: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE jobs SET state=?2, reason=?3, next_attempt_at=NULL, updated_at=?4
+        "UPDATE jobs SET state='skipped', skip_reason=?2, reason=NULL, next_attempt_at=NULL,
+             updated_at=?3
          WHERE file_id=?1",
     )?
-    .execute(params![file_id, state.as_str(), reason, now_ms])?;
+    .execute(params![file_id, why.code(), now_ms])?;
+    Ok(())
+}
+
+/// Ends a job in `failed` with the reason the user will read; it is not tried again until
+/// the file changes or the user asks (`retry`).
+pub fn fail(conn: &Connection, file_id: i64, reason: &str, now_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET state='failed', reason=?2, skip_reason=NULL, next_attempt_at=NULL,
+             updated_at=?3
+         WHERE file_id=?1",
+    )?
+    .execute(params![file_id, reason, now_ms])?;
     Ok(())
 }
 
@@ -241,10 +251,105 @@ pub fn schedule_retry(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET state='retry', attempts=?2, next_attempt_at=?3, reason=?4,
-             updated_at=?5 WHERE file_id=?1",
+             skip_reason=NULL, updated_at=?5 WHERE file_id=?1",
     )?
     .execute(params![file_id, attempts, next_at_ms, reason, now_ms])?;
     Ok(())
+}
+
+/// When a job waiting to retry is tried again, and how many attempts that makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryAt {
+    pub file_id: i64,
+    pub attempts: u32,
+    pub at_ms: i64,
+}
+
+/// Schedules a retry of every job in `jobs` for the same transient failure (a batch whose
+/// duplicate check failed), in one transaction.
+pub fn schedule_retries(
+    conn: &mut Connection,
+    jobs: &[RetryAt],
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for j in jobs {
+        schedule_retry(&tx, j.file_id, j.attempts, j.at_ms, reason, now_ms)?;
+    }
+    tx.commit()
+}
+
+/// The file changed while a step read or sent it: store its new stat (when known), drop the
+/// cached checksum and look at it again at `retry.at_ms`. One transaction, so that a crash
+/// cannot leave the job queued with the old checksum gone but no retry scheduled.
+pub fn retry_after_change(
+    conn: &mut Connection,
+    retry: RetryAt,
+    stat: Option<&FileStat>,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    requeue_changed(&tx, retry.file_id, stat, now_ms)?;
+    schedule_retry(
+        &tx,
+        retry.file_id,
+        retry.attempts,
+        retry.at_ms,
+        reason,
+        now_ms,
+    )?;
+    tx.commit()
+}
+
+/// What the duplicate check found for one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckAnswer {
+    /// Not uploaded (a tombstone, or the content is in the server's trash).
+    Skip(SkipReason),
+    /// The server holds the content already: `done` without sending it. `verified` when
+    /// the server's checksum for the asset is known to be ours (the mirror or
+    /// `bulk-upload-check` said so, not only our own catalogue).
+    Linked {
+        asset: Option<AssetId>,
+        verified: bool,
+    },
+    /// Not on the server: the job goes on to `uploading`.
+    Upload,
+}
+
+/// A job's answer from the duplicate check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub file_id: i64,
+    pub checksum: Checksum,
+    pub answer: CheckAnswer,
+}
+
+/// Records the duplicate check's answers for a batch, in one transaction.
+pub fn record_check_answers(
+    conn: &mut Connection,
+    answers: &[Checked],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for a in answers {
+        match &a.answer {
+            CheckAnswer::Skip(why) => skip(&tx, a.file_id, *why, now_ms)?,
+            CheckAnswer::Linked { asset, verified } => finish_done(
+                &tx,
+                a.file_id,
+                &a.checksum,
+                asset.as_ref(),
+                Outcome::Linked,
+                *verified,
+                now_ms,
+            )?,
+            CheckAnswer::Upload => set_state(&tx, a.file_id, JobState::Uploading, now_ms)?,
+        }
+    }
+    tx.commit()
 }
 
 /// When the next `retry` job becomes due (unix ms), ignoring jobs that have used up
@@ -277,7 +382,7 @@ pub fn pending_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 pub fn retry_failed(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
-             updated_at=?1 WHERE state IN ('failed', 'retry')",
+             skip_reason=NULL, updated_at=?1 WHERE state IN ('failed', 'retry')",
         [now_ms],
     )
 }
@@ -287,7 +392,10 @@ pub fn retry_failed(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
 pub struct JobReport {
     pub path: Vec<u8>,
     pub state: JobState,
+    /// Why it is skipped, failed or waiting, as people read it.
     pub reason: Option<String>,
+    /// Why it is skipped, when it is and this version knows the code.
+    pub skip: Option<SkipReason>,
     pub attempts: u32,
     pub updated_at_ms: i64,
     pub next_attempt_at_ms: Option<i64>,
@@ -302,17 +410,20 @@ pub fn recent(
     let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
     let placeholders = vec!["?"; names.len()].join(",");
     let sql = format!(
-        "SELECT f.path, j.state, j.reason, j.attempts, j.updated_at, j.next_attempt_at
+        "SELECT f.path, j.state, j.reason, j.attempts, j.updated_at, j.next_attempt_at,
+                j.skip_reason
          FROM jobs j JOIN files f ON f.id = j.file_id
          WHERE j.state IN ({placeholders}) ORDER BY j.updated_at DESC LIMIT {limit}"
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(names.iter()), |r| {
         let state: String = r.get(1)?;
+        let skip = skip_reason_of(r.get(6)?);
         Ok(JobReport {
             path: r.get(0)?,
             state: JobState::parse(&state).unwrap_or(JobState::Failed),
-            reason: r.get(2)?,
+            reason: shown_reason(skip, r.get(2)?),
+            skip,
             attempts: r.get::<_, i64>(3)? as u32,
             updated_at_ms: r.get(4)?,
             next_attempt_at_ms: r.get(5)?,
@@ -345,6 +456,42 @@ pub fn backlog(conn: &Connection, limit: usize) -> rusqlite::Result<Backlog> {
     })
 }
 
+/// The skip reason of a stored code (`None` when absent, or from a newer version).
+pub(super) fn skip_reason_of(code: Option<String>) -> Option<SkipReason> {
+    code.as_deref().and_then(SkipReason::from_code)
+}
+
+/// The reason people read for a job: the sentence of its skip code, else the stored text
+/// (an error, or a skip sentence no migration knew).
+pub(super) fn shown_reason(skip: Option<SkipReason>, reason: Option<String>) -> Option<String> {
+    skip.map(|s| s.describe().to_owned()).or(reason)
+}
+
+/// For a read-only connection to a database still at schema version 3 (only a read-write
+/// open migrates, and a daemon of the previous version may be holding it): shows `jobs` as
+/// version 4 has it, through a temporary view over the real table, so that `status`,
+/// `mirror` and `diff` keep working across an upgrade. Writes nothing: TEMP objects live in
+/// the connection's own temporary schema, which is searched before `main`. The mapping is
+/// migration 0004's.
+pub(super) fn read_v3_jobs_as_v4(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP VIEW jobs AS
+         SELECT file_id, state, attempts, next_attempt_at,
+                CASE WHEN code IS NULL THEN reason END AS reason,
+                outcome, updated_at, code AS skip_reason
+         FROM (SELECT j.*, CASE WHEN j.state = 'skipped' THEN CASE j.reason
+                   WHEN 'deleted on the server by the user; not uploaded again (set mirror.reupload_deleted = true to change that)'
+                       THEN 'deleted_on_server'
+                   WHEN 'the server has this photo in its trash; not uploaded again'
+                       THEN 'trashed_on_server'
+                   WHEN 'no longer a regular file' THEN 'not_a_regular_file'
+                   WHEN 'empty file' THEN 'empty_file'
+                   WHEN 'file vanished before it was backed up' THEN 'vanished'
+               END END AS code
+               FROM main.jobs j)",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,8 +520,8 @@ mod tests {
                     1,
                 )?);
             }
-            finish_with(c, ids[0], JobState::Failed, "unreadable", 2)?;
-            finish_with(c, ids[1], JobState::Skipped, "not a photo", 2)?;
+            fail(c, ids[0], "unreadable", 2)?;
+            skip(c, ids[1], SkipReason::EmptyFile, 2)?;
             schedule_retry(c, ids[2], 1, 10, "503", 3)?;
             let b = backlog(c, 20)?;
             assert_eq!(

@@ -48,7 +48,7 @@ use crate::human;
 use crate::model::{AssetId, Checksum};
 use crate::pipeline::Waker;
 
-pub use crate::db::mirror::{Applied, Change, Policy, DELETED_REASON};
+pub use crate::db::mirror::{Applied, Change, Policy};
 
 /// How far before the watermark an incremental pull starts, so that a change committed
 /// late at a page or clock boundary is not missed (API.md §5.5).

@@ -15,7 +15,8 @@ use immish_sync::api::{ApiClient, ConnectOptions};
 use immish_sync::config::{self, Config, Credentials, MirrorConfig, Secret};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::db::Db;
-use immish_sync::mirror::{self, Mirror, PullKind, Source, DELETED_REASON};
+use immish_sync::mirror::{self, Mirror, PullKind, Source};
+use immish_sync::model::SkipReason;
 use immish_testserver::{Dialect, TestServer, Visibility};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -155,14 +156,24 @@ fn meta(w: &World, key: &str) -> Option<String> {
         .ok()
 }
 
-/// The job of a file: (state, reason).
+/// What `status` says a file is skipped for when its asset was deleted on the server.
+const DELETED_REASON: &str = SkipReason::DeletedOnServer.describe();
+
+/// The job of a file: (state, reason as people read it: a skip's code rendered).
 fn job(w: &World, path: &Path) -> Option<(String, Option<String>)> {
     w.db()
         .query_row(
-            "SELECT j.state, j.reason FROM jobs j JOIN files f ON f.id = j.file_id
+            "SELECT j.state, j.reason, j.skip_reason FROM jobs j JOIN files f ON f.id = j.file_id
              WHERE f.path = ?1",
             [path.as_os_str().as_bytes()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                let skip = r.get::<_, Option<String>>(2)?;
+                let skip = skip.as_deref().and_then(SkipReason::from_code);
+                Ok((
+                    r.get(0)?,
+                    skip.map(|s| s.describe().to_owned()).or(r.get(1)?),
+                ))
+            },
         )
         .ok()
 }

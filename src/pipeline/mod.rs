@@ -1,0 +1,497 @@
+//! The job engine: takes queued files through hash → dedup → upload → verify, with
+//! retries, backoff and global pauses.
+//!
+//! Owns: scheduling (how many hashes, checks and uploads run at once), the in-memory list of
+//! jobs accepted for upload, the [`gate`] that pauses all network work (401, server full, an
+//! outage), and what each step's result does to a job's state ([`steps`]). Every write goes
+//! through a named unit of work of `db/`.
+//!
+//! Must not: walk directories (the scanner and watcher queue files), or mark a job `done`
+//! before the server confirmed the asset's checksum. Every step is safe to repeat: a job
+//! caught in flight by a crash goes back to `queued` on start, and the checksum identifies
+//! the asset, so a repeated step finds what the earlier one did.
+//!
+//! Dedup order (DESIGN.md): ① no network: the tombstones of assets of ours the user deleted
+//! on the server (skipped), the catalogue of assets we uploaded or linked, and the mirror of
+//! the user's assets on the server; ② `bulk-upload-check` in batches; ③ the upload itself
+//! with `x-immich-checksum`.
+
+mod gate;
+mod steps;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError};
+use crate::backoff::Backoff;
+use crate::config::{HashConfig, MirrorConfig, UploadConfig};
+use crate::db::queue::{self, ClaimedJob};
+use crate::db::{now_ms, Db, DbError};
+use gate::{Gate, Signal};
+use steps::Ctx;
+
+pub use gate::{Pause, PauseTimes};
+pub use steps::upload::device_asset_id;
+
+/// Largest `bulk-upload-check` request (the Immich CLI's batch; the real limit is the 10 MB
+/// JSON body cap).
+pub const CHECK_BATCH: usize = 5000;
+/// Jobs accepted by dedup and waiting for an upload slot, at most. Bounds memory and keeps
+/// the dedup answer fresh.
+const UPLOAD_BACKLOG: usize = 1000;
+/// How long in-flight work may take to finish after a stop was asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle engine looks at the queue without being woken.
+const IDLE_LOOK: Duration = Duration::from_secs(30);
+/// How soon to look again at work that exists but that nothing could start.
+const RELOOK: Duration = Duration::from_millis(200);
+
+/// What the engine is given: its sections of the resolved config, and what start-up
+/// settled.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `hash.concurrency`.
+    pub hash: HashConfig,
+    /// `upload.concurrency`, and the job retry backoff (`retry_initial`, `retry_max`).
+    pub upload: UploadConfig,
+    /// `mirror.reupload_deleted`: upload files whose asset the user trashed or deleted on
+    /// the server (ignore the tombstones).
+    pub mirror: MirrorConfig,
+    /// The device id the server sees (the config's, or the one generated at first start).
+    pub device_id: String,
+    pub pauses: PauseTimes,
+}
+
+/// The wait before a job's next attempt, and the breaker's wait after an outage.
+fn retry_backoff(upload: &UploadConfig) -> Backoff {
+    Backoff::new(upload.retry_initial, upload.retry_max)
+}
+
+/// Whether the engine returns when the queue is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `immish-sync scan`: return when nothing is left to do now, waiting for retries of
+    /// jobs that have used fewer than `max_attempts`; stop at a global pause.
+    UntilIdle { max_attempts: u32 },
+    /// The daemon: run until cancelled.
+    Forever,
+}
+
+/// Counters of what this engine did, for summaries and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hashed: AtomicU64,
+    pub hashed_bytes: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub uploaded_bytes: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub linked: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// How the engine stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEnd {
+    /// Nothing left to do (only in `UntilIdle`).
+    Idle,
+    /// Stopped at a global pause (only in `UntilIdle`).
+    Paused(Pause),
+    /// Cancelled.
+    Cancelled,
+}
+
+/// Wakes the engine when new work is queued, and tells it whether more may still come.
+#[derive(Clone, Default)]
+pub struct Waker {
+    notify: Arc<Notify>,
+    feeders: Arc<AtomicUsize>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// While the returned guard lives, an `UntilIdle` engine does not stop at an empty
+    /// queue (a walk is still feeding it).
+    pub fn feeding(&self) -> FeedGuard {
+        self.feeders.fetch_add(1, Ordering::SeqCst);
+        FeedGuard(self.clone())
+    }
+
+    fn is_fed(&self) -> bool {
+        self.feeders.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// See [`Waker::feeding`].
+pub struct FeedGuard(Waker);
+
+impl Drop for FeedGuard {
+    fn drop(&mut self) {
+        self.0.feeders.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake();
+    }
+}
+
+pub struct Engine {
+    db: Db,
+    api: ApiClient,
+    settings: Settings,
+    waker: Waker,
+    stats: Arc<Stats>,
+}
+
+/// What a finished task tells the engine.
+pub(crate) enum Done {
+    Hash,
+    Check {
+        accepted: Vec<ClaimedJob>,
+        signal: Signal,
+        unchecked: usize,
+    },
+    Upload {
+        job: Box<ClaimedJob>,
+        signal: Signal,
+    },
+    Probe(Result<(), ApiError>),
+}
+
+impl Done {
+    fn checked(accepted: Vec<ClaimedJob>, signal: Signal, unchecked: usize) -> Done {
+        Done::Check {
+            accepted,
+            signal,
+            unchecked,
+        }
+    }
+}
+
+/// What the loop does after starting what it could.
+enum Next {
+    /// Nothing left to do: an `UntilIdle` run ends.
+    Idle,
+    /// Wait for a task, a wake-up or this time.
+    SleepUntil(Instant),
+}
+
+impl Engine {
+    pub fn new(db: Db, api: ApiClient, settings: Settings) -> Engine {
+        Engine {
+            db,
+            api,
+            settings,
+            waker: Waker::default(),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until idle (per `mode`) or cancelled. On return no job is left in an in-flight
+    /// state by this engine.
+    pub async fn run(
+        &self,
+        mode: Mode,
+        shutdown: CancellationToken,
+    ) -> Result<EngineEnd, EngineError> {
+        let mut run = Run::new(self, mode, &shutdown);
+        let end = loop {
+            if shutdown.is_cancelled() {
+                break EngineEnd::Cancelled;
+            }
+            let now = Instant::now();
+            run.gate.reopen_if_due(now);
+            // In scan mode a global pause ends the run: the user is told why.
+            if let (Mode::UntilIdle { .. }, Some(p)) = (mode, run.gate.stops_scan()) {
+                break EngineEnd::Paused(p.clone());
+            }
+
+            run.start_hashing().await?;
+            run.start_check().await?;
+            run.start_uploads();
+            run.start_probe(now);
+            let sleep_until = match run.next(now).await? {
+                Next::Idle => break EngineEnd::Idle,
+                Next::SleepUntil(t) => t,
+            };
+
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.waker.notify.notified() => {}
+                _ = tokio::time::sleep_until(sleep_until.into()) => {}
+                Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res),
+            }
+        };
+        run.stop().await?;
+        Ok(end)
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            db: self.db.clone(),
+            api: self.api.clone(),
+            stats: self.stats.clone(),
+            retry: retry_backoff(&self.settings.upload),
+        }
+    }
+}
+
+/// One [`Engine::run`]: the tasks in flight, the jobs accepted for upload, and the gate.
+struct Run<'e> {
+    engine: &'e Engine,
+    mode: Mode,
+    tasks: JoinSet<Done>,
+    backlog: VecDeque<ClaimedJob>,
+    hashing: usize,
+    uploading: usize,
+    checking: bool,
+    gate: Gate,
+    /// Cancels hashing between chunks when we stop.
+    hash_cancel: CancellationToken,
+}
+
+impl<'e> Run<'e> {
+    fn new(engine: &'e Engine, mode: Mode, shutdown: &CancellationToken) -> Run<'e> {
+        let s = &engine.settings;
+        Run {
+            engine,
+            mode,
+            tasks: JoinSet::new(),
+            backlog: VecDeque::new(),
+            hashing: 0,
+            uploading: 0,
+            checking: false,
+            gate: Gate::new(s.pauses, retry_backoff(&s.upload)),
+            hash_cancel: shutdown.child_token(),
+        }
+    }
+
+    /// ① Hashing needs no network: it runs whatever the gate says.
+    async fn start_hashing(&mut self) -> Result<(), DbError> {
+        let limit = self.engine.settings.hash.concurrency;
+        if self.hashing >= limit {
+            return Ok(());
+        }
+        let want = limit - self.hashing;
+        let jobs = self
+            .engine
+            .db
+            .call(move |c| queue::claim_for_hash(c, want, now_ms()))
+            .await?;
+        for job in jobs {
+            self.hashing += 1;
+            let (db, stats) = (self.engine.db.clone(), self.engine.stats.clone());
+            let cancel = self.hash_cancel.clone();
+            self.tasks.spawn_blocking(move || {
+                steps::hash::hash(&db, &stats, job, &cancel);
+                Done::Hash
+            });
+        }
+        Ok(())
+    }
+
+    /// ② Dedup, one batch at a time, while the backlog has room.
+    async fn start_check(&mut self) -> Result<(), DbError> {
+        if !self.gate.is_open() || self.checking || self.backlog.len() >= UPLOAD_BACKLOG {
+            return Ok(());
+        }
+        let room = (UPLOAD_BACKLOG - self.backlog.len()).min(CHECK_BATCH);
+        let jobs = self
+            .engine
+            .db
+            .call(move |c| queue::claim_for_check(c, room))
+            .await?;
+        if !jobs.is_empty() {
+            self.checking = true;
+            let ctx = self.engine.ctx();
+            let reupload = self.engine.settings.mirror.reupload_deleted;
+            self.tasks
+                .spawn(async move { steps::check::check(&ctx, reupload, jobs).await });
+        }
+        Ok(())
+    }
+
+    /// ③ Uploads (each verified after) from the backlog, up to the concurrency.
+    fn start_uploads(&mut self) {
+        while self.gate.is_open() && self.uploading < self.engine.settings.upload.concurrency {
+            let Some(job) = self.backlog.pop_front() else {
+                break;
+            };
+            self.uploading += 1;
+            let ctx = self.engine.ctx();
+            let device_id = self.engine.settings.device_id.clone();
+            self.tasks.spawn(async move {
+                let signal = steps::upload::upload(&ctx, &device_id, &job).await;
+                Done::Upload {
+                    job: Box::new(job),
+                    signal,
+                }
+            });
+        }
+    }
+
+    /// The probe a paused gate asks for (are the credentials accepted again?).
+    fn start_probe(&mut self, now: Instant) {
+        if self.gate.take_probe(now) {
+            let api = self.engine.api.clone();
+            self.tasks
+                .spawn(async move { Done::Probe(api.validate().await) });
+        }
+    }
+
+    /// Whether an `UntilIdle` run is over, else until when to wait at most.
+    async fn next(&self, now: Instant) -> Result<Next, DbError> {
+        let busy = self.hashing > 0 || self.uploading > 0 || self.checking;
+        let mut wake_at = self.gate.wake_at();
+        let mut wake_by = |t: Instant| wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+        if !busy && self.backlog.is_empty() {
+            let max_attempts = match self.mode {
+                Mode::UntilIdle { max_attempts } => Some(max_attempts),
+                Mode::Forever => None,
+            };
+            let (active, next_retry) = self
+                .engine
+                .db
+                .call(move |c| {
+                    Ok((
+                        queue::pending_counts(c)?.0,
+                        queue::next_retry_due(c, max_attempts)?,
+                    ))
+                })
+                .await?;
+            let open = self.gate.is_open();
+            if active == 0 {
+                match (self.mode, next_retry) {
+                    (Mode::UntilIdle { .. }, None) if open && !self.engine.waker.is_fed() => {
+                        return Ok(Next::Idle)
+                    }
+                    (_, Some(at)) => {
+                        let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+                        wake_by(now + wait);
+                    }
+                    _ => {}
+                }
+            } else if open {
+                // Work exists that nothing above could start (e.g. a concurrent writer
+                // queued it between our queries): look again shortly. While the gate is
+                // closed, queued work waits for it and there is nothing to poll.
+                wake_by(now + RELOOK);
+            }
+        }
+        // Even with nothing due, look at the queue now and then: another process (the
+        // `retry` command) may have queued work without a way to wake us.
+        Ok(Next::SleepUntil(wake_at.unwrap_or(now + IDLE_LOOK)))
+    }
+
+    /// Takes in what a finished task reports.
+    fn finished(&mut self, res: Result<Done, JoinError>) {
+        let done = match res {
+            Ok(d) => d,
+            Err(e) => {
+                // A task panicked: its job stays in flight and is recovered on the next
+                // start.
+                tracing::error!(error = %e, "a pipeline task failed");
+                return;
+            }
+        };
+        match done {
+            Done::Hash => self.hashing -= 1,
+            Done::Check {
+                accepted,
+                signal,
+                unchecked,
+            } => {
+                self.checking = false;
+                self.backlog.extend(accepted);
+                if unchecked > 0 {
+                    tracing::debug!(unchecked, "dedup batch left jobs unchecked");
+                }
+                self.gate.apply(signal, Instant::now());
+            }
+            Done::Upload { job, signal } => {
+                self.uploading -= 1;
+                if matches!(signal, Signal::Pause(_)) {
+                    self.backlog.push_front(*job);
+                }
+                self.gate.apply(signal, Instant::now());
+            }
+            Done::Probe(res) => self.gate.probe_done(res, Instant::now()),
+        }
+    }
+
+    /// Stop: take no new work, let what runs finish for a moment, then abandon it.
+    async fn stop(mut self) -> Result<(), DbError> {
+        self.hash_cancel.cancel();
+        let tasks = &mut self.tasks;
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        // Jobs accepted but not started, or abandoned mid-step, go back to `queued`: the
+        // queue is consistent for the next start.
+        let n = self
+            .engine
+            .db
+            .call(|c| queue::recover_in_flight(c, now_ms()))
+            .await?;
+        if n > 0 {
+            tracing::debug!(jobs = n, "in-flight jobs returned to the queue");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The job retries follow `upload.retry_initial` and `upload.retry_max`.
+    #[test]
+    fn retry_backoff_grows_is_capped_and_jittered() {
+        let upload = UploadConfig {
+            concurrency: 1,
+            device_id: None,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            scan_max_attempts: 3,
+        };
+        let p = retry_backoff(&upload);
+        for attempt in 1..=40 {
+            let d = p.delay(attempt);
+            let base =
+                Duration::from_secs(1u64 << (attempt - 1).min(30)).min(Duration::from_secs(600));
+            assert!(
+                d >= base / 2 && d <= base,
+                "attempt {attempt}: {d:?} vs {base:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! ③ Uploading one file, then handing it to ④ [`verify`](super::verify).
+//!
+//! The file is streamed with its checksum (`x-immich-checksum`), so a server that has the
+//! content already answers before the body is sent. Must not: mark the job `done` (only
+//! verification does).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::{log_db, path_of, verify, Ctx};
+use crate::api::UploadRequest;
+use crate::db::now_ms;
+use crate::db::queue::{self, ClaimedJob};
+use crate::model::{Checksum, JobState};
+use crate::pipeline::gate::Signal;
+use crate::pipeline::Stats;
+
+/// Uploads one file and verifies the server's copy.
+pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Signal {
+    let Some(sum) = job.checksum else {
+        return Signal::Ok;
+    };
+    let file_id = job.file_id;
+    let req = upload_request(job, sum, device_id);
+    let outcome = match ctx.api.upload(&req).await {
+        Ok(o) => o,
+        Err(e) => return ctx.job_error(job, "upload", e).await,
+    };
+    if outcome.duplicate {
+        Stats::add(&ctx.stats.duplicates, 1);
+    } else {
+        Stats::add(&ctx.stats.uploaded, 1);
+        Stats::add(&ctx.stats.uploaded_bytes, job.stat.size);
+    }
+    log_db(
+        ctx.db
+            .call(move |c| queue::set_state(c, file_id, JobState::Verifying, now_ms()))
+            .await,
+    );
+    verify::verify(ctx, job, sum, &req.path, outcome).await
+}
+
+/// The names and ids the server sees for a file.
+fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadRequest {
+    let path = path_of(&job.path);
+    let file_name = path
+        .file_name()
+        .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
+        .unwrap_or_else(|| "unnamed".into());
+    // Birth time where the filesystem keeps it; Immich takes min(created, mtime) anyway.
+    let created_ns = std::fs::symlink_metadata(&path)
+        .ok()
+        .and_then(|m| m.created().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .map_or(job.stat.mtime_ns, |c| c.min(job.stat.mtime_ns));
+    UploadRequest {
+        path,
+        size: job.stat.size,
+        checksum: sum,
+        file_name,
+        device_asset_id: device_asset_id(&job.path),
+        device_id: device_id.to_string(),
+        file_created_ns: created_ns,
+        file_modified_ns: job.stat.mtime_ns,
+    }
+}
+
+/// A stable id per file path (the same after a restart or a lost state directory).
+pub fn device_asset_id(path: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(path);
+    let name = Path::new(OsStr::from_bytes(path))
+        .file_name()
+        .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
+        .unwrap_or_default();
+    format!("{name}-{}", &hex::encode(digest)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_asset_id_is_stable_and_keeps_the_name() {
+        let a = device_asset_id(b"/photos/IMG_1.jpg");
+        assert_eq!(a, device_asset_id(b"/photos/IMG_1.jpg"));
+        assert!(a.starts_with("IMG_1.jpg-"), "{a}");
+        assert_ne!(a, device_asset_id(b"/photos/2/IMG_1.jpg"));
+        // Non-UTF-8 names still give an id.
+        assert!(device_asset_id(b"/p/IMG_\xff.jpg").starts_with("IMG_"));
+    }
+}

@@ -1,0 +1,506 @@
+//! Old state databases: a database written by an earlier immish-sync must keep working after
+//! an upgrade. Every migration is checked against the committed fixtures here.
+//!
+//! `tests/fixtures/state-v3.sqlite` was made by [`make_state_fixture`] with the code of
+//! schema version 3 (migrations 0001–0003). After adding a migration, run
+//! `cargo test --test it make_state_fixture -- --ignored` to write the fixture of the new
+//! version the same way (the generator uses the db functions, so it writes what that version
+//! writes), commit it, and add a test like [`state_v3_opens_with_every_file_as_it_was`]
+//! for it. Never regenerate an old version's fixture: it stands for databases users have.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use immish_sync::db::catalogue::{self, FileStat};
+use immish_sync::db::mirror::{self, Applied, Change, Policy};
+use immish_sync::db::queue::{self, Outcome};
+use immish_sync::db::Db;
+use immish_sync::model::{AssetId, Checksum, JobState, SkipReason};
+use rusqlite::{params, Connection};
+
+/// The time every fixture row is written at (unix ms): fixed, so the file is reproducible.
+const T0: i64 = 1_700_000_000_000;
+const ROOT: &[u8] = b"/photos";
+const OWNER: &str = "6f1c9a54-0000-4000-8000-000000000001";
+const PARTNER: &str = "6f1c9a54-0000-4000-8000-000000000002";
+const DEVICE: &str = "immish-sync-0b6e2c1e-7f0a-4d38-9a47-5a1f4b0c9e11";
+
+// The sentences schema version 3 stored as skip reasons, verbatim: what old databases hold,
+// whatever today's code says to people.
+const V3_SKIPS: [(&str, SkipReason); 5] = [
+    (
+        "deleted on the server by the user; not uploaded again \
+         (set mirror.reupload_deleted = true to change that)",
+        SkipReason::DeletedOnServer,
+    ),
+    (
+        "the server has this photo in its trash; not uploaded again",
+        SkipReason::TrashedOnServer,
+    ),
+    ("no longer a regular file", SkipReason::NotRegularFile),
+    ("empty file", SkipReason::EmptyFile),
+    (
+        "file vanished before it was backed up",
+        SkipReason::Vanished,
+    ),
+];
+
+const UPLOAD_413: &str = "upload refused: the server (or a proxy in front of it) refused the \
+                          request as too large (HTTP 413): raise the proxy's body limit, e.g. \
+                          nginx client_max_body_size";
+const ALERT: &str = "ALERT: the server stored different bytes (asset a-alert, server checksum \
+                     1111111111111111111111111111111111111111, local \
+                     2222222222222222222222222222222222222222); not marked as backed up, check \
+                     the server's storage";
+const CANNOT_READ: &str = "cannot read /photos/locked.jpg: Permission denied (os error 13); \
+                           will try again when it changes";
+const RETRY_UPLOAD: &str = "upload failed: connection reset by the server";
+const RETRY_CHANGED: &str = "the file changed while it was read";
+
+fn fixture(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("state-v{version}.sqlite"))
+}
+
+fn sum(n: u8) -> Checksum {
+    Checksum([n; 20])
+}
+
+fn stat(n: u64) -> FileStat {
+    FileStat {
+        dev: 2049,
+        ino: 1000 + n,
+        size: 100_000 + n,
+        mtime_ns: 1_690_000_000_000_000_000 + n as i64,
+        ctime_ns: 1_690_000_000_000_000_000 + n as i64,
+    }
+}
+
+fn path(name: &str) -> Vec<u8> {
+    [ROOT, b"/", name.as_bytes()].concat()
+}
+
+/// A remote asset row as a pull writes it.
+fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: bool) {
+    c.execute(
+        "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name, file_created_at,
+             updated_at, visibility, is_trashed, device_id, device_asset_id, deleted_at,
+             synced_at)
+         VALUES (?1, ?2, ?3, ?4, '2023-07-22T04:26:40.000Z', '2023-11-14T22:13:20.000Z',
+                 'timeline', ?5, ?6, ?7, NULL, ?8)",
+        params![
+            id,
+            owner,
+            s.map(|s| s.0.to_vec()),
+            format!("{id}.jpg"),
+            trashed,
+            (owner == OWNER).then_some(DEVICE),
+            (owner == OWNER).then(|| format!("{id}.jpg-0123456789abcdef")),
+            T0
+        ],
+    )
+    .unwrap();
+}
+
+/// Writes the fixture of the current schema version. Run by hand (see the module docs).
+#[test]
+#[ignore = "writes tests/fixtures/state-v<N>.sqlite; run by hand after adding a migration"]
+fn make_state_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("state.sqlite3");
+    let db = Db::open(&work).unwrap();
+    db.call_blocking(|c| {
+        let tx = c.transaction()?;
+        let c = &*tx;
+        let queue_file = |name: &str, n: u64| -> i64 {
+            catalogue::upsert_and_queue(c, ROOT, &path(name), &stat(n), T0).unwrap()
+        };
+        let hashed = |name: &str, n: u64| -> i64 {
+            let f = queue_file(name, n);
+            queue::record_hash(c, f, &stat(n), &sum(n as u8), T0).unwrap();
+            f
+        };
+        let done = |name: &str, n: u64, asset: Option<&str>, how: Outcome| -> i64 {
+            let f = hashed(name, n);
+            let asset = asset.map(|a| AssetId(a.into()));
+            let verified = how != Outcome::Linked;
+            queue::finish_done(c, f, &sum(n as u8), asset.as_ref(), how, verified, T0).unwrap();
+            f
+        };
+        let apply = |change: Change| {
+            let mut out = Applied::default();
+            mirror::apply(c, &change, Policy::default(), T0, &mut out).unwrap();
+        };
+
+        // Every job state. The in-flight ones are what a crash leaves behind.
+        queue_file("queued.jpg", 1);
+        let f = queue_file("hashing.jpg", 2);
+        queue::set_state(c, f, JobState::Hashing, T0).unwrap();
+        hashed("checking.jpg", 3);
+        let f = hashed("uploading.jpg", 4);
+        queue::set_state(c, f, JobState::Uploading, T0).unwrap();
+        let f = hashed("verifying.heic", 5);
+        queue::set_state(c, f, JobState::Verifying, T0).unwrap();
+
+        // Done, each outcome; the uploaded ones are live assets in the mirror.
+        done("uploaded.jpg", 10, Some("a-uploaded"), Outcome::Uploaded);
+        remote(c, "a-uploaded", OWNER, Some(sum(10)), false);
+        done("duplicate.mp4", 11, Some("a-duplicate"), Outcome::Duplicate);
+        remote(c, "a-duplicate", OWNER, Some(sum(11)), false);
+        // Linked from a seed-style server that gave no asset id.
+        done("linked.jpg", 12, None, Outcome::Linked);
+
+        // Held back: ours, trashed on the server (tombstone `trashed`).
+        done(
+            "trashed-by-user.jpg",
+            20,
+            Some("a-trashed"),
+            Outcome::Uploaded,
+        );
+        remote(c, "a-trashed", OWNER, Some(sum(20)), false);
+        apply(Change::Trashed(AssetId("a-trashed".into())));
+        // Held back: ours, deleted for good (tombstone `deleted`).
+        done(
+            "deleted-by-user.jpg",
+            21,
+            Some("a-deleted"),
+            Outcome::Uploaded,
+        );
+        remote(c, "a-deleted", OWNER, Some(sum(21)), false);
+        apply(Change::Deleted {
+            id: AssetId("a-deleted".into()),
+            checksum: None,
+        });
+        // Held back, and since gone locally too (not counted as held back).
+        let f = done(
+            "deleted-then-gone.jpg",
+            22,
+            Some("a-gone"),
+            Outcome::Uploaded,
+        );
+        remote(c, "a-gone", OWNER, Some(sum(22)), false);
+        apply(Change::Trashed(AssetId("a-gone".into())));
+        catalogue::mark_missing(c, &[f], T0).unwrap();
+
+        // Skipped by the pipeline: bulk-upload-check found the content in the trash.
+        let f = hashed("in-server-trash.jpg", 30);
+        remote(c, "a-in-trash", OWNER, Some(sum(30)), true);
+        queue::skip(c, f, SkipReason::TrashedOnServer, T0).unwrap();
+        let f = queue_file("fifo", 31);
+        queue::skip(c, f, SkipReason::NotRegularFile, T0).unwrap();
+        let f = queue_file("empty.jpg", 32);
+        queue::skip(c, f, SkipReason::EmptyFile, T0).unwrap();
+        let f = queue_file("vanished.jpg", 33);
+        catalogue::mark_missing(c, &[f], T0).unwrap();
+
+        // Waiting to retry.
+        let f = hashed("retry-upload.jpg", 40);
+        queue::schedule_retry(c, f, 2, T0 + 60_000, RETRY_UPLOAD, T0).unwrap();
+        let f = queue_file("retry-changed.jpg", 41);
+        queue::schedule_retry(c, f, 1, T0 + 2_000, RETRY_CHANGED, T0).unwrap();
+
+        // Failed.
+        let f = hashed("too-large.mp4", 50);
+        queue::fail(c, f, UPLOAD_413, T0).unwrap();
+        let f = hashed("alert.jpg", 51);
+        queue::fail(c, f, ALERT, T0).unwrap();
+        let f = queue_file("locked.jpg", 52);
+        queue::fail(c, f, CANNOT_READ, T0).unwrap();
+
+        // The mirror beyond our files: the user's asset from another device, and a partner's.
+        remote(c, "a-phone", OWNER, Some(sum(60)), false);
+        remote(c, "a-partner", PARTNER, Some(sum(61)), false);
+        remote(c, "a-no-checksum", OWNER, None, false);
+
+        // The meta values in use, in the formats schema version 3 writes.
+        let meta = |k: &str, v: &str| {
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [k, v],
+            )
+            .unwrap();
+        };
+        meta(
+            "server_identity",
+            &format!("http://127.0.0.1:2283/api {OWNER}"),
+        );
+        meta("device_id", DEVICE);
+        meta("last_success_ms", &T0.to_string());
+        meta("root:/photos", &format!("ok {T0}"));
+        meta("root:/mnt/usb", "paused the folder is gone (unmounted?)");
+        meta("mirror.watermark_ms", &(T0 - 1_000).to_string());
+        meta("mirror.last_pull", &format!("{T0} full 8 sync-stream"));
+        meta("mirror.last_full_ms", &T0.to_string());
+        meta(
+            "mirror.last_error",
+            &format!("{T0} HTTP 502 from the server"),
+        );
+        meta(
+            "mirror.acks",
+            "AssetV1|019b2d4e-aaaa AssetDeleteV1|019b2d4e-bbbb",
+        );
+        meta("mirror.socket", &format!("{T0} connected"));
+        tx.commit()
+    })
+    .unwrap();
+    let version: u32 = db
+        .call_blocking(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .unwrap();
+    drop(db);
+
+    // One self-contained, compact file: no WAL beside it.
+    let c = Connection::open(&work).unwrap();
+    let _: String = c
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .unwrap();
+    c.execute_batch("VACUUM").unwrap();
+    drop(c);
+    let out = fixture(version);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::copy(&work, &out).unwrap();
+    println!("wrote {}", out.display());
+}
+
+/// A copy of a fixture in a tempdir.
+fn copy(version: u32) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("state.sqlite3");
+    std::fs::copy(fixture(version), &copy).unwrap();
+    (dir, copy)
+}
+
+/// A job as a user reads it: state, reason shown, and the skip it stands for.
+type Job = (JobState, Option<String>, Option<SkipReason>);
+
+/// Path → job for every file of the fixture.
+fn jobs(c: &Connection) -> BTreeMap<String, Job> {
+    let mut out = BTreeMap::new();
+    for st in JobState::ALL {
+        for j in queue::recent(c, &[st], 1000).unwrap() {
+            out.insert(
+                String::from_utf8(j.path).unwrap(),
+                (j.state, j.reason, j.skip),
+            );
+        }
+    }
+    out
+}
+
+fn is(state: JobState, reason: Option<&str>) -> Job {
+    (state, reason.map(str::to_owned), None)
+}
+
+fn skipped(why: SkipReason) -> Job {
+    (
+        JobState::Skipped,
+        Some(why.describe().to_owned()),
+        Some(why),
+    )
+}
+
+fn name(n: &str) -> String {
+    String::from_utf8(path(n)).unwrap()
+}
+
+/// What a user of a v3 database reads, before (through a read-only open, as `status`,
+/// `mirror` and `diff` do while a daemon of the old version still runs) and after the
+/// upgrade: every file as it was, the counts, the reasons, the mirror and the meta values.
+fn reads_as_it_was(c: &Connection) {
+    use JobState::*;
+    let want: BTreeMap<String, Job> = [
+        ("queued.jpg", is(Queued, None)),
+        ("hashing.jpg", is(Hashing, None)),
+        ("checking.jpg", is(Checking, None)),
+        ("uploading.jpg", is(Uploading, None)),
+        ("verifying.heic", is(Verifying, None)),
+        ("uploaded.jpg", is(Done, None)),
+        ("duplicate.mp4", is(Done, None)),
+        ("linked.jpg", is(Done, None)),
+        ("trashed-by-user.jpg", skipped(SkipReason::DeletedOnServer)),
+        ("deleted-by-user.jpg", skipped(SkipReason::DeletedOnServer)),
+        (
+            "deleted-then-gone.jpg",
+            skipped(SkipReason::DeletedOnServer),
+        ),
+        ("in-server-trash.jpg", skipped(SkipReason::TrashedOnServer)),
+        ("fifo", skipped(SkipReason::NotRegularFile)),
+        ("empty.jpg", skipped(SkipReason::EmptyFile)),
+        ("vanished.jpg", skipped(SkipReason::Vanished)),
+        ("retry-upload.jpg", is(Retry, Some(RETRY_UPLOAD))),
+        ("retry-changed.jpg", is(Retry, Some(RETRY_CHANGED))),
+        ("too-large.mp4", is(Failed, Some(UPLOAD_413))),
+        ("alert.jpg", is(Failed, Some(ALERT))),
+        ("locked.jpg", is(Failed, Some(CANNOT_READ))),
+    ]
+    .into_iter()
+    .map(|(n, v)| (name(n), v))
+    .collect();
+    assert_eq!(jobs(c), want);
+
+    // The counts `status` prints.
+    let counts: BTreeMap<&str, i64> = catalogue::counts_by_state(c)
+        .unwrap()
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
+    let expect: BTreeMap<&str, i64> = [
+        ("queued", 1),
+        ("hashing", 1),
+        ("checking", 1),
+        ("uploading", 1),
+        ("verifying", 1),
+        ("done", 3),
+        ("skipped", 7),
+        ("retry", 2),
+        ("failed", 3),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counts, expect);
+    assert_eq!(queue::pending_counts(c).unwrap(), (5, 2));
+    // The retry keeps its schedule and attempts.
+    let retry = queue::recent(c, &[Retry], 10).unwrap();
+    let r = retry
+        .iter()
+        .find(|j| j.path == path("retry-upload.jpg"))
+        .unwrap();
+    assert_eq!((r.attempts, r.next_attempt_at_ms), (2, Some(T0 + 60_000)));
+
+    // The mirror and its tombstones, as `immish-sync mirror` counts them.
+    let m = mirror::counts(c).unwrap();
+    assert_eq!((m.live, m.trashed, m.deleted), (5, 3, 1));
+    assert_eq!(m.tombstones, 3);
+    // Two files present locally are held back; the third is gone locally.
+    assert_eq!((m.held_back, mirror::held_back(c).unwrap()), (2, 2));
+    assert_eq!(
+        mirror::tombstone(c, &sum(21)).unwrap().map(|t| t.1),
+        Some("deleted".to_owned())
+    );
+
+    // `diff` shows why a local file is not on the server.
+    let (local_only, _) = mirror::diff(c, OWNER, DEVICE).unwrap();
+    let state_of = |n: &str| {
+        local_only
+            .iter()
+            .find(|l| l.path == path(n))
+            .map(|l| l.state.clone())
+    };
+    for (n, why) in [
+        ("trashed-by-user.jpg", SkipReason::DeletedOnServer),
+        ("empty.jpg", SkipReason::EmptyFile),
+    ] {
+        assert_eq!(state_of(n), Some(format!("skipped: {}", why.describe())));
+    }
+
+    // The meta values start-up and `status` read, as stored.
+    let meta = |k: &str| -> Option<String> {
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .ok()
+    };
+    assert_eq!(
+        meta("server_identity"),
+        Some(format!("http://127.0.0.1:2283/api {OWNER}"))
+    );
+    assert_eq!(meta("device_id").as_deref(), Some(DEVICE));
+    assert_eq!(meta("last_success_ms"), Some(T0.to_string()));
+}
+
+/// A v3 database upgraded by today's code: read as it was, its skip sentences turned into
+/// codes, and its held-back files still held back and released by a restore on the server.
+#[test]
+fn state_v3_opens_with_every_file_as_it_was() {
+    use JobState::*;
+    let (_dir, copy) = copy(3);
+    let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
+    db.call_blocking(|c| {
+        reads_as_it_was(c);
+        assert_eq!(
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
+            4
+        );
+        // Every sentence became its code; the sentence itself is no longer stored.
+        let stored: Vec<(String, Option<String>, Option<String>)> = c
+            .prepare(
+                "SELECT f.path, j.skip_reason, j.reason FROM jobs j
+                 JOIN files f ON f.id = j.file_id WHERE j.state = 'skipped' ORDER BY f.path",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    String::from_utf8_lossy(&r.get::<_, Vec<u8>>(0)?).into_owned(),
+                    r.get(1)?,
+                    r.get(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(stored.len(), 7);
+        for (p, code, reason) in &stored {
+            assert!(
+                code.is_some() && reason.is_none(),
+                "{p}: {code:?} {reason:?}"
+            );
+        }
+        let codes: std::collections::BTreeSet<&str> =
+            stored.iter().filter_map(|s| s.1.as_deref()).collect();
+        let all: std::collections::BTreeSet<&str> =
+            V3_SKIPS.iter().map(|(_, why)| why.code()).collect();
+        assert_eq!(codes, all, "every v3 skip sentence is in the fixture");
+
+        // A restore on the server releases what it held back: ours (tombstone), and the
+        // file the pipeline skipped because the content was in the trash.
+        let tx = c.transaction()?;
+        let mut out = Applied::default();
+        for id in ["a-trashed", "a-in-trash"] {
+            mirror::apply(
+                &tx,
+                &Change::Restored(AssetId(id.into())),
+                Policy::default(),
+                T0 + 1,
+                &mut out,
+            )?;
+        }
+        assert_eq!((out.restored, out.released), (2, 2));
+        let after = jobs(&tx);
+        for n in ["trashed-by-user.jpg", "in-server-trash.jpg"] {
+            assert_eq!(after[&name(n)], is(Done, None), "{n}");
+        }
+        // Skips a restore does not concern stay.
+        assert_eq!(after[&name("empty.jpg")], skipped(SkipReason::EmptyFile));
+        assert_eq!(
+            after[&name("deleted-by-user.jpg")],
+            skipped(SkipReason::DeletedOnServer)
+        );
+        assert_eq!(mirror::held_back(&tx)?, 1);
+        assert!(mirror::tombstone(&tx, &sum(20))?.is_none());
+        tx.commit()
+    })
+    .unwrap();
+}
+
+/// `status`, `mirror` and `diff` open the database read-only and so do not migrate it: a v3
+/// database (a daemon of the previous version still running) reads the same as upgraded.
+#[test]
+fn state_v3_reads_the_same_before_its_upgrade() {
+    let (_dir, copy) = copy(3);
+    let db = Db::open_readonly(&copy).unwrap();
+    db.call_blocking(|c| {
+        reads_as_it_was(c);
+        c.query_row("PRAGMA main.user_version", [], |r| r.get::<_, i64>(0))
+    })
+    .map(|v| assert_eq!(v, 3, "a read-only open must not migrate"))
+    .unwrap();
+    // The fixture holds every sentence v3 wrote for a skip, as v3 wrote it.
+    let raw = Connection::open(&copy).unwrap();
+    let mut stmt = raw
+        .prepare("SELECT DISTINCT reason FROM jobs WHERE state = 'skipped' ORDER BY 1")
+        .unwrap();
+    let held: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut v3: Vec<String> = V3_SKIPS.iter().map(|(s, _)| s.to_string()).collect();
+    v3.sort();
+    assert_eq!(held, v3);
+}
