@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, ConnectOptions, ErrorClass, MediaTypes};
+use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::config::{Config, WatchMode};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, catalogue, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
 use crate::mirror::{Mirror, MirrorSettings};
-use crate::model::JobState;
+use crate::model::{JobState, MediaTypes};
 use crate::pipeline::{Engine, EngineEnd, EngineError, Mode, Pause, PipelineConfig, Stats, Waker};
 use crate::scan::{self, Root, RootOutcome, RootScan};
 use crate::watch::{WatchError, Watcher};
@@ -95,18 +95,6 @@ impl Default for Tuning {
             capacity_pause: Duration::from_secs(600),
             connect_retry_max: Duration::from_secs(300),
         }
-    }
-}
-
-/// How to reach the server, as the config says (also used by `check-config`).
-pub fn connect_options(config: &Config) -> ConnectOptions {
-    ConnectOptions {
-        url: config.server.url.clone(),
-        credentials: config.server.credentials.clone(),
-        ca_file: config.server.ca_file.clone(),
-        allow_insecure_http: config.server.allow_insecure_http,
-        connect_timeout: config.server.connect_timeout,
-        stall_timeout: config.server.stall_timeout,
     }
 }
 
@@ -226,7 +214,7 @@ async fn connect(
 ) -> Result<Option<ApiClient>, DaemonError> {
     let mut attempt = 0u32;
     loop {
-        match ApiClient::connect(connect_options(config)).await {
+        match ApiClient::connect(&config.server).await {
             Ok(api) => {
                 tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
                 return Ok(Some(api));

@@ -19,10 +19,10 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::MediaTypes;
 use crate::config::RootConfig;
 use crate::db::catalogue::{self, FileStat};
 use crate::db::{now_ms, Db, DbError};
+use crate::model::MediaTypes;
 
 /// Catalogue writes are committed in transactions of this many files.
 const WRITE_BATCH: usize = 1000;

@@ -18,8 +18,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::api::RemoteAsset;
-use crate::model::{AssetId, Checksum};
+use crate::model::{AssetId, Checksum, RemoteAsset};
 
 /// Why a file is not uploaded: its asset was trashed or deleted on the server by the user.
 pub const DELETED_REASON: &str = "deleted on the server by the user; not uploaded again \

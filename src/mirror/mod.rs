@@ -30,7 +30,6 @@ pub mod report;
 pub mod socket;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,12 +37,11 @@ use rand::Rng;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::client::BULK_CHECK_BATCH;
-use crate::api::{ApiClient, ApiError, CheckResult, Dialect, RemoteAsset};
+use crate::api::{ApiClient, ApiError, CheckResult, Dialect, BULK_CHECK_BATCH};
 use crate::config::Config;
 use crate::db::mirror::{self as store, server_time_ms};
 use crate::db::{self, now_ms, Db, DbError};
-use crate::model::{AssetId, Checksum};
+use crate::model::{AssetId, Checksum, RemoteAsset};
 use crate::pipeline::Waker;
 
 pub use crate::db::mirror::{Applied, Change, Policy, DELETED_REASON};
@@ -80,9 +78,6 @@ pub struct MirrorSettings {
     pub full_reconcile_interval: Duration,
     /// Listen to live events (`mirror.events`).
     pub events: bool,
-    /// Extra CA for `wss://` (the HTTP client trusts the same).
-    pub ca_file: Option<PathBuf>,
-    pub connect_timeout: Duration,
 }
 
 impl MirrorSettings {
@@ -92,8 +87,6 @@ impl MirrorSettings {
             pull_interval: config.mirror.pull_interval,
             full_reconcile_interval: config.mirror.full_reconcile_interval,
             events: config.mirror.events,
-            ca_file: config.server.ca_file.clone(),
-            connect_timeout: config.server.connect_timeout,
         }
     }
 }
@@ -516,15 +509,9 @@ impl Mirror {
             drop(tx);
             return;
         }
-        let cfg = socket::SocketConfig {
-            url: api.ws_url(),
-            ca_file: settings.ca_file.clone(),
-            connect_timeout: settings.connect_timeout,
-            pull_interval: settings.pull_interval,
-        };
         socket::run(
             api.clone(),
-            cfg,
+            settings.pull_interval,
             self.inner.db.clone(),
             tx,
             self.inner.pull_now.clone(),

@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use immish_sync::api::{ApiClient, ConnectOptions};
-use immish_sync::config::{self, Config, Credentials, Secret};
+use immish_sync::api::ApiClient;
+use immish_sync::config::{self, Config, Credentials, Secret, ServerConfig};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::db::Db;
 use immish_sync::mirror::{self, Mirror, MirrorSettings, PullKind, Source, DELETED_REASON};
@@ -82,7 +82,7 @@ async fn connect(w: &World, login: Login) -> ApiClient {
             password: Secret::new(w.server.admin_password()),
         },
     };
-    ApiClient::connect(ConnectOptions {
+    ApiClient::connect(&ServerConfig {
         url: w.server.base_url(),
         credentials,
         ca_file: None,
@@ -104,8 +104,6 @@ async fn direct(w: &World, login: Login) -> (Mirror, ApiClient) {
         pull_interval: Duration::from_secs(3600),
         full_reconcile_interval: Duration::from_secs(86_400),
         events: false,
-        ca_file: None,
-        connect_timeout: Duration::from_secs(5),
     };
     (Mirror::new(db, api.clone(), settings, None), api)
 }
