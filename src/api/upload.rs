@@ -1,5 +1,6 @@
-//! The upload body and answer: a file stream that proves, as it goes, that it sends exactly
-//! the bytes that were hashed, and the parsing of both dialects' upload answers.
+//! The upload: [`ApiClient::upload`] (the multipart request, and what an early answer or a
+//! broken connection means), the file stream under it that proves, as it goes, that it
+//! sends exactly the bytes that were hashed, and the parsing of both dialects' answers.
 //!
 //! The stream is what makes "never send a short or changed body" true (RELIABILITY.md row 3):
 //! it counts and SHA-1s every chunk, and withholds the file's last chunk until it has seen
