@@ -123,10 +123,6 @@ impl ApiClient {
         Ok(out)
     }
 
-    /// Uploads one file (API.md §3), streamed from disk in 256 KiB chunks with an explicit
-    /// Content-Length. The body is verified as it goes (size and SHA-1 against `req`); if
-    /// the file changed, the request is aborted before its last byte and the error's class
-
     /// `GET /assets/:id`. `None` when the server does not have it (Immich answers 400 `Not
     /// found or no asset.read access`; others 404).
     pub async fn get_asset(&self, id: &AssetId) -> Result<Option<RemoteAsset>> {
@@ -141,8 +137,6 @@ impl ApiClient {
             Err(e) => Err(e),
         }
     }
-
-    /// `POST /auth/validateToken`: the probe while paused on a 401. With password
 
     /// `POST /search/metadata`: page `page` (from 1) of `size` assets of one visibility,
     /// trashed ones included (`withDeleted`: trash shows as `isTrashed`), oldest change

@@ -41,10 +41,11 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// What the server told us, as far as a backup client cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerEvent {
-    /// `on_upload_success`: an asset was created (by any client of the user).
-    UploadSuccess(RemoteAsset),
+    /// `on_upload_success`: an asset was created (by any client of the user). Boxed: an
+    /// asset is ten times the size of the other variants.
+    UploadSuccess(Box<RemoteAsset>),
     /// `on_asset_update`: an asset changed.
-    AssetUpdate(RemoteAsset),
+    AssetUpdate(Box<RemoteAsset>),
     /// `on_asset_trash`: assets went to the trash.
     Trash(Vec<AssetId>),
     /// `on_asset_restore`: assets came back from the trash.
@@ -73,11 +74,10 @@ impl ServerEvent {
         };
         let other = || ServerEvent::Other(name.to_owned());
         match name {
-            "on_upload_success" => {
-                dto::asset_from_json(payload).map_or_else(other, Self::UploadSuccess)
-            }
+            "on_upload_success" => dto::asset_from_json(payload)
+                .map_or_else(other, |a| Self::UploadSuccess(Box::new(a))),
             "on_asset_update" => {
-                dto::asset_from_json(payload).map_or_else(other, Self::AssetUpdate)
+                dto::asset_from_json(payload).map_or_else(other, |a| Self::AssetUpdate(Box::new(a)))
             }
             "on_asset_trash" => ServerEvent::Trash(ids(&payload)),
             "on_asset_restore" => ServerEvent::Restore(ids(&payload)),

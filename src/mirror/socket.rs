@@ -55,7 +55,7 @@ fn changes_of(event: ServerEvent, me: &str) -> Vec<Change> {
         ServerEvent::UploadSuccess(a) | ServerEvent::AssetUpdate(a)
             if me.is_empty() || a.owner_id.is_empty() || a.owner_id == me =>
         {
-            vec![Change::Upsert(a)]
+            vec![Change::Upsert(*a)]
         }
         ServerEvent::Trash(ids) => ids.into_iter().map(Change::Trashed).collect(),
         ServerEvent::Restore(ids) => ids.into_iter().map(Change::Restored).collect(),
