@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiClient, ApiError, ConnectOptions, ErrorClass, MediaTypes};
+use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, StateConfig, WatchMode};
 use crate::db::meta::{self, ServerIdentity};
@@ -26,6 +26,7 @@ use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
 use crate::mirror::Mirror;
+use crate::model::MediaTypes;
 use crate::pipeline::{
     self, Engine, EngineEnd, EngineError, Mode, Pause, PauseTimes, Stats, Waker,
 };
@@ -114,20 +115,6 @@ impl Default for Tuning {
             capacity_pause: Duration::from_secs(600),
             connect_retry_max: Duration::from_secs(300),
         }
-    }
-}
-
-/// How to reach the server, as the config says (also used by `check-config`).
-pub fn connect_options(config: &Config) -> ConnectOptions {
-    ConnectOptions {
-        // As written: api still normalises the text itself (`api::endpoint::normalise`)
-        // until it takes the parsed `ServerUrl`.
-        url: config.server.url.as_written().to_owned(),
-        credentials: config.server.credentials.clone(),
-        ca_file: config.server.ca_file.clone(),
-        allow_insecure_http: config.server.allow_insecure_http,
-        connect_timeout: config.server.connect_timeout,
-        stall_timeout: config.server.stall_timeout,
     }
 }
 
@@ -240,7 +227,7 @@ async fn connect(
     let retry_wait = Backoff::new(CONNECT_RETRY_INITIAL, tuning.connect_retry_max);
     let mut attempt = 0u32;
     loop {
-        match ApiClient::connect(connect_options(config)).await {
+        match ApiClient::connect(&config.server).await {
             Ok(api) => {
                 tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
                 return Ok(Some(api));
@@ -371,15 +358,9 @@ pub async fn scan_with(
     };
     // One pull first, so that what the user deleted on the server is known (tombstones)
     // before any file is checked.
-    Mirror::new(
-        s.db.clone(),
-        s.api.clone(),
-        &config.mirror,
-        &config.server,
-        None,
-    )
-    .pull_for_scan(&shutdown)
-    .await;
+    Mirror::new(s.db.clone(), s.api.clone(), &config.mirror, None)
+        .pull_for_scan(&shutdown)
+        .await;
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
     // The engine runs while the walk feeds it, so uploads start before the walk ends.
@@ -557,7 +538,6 @@ async fn run_tree(
         s.db.clone(),
         s.api.clone(),
         &config.mirror,
-        &config.server,
         Some(engine.waker()),
     );
     let mirror = tokio::spawn(mirror.run(shutdown.clone()));

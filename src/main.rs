@@ -255,8 +255,7 @@ async fn check_config(config: Config, offline: bool) -> ExitCode {
     if offline {
         return ExitCode::SUCCESS;
     }
-    let opts = daemon::connect_options(&config);
-    match immish_sync::api::ApiClient::connect(opts).await {
+    match immish_sync::api::ApiClient::connect(&config.server).await {
         Ok(api) => {
             println!(
                 "  connected: {} ({:?} dialect), user {}",

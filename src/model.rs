@@ -262,3 +262,152 @@ mod tests {
         );
     }
 }
+
+// --- What the server holds: its assets and the file types it takes --------------------------
+//
+// Plain data read from the server by `api` and stored by `db` and `scan`; how they travel on
+// the wire (field names, dialects) is `api`'s business alone.
+
+/// The fields of a server asset the daemon cares about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteAsset {
+    pub id: AssetId,
+    pub owner_id: String,
+    pub checksum: Option<Checksum>,
+    pub original_file_name: String,
+    pub file_created_at: Option<String>,
+    pub updated_at: Option<String>,
+    /// `timeline`, `archive`, `hidden` or `locked`; derived from `isArchived` on servers
+    /// that predate `visibility` (seed).
+    pub visibility: Option<String>,
+    pub is_trashed: bool,
+    /// The uploading client's `deviceId` and `deviceAssetId` (absent on the next major).
+    pub device_id: Option<String>,
+    pub device_asset_id: Option<String>,
+}
+
+/// Supported file extensions (lower case, with the dot), from the server or the built-in
+/// list for servers that cannot say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaTypes {
+    pub image: Vec<String>,
+    pub video: Vec<String>,
+    pub sidecar: Vec<String>,
+}
+
+impl MediaTypes {
+    /// The lists of Immich v2.7.5 (`server/src/utils/mime-types.ts`, API.md §3.4), for
+    /// servers without `GET /server/media-types` (seed-style).
+    pub fn builtin() -> MediaTypes {
+        let list = |exts: &[&str]| exts.iter().map(|e| (*e).to_owned()).collect();
+        MediaTypes {
+            image: list(&BUILTIN_IMAGE),
+            video: list(&BUILTIN_VIDEO),
+            sidecar: list(&[".xmp"]),
+        }
+    }
+
+    /// Builds the lists from what a server sent: lower-cased, with a leading dot.
+    pub fn from_lists(image: Vec<String>, video: Vec<String>, sidecar: Vec<String>) -> Self {
+        let norm = |v: Vec<String>| {
+            v.into_iter()
+                .map(|e| {
+                    let e = e.trim().to_ascii_lowercase();
+                    if e.starts_with('.') {
+                        e
+                    } else {
+                        format!(".{e}")
+                    }
+                })
+                .filter(|e| e.len() > 1)
+                .collect()
+        };
+        MediaTypes {
+            image: norm(image),
+            video: norm(video),
+            sidecar: norm(sidecar),
+        }
+    }
+
+    /// Whether a file of this name is an asset the server takes (an image or a video;
+    /// sidecars are not assets). Only the extension counts, case-insensitively, as on the
+    /// server (`extname`, so `.jpg` alone has no extension). Accepts a bare name or a path.
+    pub fn is_supported(&self, file_name: &[u8]) -> bool {
+        let name = match file_name.iter().rposition(|&b| b == b'/') {
+            Some(i) => &file_name[i + 1..],
+            None => file_name,
+        };
+        let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+            return false;
+        };
+        if dot == 0 {
+            return false;
+        }
+        let ext = &name[dot..];
+        let matches = |list: &[String]| list.iter().any(|e| e.as_bytes().eq_ignore_ascii_case(ext));
+        matches(&self.image) || matches(&self.video)
+    }
+}
+
+const BUILTIN_IMAGE: [&str; 47] = [
+    ".avif", ".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp", ".3fr", ".ari", ".arw", ".cap",
+    ".cin", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".fff", ".iiq", ".k25", ".kdc", ".mrw",
+    ".nef", ".nrw", ".orf", ".ori", ".pef", ".psd", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf",
+    ".srw", ".x3f", ".heic", ".heif", ".hif", ".insp", ".jp2", ".jpe", ".jxl", ".svg", ".tif",
+    ".tiff",
+];
+
+const BUILTIN_VIDEO: [&str; 20] = [
+    ".3gp", ".3gpp", ".avi", ".flv", ".insv", ".m2t", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4",
+    ".mpe", ".mpeg", ".mpg", ".mts", ".mxf", ".ts", ".vob", ".webm", ".wmv",
+];
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::*;
+
+    #[test]
+    fn media_types_match_on_the_extension_only() {
+        let mt = MediaTypes::builtin();
+        assert!(mt.is_supported(b"IMG_0001.JPG"));
+        assert!(mt.is_supported(b"clip.MoV"));
+        assert!(mt.is_supported(b"/photos/2024/a.b.heic"));
+        assert!(mt.is_supported(b"IMG_\xff.jpg"));
+        assert!(mt.is_supported(b"caf\xc3\xa9.dng"));
+        assert!(
+            !mt.is_supported(b"IMG_0001.jpg.xmp"),
+            "sidecars are not assets"
+        );
+        assert!(!mt.is_supported(b"notes.txt"));
+        assert!(!mt.is_supported(b".jpg"), "a dot file has no extension");
+        assert!(!mt.is_supported(b"jpg"));
+        assert!(!mt.is_supported(b"photo."));
+        assert!(!mt.is_supported(b"dir.jpg/file"));
+        assert!(!mt.is_supported(b""));
+        assert!(!mt.is_supported(b"a.mpo"), "v2.7.5 does not list .mpo");
+    }
+
+    #[test]
+    fn media_types_from_a_server_are_normalised() {
+        let mt = MediaTypes::from_lists(
+            vec![".JPG".into(), "png".into(), " ".into()],
+            vec![".mp4".into()],
+            vec![".xmp".into()],
+        );
+        assert_eq!(mt.image, vec![".jpg", ".png"]);
+        assert!(mt.is_supported(b"x.PNG"));
+        assert!(mt.is_supported(b"x.mp4"));
+        assert!(!mt.is_supported(b"x.xmp"));
+    }
+
+    #[test]
+    fn builtin_lists_have_no_duplicates() {
+        let mt = MediaTypes::builtin();
+        let mut all: Vec<_> = mt.image.iter().chain(&mt.video).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        assert_eq!(n, 67);
+    }
+}

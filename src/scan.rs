@@ -20,11 +20,11 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::MediaTypes;
 use crate::config::{RootConfig, ScanConfig, WatchConfig};
 use crate::db::catalogue::{self, FileStat};
 use crate::db::meta::{self, RootState};
 use crate::db::{now_ms, Db, DbError};
+use crate::model::MediaTypes;
 
 /// Catalogue writes are committed this many files at a time.
 const WRITE_BATCH: usize = 1000;

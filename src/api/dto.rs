@@ -2,9 +2,9 @@
 //! and fields one dialect lacks are optional.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::RemoteAsset;
-use crate::model::{AssetId, Checksum};
+use crate::model::{AssetId, Checksum, RemoteAsset};
 
 #[derive(Deserialize)]
 pub(crate) struct WellKnown {
@@ -154,6 +154,122 @@ impl AssetDto {
     }
 }
 
+/// Reads an `AssetResponseDto` (either dialect), as returned by `GET /assets/:id`, in
+/// `/search/metadata` pages and in socket events. `None` when it has no `id`.
+pub(crate) fn asset_from_json(value: Value) -> Option<RemoteAsset> {
+    serde_json::from_value::<AssetDto>(value)
+        .ok()
+        .map(AssetDto::into_remote)
+}
+
+/// `POST /search/metadata` as the mirror asks it: trash included, oldest change first.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SearchRequest<'a> {
+    pub with_deleted: bool,
+    pub visibility: &'a str,
+    pub size: usize,
+    pub order: &'a str,
+    pub page: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchResponse {
+    pub assets: SearchAssets,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SearchAssets {
+    #[serde(default)]
+    pub items: Vec<Value>,
+    /// A string in Immich (`"2"`), possibly a number elsewhere; `null` on the last page.
+    #[serde(default)]
+    pub next_page: Option<Value>,
+}
+
+pub(crate) fn page_number(v: &Option<Value>) -> Option<u64> {
+    match v {
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(Value::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// One `GET /sync/ack` checkpoint.
+#[derive(Deserialize)]
+pub(crate) struct SyncCheckpoint {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SyncStreamRequest<'a> {
+    pub types: &'a [&'a str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SyncAckRequest {
+    pub acks: Vec<String>,
+}
+
+/// One line of `POST /sync/stream`.
+#[derive(Deserialize)]
+pub(crate) struct SyncStreamLine {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default)]
+    pub ack: Option<String>,
+}
+
+/// `SyncAssetV1` (API.md §5.4): no `updatedAt`; trash is `deletedAt`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SyncAsset {
+    pub id: String,
+    #[serde(default)]
+    pub owner_id: String,
+    #[serde(default)]
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub original_file_name: String,
+    #[serde(default)]
+    pub file_created_at: Option<String>,
+    #[serde(default)]
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+}
+
+impl SyncAsset {
+    pub fn into_remote(self) -> RemoteAsset {
+        RemoteAsset {
+            id: AssetId(self.id),
+            owner_id: self.owner_id,
+            checksum: self.checksum.as_deref().and_then(Checksum::parse),
+            original_file_name: self.original_file_name,
+            file_created_at: self.file_created_at,
+            updated_at: None,
+            visibility: self.visibility,
+            is_trashed: self.deleted_at.is_some(),
+            device_id: None,
+            device_asset_id: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SyncAssetDelete {
+    pub asset_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +282,7 @@ mod tests {
             "updatedAt": "2024-01-02T00:00:00.000Z", "visibility": "archive",
             "isArchived": true, "isTrashed": false, "exifInfo": {"make": "X"}
         });
-        let a = RemoteAsset::from_json(real).unwrap();
+        let a = asset_from_json(real).unwrap();
         assert_eq!(a.id, AssetId("a1".into()));
         assert_eq!(
             a.checksum.unwrap().to_hex(),
@@ -177,10 +293,19 @@ mod tests {
             "id": "a2", "checksum": "a9993e364706816aba3e25717850c26c9cd0d89d",
             "isArchived": false, "isTrashed": true
         });
-        let a = RemoteAsset::from_json(seed).unwrap();
+        let a = asset_from_json(seed).unwrap();
         assert_eq!(a.visibility.as_deref(), Some("timeline"));
         assert!(a.is_trashed);
         assert!(a.checksum.is_some());
-        assert_eq!(RemoteAsset::from_json(serde_json::json!({"x": 1})), None);
+        assert_eq!(asset_from_json(serde_json::json!({"x": 1})), None);
+    }
+
+    #[test]
+    fn next_page_is_a_string_or_a_number() {
+        use serde_json::json;
+        assert_eq!(page_number(&Some(json!("2"))), Some(2));
+        assert_eq!(page_number(&Some(json!(3))), Some(3));
+        assert_eq!(page_number(&Some(Value::Null)), None);
+        assert_eq!(page_number(&None), None);
     }
 }

@@ -128,12 +128,12 @@ pub enum ApiError {
     )]
     FileChanged { file: PathBuf, reason: String },
 
-    /// The file to upload could not be opened or read.
-    #[error("could not read {} for upload: {source}", .file.display())]
+    /// The file to upload could not be opened or read. The I/O error is part of the
+    /// message, and so deliberately not also a `source` (a chain would print it twice).
+    #[error("could not read {} for upload: {error}", .file.display())]
     LocalFile {
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -627,6 +627,26 @@ mod tests {
             e.to_string(),
             "the server failed (HTTP 503 on POST /api/assets); it asked to retry after 7 s \
              [correlation id cid-1]"
+        );
+    }
+
+    #[test]
+    fn a_cause_is_printed_once_in_an_error_chain() {
+        let e = ApiError::LocalFile {
+            file: "/p/a.jpg".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let mut chain = vec![e.to_string()];
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push(s.to_string());
+            source = s.source();
+        }
+        let all = chain.join(": ");
+        assert_eq!(all.matches("permission denied").count(), 1, "{all}");
+        assert!(
+            all.starts_with("could not read /p/a.jpg for upload: permission denied"),
+            "{all}"
         );
     }
 

@@ -1,29 +1,52 @@
 //! The server client: URL normalisation and discovery, authentication, the dialect in use,
-//! and the handful of endpoints the daemon calls, with every failure mapped to an
-//! [`ApiError`] that says whether to retry.
+//! the calls the daemon makes (uploads, the duplicate check, listings, the sync stream) and
+//! the live-event socket, with every failure mapped to an [`ApiError`] that says whether to
+//! retry.
 //!
-//! Owns: reqwest, headers (secrets marked sensitive), DTOs, error mapping. Must not: touch
-//! SQLite or decide job states (the pipeline does that from [`ApiError::class`]).
+//! Owns: the wire protocol, all of it: reqwest and tokio-tungstenite, TLS, headers (secrets
+//! marked sensitive), DTOs, JSON lines, socket.io framing, error mapping. Everything it hands
+//! out is typed ([`RemoteAsset`], [`SyncRow`], [`ServerEvent`], …). Must not: touch SQLite or
+//! decide job states or mirror changes (the pipeline and the mirror do that from what it
+//! returns and from [`ApiError::class`]).
 //!
-//! Layout: [`client`] (connect, discovery, auth, the endpoint calls, stall timeouts),
-//! [`error`] (the error type and its classification), `endpoint` (URL normalisation, the
-//! plain-http policy, the WebSocket URL), `upload` (the verifying file stream and the upload
-//! answer), `dto` (wire shapes). The server contract is `shared/docs/API.md`.
+//! Layout: [`client`] (connect, and what a connected client knows), `discovery` (API root
+//! and dialect), `auth` (API key check, password login, the credential header), `transport`
+//! (requests, stall timeouts, JSON, error mapping), `tls` (the CA trust shared by HTTP and
+//! the socket), `endpoint` (URL normalisation, the plain-http policy, the WebSocket URL);
+//! the calls: `assets` (bulk check, one asset, listings), `server` (media types, version),
+//! `upload` (the verifying file stream and the upload call), [`sync`] (the sync stream),
+//! [`socket`] (socket.io events); [`error`] (the error type and its classification), `dto`
+//! (wire shapes). The server contract is `shared/docs/API.md`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::config::Credentials;
 use crate::model::{AssetId, Checksum};
 
+mod assets;
+mod auth;
+pub mod client;
+mod discovery;
 mod dto;
 mod endpoint;
+pub mod error;
+mod server;
+pub mod socket;
+pub mod sync;
+mod tls;
+mod transport;
 mod upload;
 
 #[cfg(test)]
 mod tests;
 
+pub use self::assets::{AssetPage, Visibility, BULK_CHECK_BATCH};
+pub use self::client::ApiClient;
+pub use self::error::ApiError;
+pub use self::socket::{EventSocket, Incoming, ServerEvent, SocketError};
+pub use self::sync::{SyncAck, SyncAcks, SyncLine, SyncRow, SyncStream};
+// Moved to the domain model; re-exported while callers still name them here.
 pub use self::error::RequestInfo;
+pub use crate::model::{MediaTypes, RemoteAsset};
 
 /// API-key permissions the daemon cannot work without (upload + duplicate check, and reading
 /// an asset back to verify it). `connect` names every one that is missing.
@@ -39,7 +62,8 @@ pub const RECOMMENDED_PERMISSIONS: [&str; 6] = [
     "albumAsset.create",
 ];
 
-/// Which API shape the server speaks; found at connect time.
+/// Which API shape the server speaks; found at connect time by how the server answers,
+/// never by its version number (builds of the next major report 2.7.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     /// Real Immich (v1.106+, v2.x, next major): `/api` root, `{id, status}` upload answer.
@@ -47,17 +71,6 @@ pub enum Dialect {
     /// The seed reference taken literally: no `/api`, `{id, duplicate}` upload answer,
     /// `GET /assets?updatedAfter=` listing.
     Seed,
-}
-
-/// How to reach the server. `credentials` holds secrets; its `Debug` is redacted.
-#[derive(Clone, Debug)]
-pub struct ConnectOptions {
-    pub url: String,
-    pub credentials: Credentials,
-    pub ca_file: Option<PathBuf>,
-    pub allow_insecure_http: bool,
-    pub connect_timeout: Duration,
-    pub stall_timeout: Duration,
 }
 
 /// What the pipeline should do about an error.
@@ -76,9 +89,6 @@ pub enum ErrorClass {
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
-
-pub use self::error::ApiError;
-pub mod error;
 
 /// One `bulk-upload-check` answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,110 +137,6 @@ pub enum CredentialsKind {
     Session,
 }
 
-/// The fields of a server asset the daemon cares about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteAsset {
-    pub id: AssetId,
-    pub owner_id: String,
-    pub checksum: Option<Checksum>,
-    pub original_file_name: String,
-    pub file_created_at: Option<String>,
-    pub updated_at: Option<String>,
-    /// `timeline`, `archive`, `hidden` or `locked`; derived from `isArchived` on servers
-    /// that predate `visibility` (seed).
-    pub visibility: Option<String>,
-    pub is_trashed: bool,
-    /// The uploading client's `deviceId` and `deviceAssetId` (absent on the next major).
-    pub device_id: Option<String>,
-    pub device_asset_id: Option<String>,
-}
-
-impl RemoteAsset {
-    /// Reads an `AssetResponseDto` (either dialect), as returned by `GET /assets/:id` and in
-    /// `/search/metadata` pages. `None` when it has no `id`.
-    pub fn from_json(value: serde_json::Value) -> Option<RemoteAsset> {
-        serde_json::from_value::<dto::AssetDto>(value)
-            .ok()
-            .map(dto::AssetDto::into_remote)
-    }
-}
-
-/// Supported file extensions (lower case, with the dot), from `GET /server/media-types` or
-/// the built-in list for servers that lack it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MediaTypes {
-    pub image: Vec<String>,
-    pub video: Vec<String>,
-    pub sidecar: Vec<String>,
-}
-
-impl MediaTypes {
-    /// The lists of Immich v2.7.5 (`server/src/utils/mime-types.ts`, API.md §3.4), for
-    /// servers without `GET /server/media-types` (seed-style).
-    pub fn builtin() -> MediaTypes {
-        let list = |exts: &[&str]| exts.iter().map(|e| (*e).to_owned()).collect();
-        MediaTypes {
-            image: list(&BUILTIN_IMAGE),
-            video: list(&BUILTIN_VIDEO),
-            sidecar: list(&[".xmp"]),
-        }
-    }
-
-    /// Builds the lists from what a server sent: lower-cased, with a leading dot.
-    pub fn from_lists(image: Vec<String>, video: Vec<String>, sidecar: Vec<String>) -> Self {
-        let norm = |v: Vec<String>| {
-            v.into_iter()
-                .map(|e| {
-                    let e = e.trim().to_ascii_lowercase();
-                    if e.starts_with('.') {
-                        e
-                    } else {
-                        format!(".{e}")
-                    }
-                })
-                .filter(|e| e.len() > 1)
-                .collect()
-        };
-        MediaTypes {
-            image: norm(image),
-            video: norm(video),
-            sidecar: norm(sidecar),
-        }
-    }
-
-    /// Whether a file of this name is an asset the server takes (an image or a video;
-    /// sidecars are not assets). Only the extension counts, case-insensitively, as on the
-    /// server (`extname`, so `.jpg` alone has no extension). Accepts a bare name or a path.
-    pub fn is_supported(&self, file_name: &[u8]) -> bool {
-        let name = match file_name.iter().rposition(|&b| b == b'/') {
-            Some(i) => &file_name[i + 1..],
-            None => file_name,
-        };
-        let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
-            return false;
-        };
-        if dot == 0 {
-            return false;
-        }
-        let ext = &name[dot..];
-        let matches = |list: &[String]| list.iter().any(|e| e.as_bytes().eq_ignore_ascii_case(ext));
-        matches(&self.image) || matches(&self.video)
-    }
-}
-
-const BUILTIN_IMAGE: [&str; 47] = [
-    ".avif", ".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp", ".3fr", ".ari", ".arw", ".cap",
-    ".cin", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".fff", ".iiq", ".k25", ".kdc", ".mrw",
-    ".nef", ".nrw", ".orf", ".ori", ".pef", ".psd", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf",
-    ".srw", ".x3f", ".heic", ".heif", ".hif", ".insp", ".jp2", ".jpe", ".jxl", ".svg", ".tif",
-    ".tiff",
-];
-
-const BUILTIN_VIDEO: [&str; 20] = [
-    ".3gp", ".3gpp", ".avi", ".flv", ".insv", ".m2t", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4",
-    ".mpe", ".mpeg", ".mpg", ".mts", ".mxf", ".ts", ".vob", ".webm", ".wmv",
-];
-
 /// Formats Unix nanoseconds as `YYYY-MM-DDTHH:MM:SS.sssZ` (UTC, milliseconds truncated
 /// towards the past), the one date format both v2.7.5 and the next major accept.
 ///
@@ -263,9 +169,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
 }
-
-pub mod client;
-pub use client::ApiClient;
 
 #[cfg(test)]
 mod unit_tests {
@@ -317,50 +220,5 @@ mod unit_tests {
             assert_eq!(format_timestamp(ns), t.format(&fmt).unwrap(), "ns = {ns}");
             ns += 7_777_777_777_777_777;
         }
-    }
-
-    #[test]
-    fn media_types_match_on_the_extension_only() {
-        let mt = MediaTypes::builtin();
-        assert!(mt.is_supported(b"IMG_0001.JPG"));
-        assert!(mt.is_supported(b"clip.MoV"));
-        assert!(mt.is_supported(b"/photos/2024/a.b.heic"));
-        assert!(mt.is_supported(b"IMG_\xff.jpg"));
-        assert!(mt.is_supported(b"caf\xc3\xa9.dng"));
-        assert!(
-            !mt.is_supported(b"IMG_0001.jpg.xmp"),
-            "sidecars are not assets"
-        );
-        assert!(!mt.is_supported(b"notes.txt"));
-        assert!(!mt.is_supported(b".jpg"), "a dot file has no extension");
-        assert!(!mt.is_supported(b"jpg"));
-        assert!(!mt.is_supported(b"photo."));
-        assert!(!mt.is_supported(b"dir.jpg/file"));
-        assert!(!mt.is_supported(b""));
-        assert!(!mt.is_supported(b"a.mpo"), "v2.7.5 does not list .mpo");
-    }
-
-    #[test]
-    fn media_types_from_a_server_are_normalised() {
-        let mt = MediaTypes::from_lists(
-            vec![".JPG".into(), "png".into(), " ".into()],
-            vec![".mp4".into()],
-            vec![".xmp".into()],
-        );
-        assert_eq!(mt.image, vec![".jpg", ".png"]);
-        assert!(mt.is_supported(b"x.PNG"));
-        assert!(mt.is_supported(b"x.mp4"));
-        assert!(!mt.is_supported(b"x.xmp"));
-    }
-
-    #[test]
-    fn builtin_lists_have_no_duplicates() {
-        let mt = MediaTypes::builtin();
-        let mut all: Vec<_> = mt.image.iter().chain(&mt.video).collect();
-        let n = all.len();
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), n);
-        assert_eq!(n, 67);
     }
 }

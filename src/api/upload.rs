@@ -1,5 +1,6 @@
-//! The upload body and answer: a file stream that proves, as it goes, that it sends exactly
-//! the bytes that were hashed, and the parsing of both dialects' upload answers.
+//! The upload: [`ApiClient::upload`] (the multipart request, and what an early answer or a
+//! broken connection means), the file stream under it that proves, as it goes, that it
+//! sends exactly the bytes that were hashed, and the parsing of both dialects' answers.
 //!
 //! The stream is what makes "never send a short or changed body" true (RELIABILITY.md row 3):
 //! it counts and SHA-1s every chunk, and withholds the file's last chunk until it has seen
@@ -19,7 +20,15 @@ use sha1::{Digest, Sha1};
 use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
-use super::UploadOutcome;
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Body, Method};
+
+use super::transport::{content_type, is_connect_failure, MAX_JSON_BODY};
+use super::{
+    format_timestamp, ApiClient, ApiError, CheckResult, Dialect, Result as ApiResult,
+    UploadOutcome, UploadRequest,
+};
 use crate::model::{AssetId, Checksum};
 
 /// Read size for upload bodies. 256 KiB reached 1.17 GB/s on loopback where reqwest's
@@ -254,6 +263,177 @@ pub(crate) fn part_file_name(name: &str) -> String {
         "file".to_owned()
     } else {
         cleaned
+    }
+}
+
+const X_IMMICH_CHECKSUM: HeaderName = HeaderName::from_static("x-immich-checksum");
+
+impl ApiClient {
+    /// Uploads one file (API.md §3), streamed from disk in 256 KiB chunks with an explicit
+    /// Content-Length. The body is verified as it goes (size and SHA-1 against `req`); if
+    /// the file changed, the request is aborted before its last byte and the error's class
+    /// is `FileChanged`. A 200 `duplicate` answered before the body was sent is a success.
+    pub async fn upload(&self, req: &UploadRequest) -> ApiResult<UploadOutcome> {
+        let local = |error| ApiError::LocalFile {
+            file: req.path.clone(),
+            error,
+        };
+        let file = tokio::fs::File::open(&req.path).await.map_err(local)?;
+        let len = file.metadata().await.map_err(local)?.len();
+        if len != req.size {
+            return Err(ApiError::FileChanged {
+                file: req.path.clone(),
+                reason: format!("it is {len} bytes now, {} when hashed", req.size),
+            });
+        }
+
+        let progress = Arc::new(Progress::new());
+        let abort = AbortSlot::default();
+        let stop = StopSending::default();
+        let _stop_when_done = StopOnDrop(stop.clone());
+        let stream = verified_file_stream(
+            file,
+            req.size,
+            req.checksum,
+            Arc::clone(&progress),
+            Arc::clone(&abort),
+            stop,
+        );
+        let part = Part::stream_with_length(Body::wrap_stream(stream), req.size)
+            .file_name(part_file_name(&req.file_name))
+            .mime_str("application/octet-stream")
+            .map_err(|e| ApiError::Config {
+                message: format!("internal: bad MIME type: {e}"),
+            })?;
+        // Field order matters: `filename` must precede the file part for the server's
+        // extension check to use it (API.md §3.4).
+        let mut form = Form::new()
+            .percent_encode_noop()
+            .text("deviceAssetId", req.device_asset_id.clone())
+            .text("deviceId", req.device_id.clone())
+            .text("fileCreatedAt", format_timestamp(req.file_created_ns))
+            .text("fileModifiedAt", format_timestamp(req.file_modified_ns))
+            .text("isFavorite", "false");
+        if self.inner.dialect == Dialect::Seed {
+            // The seed's form lists these; real Immich strips them (API.md §3.1).
+            form = form.text("isArchived", "false").text("isVisible", "true");
+        }
+        let form = form
+            .text("filename", req.file_name.clone())
+            .part("assetData", part);
+
+        let (rb, mut info) = self.request(Method::POST, "/assets");
+        info.file = Some(req.path.clone());
+        info.file_size = Some(req.size);
+        let checksum =
+            HeaderValue::from_str(&req.checksum.to_hex()).map_err(|_| ApiError::Config {
+                message: "internal: checksum is not a header value".to_owned(),
+            })?;
+        let rb = rb.header(X_IMMICH_CHECKSUM, checksum).multipart(form);
+
+        progress.touch();
+        let sent = self.inner.transport.send(rb, &info, &progress).await;
+        let aborted = abort.lock().ok().and_then(|slot| slot.clone());
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(_) if aborted.is_some() => {
+                return Err(ApiError::FileChanged {
+                    file: req.path.clone(),
+                    reason: aborted.unwrap_or_default(),
+                })
+            }
+            // Only when a connection was made: a refused connect has no lost answer.
+            Err(e @ ApiError::Network { .. }) if !is_connect_failure(&e) => {
+                return match self.duplicate_after_send_error(req).await {
+                    Some(outcome) => Ok(outcome),
+                    None => Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let status = resp.status().as_u16();
+        if status != 200 && status != 201 {
+            return Err(self.inner.transport.http_error(resp, &info).await);
+        }
+        let content_type = content_type(&resp);
+        let body = match self
+            .inner
+            .transport
+            .read_body(resp, &info, MAX_JSON_BODY)
+            .await
+        {
+            Ok(body) => body,
+            // The answer's body was cut off by the reset that follows an early answer.
+            Err(e @ ApiError::Network { .. }) => {
+                return match self.duplicate_after_send_error(req).await {
+                    Some(outcome) => Ok(outcome),
+                    None => Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let outcome = parse_upload_answer(status, &body).map_err(|detail| {
+            if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
+                ApiError::BadAnswer {
+                    request: Box::new(info.clone()),
+                    detail,
+                }
+            } else {
+                ApiError::NotJson {
+                    request: Box::new(info.clone()),
+                    status,
+                    content_type,
+                }
+            }
+        })?;
+        if let Some(reason) = aborted {
+            if !outcome.duplicate {
+                // The server says it stored an asset although we never completed the body:
+                // whatever it holds is not this file. Report the change; verification of the
+                // next attempt will tell the truth.
+                tracing::warn!(
+                    path = %req.path.display(),
+                    asset_id = %outcome.asset_id,
+                    "server answered `created` to an aborted upload"
+                );
+                return Err(ApiError::FileChanged {
+                    file: req.path.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// After the connection failed mid-upload: does the server have this checksum? It
+    /// answers an `x-immich-checksum` match with an early 200 `duplicate` and then closes
+    /// the connection, and when the client is still writing, hyper reports the failed write
+    /// instead of that answer (a race, seen with the test server). One small check turns
+    /// that back into the truth. A server that stored our complete body and lost the reply
+    /// is reported the same way (`duplicate: true`): either way the asset with these bytes
+    /// is there. `None` when it is not, or the check fails too.
+    async fn duplicate_after_send_error(&self, req: &UploadRequest) -> Option<UploadOutcome> {
+        let answers = self
+            .bulk_upload_check(&[(req.device_asset_id.clone(), req.checksum)])
+            .await
+            .ok()?;
+        match answers.into_iter().next()?.1 {
+            CheckResult::Duplicate {
+                asset_id: Some(asset_id),
+                ..
+            } => {
+                tracing::debug!(
+                    path = %req.path.display(),
+                    %asset_id,
+                    "upload connection failed, but the server has the checksum"
+                );
+                Some(UploadOutcome {
+                    asset_id,
+                    duplicate: true,
+                })
+            }
+            _ => None,
+        }
     }
 }
 

@@ -38,20 +38,13 @@ const LAST_ERROR: &str = "mirror.last_error";
 const SYNC_ACKS: &str = "mirror.acks";
 const SOCKET: &str = "mirror.socket";
 
-/// Keys that modules not yet converted to the typed values still write themselves
-/// (`mirror/socket.rs` records its state with [`super::meta_set`]). Remove each with its
-/// last user.
-pub(crate) mod unconverted {
-    pub(crate) const SOCKET: &str = super::SOCKET;
-}
-
-pub(crate) fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
         .optional()
 }
 
-pub(crate) fn set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+fn set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -20,8 +20,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::queue::{self, Outcome};
-use crate::api::RemoteAsset;
-use crate::model::{AssetId, Checksum, SkipReason};
+use crate::model::{AssetId, Checksum, RemoteAsset, SkipReason};
 
 /// What [`apply`] does about assets of ours that went away.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

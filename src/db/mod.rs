@@ -194,21 +194,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads a `meta` value by its raw key.
-///
-/// Kept for the modules not yet converted to the typed values of [`meta`] (the watcher's
-/// root states, the socket's state); new code uses [`meta`]. Nothing reads by raw key any
-/// more, hence the allowance; it goes with [`meta_set`] once those are converted.
-#[allow(dead_code)]
-pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    meta::get(conn, key)
-}
-
-/// Writes a `meta` value by its raw key. See [`meta_get`].
-pub(crate) fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    meta::set(conn, key, value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,9 +213,9 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(db);
         let db = Db::open(&path).unwrap();
-        db.call_blocking(|c| meta_set(c, "k", "v")).unwrap();
+        db.call_blocking(|c| meta::set_device_id(c, "v")).unwrap();
         assert_eq!(
-            db.call_blocking(|c| meta_get(c, "k")).unwrap().as_deref(),
+            db.call_blocking(meta::device_id).unwrap().as_deref(),
             Some("v")
         );
     }

@@ -30,22 +30,20 @@ pub mod report;
 pub mod socket;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::client::BULK_CHECK_BATCH;
-use crate::api::{ApiClient, ApiError, CheckResult, Dialect, RemoteAsset};
+use crate::api::{ApiClient, ApiError, CheckResult, Dialect, BULK_CHECK_BATCH};
 use crate::backoff::{self, Backoff};
-use crate::config::{MirrorConfig, ServerConfig};
+use crate::config::MirrorConfig;
 use crate::db::meta::{self, LastPull, PullError, SocketRecord, SocketState};
 use crate::db::mirror::{self as store, server_time_ms};
 use crate::db::{now_ms, Db, DbError};
 use crate::human;
-use crate::model::{AssetId, Checksum};
+use crate::model::{AssetId, Checksum, RemoteAsset};
 use crate::pipeline::Waker;
 
 pub use crate::db::mirror::{Applied, Change, Policy};
@@ -65,19 +63,6 @@ const EVENT_BATCH: usize = 256;
 const MAX_SINGLE_CHECKS: usize = 1000;
 /// The first wait after a failed pull; it doubles up to `pull_interval`.
 const PULL_RETRY_INITIAL: Duration = Duration::from_secs(5);
-
-/// The socket's `meta` key and the duration format, for `socket.rs` until it records its
-/// state through [`meta::set_socket`] and formats through [`crate::human`].
-pub(crate) use crate::db::meta::unconverted::SOCKET as META_SOCKET;
-pub(crate) use crate::human::duration as humanize;
-
-/// How the socket reaches the server: with the trust and the connect timeout of the HTTP
-/// client (`server.ca_file`, `server.connect_timeout`).
-#[derive(Clone, Debug)]
-struct SocketReach {
-    ca_file: Option<PathBuf>,
-    connect_timeout: Duration,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -141,7 +126,6 @@ struct Inner {
     db: Db,
     api: ApiClient,
     config: MirrorConfig,
-    socket: SocketReach,
     /// Asks the pull loop for a pull now (a socket (re)connect, missed events).
     pull_now: Arc<Notify>,
     /// One pull or event batch at a time; held across awaits, hence tokio's mutex.
@@ -151,25 +135,15 @@ struct Inner {
 
 impl Mirror {
     /// The mirror of the account `api` is logged in to, as `config` (`[mirror]`) says; the
-    /// live-event socket reaches the server as `server` (`[server]`) says the HTTP client
-    /// does. `waker` is the engine's, woken when files are queued again
+    /// live-event socket reaches the server through `api`, with the HTTP client's trust and
+    /// timeouts. `waker` is the engine's, woken when files are queued again
     /// (`reupload_deleted`).
-    pub fn new(
-        db: Db,
-        api: ApiClient,
-        config: &MirrorConfig,
-        server: &ServerConfig,
-        waker: Option<Waker>,
-    ) -> Mirror {
+    pub fn new(db: Db, api: ApiClient, config: &MirrorConfig, waker: Option<Waker>) -> Mirror {
         Mirror {
             inner: Arc::new(Inner {
                 db,
                 api,
                 config: config.clone(),
-                socket: SocketReach {
-                    ca_file: server.ca_file.clone(),
-                    connect_timeout: server.connect_timeout,
-                },
                 pull_now: Arc::new(Notify::new()),
                 apply_lock: Mutex::new(()),
                 waker,
@@ -490,15 +464,9 @@ impl Mirror {
             drop(tx);
             return;
         }
-        let cfg = socket::SocketConfig {
-            url: api.ws_url(),
-            ca_file: self.inner.socket.ca_file.clone(),
-            connect_timeout: self.inner.socket.connect_timeout,
-            pull_interval: config.pull_interval,
-        };
         socket::run(
             api.clone(),
-            cfg,
+            config.pull_interval,
             self.inner.db.clone(),
             tx,
             self.inner.pull_now.clone(),

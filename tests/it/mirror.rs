@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use immish_sync::api::{ApiClient, ConnectOptions};
-use immish_sync::config::{self, Config, Credentials, MirrorConfig, Secret};
+use immish_sync::api::ApiClient;
+use immish_sync::config::{self, Config, Credentials, MirrorConfig, Secret, ServerConfig};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::db::Db;
 use immish_sync::mirror::{self, Mirror, PullKind, Source};
@@ -83,8 +83,8 @@ async fn connect(w: &World, login: Login) -> ApiClient {
             password: Secret::new(w.server.admin_password()),
         },
     };
-    ApiClient::connect(ConnectOptions {
-        url: w.server.base_url(),
+    ApiClient::connect(&ServerConfig {
+        url: config::ServerUrl::parse(&w.server.base_url()).unwrap(),
         credentials,
         ca_file: None,
         allow_insecure_http: false,
@@ -106,8 +106,7 @@ async fn direct(w: &World, login: Login) -> (Mirror, ApiClient) {
         full_reconcile_interval: Duration::from_secs(86_400),
         events: false,
     };
-    let server = w.config().server;
-    (Mirror::new(db, api.clone(), &settings, &server, None), api)
+    (Mirror::new(db, api.clone(), &settings, None), api)
 }
 
 /// One mirrored asset, as the state database holds it.
