@@ -215,7 +215,7 @@ mod tests {
         let db = Db::open(&path).unwrap();
         db.call_blocking(|c| meta::set_device_id(c, "v")).unwrap();
         assert_eq!(
-            db.call_blocking(meta::device_id).unwrap().as_deref(),
+            db.call_blocking(|c| meta::device_id(c)).unwrap().as_deref(),
             Some("v")
         );
     }
