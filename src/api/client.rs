@@ -15,10 +15,11 @@ use serde::Serialize;
 
 use super::auth::{login, Auth};
 use super::discovery::discover;
-use super::endpoint::{self, BaseUrl};
+use super::endpoint;
 use super::transport::{build_http_client, header_value, Transport};
 use super::upload::Progress;
 use super::{tls, ApiError, CredentialsKind, Dialect, RequestInfo, Result};
+use crate::config::ServerUrl;
 use crate::config::{Credentials, Secret, ServerConfig};
 
 /// A connected, authenticated client. Cheap to clone (an `Arc` inside).
@@ -29,7 +30,7 @@ pub struct ApiClient {
 
 pub(super) struct Inner {
     pub(super) transport: Transport,
-    pub(super) base: BaseUrl,
+    pub(super) base: ServerUrl,
     pub(super) api_root: Url,
     /// `api_root` without the trailing slash, for `format!("{api}/assets")`.
     pub(super) api_text: String,
@@ -55,13 +56,13 @@ impl std::fmt::Debug for ApiClient {
 }
 
 impl ApiClient {
-    /// Normalises the URL, refuses plain `http://` to public hosts (unless allowed), finds
+    /// Refuses plain `http://` to public hosts (unless allowed), finds
     /// the API root and dialect, and authenticates: an API key is checked for the
     /// [`REQUIRED_PERMISSIONS`](super::REQUIRED_PERMISSIONS); email + password are exchanged for a session token.
     pub async fn connect(server: &ServerConfig) -> Result<ApiClient> {
-        let base = endpoint::normalise(server.url.as_written())
-            .map_err(|message| ApiError::Config { message })?;
-        if base.url.scheme() == "http" && !endpoint::is_local_host(base.host()) {
+        // Parsed and normalised once, in config; only the plain-http policy is decided here.
+        let base = server.url.clone();
+        if !base.is_https() && !base.is_local() {
             if !server.allow_insecure_http {
                 return Err(ApiError::Config {
                     message: format!(
@@ -162,7 +163,7 @@ impl ApiClient {
 
     /// The normalised base URL the user configured (without `/api`).
     pub fn base_url(&self) -> &Url {
-        &self.inner.base.url
+        self.inner.base.url()
     }
 
     /// The server's id of the authenticated user: from the login answer, or `GET /users/me`.

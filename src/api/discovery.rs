@@ -15,10 +15,11 @@ use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
 use super::dto;
-use super::endpoint::{self, BaseUrl};
+use super::endpoint;
 use super::transport::{content_type, parse_json, short, strip_query, Transport, MAX_ERROR_BODY};
 use super::upload::Progress;
 use super::{ApiError, Dialect, RequestInfo, Result};
+use crate::config::ServerUrl;
 
 /// How long discovery waits for `/.well-known/immich` (API.md §1).
 const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,7 +27,7 @@ const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Finds the API root and dialect (API.md §1): `/.well-known/immich`, then `{base}/api`,
 /// each verified with `server/ping` answering JSON `{"res":"pong"}`, then `{base}` itself
 /// (seed-style paths).
-pub(super) async fn discover(t: &Transport, base: &BaseUrl) -> Result<(Url, Dialect)> {
+pub(super) async fn discover(t: &Transport, base: &ServerUrl) -> Result<(Url, Dialect)> {
     let mut attempts = Vec::new();
     let mut first_down: Option<ApiError> = None;
     let mut candidates: Vec<Url> = Vec::new();
@@ -51,7 +52,7 @@ pub(super) async fn discover(t: &Transport, base: &BaseUrl) -> Result<(Url, Dial
             candidates.push(default);
         }
     }
-    let seed = base.url.clone();
+    let seed = base.url().clone();
     let tries = candidates
         .into_iter()
         .map(|u| (u, Dialect::Immich))
@@ -78,7 +79,7 @@ pub(super) async fn discover(t: &Transport, base: &BaseUrl) -> Result<(Url, Dial
         return Err(e);
     }
     Err(ApiError::NoServer {
-        base: base.text.clone(),
+        base: base.as_str().to_owned(),
         attempts,
     })
 }
