@@ -153,6 +153,7 @@
 //! deprecated `PUT /assets/:id/original` (`replaced`), and sync types other than
 //! `AuthUsersV1`, `AssetsV1` and `AssetExifsV1` (accepted, but they produce no rows).
 
+mod accounts;
 mod admin;
 mod albums;
 mod assets;
@@ -160,11 +161,14 @@ mod auth;
 mod dto;
 mod error;
 mod faults;
+pub mod fixtures;
 mod handle;
 mod info;
+mod metadata;
 mod net;
 mod search;
 mod socket;
+mod stacks;
 mod state;
 mod sync;
 
@@ -174,14 +178,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Failure;
 pub use handle::{AssetUpdate, AssetView, NewAsset, ServerHandle};
-pub use state::Visibility;
+pub use state::{FormPart, UploadRecord, Visibility};
 
 use state::{App, Config, Shared, State};
 
@@ -240,6 +244,7 @@ pub struct Builder {
     ping_interval: Duration,
     ping_timeout: Duration,
     upload_event_delay: Duration,
+    metadata_delay: Duration,
     admin_email: String,
     admin_password: String,
     admin_api_key: Option<String>,
@@ -254,6 +259,7 @@ impl Default for Builder {
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
             upload_event_delay: Duration::from_millis(100),
+            metadata_delay: Duration::from_millis(50),
             admin_email: "admin@example.com".to_string(),
             admin_password: "admin-password".to_string(),
             admin_api_key: None,
@@ -298,6 +304,13 @@ impl Builder {
         self
     }
 
+    /// How long after a 201 the metadata job replaces the form's dates with the file's (default
+    /// 50 ms; the real job takes a few seconds). The upload events come after it in any case.
+    pub fn metadata_delay(mut self, d: Duration) -> Builder {
+        self.metadata_delay = d;
+        self
+    }
+
     /// Use this secret for the admin's all-permission API key instead of a random one.
     pub fn admin_api_key(mut self, key: impl Into<String>) -> Builder {
         self.admin_api_key = Some(key.into());
@@ -311,6 +324,9 @@ impl Builder {
         let addr = listener.local_addr()?;
         let mut state = State::default();
         let admin_id = state.add_user(&self.admin_email, &self.admin_password, "Admin", true);
+        if let Some(admin) = state.user_mut(&admin_id) {
+            admin.is_onboarded = true;
+        }
         let admin_key = match self.admin_api_key {
             Some(secret) => {
                 state.create_api_key(&admin_id, "immish-testserver", &["all"]);
@@ -327,6 +343,7 @@ impl Builder {
             ping_interval: self.ping_interval,
             ping_timeout: self.ping_timeout,
             upload_event_delay: self.upload_event_delay,
+            metadata_delay: self.metadata_delay,
             admin_email: self.admin_email,
             admin_password: self.admin_password,
         };
@@ -407,6 +424,15 @@ fn api_routes(dialect: Dialect) -> Router<App> {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/status", get(auth::status))
         .route("/api-keys/me", get(auth::api_key_me))
+        .route(
+            "/api-keys",
+            get(accounts::list_keys).post(accounts::create_key),
+        )
+        .route("/api-keys/{id}", delete(accounts::delete_key))
+        .route(
+            "/admin/users",
+            get(accounts::list_users).post(accounts::create_user),
+        )
         .route("/users/me", get(auth::users_me))
         .route("/server/ping", get(info::ping))
         .route("/server/version", get(info::server_version))
@@ -435,6 +461,20 @@ fn api_routes(dialect: Dialect) -> Router<App> {
             put(albums::add_assets).delete(albums::remove_assets),
         )
         .route("/search/metadata", post(search::metadata))
+        .route(
+            "/stacks",
+            get(stacks::list)
+                .post(stacks::create)
+                .delete(stacks::delete_many),
+        )
+        .route(
+            "/stacks/{id}",
+            get(stacks::get).put(stacks::update).delete(stacks::delete),
+        )
+        .route(
+            "/stacks/{id}/assets/{asset_id}",
+            delete(stacks::remove_asset),
+        )
         .route("/socket.io/", get(socket::endpoint));
     match dialect {
         Dialect::Seed => r
