@@ -8,5 +8,6 @@ mod common;
 mod crash;
 mod faults;
 mod mirror;
+mod peer;
 mod scan;
 mod watch;
