@@ -28,8 +28,9 @@ fn assert_no_empty_bulk_check(w: &World, after: &str) {
 async fn never_sends_an_empty_bulk_check(dialect: Dialect) {
     let w = World::new(dialect).await;
 
+    // An empty root is paused (an unmounted disk?), not an error; nothing to check either way.
     let s = w.scan().await;
-    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(s.failed_total, 0, "{s:?}");
     assert_no_empty_bulk_check(&w, "a scan of an empty root");
 
     w.write("notes.txt", b"not media");
