@@ -101,7 +101,9 @@ fn is_z_timestamp(s: &str) -> bool {
         && s.ends_with('Z')
         && time::PrimitiveDateTime::parse(
             &s[..23],
-            format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"),
+            format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
+            ),
         )
         .is_ok()
 }
@@ -178,7 +180,10 @@ async fn against_the_next_major_reporting_2_7_5() {
         assert_eq!(r.status, 201, "{r:?}");
         for field in ["fileCreatedAt", "fileModifiedAt"] {
             let v = r.field(field).unwrap_or_default();
-            assert!(is_z_timestamp(v), "{field} = {v:?}: main accepts only Z dates");
+            assert!(
+                is_z_timestamp(v),
+                "{field} = {v:?}: main accepts only Z dates"
+            );
         }
         assert_eq!(r.field("isFavorite"), Some("false"));
     }
@@ -218,7 +223,11 @@ async fn dates_the_server_rewrites_do_not_cause_a_reupload() {
     assert!(w.scan().await.is_complete());
     let admin = w.server.admin_id();
     let id = w.server.assets(&admin)[0].id.clone();
-    assert!(w.server.wait_for_metadata(&id, Duration::from_secs(5)).await);
+    assert!(
+        w.server
+            .wait_for_metadata(&id, Duration::from_secs(5))
+            .await
+    );
     assert_eq!(
         w.server.asset(&id).unwrap().file_created_at,
         "2015-06-01T10:00:00.000Z",
@@ -228,8 +237,10 @@ async fn dates_the_server_rewrites_do_not_cause_a_reupload() {
     let daemon = w.start_daemon();
     let server = w.server.handle();
     assert!(
-        eventually(Duration::from_secs(20), || server.requests("POST /search/metadata") >= 1)
-            .await,
+        eventually(Duration::from_secs(20), || server
+            .requests("POST /search/metadata")
+            >= 1)
+        .await,
         "the daemon's mirror pulls"
     );
     daemon.stop().await;

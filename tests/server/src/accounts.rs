@@ -334,7 +334,8 @@ pub(crate) async fn create_user(
             "Invalid input: expected string, received undefined",
         ));
     }
-    let (Some(email), Some(password), Some(name), true) = (email, password, name, errors.is_empty())
+    let (Some(email), Some(password), Some(name), true) =
+        (email, password, name, errors.is_empty())
     else {
         return Err(ApiError::validation(errors));
     };

@@ -406,8 +406,11 @@ async fn read_form(
                 d.extend_from_slice(usable);
             }
         }
-        form.parts
-            .push(file_record(&name, &part_file_name, size + u64::from(held.is_some())));
+        form.parts.push(file_record(
+            &name,
+            &part_file_name,
+            size + u64::from(held.is_some()),
+        ));
         form.file = Some(FilePart {
             part_file_name,
             checksum: hasher.finalize().into(),

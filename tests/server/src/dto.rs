@@ -45,7 +45,9 @@ pub(crate) fn user_admin(user: &User, usage: u64) -> Value {
 /// whose upload writes an exif row with the file size alone.
 fn exif(asset: &Asset) -> Value {
     let e = &asset.exif;
-    let modify = asset.metadata_extracted.then(|| fmt_ts(asset.file_modified_at));
+    let modify = asset
+        .metadata_extracted
+        .then(|| fmt_ts(asset.file_modified_at));
     json!({
         "fileSizeInByte": asset.size,
         "dateTimeOriginal": e.date_time_original.map(fmt_ts),

@@ -13,6 +13,12 @@
 //! assert!(jpeg.starts_with(&[0xFF, 0xD8]) && xmp.contains("dc:description"));
 //! ```
 
+/// A rational as (numerator, denominator).
+type Rational = (u32, u32);
+
+/// `ExposureTime`, `FNumber`, ISO, `FocalLength`.
+type Exposure = (Rational, Rational, u16, Rational);
+
 /// A JPEG to build. Every field is optional; [`Photo::new`]'s tag makes the bytes unique.
 #[derive(Clone, Debug, Default)]
 pub struct Photo {
@@ -26,7 +32,7 @@ pub struct Photo {
     description: Option<String>,
     orientation: Option<u16>,
     size: Option<(u16, u16)>,
-    exposure: Option<((u32, u32), (u32, u32), u16, (u32, u32))>,
+    exposure: Option<Exposure>,
     padding: usize,
 }
 

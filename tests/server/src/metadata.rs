@@ -90,8 +90,7 @@ pub(crate) fn extract(head: &[u8], sidecar: Option<&[u8]>) -> Extracted {
         out.lens_model = ascii(&exif, Tag::LensModel);
         out.orientation = uint(&exif, Tag::Orientation);
         out.width = uint(&exif, Tag::PixelXDimension).or_else(|| uint(&exif, Tag::ImageWidth));
-        out.height =
-            uint(&exif, Tag::PixelYDimension).or_else(|| uint(&exif, Tag::ImageLength));
+        out.height = uint(&exif, Tag::PixelYDimension).or_else(|| uint(&exif, Tag::ImageLength));
         out.f_number = rational(&exif, Tag::FNumber);
         out.focal_length = rational(&exif, Tag::FocalLength);
         out.iso = uint(&exif, Tag::PhotographicSensitivity);
@@ -138,7 +137,10 @@ fn ascii_raw(exif: &exif::Exif, tag: Tag) -> Option<String> {
 /// A trimmed, non-empty text value.
 fn ascii(exif: &exif::Exif, tag: Tag) -> Option<String> {
     ascii_raw(exif, tag)
-        .map(|s| s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
+        .map(|s| {
+            s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                .to_string()
+        })
         .filter(|s| !s.is_empty())
 }
 
@@ -162,7 +164,10 @@ fn exposure(exif: &exif::Exif) -> Option<String> {
         Value::Rational(v) => {
             let r = v.first().filter(|r| r.denom != 0 && r.num != 0)?;
             if r.num < r.denom {
-                Some(format!("1/{}", (f64::from(r.denom) / f64::from(r.num)).round()))
+                Some(format!(
+                    "1/{}",
+                    (f64::from(r.denom) / f64::from(r.num)).round()
+                ))
             } else {
                 Some(format!("{}", f64::from(r.num) / f64::from(r.denom)))
             }
@@ -359,7 +364,10 @@ fn xmp_date(s: &str) -> Option<CaptureDate> {
         None => (rest, None),
     };
     let mut parts = clock.split(':');
-    let hour: u8 = parts.next().filter(|p| !p.is_empty()).map_or(Some(0), |p| p.parse().ok())?;
+    let hour: u8 = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .map_or(Some(0), |p| p.parse().ok())?;
     let minute: u8 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
     let (second, millis) = match parts.next() {
         None => (0, 0),
@@ -377,8 +385,13 @@ fn parse_zone(zone: &str) -> Option<Option<i32>> {
         return Some(Some(0));
     }
     let sign = if zone.starts_with('-') { -1 } else { 1 };
-    let (h, m) = zone.get(1..)?.split_once(':').unwrap_or((zone.get(1..)?, "0"));
-    Some(Some(sign * (h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?)))
+    let (h, m) = zone
+        .get(1..)?
+        .split_once(':')
+        .unwrap_or((zone.get(1..)?, "0"));
+    Some(Some(
+        sign * (h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?),
+    ))
 }
 
 #[cfg(test)]
@@ -400,8 +413,14 @@ mod tests {
             .jpeg();
         let m = extract(&data, None);
         let date = m.date.expect("date");
-        assert_eq!(crate::state::fmt_ts(date.utc_ms), "2019-07-04T16:30:00.250Z");
-        assert_eq!(crate::state::fmt_ts(date.local_ms), "2019-07-04T18:30:00.250Z");
+        assert_eq!(
+            crate::state::fmt_ts(date.utc_ms),
+            "2019-07-04T16:30:00.250Z"
+        );
+        assert_eq!(
+            crate::state::fmt_ts(date.local_ms),
+            "2019-07-04T18:30:00.250Z"
+        );
         assert_eq!(date.time_zone().as_deref(), Some("UTC+2"));
         assert_eq!(m.make.as_deref(), Some("Canon"));
         assert_eq!(m.model.as_deref(), Some("EOS R5"));
@@ -451,7 +470,10 @@ mod tests {
             </x:xmpmeta>"#;
         assert_eq!(extract(b"", Some(attr.as_bytes())).description, "attr form");
         let with_exif = Photo::new("d").description("from exif").jpeg();
-        assert_eq!(extract(&with_exif, Some(attr.as_bytes())).description, "from exif");
+        assert_eq!(
+            extract(&with_exif, Some(attr.as_bytes())).description,
+            "from exif"
+        );
         assert_eq!(extract(b"", Some(b"<not xml")).description, "");
     }
 }

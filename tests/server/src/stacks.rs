@@ -75,9 +75,11 @@ pub(crate) async fn create(
         )]));
     }
     // `requireAccess(AssetUpdate)` on every id: all of them must be the caller's.
-    let all_owned = ids
-        .iter()
-        .all(|id| db.assets.get(id).is_some_and(|a| a.owner_id == auth.user_id));
+    let all_owned = ids.iter().all(|id| {
+        db.assets
+            .get(id)
+            .is_some_and(|a| a.owner_id == auth.user_id)
+    });
     if !all_owned {
         return Err(ApiError::no_access("asset.update"));
     }
@@ -155,10 +157,7 @@ pub(crate) async fn update(
     owned_stack(&db, &auth.user_id, &id, "stack.update")?;
     if let Some(primary) = opt_str(&body, "primaryAssetId")? {
         check_uuid("primaryAssetId", primary)?;
-        let member = db
-            .stack_members(&id)
-            .iter()
-            .any(|a| a.id == primary);
+        let member = db.stack_members(&id).iter().any(|a| a.id == primary);
         if !member {
             return Err(ApiError::bad_request("Primary asset must be in the stack"));
         }

@@ -443,7 +443,8 @@ impl UploadRecord {
 
     /// The `filename="..."` of the `assetData` part.
     pub fn file_name(&self) -> Option<&str> {
-        self.file_part("assetData").and_then(|p| p.file_name.as_deref())
+        self.file_part("assetData")
+            .and_then(|p| p.file_name.as_deref())
     }
 
     /// Whether a `sidecarData` part was sent.

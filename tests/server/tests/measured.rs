@@ -90,19 +90,28 @@ async fn live_photos_link_hide_and_refuse() {
         b"still",
         immish_testserver::Visibility::Timeline,
     );
-    let form = upload_form("IMG_0001.HEIC", b"photo".to_vec()).text("livePhotoVideoId", image.clone());
+    let form =
+        upload_form("IMG_0001.HEIC", b"photo".to_vec()).text("livePhotoVideoId", image.clone());
     let (status, body) = send_form(&server, form).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["message"], "Live photo video must be a video");
-    assert_eq!(server.asset(&video_id).unwrap().visibility.as_str(), "timeline");
+    assert_eq!(
+        server.asset(&video_id).unwrap().visibility.as_str(),
+        "timeline"
+    );
 
     // The photo with its video: linked, the video hidden.
-    let form = upload_form("IMG_0001.HEIC", b"photo".to_vec()).text("livePhotoVideoId", video_id.clone());
+    let form =
+        upload_form("IMG_0001.HEIC", b"photo".to_vec()).text("livePhotoVideoId", video_id.clone());
     let (status, photo) = send_form(&server, form).await;
     assert_eq!(status, StatusCode::CREATED, "{photo}");
     let photo_id = id_of(&photo);
     assert_eq!(
-        server.asset(&photo_id).unwrap().live_photo_video_id.as_deref(),
+        server
+            .asset(&photo_id)
+            .unwrap()
+            .live_photo_video_id
+            .as_deref(),
         Some(video_id.as_str())
     );
     let (_, a) = get(&server, &format!("/assets/{photo_id}")).await;
@@ -113,7 +122,10 @@ async fn live_photos_link_hide_and_refuse() {
     // Out of the timeline search and the statistics.
     let (_, found) = post(&server, "/search/metadata", json!({})).await;
     let found = search_ids(&found);
-    assert!(found.contains(&photo_id) && !found.contains(&video_id), "{found:?}");
+    assert!(
+        found.contains(&photo_id) && !found.contains(&video_id),
+        "{found:?}"
+    );
     let (_, stats) = get(&server, "/assets/statistics").await;
     assert_eq!(stats, json!({ "images": 2, "videos": 0, "total": 2 }));
 
@@ -141,7 +153,10 @@ async fn live_photos_link_hide_and_refuse() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["livePhotoVideoId"].is_null());
-    assert_eq!(server.asset(&video_id).unwrap().visibility.as_str(), "timeline");
+    assert_eq!(
+        server.asset(&video_id).unwrap().visibility.as_str(),
+        "timeline"
+    );
     let (status, body) = put(
         &server,
         &format!("/assets/{photo_id}"),
@@ -150,7 +165,10 @@ async fn live_photos_link_hide_and_refuse() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["livePhotoVideoId"], video_id.as_str());
-    assert_eq!(server.asset(&video_id).unwrap().visibility.as_str(), "hidden");
+    assert_eq!(
+        server.asset(&video_id).unwrap().visibility.as_str(),
+        "hidden"
+    );
     let (status, body) = put(
         &server,
         &format!("/assets/{photo_id}"),
@@ -211,7 +229,10 @@ async fn stacks_create_read_and_merge() {
         a["stack"],
         json!({ "id": stack_id, "primaryAssetId": jpeg, "assetCount": 2 })
     );
-    assert_eq!(server.asset(&raw).unwrap().stack_id.as_deref(), Some(stack_id.as_str()));
+    assert_eq!(
+        server.asset(&raw).unwrap().stack_id.as_deref(),
+        Some(stack_id.as_str())
+    );
     let (_, list) = get(&server, "/stacks").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (_, list) = get(&server, &format!("/stacks?primaryAssetId={raw}")).await;
@@ -228,11 +249,19 @@ async fn stacks_create_read_and_merge() {
     let (status, body) = get(&server, &format!("/stacks/{stack_id}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["message"], "Not found or no stack.read access");
-    assert_eq!(server.asset(&raw).unwrap().stack_id.as_deref(), Some(merged_id.as_str()));
+    assert_eq!(
+        server.asset(&raw).unwrap().stack_id.as_deref(),
+        Some(merged_id.as_str())
+    );
 
     // Changing the primary, refusals, and permissions.
     let bob = server.add_user("bob@example.com", "pw-bob-123");
-    let bob_asset = server.upload_as(&bob, "bob.jpg", b"bob", immish_testserver::Visibility::Timeline);
+    let bob_asset = server.upload_as(
+        &bob,
+        "bob.jpg",
+        b"bob",
+        immish_testserver::Visibility::Timeline,
+    );
     let (status, body) = put(
         &server,
         &format!("/stacks/{merged_id}"),
@@ -254,7 +283,10 @@ async fn stacks_create_read_and_merge() {
     assert_eq!(body["message"], "Not found or no asset.update access");
     let (status, body) = post(&server, "/stacks", json!({ "assetIds": [raw] })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["message"], json!(["assetIds must contain at least 2 elements"]));
+    assert_eq!(
+        body["message"],
+        json!(["assetIds must contain at least 2 elements"])
+    );
     let key = server.create_api_key(&admin, &["asset.read"]);
     let (status, body) =
         post_with_key(&server, &key, "/stacks", json!({ "assetIds": [raw, jpeg] })).await;
@@ -263,7 +295,10 @@ async fn stacks_create_read_and_merge() {
 
     // Removing: a member, then the whole stack.
     let resp = client()
-        .delete(format!("{}/stacks/{merged_id}/assets/{jpeg}", server.api_url()))
+        .delete(format!(
+            "{}/stacks/{merged_id}/assets/{jpeg}",
+            server.api_url()
+        ))
         .header("x-api-key", server.api_key())
         .send()
         .await
@@ -315,9 +350,18 @@ async fn the_metadata_job_replaces_dates_and_fills_exif() {
     assert_eq!(exif["make"], "Canon");
     assert_eq!(exif["model"], "EOS R5");
     assert_eq!(exif["orientation"], "6");
-    assert_eq!((exif["exifImageWidth"].clone(), exif["exifImageHeight"].clone()), (json!(6000), json!(4000)));
+    assert_eq!(
+        (
+            exif["exifImageWidth"].clone(),
+            exif["exifImageHeight"].clone()
+        ),
+        (json!(6000), json!(4000))
+    );
     // Rotated 90°: shown portrait.
-    assert_eq!((a["width"].clone(), a["height"].clone()), (json!(4000), json!(6000)));
+    assert_eq!(
+        (a["width"].clone(), a["height"].clone()),
+        (json!(4000), json!(6000))
+    );
     // The job's write bumps updatedAt, as the real trigger does.
     assert!(a["updatedAt"].as_str() > before["updatedAt"].as_str());
 
@@ -351,7 +395,10 @@ async fn the_metadata_job_replaces_dates_and_fills_exif() {
         .text("deviceId", "test")
         .text("fileCreatedAt", "2024-05-01T12:00:00+02:00")
         .text("fileModifiedAt", "2024-05-01T09:00:00Z")
-        .part("assetData", Part::bytes(b"no exif".to_vec()).file_name("x.jpg"));
+        .part(
+            "assetData",
+            Part::bytes(b"no exif".to_vec()).file_name("x.jpg"),
+        );
     let (_, body) = send_form(&server, form).await;
     let plain = id_of(&body);
     assert!(server.wait_for_metadata(&plain, WAIT).await);
@@ -430,7 +477,10 @@ async fn validation_messages_as_measured() {
     let form = upload_form("a.jpg", b"fav".to_vec()).text("isFavorite", "TRUE");
     let (status, body) = send_form(&server, form).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["message"], json!(["isFavorite must be a boolean value"]));
+    assert_eq!(
+        body["message"],
+        json!(["isFavorite must be a boolean value"])
+    );
     // A garbage date: one string, not an array.
     let form = Form::new()
         .text("deviceAssetId", "d")
@@ -467,7 +517,9 @@ async fn validation_messages_as_measured() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         body["message"],
-        json!(["[fileCreatedAt] Invalid input: expected ISO 8601 datetime string, received string"])
+        json!([
+            "[fileCreatedAt] Invalid input: expected ISO 8601 datetime string, received string"
+        ])
     );
 }
 
@@ -489,7 +541,14 @@ async fn the_small_differences() {
 
     // About: where the build came from, and the tools' versions.
     let (_, about) = get(&server, "/server/about").await;
-    for field in ["sourceRef", "sourceCommit", "ffmpeg", "libvips", "exiftool", "imagemagick"] {
+    for field in [
+        "sourceRef",
+        "sourceCommit",
+        "ffmpeg",
+        "libvips",
+        "exiftool",
+        "imagemagick",
+    ] {
         assert!(about[field].is_string(), "{field}: {about}");
     }
     assert_eq!(about["sourceRef"], "v2.7.5");
@@ -533,7 +592,10 @@ async fn the_small_differences() {
     let (status, created) = json_of(resp).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["apiKey"]["name"], "backup");
-    assert_eq!(created["apiKey"]["permissions"], json!(["asset.upload", "apiKey.create"]));
+    assert_eq!(
+        created["apiKey"]["permissions"],
+        json!(["asset.upload", "apiKey.create"])
+    );
     let key = created["secret"].as_str().unwrap().to_string();
     let (status, _) = upload_with_key(&server, &key, "c.jpg", b"carol").await;
     assert_eq!(status, StatusCode::CREATED);
@@ -565,7 +627,12 @@ async fn the_small_differences() {
 #[tokio::test]
 async fn uploads_record_what_the_client_sent() {
     let server = TestServer::start(Dialect::Immich).await;
-    let video = server.upload_as(&server.admin_id(), "v.mov", b"vid", immish_testserver::Visibility::Timeline);
+    let video = server.upload_as(
+        &server.admin_id(),
+        "v.mov",
+        b"vid",
+        immish_testserver::Visibility::Timeline,
+    );
     let form = Form::new()
         .text("deviceAssetId", "dev-asset-1")
         .text("deviceId", "phone")
@@ -577,7 +644,10 @@ async fn uploads_record_what_the_client_sent() {
             Part::bytes(xmp_sidecar(Some("d"), None).into_bytes()).file_name("p.heic.xmp"),
         )
         .text("filename", "p.heic")
-        .part("assetData", Part::bytes(b"heic!".to_vec()).file_name("blob"));
+        .part(
+            "assetData",
+            Part::bytes(b"heic!".to_vec()).file_name("blob"),
+        );
     let (status, body) = send_form(&server, form).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // Refused uploads are recorded too.
@@ -620,7 +690,10 @@ async fn uploads_record_what_the_client_sent() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list[0]["parts"][4], json!({ "name": "livePhotoVideoId", "value": video, "fileName": null, "size": 0 }));
+    assert_eq!(
+        list[0]["parts"][4],
+        json!({ "name": "livePhotoVideoId", "value": video, "fileName": null, "size": 0 })
+    );
     assert_eq!(list[0]["status"], 201);
     let counters: Value = client()
         .get(format!("{}/__admin/counters", server.base_url()))
