@@ -9,5 +9,6 @@ mod crash;
 mod faults;
 mod fixtures;
 mod mirror;
+mod peer;
 mod scan;
 mod watch;

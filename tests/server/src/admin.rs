@@ -24,6 +24,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/__admin/fault", post(set_fault).delete(clear_faults))
         .route("/__admin/counters", get(counters).delete(reset_counters))
         .route("/__admin/assets", get(list_assets))
+        .route("/__admin/uploads", get(list_uploads))
         .route("/__admin/users", get(list_users).post(add_user))
         .route("/__admin/api-keys", post(add_api_key))
         .route("/__admin/partners", post(add_partner))
@@ -204,6 +205,7 @@ async fn counters(State(app): State<App>) -> Json<Value> {
         "uploadBodies": h.upload_bodies(),
         "uploadBodyBytes": h.upload_body_bytes(),
         "uploadFileBytes": h.upload_file_bytes(),
+        "emptyBulkChecks": h.empty_bulk_checks(),
         "assetsPerUser": per_user,
         "websockets": h.websocket_count(),
     }))
@@ -224,6 +226,11 @@ async fn list_assets(
         None => h.all_assets(),
     };
     Json(serde_json::to_value(list).unwrap_or_default())
+}
+
+/// `GET /__admin/uploads`: every upload's form parts, status and asset, oldest first.
+async fn list_uploads(State(app): State<App>) -> Json<Value> {
+    Json(serde_json::to_value(handle(app).uploads()).unwrap_or_default())
 }
 
 async fn list_users(State(app): State<App>) -> Json<Value> {

@@ -16,9 +16,10 @@ use sha1::{Digest, Sha1};
 use crate::auth::{authenticate, check, Creds};
 use crate::error::{invalid, opt_bool, opt_str, uuid_list, ApiError, JsonBody};
 use crate::faults::drain_in_background;
+use crate::metadata::{self, Extracted, HEAD_BYTES, MAX_SIDECAR};
 use crate::state::{
-    decode_checksum, is_uuid, now_ms, parse_date, App, AssetInput, AssetType, State as Db,
-    Visibility,
+    decode_checksum, is_uuid, now_ms, parse_date, App, Asset, AssetInput, AssetType, FormPart,
+    State as Db, UploadRecord, Visibility,
 };
 use crate::{dto, Dialect};
 
@@ -123,17 +124,31 @@ fn emit_grouped(db: &mut Db, ids: &[String], event: &str) {
     }
 }
 
-/// Emits `on_upload_success` a little after the upload, as Immich does once thumbnails exist,
-/// and only for `timeline` and `archive` assets.
-pub(crate) fn schedule_upload_success(app: &App, asset_id: String) {
-    let delay = app.cfg.upload_event_delay;
+/// The metadata job and the thumbnail events of one new asset, as Immich runs them after an
+/// upload: after `metadata_delay` the extracted metadata replaces the form's dates (see
+/// [`apply_metadata`]); at `upload_event_delay` after the upload (never before the metadata)
+/// `on_upload_success` and then `AssetUploadReadyV1` go to the owner, for `timeline` and
+/// `archive` assets only, so a Live Photo video hidden meanwhile gets neither. The seed dialect
+/// extracts nothing and sends only `on_upload_success`.
+pub(crate) fn schedule_after_upload(app: &App, asset_id: String, metadata: Option<Extracted>) {
+    let metadata_delay = app.cfg.metadata_delay;
+    let event_delay = app.cfg.upload_event_delay;
     let app2 = app.clone();
     app.runtime.spawn(async move {
+        let started = tokio::time::Instant::now();
+        let dialect = app2.dialect();
+        if let Some(m) = metadata.filter(|_| dialect != Dialect::Seed) {
+            tokio::select! {
+                _ = tokio::time::sleep(metadata_delay) => {}
+                _ = app2.shutdown.cancelled() => return,
+            }
+            let mut db = app2.lock();
+            run_metadata_job(&mut db, &asset_id, &m);
+        }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep_until(started + event_delay) => {}
             _ = app2.shutdown.cancelled() => return,
         }
-        let dialect = app2.dialect();
         let mut db = app2.lock();
         let Some(asset) = db.assets.get(&asset_id) else {
             return;
@@ -141,9 +156,104 @@ pub(crate) fn schedule_upload_success(app: &App, asset_id: String) {
         if matches!(asset.visibility, Visibility::Timeline | Visibility::Archive) {
             let owner = asset.owner_id.clone();
             let payload = dto::asset(asset, dialect, true);
+            let ready = json!({ "asset": dto::sync_asset(asset), "exif": dto::sync_exif(asset) });
             db.emit(&owner, "on_upload_success", payload);
+            if dialect != Dialect::Seed {
+                db.emit(&owner, "AssetUploadReadyV1", ready);
+            }
         }
     });
+}
+
+/// Applies a metadata job's result and, when anything a client can see changed, bumps
+/// `updatedAt` and the sync cursors (the real job's update fires the `updatedAt` trigger too).
+pub(crate) fn run_metadata_job(db: &mut Db, asset_id: &str, m: &Extracted) {
+    let now = db.clock.tick();
+    let update_id = db.clock.update_id();
+    if let Some(a) = db.assets.get_mut(asset_id) {
+        if apply_metadata(a, m) {
+            a.updated_at = now;
+            a.update_id = update_id;
+            a.exif_update_id = update_id;
+        }
+    }
+}
+
+/// What Immich's `handleMetadataExtraction` writes, from what the file said. With a capture
+/// date: `fileCreatedAt` and `exifInfo.dateTimeOriginal` become its instant, `localDateTime` its
+/// wall time, `timeZone` its offset. Without one: the earliest of `fileCreatedAt` and the
+/// file's mtime (`fileModifiedAt`) becomes all three, so an offset sent in the form is lost
+/// (`localDateTime` is the UTC instant). Dimensions are swapped for sideways orientations.
+/// Returns whether anything changed.
+pub(crate) fn apply_metadata(a: &mut Asset, m: &Extracted) -> bool {
+    let before = a.clone();
+    match m.date {
+        Some(d) => {
+            a.file_created_at = d.utc_ms;
+            a.local_date_time = d.local_ms;
+            a.exif.date_time_original = Some(d.utc_ms);
+            a.exif.time_zone = d.time_zone();
+        }
+        None => {
+            let earliest = a.file_created_at.min(a.file_modified_at);
+            a.file_created_at = earliest;
+            a.local_date_time = earliest;
+            a.exif.date_time_original = Some(earliest);
+            a.exif.time_zone = None;
+        }
+    }
+    a.exif.make = m.make.clone();
+    a.exif.model = m.model.clone();
+    a.exif.lens_model = m.lens_model.clone();
+    a.exif.orientation = m.orientation.map(|o| o.to_string());
+    a.exif.width = m.width;
+    a.exif.height = m.height;
+    a.exif.f_number = m.f_number;
+    a.exif.focal_length = m.focal_length;
+    a.exif.iso = m.iso;
+    a.exif.exposure_time = m.exposure_time.clone();
+    let sideways = matches!(m.orientation, Some(5..=8));
+    (a.width, a.height) = if sideways {
+        (m.height, m.width)
+    } else {
+        (m.width, m.height)
+    };
+    a.description = m.description.clone();
+    a.metadata_extracted = true;
+    a.file_created_at != before.file_created_at
+        || a.local_date_time != before.local_date_time
+        || a.exif != before.exif
+        || (a.width, a.height) != (before.width, before.height)
+        || a.description != before.description
+        || !before.metadata_extracted
+}
+
+/// Links a Live Photo video the way `onBeforeLink` does: it must exist, be a video and be the
+/// caller's; a `timeline` video becomes `hidden` and `on_asset_hidden` fires.
+pub(crate) fn link_live_photo(db: &mut Db, user_id: &str, video_id: &str) -> Result<(), ApiError> {
+    let video = db
+        .assets
+        .get(video_id)
+        .ok_or_else(|| ApiError::bad_request("Live photo video not found"))?;
+    if video.kind != AssetType::Video {
+        return Err(ApiError::bad_request("Live photo video must be a video"));
+    }
+    if video.owner_id != user_id {
+        return Err(ApiError::bad_request(
+            "Live photo video does not belong to the user",
+        ));
+    }
+    if video.visibility == Visibility::Timeline {
+        let now = db.clock.tick();
+        let update_id = db.clock.update_id();
+        if let Some(v) = db.assets.get_mut(video_id) {
+            v.visibility = Visibility::Hidden;
+            v.updated_at = now;
+            v.update_id = update_id;
+        }
+        db.emit(user_id, "on_asset_hidden", json!(video_id));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,8 +262,10 @@ pub(crate) fn schedule_upload_success(app: &App, asset_id: String) {
 #[derive(Default)]
 struct Form {
     fields: BTreeMap<String, String>,
+    /// Every part as received, for the upload record.
+    parts: Vec<FormPart>,
     file: Option<FilePart>,
-    sidecar: bool,
+    sidecar: Option<Vec<u8>>,
 }
 
 struct FilePart {
@@ -161,6 +273,8 @@ struct FilePart {
     checksum: [u8; 20],
     size: u64,
     data: Option<Vec<u8>>,
+    /// The first bytes, for the metadata job when `data` is not kept.
+    head: Vec<u8>,
 }
 
 /// Reads every remaining part, discarding it, so an early error reply is not followed by a
@@ -175,14 +289,23 @@ fn upload_failed() -> ApiError {
     ApiError::new(500, "Failed to upload asset")
 }
 
+fn file_record(name: &str, file_name: &str, size: u64) -> FormPart {
+    FormPart {
+        name: name.to_string(),
+        value: None,
+        file_name: Some(file_name.to_string()),
+        size,
+    }
+}
+
 async fn read_form(
     app: &App,
     body: Body,
     boundary: String,
     corrupt: bool,
-) -> Result<Form, ApiError> {
+    form: &mut Form,
+) -> Result<(), ApiError> {
     let dialect = app.dialect();
-    let mut form = Form::default();
     let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
     loop {
         let mut field = match mp.next_field().await {
@@ -196,15 +319,22 @@ async fn read_form(
         let name = field.name().unwrap_or_default().to_string();
         let Some(part_file_name) = field.file_name().map(str::to_string) else {
             let value = field.text().await.map_err(|_| upload_failed())?;
+            form.parts.push(FormPart {
+                name: name.clone(),
+                value: Some(value.clone()),
+                file_name: None,
+                size: 0,
+            });
             form.fields.insert(name, value);
             continue;
         };
         let duplicate_part = match name.as_str() {
             "assetData" => form.file.is_some(),
-            "sidecarData" => form.sidecar,
+            "sidecarData" => form.sidecar.is_some(),
             _ => true,
         };
         if duplicate_part {
+            form.parts.push(file_record(&name, &part_file_name, 0));
             drop(field);
             drain_form(mp).await;
             return Err(ApiError::bad_request("Unexpected field"));
@@ -222,6 +352,7 @@ async fn read_form(
             is_sidecar_file(&checked_name)
         };
         if !allowed {
+            form.parts.push(file_record(&name, &part_file_name, 0));
             drop(field);
             drain_form(mp).await;
             return Err(ApiError::bad_request(format!(
@@ -229,14 +360,22 @@ async fn read_form(
             )));
         }
         if name == "sidecarData" {
-            while field.chunk().await.map_err(|_| upload_failed())?.is_some() {}
-            form.sidecar = true;
+            let mut sidecar = Vec::new();
+            let mut size = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(|_| upload_failed())? {
+                size += chunk.len() as u64;
+                let room = MAX_SIDECAR.saturating_sub(sidecar.len());
+                sidecar.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            form.parts.push(file_record(&name, &part_file_name, size));
+            form.sidecar = Some(sidecar);
             continue;
         }
 
         app.upload_bodies.fetch_add(1, Ordering::Relaxed);
         let mut hasher = Sha1::new();
         let mut data = app.cfg.keep_bytes.then(Vec::new);
+        let mut head = Vec::new();
         let mut size = 0u64;
         // In `corrupt` mode the last byte is held back and finally dropped.
         let mut held: Option<u8> = None;
@@ -246,6 +385,8 @@ async fn read_form(
             }
             app.upload_file_bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let room = HEAD_BYTES.saturating_sub(head.len());
+            head.extend_from_slice(&chunk[..chunk.len().min(room)]);
             let usable: &[u8] = if corrupt {
                 if let Some(b) = held.take() {
                     hasher.update([b]);
@@ -265,14 +406,20 @@ async fn read_form(
                 d.extend_from_slice(usable);
             }
         }
+        form.parts.push(file_record(
+            &name,
+            &part_file_name,
+            size + u64::from(held.is_some()),
+        ));
         form.file = Some(FilePart {
             part_file_name,
             checksum: hasher.finalize().into(),
             size,
             data,
+            head,
         });
     }
-    Ok(form)
+    Ok(())
 }
 
 /// The upload DTO after validation.
@@ -285,6 +432,7 @@ struct UploadFields {
     is_favorite: bool,
     duration: Option<String>,
     filename: Option<String>,
+    live_photo_video_id: Option<String>,
 }
 
 fn validate_upload(
@@ -292,6 +440,19 @@ fn validate_upload(
     dialect: Dialect,
 ) -> Result<UploadFields, ApiError> {
     let next = dialect == Dialect::ImmichNext;
+    // v2.7.5 converts dates while transforming the DTO, before validating it: an unparsable
+    // one ends the request at once with a single string message.
+    if dialect == Dialect::Immich {
+        for field in ["fileCreatedAt", "fileModifiedAt"] {
+            if let Some(v) = fields.get(field) {
+                if parse_date(v, false).is_none() {
+                    return Err(ApiError::bad_request(format!(
+                        "{field} must be a date string"
+                    )));
+                }
+            }
+        }
+    }
     let mut errors = Vec::new();
     let mut device = |field: &str| -> Option<String> {
         if next {
@@ -320,12 +481,15 @@ fn validate_upload(
                 errors.push(invalid(
                     field,
                     &format!("{field} must be a Date instance"),
-                    "Invalid ISO datetime",
+                    "Invalid input: expected ISO 8601 datetime string, received string",
                 ));
             }
             parsed
         }
         None => {
+            if dialect == Dialect::Immich {
+                errors.push(format!("{field} should not be empty"));
+            }
             errors.push(invalid(
                 field,
                 &format!("{field} must be a Date instance"),
@@ -339,8 +503,10 @@ fn validate_upload(
     let is_favorite = match fields.get("isFavorite").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
-        Some(v) if !next && v.eq_ignore_ascii_case("true") => true,
-        Some(v) if !next && v.eq_ignore_ascii_case("false") => false,
+        // The seed reference says nothing about case; only Immich's `ValidateBoolean` is
+        // known to map exactly `true` and `false`.
+        Some(v) if dialect == Dialect::Seed && v.eq_ignore_ascii_case("true") => true,
+        Some(v) if dialect == Dialect::Seed && v.eq_ignore_ascii_case("false") => false,
         Some(_) => {
             errors.push(invalid(
                 "isFavorite",
@@ -361,6 +527,19 @@ fn validate_upload(
             Visibility::Timeline
         }),
     };
+    let live_photo_video_id = match fields.get("livePhotoVideoId") {
+        Some(v) if dialect != Dialect::Seed => {
+            if !is_uuid(v) {
+                errors.push(invalid(
+                    "livePhotoVideoId",
+                    "livePhotoVideoId must be a UUID",
+                    "Invalid UUID",
+                ));
+            }
+            Some(v.clone())
+        }
+        _ => None,
+    };
     if dialect == Dialect::Seed {
         // The seed's pre-v1.133 fields.
         if fields.get("isArchived").map(String::as_str) == Some("true") {
@@ -371,16 +550,24 @@ fn validate_upload(
         }
     }
     match (created, modified, errors.is_empty()) {
-        (Some(created), Some(modified), true) => Ok(UploadFields {
-            device_asset_id,
-            device_id,
-            file_created_at: created,
-            file_modified_at: modified.utc_ms,
-            visibility,
-            is_favorite,
-            duration: fields.get("duration").filter(|d| !d.is_empty()).cloned(),
-            filename: fields.get("filename").filter(|f| !f.is_empty()).cloned(),
-        }),
+        (Some(mut created), Some(modified), true) => {
+            if dialect != Dialect::Seed {
+                // class-transformer turns the field into a `Date`: the offset is gone, and
+                // `localDateTime` starts as the UTC instant.
+                created.local_ms = created.utc_ms;
+            }
+            Ok(UploadFields {
+                device_asset_id,
+                device_id,
+                file_created_at: created,
+                file_modified_at: modified.utc_ms,
+                visibility,
+                is_favorite,
+                duration: fields.get("duration").filter(|d| !d.is_empty()).cloned(),
+                filename: fields.get("filename").filter(|f| !f.is_empty()).cloned(),
+                live_photo_video_id,
+            })
+        }
         _ => Err(ApiError::validation(errors)),
     }
 }
@@ -399,14 +586,53 @@ fn upload_reply(dialect: Dialect, id: &str, created: bool) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub(crate) async fn upload(
-    State(app): State<App>,
-    creds: Creds,
+/// How an upload ended, before it is recorded.
+struct Answer {
+    response: Response,
+    asset_id: Option<String>,
+    /// Hold the reply (`stall_after_store`).
+    stall: bool,
+}
+
+/// `POST /assets`. Every request that reaches the handler is recorded (its form parts, the
+/// status, the asset) for [`crate::ServerHandle::uploads`].
+pub(crate) async fn upload(State(app): State<App>, creds: Creds, req: Request) -> Response {
+    let mut form = Form::default();
+    let answer = match receive(&app, &creds, req, &mut form).await {
+        Ok(answer) => answer,
+        Err(e) => Answer {
+            response: e.into_response(),
+            asset_id: None,
+            stall: false,
+        },
+    };
+    app.lock().uploads.push(UploadRecord {
+        parts: form.parts,
+        status: answer.response.status().as_u16(),
+        asset_id: answer.asset_id.clone(),
+    });
+    if answer.stall {
+        tracing::debug!(asset_id = ?answer.asset_id, "stored; holding the reply (stall_after_store)");
+        app.shutdown.cancelled().await;
+        return ApiError::new(503, "Server shutting down").into_response();
+    }
+    answer.response
+}
+
+async fn receive(
+    app: &App,
+    creds: &Creds,
     req: Request,
-) -> Result<Response, ApiError> {
+    form: &mut Form,
+) -> Result<Answer, ApiError> {
     let dialect = app.dialect();
-    let auth = check(&app, &creds, Some("asset.upload"))?;
+    let auth = check(app, creds, Some("asset.upload"))?;
     let (parts, body) = req.into_parts();
+    let done = |response: Response, id: &str| Answer {
+        response,
+        asset_id: Some(id.to_string()),
+        stall: false,
+    };
 
     // The checksum header is checked after auth and before the body is read (API.md §3.2).
     // The seed reference has no such header.
@@ -424,7 +650,7 @@ pub(crate) async fn upload(
             if let Some(id) = existing {
                 // The body is dropped unread: hyper closes the connection after the reply.
                 drop(body);
-                return Ok(upload_reply(dialect, &id, false));
+                return Ok(done(upload_reply(dialect, &id, false), &id));
             }
         }
     }
@@ -435,34 +661,34 @@ pub(crate) async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let form = match multer::parse_boundary(content_type) {
-        Ok(boundary) => read_form(&app, body, boundary, corrupt).await?,
+    match multer::parse_boundary(content_type) {
+        Ok(boundary) => read_form(app, body, boundary, corrupt, form).await?,
         Err(_) => {
             // Not multipart: multer ignores the body, so no file arrives.
-            drain_in_background(&app, body);
-            Form::default()
+            drain_in_background(app, body);
         }
-    };
-    let Some(file) = form.file else {
+    }
+    let Some(file) = form.file.take() else {
         return Err(ApiError::bad_request(
             "Field(s) assetData should not be empty",
         ));
     };
     let fields = validate_upload(&form.fields, dialect)?;
-    let stored = store(&app, &auth.user_id, file, fields)?;
-    let id = match stored {
-        Stored::Duplicate(id) => return Ok(upload_reply(dialect, &id, false)),
+    let metadata = metadata::extract(
+        file.data.as_deref().unwrap_or(&file.head),
+        form.sidecar.as_deref(),
+    );
+    match store(app, &auth.user_id, file, fields)? {
+        Stored::Duplicate(id) => Ok(done(upload_reply(dialect, &id, false), &id)),
         Stored::Created { id, stall } => {
-            schedule_upload_success(&app, id.clone());
-            if stall {
-                tracing::debug!(asset_id = %id, "stored; holding the reply (stall_after_store)");
-                app.shutdown.cancelled().await;
-                return Err(ApiError::new(503, "Server shutting down"));
-            }
-            id
+            schedule_after_upload(app, id.clone(), Some(metadata));
+            Ok(Answer {
+                response: upload_reply(dialect, &id, true),
+                asset_id: Some(id),
+                stall,
+            })
         }
-    };
-    Ok(upload_reply(dialect, &id, true))
+    }
 }
 
 enum Stored {
@@ -492,6 +718,11 @@ fn store(
             return Err(ApiError::bad_request("Quota has been exceeded!"));
         }
     }
+    // Linked (and the video hidden) before the insert, so even an upload that turns out to be
+    // a duplicate hides the video, as `uploadAsset` does.
+    if let Some(video) = &fields.live_photo_video_id {
+        link_live_photo(&mut db, user_id, video)?;
+    }
     if let Some(existing) = db.find_by_checksum(user_id, &file.checksum) {
         return Ok(Stored::Duplicate(existing.id.clone()));
     }
@@ -509,6 +740,7 @@ fn store(
             visibility: fields.visibility,
             is_favorite: fields.is_favorite,
             duration: fields.duration,
+            live_photo_video_id: fields.live_photo_video_id,
             data: file.data,
         },
         now,
@@ -537,6 +769,11 @@ pub(crate) async fn bulk_upload_check(
             "Invalid input: expected array, received undefined",
         )]));
     };
+    if items.is_empty() && app.dialect() != Dialect::Seed {
+        // Immich builds `... WHERE checksum IN ()`, which the database refuses (API.md §8.1).
+        app.empty_bulk_checks.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(500, "Failed to check bulk upload"));
+    }
     let mut results = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let id = item.get("id").and_then(Value::as_str);
@@ -592,7 +829,7 @@ pub(crate) async fn get_asset(
         .get(&id)
         .filter(|a| db.can_read(&auth.user_id, a))
         .ok_or_else(|| ApiError::no_access("asset.read"))?;
-    Ok(Json(dto::asset(asset, app.dialect(), true)))
+    Ok(Json(dto::asset_with_stack(&db, asset, app.dialect(), true)))
 }
 
 pub(crate) async fn original(
@@ -664,12 +901,54 @@ pub(crate) async fn update_asset(
         }
         change.file_created_at = Some(d.to_string());
     }
+    match body.get("livePhotoVideoId") {
+        None => {}
+        Some(Value::Null) => unlink_live_photo(&mut db, &id, dialect),
+        Some(Value::String(video)) if is_uuid(video) => {
+            link_live_photo(&mut db, &auth.user_id, video)?;
+            if let Some(a) = db.assets.get_mut(&id) {
+                a.live_photo_video_id = Some(video.clone());
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::validation(vec![invalid(
+                "livePhotoVideoId",
+                "livePhotoVideoId must be a UUID",
+                "Invalid UUID",
+            )]))
+        }
+    }
     apply_update(&mut db, &id, &change, dialect);
     let asset = db
         .assets
         .get(&id)
         .ok_or_else(|| ApiError::no_access("asset.update"))?;
-    Ok(Json(dto::asset(asset, dialect, true)))
+    Ok(Json(dto::asset_with_stack(&db, asset, dialect, true)))
+}
+
+/// `livePhotoVideoId: null`: the video takes the photo's visibility again and, shown again,
+/// gets its thumbnails' `on_upload_success` (Immich's `onAfterUnlink` → `AssetShow`).
+fn unlink_live_photo(db: &mut Db, photo_id: &str, dialect: Dialect) {
+    let Some(photo) = db.assets.get_mut(photo_id) else {
+        return;
+    };
+    let Some(video_id) = photo.live_photo_video_id.take() else {
+        return;
+    };
+    let visibility = photo.visibility;
+    let now = db.clock.tick();
+    let update_id = db.clock.update_id();
+    let Some(video) = db.assets.get_mut(&video_id) else {
+        return;
+    };
+    video.visibility = visibility;
+    video.updated_at = now;
+    video.update_id = update_id;
+    if matches!(visibility, Visibility::Timeline | Visibility::Archive) {
+        let owner = video.owner_id.clone();
+        let payload = dto::asset(video, dialect, true);
+        db.emit(&owner, "on_upload_success", payload);
+    }
 }
 
 /// Applies a change, bumps `updatedAt` and the sync cursor, and emits `on_asset_update` when
@@ -758,8 +1037,9 @@ pub(crate) async fn restore_assets(
     let auth = authenticate(&db, &creds, Some("asset.delete"))?;
     let ids = uuid_list(&body, "ids", true)?;
     require_owned(&db, &auth.user_id, &ids, "asset.delete")?;
-    let done = restore(&mut db, &ids);
-    Ok(Json(json!({ "count": done.len() })))
+    restore(&mut db, &ids);
+    // Immich counts the ids it was given, restored or not (API.md §8.1).
+    Ok(Json(json!({ "count": ids.len() })))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -777,9 +1057,15 @@ pub(crate) async fn statistics(
     let favorite = q.get("isFavorite").map(|v| v == "true");
     let (mut images, mut videos) = (0u64, 0u64);
     for a in db.assets.values() {
+        // Without `visibility`, Immich counts timeline and archive (`withDefaultVisibility`):
+        // hidden Live Photo videos and locked assets are not in the numbers.
+        let shown = match visibility {
+            Some(v) => v == a.visibility,
+            None => matches!(a.visibility, Visibility::Timeline | Visibility::Archive),
+        };
         if a.owner_id != auth.user_id
             || a.deleted_at.is_some() != trashed
-            || visibility.is_some_and(|v| v != a.visibility)
+            || !shown
             || favorite.is_some_and(|f| f != a.is_favorite)
         {
             continue;

@@ -210,7 +210,7 @@ pub(crate) async fn login(
         "profileImagePath": "",
         "isAdmin": user.is_admin,
         "shouldChangePassword": false,
-        "isOnboarded": true,
+        "isOnboarded": user.is_onboarded,
     });
     let cookie_attrs = "Path=/; Max-Age=34560000; SameSite=Lax";
     let cookies = [

@@ -40,30 +40,53 @@ pub(crate) fn user_admin(user: &User, usage: u64) -> Value {
     })
 }
 
+/// `ExifResponseDto`. Until the metadata job has run only the size (and a description set
+/// through the API) are known; `dateTimeOriginal` and `modifyDate` are then null, as in Immich,
+/// whose upload writes an exif row with the file size alone.
 fn exif(asset: &Asset) -> Value {
+    let e = &asset.exif;
+    let modify = asset
+        .metadata_extracted
+        .then(|| fmt_ts(asset.file_modified_at));
     json!({
         "fileSizeInByte": asset.size,
-        "dateTimeOriginal": fmt_ts(asset.file_created_at),
-        "modifyDate": fmt_ts(asset.file_modified_at),
-        "timeZone": null,
+        "dateTimeOriginal": e.date_time_original.map(fmt_ts),
+        "modifyDate": modify,
+        "timeZone": e.time_zone,
         "description": asset.description,
-        "exifImageWidth": null,
-        "exifImageHeight": null,
-        "orientation": null,
+        "exifImageWidth": e.width,
+        "exifImageHeight": e.height,
+        "orientation": e.orientation,
         "latitude": null,
         "longitude": null,
         "city": null,
         "state": null,
         "country": null,
-        "make": null,
-        "model": null,
-        "lensModel": null,
-        "fNumber": null,
-        "focalLength": null,
-        "iso": null,
-        "exposureTime": null,
+        "make": e.make,
+        "model": e.model,
+        "lensModel": e.lens_model,
+        "fNumber": e.f_number,
+        "focalLength": e.focal_length,
+        "iso": e.iso,
+        "exposureTime": e.exposure_time,
         "projectionType": null,
         "rating": null,
+    })
+}
+
+/// The `stack` of an `AssetResponseDto`: `{id, primaryAssetId, assetCount}` or null.
+pub(crate) fn stack_brief(st: &State, asset: &Asset) -> Value {
+    let Some(stack) = asset
+        .stack_id
+        .as_ref()
+        .and_then(|id| st.stacks.iter().find(|s| &s.id == id))
+    else {
+        return Value::Null;
+    };
+    json!({
+        "id": stack.id,
+        "primaryAssetId": stack.primary_asset_id,
+        "assetCount": st.stack_members(&stack.id).len(),
     })
 }
 
@@ -111,15 +134,15 @@ pub(crate) fn asset(asset: &Asset, dialect: Dialect, with_exif: bool) -> Value {
         "isEdited": false,
         "visibility": asset.visibility.as_str(),
         "duration": asset.duration.clone().unwrap_or_else(|| "0:00:00.00000".to_string()),
-        "livePhotoVideoId": null,
+        "livePhotoVideoId": asset.live_photo_video_id,
         "people": [],
         "tags": [],
         "stack": null,
         "duplicateId": null,
-        "hasMetadata": true,
+        "hasMetadata": asset.metadata_extracted,
         "resized": true,
-        "width": null,
-        "height": null,
+        "width": asset.width,
+        "height": asset.height,
     });
     if dialect != Dialect::ImmichNext {
         v["deviceAssetId"] = json!(asset.device_asset_id);
@@ -129,6 +152,27 @@ pub(crate) fn asset(asset: &Asset, dialect: Dialect, with_exif: bool) -> Value {
         v["exifInfo"] = exif(asset);
     }
     v
+}
+
+/// `AssetResponseDto` with its `stack` filled, as `GET /assets/:id` answers it.
+pub(crate) fn asset_with_stack(st: &State, a: &Asset, dialect: Dialect, with_exif: bool) -> Value {
+    let mut v = asset(a, dialect, with_exif);
+    v["stack"] = stack_brief(st, a);
+    v
+}
+
+/// `StackResponseDto`: the primary first, then the other members.
+pub(crate) fn stack(st: &State, stack: &crate::state::Stack, dialect: Dialect) -> Value {
+    let assets: Vec<Value> = st
+        .stack_members(&stack.id)
+        .into_iter()
+        .map(|a| asset(a, dialect, true))
+        .collect();
+    json!({
+        "id": stack.id,
+        "primaryAssetId": stack.primary_asset_id,
+        "assets": assets,
+    })
 }
 
 /// `SyncAssetV1` (API.md §5.4).
@@ -147,11 +191,11 @@ pub(crate) fn sync_asset(asset: &Asset) -> Value {
         "deletedAt": asset.deleted_at.map(fmt_ts),
         "isFavorite": asset.is_favorite,
         "visibility": asset.visibility.as_str(),
-        "livePhotoVideoId": null,
-        "stackId": null,
+        "livePhotoVideoId": asset.live_photo_video_id,
+        "stackId": asset.stack_id,
         "libraryId": null,
-        "width": null,
-        "height": null,
+        "width": asset.width,
+        "height": asset.height,
         "isEdited": false,
     })
 }

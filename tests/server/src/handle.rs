@@ -13,9 +13,10 @@ use sha1::{Digest, Sha1};
 
 use crate::assets;
 use crate::faults::Failure;
+use crate::metadata;
 use crate::state::{
     b64, fmt_ts, hex, parse_date, App, Asset, AssetInput, ParsedDate, Partner, SocketCmd,
-    Visibility,
+    UploadRecord, Visibility,
 };
 use crate::Dialect;
 
@@ -42,6 +43,8 @@ pub struct AssetView {
     pub device_id: Option<String>,
     pub file_created_at: String,
     pub file_modified_at: String,
+    /// The wall-clock capture time as if it were UTC (Immich's `localDateTime`).
+    pub local_date_time: String,
     pub updated_at: String,
     pub trashed: bool,
     pub visibility: Visibility,
@@ -49,6 +52,14 @@ pub struct AssetView {
     /// `IMAGE` or `VIDEO`.
     pub asset_type: String,
     pub description: String,
+    /// On a Live Photo's photo: its video.
+    pub live_photo_video_id: Option<String>,
+    pub stack_id: Option<String>,
+    /// Display size, filled by the metadata job.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The metadata job has run (see [`ServerHandle::wait_for_metadata`]).
+    pub metadata_extracted: bool,
     /// The uploaded bytes, only with `Builder::keep_bytes(true)`.
     #[serde(skip)]
     pub data: Option<Vec<u8>>,
@@ -67,12 +78,18 @@ impl AssetView {
             device_id: a.device_id.clone(),
             file_created_at: fmt_ts(a.file_created_at),
             file_modified_at: fmt_ts(a.file_modified_at),
+            local_date_time: fmt_ts(a.local_date_time),
             updated_at: fmt_ts(a.updated_at),
             trashed: a.deleted_at.is_some(),
             visibility: a.visibility,
             is_favorite: a.is_favorite,
             asset_type: a.kind.as_str().to_string(),
             description: a.description.clone(),
+            live_photo_video_id: a.live_photo_video_id.clone(),
+            stack_id: a.stack_id.clone(),
+            width: a.width,
+            height: a.height,
+            metadata_extracted: a.metadata_extracted,
             data: a.data.clone(),
         }
     }
@@ -89,6 +106,11 @@ pub struct NewAsset {
     pub is_favorite: bool,
     pub device_asset_id: Option<String>,
     pub device_id: Option<String>,
+    /// An XMP sidecar uploaded with it.
+    pub sidecar: Option<Vec<u8>>,
+    /// Link to this (existing, own) video as a Live Photo; ignored when the link would be
+    /// refused.
+    pub live_photo_video_id: Option<String>,
 }
 
 impl NewAsset {
@@ -101,7 +123,19 @@ impl NewAsset {
             is_favorite: false,
             device_asset_id: None,
             device_id: None,
+            sidecar: None,
+            live_photo_video_id: None,
         }
+    }
+
+    pub fn sidecar(mut self, xmp: impl Into<Vec<u8>>) -> NewAsset {
+        self.sidecar = Some(xmp.into());
+        self
+    }
+
+    pub fn live_photo_video(mut self, video_id: impl Into<String>) -> NewAsset {
+        self.live_photo_video_id = Some(video_id.into());
+        self
     }
 
     pub fn visibility(mut self, v: Visibility) -> NewAsset {
@@ -316,9 +350,24 @@ impl ServerHandle {
         self.app.upload_file_bytes.load(Ordering::Relaxed)
     }
 
-    /// Zeroes the request and upload counters.
+    /// `POST /assets/bulk-upload-check` requests with an empty `assets` list (the real servers
+    /// answer them 500; a client must never send one).
+    pub fn empty_bulk_checks(&self) -> u64 {
+        self.app.empty_bulk_checks.load(Ordering::Relaxed)
+    }
+
+    /// Every `POST /assets` that reached the handler, oldest first: the form parts in the order
+    /// they arrived (text values, file names and sizes; never file bytes), the status and the
+    /// asset id. What the client *sent*, as opposed to what the server derived.
+    pub fn uploads(&self) -> Vec<UploadRecord> {
+        self.app.lock().uploads.clone()
+    }
+
+    /// Zeroes the request and upload counters and forgets the upload records.
     pub fn reset_counters(&self) {
         self.app.lock().requests.clear();
+        self.app.lock().uploads.clear();
+        self.app.empty_bulk_checks.store(0, Ordering::Relaxed);
         self.app.upload_bodies.store(0, Ordering::Relaxed);
         self.app.upload_body_bytes.store(0, Ordering::Relaxed);
         self.app.upload_file_bytes.store(0, Ordering::Relaxed);
@@ -356,6 +405,21 @@ impl ServerHandle {
 
     pub fn asset(&self, id: &str) -> Option<AssetView> {
         self.app.lock().assets.get(id).map(AssetView::of)
+    }
+
+    /// Waits until the metadata job of an asset has run; false on timeout or when the asset
+    /// does not exist.
+    pub async fn wait_for_metadata(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.asset(id).is_some_and(|a| a.metadata_extracted) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Sockets that joined the namespace and authenticated.
@@ -501,13 +565,24 @@ impl ServerHandle {
         )
     }
 
-    /// Like [`ServerHandle::upload_as`] with more control over the record.
+    /// Like [`ServerHandle::upload_as`] with more control over the record. The metadata job
+    /// has already run when this returns (in the Immich dialects), so the record is final; the
+    /// upload events follow after the usual delay.
     pub fn insert(&self, user_id: &str, asset: NewAsset) -> String {
         let checksum: [u8; 20] = Sha1::digest(&asset.data).into();
+        let dialect = self.app.dialect();
+        let metadata = metadata::extract(&asset.data, asset.sidecar.as_deref());
         let mut db = self.app.lock();
         if let Some(existing) = db.find_by_checksum(user_id, &checksum) {
             return existing.id.clone();
         }
+        let live = asset.live_photo_video_id.filter(|video| {
+            let linked = assets::link_live_photo(&mut db, user_id, video);
+            if let Err(e) = &linked {
+                tracing::debug!(video, error = ?e.message, "live photo link refused");
+            }
+            linked.is_ok()
+        });
         let created = asset
             .file_created_at
             .as_deref()
@@ -526,11 +601,18 @@ impl ServerHandle {
             visibility: asset.visibility,
             is_favorite: asset.is_favorite,
             duration: None,
+            live_photo_video_id: live,
             data: self.app.cfg.keep_bytes.then_some(asset.data),
         };
         let id = db.insert_asset(input, now);
+        if dialect != Dialect::Seed {
+            if let Some(a) = db.assets.get_mut(&id) {
+                // Part of the creation here: no separate `updatedAt` bump.
+                assets::apply_metadata(a, &metadata);
+            }
+        }
         drop(db);
-        assets::schedule_upload_success(&self.app, id.clone());
+        assets::schedule_after_upload(&self.app, id.clone(), None);
         id
     }
 
@@ -563,9 +645,16 @@ impl ServerHandle {
                 visibility,
                 is_favorite: false,
                 duration: None,
+                live_photo_video_id: None,
                 data: keep.then_some(data),
             };
-            ids.push(db.insert_asset(input, now));
+            let id = db.insert_asset(input, now);
+            if let Some(a) = db.assets.get_mut(&id) {
+                // Seeded as if their metadata job had run long ago.
+                a.exif.date_time_original = Some(at);
+                a.metadata_extracted = true;
+            }
+            ids.push(id);
         }
         ids
     }

@@ -14,11 +14,11 @@ use crate::error::ApiError;
 use crate::state::{fmt_ts, App};
 use crate::Dialect;
 
-/// The version each dialect reports.
+/// The version each dialect reports. The next major's main build still says 2.7.5
+/// everywhere (API.md §8.1), so a client must tell the two apart by behaviour.
 pub(crate) fn version(dialect: Dialect) -> (u32, u32, u32) {
     match dialect {
-        Dialect::Immich => (2, 7, 5),
-        Dialect::ImmichNext => (3, 0, 0),
+        Dialect::Immich | Dialect::ImmichNext => (2, 7, 5),
         Dialect::Seed => (1, 105, 1),
     }
 }
@@ -26,6 +26,32 @@ pub(crate) fn version(dialect: Dialect) -> (u32, u32, u32) {
 pub(crate) fn version_json(dialect: Dialect) -> Value {
     let (major, minor, patch) = version(dialect);
     json!({ "major": major, "minor": minor, "patch": patch })
+}
+
+/// `on_server_version`'s payload: a `semver` `SemVer` object as `JSON.stringify` writes it.
+pub(crate) fn semver_json(dialect: Dialect) -> Value {
+    let (major, minor, patch) = version(dialect);
+    let v = format!("{major}.{minor}.{patch}");
+    json!({
+        "options": {},
+        "loose": false,
+        "includePrerelease": false,
+        "raw": v,
+        "major": major,
+        "minor": minor,
+        "patch": patch,
+        "prerelease": [],
+        "build": [],
+        "version": v,
+    })
+}
+
+/// `sourceRef` and `sourceCommit` of the build each Immich dialect stands for (API.md §0).
+fn source(dialect: Dialect) -> (&'static str, &'static str) {
+    match dialect {
+        Dialect::ImmichNext => ("main", "9263e2f2e"),
+        _ => ("v2.7.5", "95e57a24c"),
+    }
 }
 
 fn version_string(dialect: Dialect) -> String {
@@ -63,12 +89,22 @@ pub(crate) async fn version_history(State(app): State<App>) -> Json<Value> {
 pub(crate) async fn about(State(app): State<App>, creds: Creds) -> Result<Json<Value>, ApiError> {
     check(&app, &creds, Some("server.about"))?;
     let v = version_string(app.dialect());
+    let (source_ref, source_commit) = source(app.dialect());
     Ok(Json(json!({
         "version": format!("v{v}"),
         "versionUrl": format!("https://github.com/immich-app/immich/releases/tag/v{v}"),
         "licensed": false,
+        "repository": "immich-app/immich",
+        "repositoryUrl": "https://github.com/immich-app/immich",
+        "sourceRef": source_ref,
+        "sourceCommit": source_commit,
+        "sourceUrl": format!("https://github.com/immich-app/immich/commit/{source_commit}"),
         "build": "immish-testserver",
-        "nodejs": "v22.0.0",
+        "nodejs": "v22.14.0",
+        "ffmpeg": "7.0.2-9",
+        "imagemagick": "7.1.1-47",
+        "libvips": "8.16.1",
+        "exiftool": "13.25",
     })))
 }
 

@@ -17,7 +17,7 @@
 //! * **Remote control** of the standalone server through `/__admin/` (JSON, no auth, never
 //!   counted, never faulted, never called by the daemon): `GET /__admin/info`,
 //!   `POST|DELETE /__admin/fault`, `GET|DELETE /__admin/counters`, `GET /__admin/assets
-//!   [?userId=]`, `GET|POST /__admin/users`, `POST /__admin/api-keys`,
+//!   [?userId=]`, `GET /__admin/uploads`, `GET|POST /__admin/users`, `POST /__admin/api-keys`,
 //!   `POST /__admin/partners`, `POST /__admin/sync-reset`, and
 //!   `POST /__admin/actions/{upload,insert-many,trash,restore,delete,update}`. Fault bodies
 //!   are tagged by `kind`, e.g. `{"kind":"fail_next","route":"POST /assets","times":1,
@@ -34,12 +34,14 @@
 //!   with **200** (check you got JSON); unknown `/api` routes and wrong methods answer a Nest
 //!   404 JSON (`Cannot GET /api/...`), so `GET /api/assets` is a 404. Reports version 2.7.5.
 //!   Has the legacy `POST /sync/full-sync` and `/sync/delta-sync` (`deleted` always empty).
-//! * `immich-next`: the next major (`[main]` in API.md), version 3.0.0. `deviceAssetId` and
-//!   `deviceId` are ignored (not required, not stored, not returned); dates must be full
-//!   ISO date-times ending in `Z`, and validation errors are zod-style (`["[fileCreatedAt]
-//!   Invalid ISO datetime"]`); no legacy sync, no `/server/theme`; albums have no `ownerId`,
-//!   `owner` or `assets` (the owner is the `albumUsers` entry with role `owner`); `.mpo` is
-//!   a supported image type.
+//! * `immich-next`: the next major (`[main]` in API.md, build `9263e2f2e`), which **also
+//!   reports 2.7.5** (`/server/version`, `/server/about`, the socket's `on_server_version`):
+//!   a client must tell it apart by behaviour. `deviceAssetId` and `deviceId` are ignored
+//!   (not required, not stored, not returned); dates must be full ISO date-times ending in
+//!   `Z`, and validation errors are zod-style (`["[fileCreatedAt] Invalid input: expected ISO
+//!   8601 datetime string, received string"]`); no legacy sync, no `/server/theme`; albums
+//!   have no `ownerId`, `owner` or `assets` (the owner is the `albumUsers` entry with role
+//!   `owner`); `.mpo` is a supported image type. `/server/about` says `sourceRef: "main"`.
 //! * `seed`: the seed reference taken literally. No `/api` prefix and no
 //!   `/.well-known/immich` (404, like every unknown route: no HTML fallback); the upload
 //!   answer is `{id, duplicate: bool}` (201 / 200) and the `x-immich-checksum` header is
@@ -63,9 +65,14 @@
 //! `GET /server/{ping,version,version-history,about,features,config,storage,media-types}`,
 //! `POST /assets` (multipart), `POST /assets/bulk-upload-check`, `GET /assets/statistics`,
 //! `GET|PUT /assets/:id`, `GET /assets/:id/original` (only with `keep_bytes`),
-//! `DELETE /assets {ids, force}` (204), `POST /trash/restore/assets` (`{count}`),
-//! `GET|POST /albums`, `GET|PATCH|DELETE /albums/:id`, `PUT|DELETE /albums/:id/assets`,
-//! `POST /search/metadata`, `POST /sync/stream`, `GET|POST|DELETE /sync/ack`, and the socket.
+//! `DELETE /assets {ids, force}` (204), `POST /trash/restore/assets` (`{count}`: the number
+//! of ids sent, restored or not), `GET|POST /albums`, `GET|PATCH|DELETE /albums/:id`,
+//! `PUT|DELETE /albums/:id/assets`, `POST /search/metadata`, `GET|POST|DELETE /stacks`,
+//! `GET|PUT|DELETE /stacks/:id`, `DELETE /stacks/:id/assets/:assetId`, `GET|POST /api-keys`
+//! (a key may only grant what its creator has), `DELETE /api-keys/:id`, `GET|POST
+//! /admin/users` (admins only: 403 `Forbidden`; new users are not onboarded),
+//! `POST /sync/stream`, `GET|POST|DELETE /sync/ack`, and the socket. `/server/about` has
+//! `sourceRef`, `sourceCommit` and the tool versions (`ffmpeg`, `libvips`, `exiftool`, ...).
 //! Errors are `{message, error, statusCode, correlationId}`; `x-immich-cid` is echoed.
 //! "Not found or not yours" is 400 `Not found or no <perm> access`, as in Immich.
 //!
@@ -79,13 +86,50 @@
 //!   *before* the file part, else from the part's file name (400 `Unsupported file type
 //!   <name>`); raw UTF-8 in `Content-Disposition` is kept as `originalFileName`. Then: 400
 //!   `Field(s) assetData should not be empty`, 400 validation messages for
-//!   `deviceAssetId`/`deviceId`/`fileCreatedAt`/`fileModifiedAt`, 507 when storage is full,
-//!   400 `Quota has been exceeded!`, 200 duplicate (owner + checksum, trashed included) or
-//!   201 created. `on_upload_success` follows about 100 ms later (timeline/archive only).
+//!   `deviceAssetId`/`deviceId`/`fileCreatedAt`/`fileModifiedAt` (v2.7.5: an unparsable date
+//!   is the single string `fileCreatedAt must be a date string`; a missing one gives `…
+//!   should not be empty` and `… must be a Date instance`), `isFavorite` exactly `true` or
+//!   `false`, `livePhotoVideoId` a UUID (`["livePhotoVideoId must be a UUID"]`), 507 when
+//!   storage is full, 400 `Quota has been exceeded!`, the Live Photo link (400 `Live photo
+//!   video not found` / `must be a video` / `does not belong to the user`; a `timeline` video
+//!   becomes `hidden` and `on_asset_hidden` fires, even when the photo then turns out to be a
+//!   duplicate), 200 duplicate (owner + checksum, trashed included) or 201 created. A form's
+//!   offset is lost at once (`localDateTime` starts as the UTC instant). Every upload that
+//!   reaches the handler is recorded: [`ServerHandle::uploads`], `GET /__admin/uploads`.
+//! * **The metadata job** ([`Builder::metadata_delay`], default 50 ms after the 201): reads
+//!   EXIF (`kamadak-exif`; the daemon uses another crate) from the file's first 512 KiB and an
+//!   XMP sidecar (`sidecarData`). `DateTimeOriginal` (else `DateTimeDigitized`) with
+//!   `OffsetTimeOriginal` and sub-seconds, or the sidecar's `exif:DateTimeOriginal` /
+//!   `xmp:CreateDate` (which win), replaces `fileCreatedAt` and `exifInfo.dateTimeOriginal`
+//!   (the instant) and `localDateTime` (the wall time), and sets `timeZone` (`UTC+2`).
+//!   Without a date, the earlier of `fileCreatedAt` and `fileModifiedAt` becomes all three.
+//!   It fills `width`/`height` (frame size, swapped for orientations 5 to 8),
+//!   `exifImageWidth`/`Height`, make, model, lens, orientation, exposure, and `description`
+//!   (EXIF `ImageDescription`, else the sidecar's `dc:description`). The write bumps
+//!   `updatedAt` and the sync cursors. Until it has run `exifInfo.dateTimeOriginal` is null.
+//!   [`ServerHandle::wait_for_metadata`] waits for it; [`ServerHandle::insert`] and
+//!   [`ServerHandle::upload_as`] run it at once. Not in the seed dialect.
+//! * **Upload events** come at [`Builder::upload_event_delay`] (default 100 ms), never before
+//!   the metadata job: `on_upload_success` then `AssetUploadReadyV1 {asset, exif}`, for
+//!   `timeline`/`archive` assets only, so a Live Photo video hidden meanwhile gets neither.
+//! * **Live Photos**: `livePhotoVideoId` on upload or `PUT /assets/:id` (`null` unlinks: the
+//!   video takes the photo's visibility again and gets its `on_upload_success`). A hidden
+//!   video is out of the default search and of `/assets/statistics` (which counts timeline
+//!   and archive unless asked for a visibility). Deleting the photo for good deletes its
+//!   video unless another photo uses it.
+//! * **Stacks**: `POST /stacks {assetIds}` (≥ 2, all the caller's; the first is the primary)
+//!   answers 201 `{id, primaryAssetId, assets}` (primary first); a stack whose primary is
+//!   listed is dissolved into the new one. Assets show `stack {id, primaryAssetId,
+//!   assetCount}` in `GET /assets/:id` (and in search with `withStacked`), `stackId` in the
+//!   sync stream. Every change emits `on_asset_stack_update` (no payload); a hard delete
+//!   promotes a new primary or dissolves a stack left with one member.
+//! * **Bulk check** with an empty `assets` list: 500 `Failed to check bulk upload` in both
+//!   Immich dialects (the real SQL is `IN ()`); counted by [`ServerHandle::empty_bulk_checks`].
 //! * **Search** (`POST /search/metadata`): `updatedAfter`/`updatedBefore` inclusive on
 //!   `updatedAt`; trashed excluded unless `withDeleted`; `visibility` defaults to `timeline`,
 //!   `locked` is 401 `Elevated permission is required`; `size` 1..=1000 (default 250), `page`
-//!   ≥ 1; ordered by `fileCreatedAt` (then id) `desc` by default; `nextPage` is a string or
+//!   ≥ 1 (numeric strings such as `"2"` are numbers); ordered by `fileCreatedAt` (then id)
+//!   `desc` by default; `nextPage` is a string or
 //!   null; `total` and `count` are the page's length (as in Immich); partner assets (partners
 //!   sharing with the caller `inTimeline`) are mixed in. Filters: `checksum`,
 //!   `originalFileName` (case-insensitive substring), `id`, `deviceId`, `deviceAssetId`,
@@ -100,10 +144,13 @@
 //!   `AuthUsersV1` and `AssetExifsV1`; always ending with `SyncCompleteV1`. Acks
 //!   (`<Type>|<updateId>`) set one checkpoint per type per session.
 //!   [`ServerHandle::force_sync_reset`] makes the next stream a lone `SyncResetV1`.
-//! * **Socket** at `{api}/socket.io/?EIO=4&transport=websocket`: see the `socket` module.
-//!   Events go to every socket of the asset's owner: `on_server_version` (on connect),
-//!   `on_upload_success`, `on_asset_trash` (ids), `on_asset_restore` (ids), `on_asset_delete`
-//!   (one id per event), `on_asset_update` (description or date changes only).
+//! * **Socket** at `{api}/socket.io/?EIO=4&transport=websocket`: see the `socket` module. A
+//!   failed auth is `42["error","unauthorized"]` then `41`, and the WebSocket stays open.
+//!   Events go to every socket of the asset's owner: `on_server_version` (on connect; the
+//!   whole `SemVer` object: `raw`, `version`, `major`, ...), `on_upload_success`,
+//!   `AssetUploadReadyV1`, `on_asset_hidden` (the video's id), `on_asset_stack_update`,
+//!   `on_asset_trash` (ids), `on_asset_restore` (ids), `on_asset_delete` (one id per event),
+//!   `on_asset_update` (description or date changes only).
 //!
 //! ## Faults and counters
 //!
@@ -133,26 +180,31 @@
 //! Counters: [`ServerHandle::requests`] and [`ServerHandle::requests_with_status`] per route
 //! key, [`ServerHandle::upload_bodies`] (uploads whose file part was read at all),
 //! [`ServerHandle::upload_body_bytes`] (raw body bytes received on `POST /assets`),
-//! [`ServerHandle::upload_file_bytes`], [`ServerHandle::asset_count`],
+//! [`ServerHandle::upload_file_bytes`], [`ServerHandle::empty_bulk_checks`],
+//! [`ServerHandle::uploads`] (each upload's form parts in order: text values, file names and
+//! sizes, never bytes; its status and asset), [`ServerHandle::asset_count`],
 //! [`ServerHandle::assets`] (public [`AssetView`]s), [`ServerHandle::websocket_count`];
-//! [`ServerHandle::reset_counters`] zeroes them. Server-side actions as another client would
+//! [`ServerHandle::reset_counters`] zeroes them and forgets the upload records. Server-side actions as another client would
 //! do them, bumping `updatedAt` and emitting their events: [`ServerHandle::upload_as`],
 //! [`ServerHandle::insert`], [`ServerHandle::trash`], [`ServerHandle::restore`],
 //! [`ServerHandle::delete_permanently`], [`ServerHandle::update`]; and
 //! [`ServerHandle::insert_many`] to seed thousands of assets at once (no events). Users:
 //! [`ServerHandle::add_user`], [`ServerHandle::create_api_key`],
 //! [`ServerHandle::add_partner`], [`ServerHandle::login`],
-//! [`ServerHandle::force_sync_reset`]. Handle methods are synchronous (a std mutex, never
-//! held across an await).
+//! [`ServerHandle::force_sync_reset`] (or the API: `POST /admin/users`, `POST /api-keys`).
+//! Handle methods are synchronous (a std mutex, never held across an await). Test media:
+//! [`fixtures`] (a JPEG with chosen EXIF tags, laid out by hand; an XMP sidecar; an MP4).
 //!
 //! ## Not implemented
 //!
 //! Shared links (any share credential is 401), album sharing, OAuth, PIN elevation (so
-//! `locked` search is always 401), thumbnails and video playback, EXIF extraction, stacks,
-//! live-photo linking (`livePhotoVideoId` is ignored), `metadata` upload field, the
-//! deprecated `PUT /assets/:id/original` (`replaced`), and sync types other than
-//! `AuthUsersV1`, `AssetsV1` and `AssetExifsV1` (accepted, but they produce no rows).
+//! `locked` search is always 401), thumbnails, thumbhash and video playback, GPS and video
+//! probing in the metadata job, Live Photo matching by content identifier (only explicit
+//! `livePhotoVideoId` links), the `metadata` upload field, the deprecated
+//! `PUT /assets/:id/original` (`replaced`), and sync types other than `AuthUsersV1`,
+//! `AssetsV1` and `AssetExifsV1` (accepted, but they produce no rows; `StacksV1` included).
 
+mod accounts;
 mod admin;
 mod albums;
 mod assets;
@@ -160,11 +212,14 @@ mod auth;
 mod dto;
 mod error;
 mod faults;
+pub mod fixtures;
 mod handle;
 mod info;
+mod metadata;
 mod net;
 mod search;
 mod socket;
+mod stacks;
 mod state;
 mod sync;
 
@@ -174,14 +229,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Failure;
 pub use handle::{AssetUpdate, AssetView, NewAsset, ServerHandle};
-pub use state::Visibility;
+pub use state::{FormPart, UploadRecord, Visibility};
 
 use state::{App, Config, Shared, State};
 
@@ -240,6 +295,7 @@ pub struct Builder {
     ping_interval: Duration,
     ping_timeout: Duration,
     upload_event_delay: Duration,
+    metadata_delay: Duration,
     admin_email: String,
     admin_password: String,
     admin_api_key: Option<String>,
@@ -254,6 +310,7 @@ impl Default for Builder {
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
             upload_event_delay: Duration::from_millis(100),
+            metadata_delay: Duration::from_millis(50),
             admin_email: "admin@example.com".to_string(),
             admin_password: "admin-password".to_string(),
             admin_api_key: None,
@@ -292,9 +349,17 @@ impl Builder {
         self
     }
 
-    /// How long after a 201 `on_upload_success` is emitted (default 100 ms).
+    /// How long after a 201 `on_upload_success` and `AssetUploadReadyV1` are emitted (default
+    /// 100 ms), or right after the metadata job when that comes later.
     pub fn upload_event_delay(mut self, d: Duration) -> Builder {
         self.upload_event_delay = d;
+        self
+    }
+
+    /// How long after a 201 the metadata job replaces the form's dates with the file's (default
+    /// 50 ms; the real job takes a few seconds). The upload events come after it in any case.
+    pub fn metadata_delay(mut self, d: Duration) -> Builder {
+        self.metadata_delay = d;
         self
     }
 
@@ -311,6 +376,9 @@ impl Builder {
         let addr = listener.local_addr()?;
         let mut state = State::default();
         let admin_id = state.add_user(&self.admin_email, &self.admin_password, "Admin", true);
+        if let Some(admin) = state.user_mut(&admin_id) {
+            admin.is_onboarded = true;
+        }
         let admin_key = match self.admin_api_key {
             Some(secret) => {
                 state.create_api_key(&admin_id, "immish-testserver", &["all"]);
@@ -327,6 +395,7 @@ impl Builder {
             ping_interval: self.ping_interval,
             ping_timeout: self.ping_timeout,
             upload_event_delay: self.upload_event_delay,
+            metadata_delay: self.metadata_delay,
             admin_email: self.admin_email,
             admin_password: self.admin_password,
         };
@@ -407,6 +476,15 @@ fn api_routes(dialect: Dialect) -> Router<App> {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/status", get(auth::status))
         .route("/api-keys/me", get(auth::api_key_me))
+        .route(
+            "/api-keys",
+            get(accounts::list_keys).post(accounts::create_key),
+        )
+        .route("/api-keys/{id}", delete(accounts::delete_key))
+        .route(
+            "/admin/users",
+            get(accounts::list_users).post(accounts::create_user),
+        )
         .route("/users/me", get(auth::users_me))
         .route("/server/ping", get(info::ping))
         .route("/server/version", get(info::server_version))
@@ -435,6 +513,20 @@ fn api_routes(dialect: Dialect) -> Router<App> {
             put(albums::add_assets).delete(albums::remove_assets),
         )
         .route("/search/metadata", post(search::metadata))
+        .route(
+            "/stacks",
+            get(stacks::list)
+                .post(stacks::create)
+                .delete(stacks::delete_many),
+        )
+        .route(
+            "/stacks/{id}",
+            get(stacks::get).put(stacks::update).delete(stacks::delete),
+        )
+        .route(
+            "/stacks/{id}/assets/{asset_id}",
+            delete(stacks::remove_asset),
+        )
         .route("/socket.io/", get(socket::endpoint));
     match dialect {
         Dialect::Seed => r

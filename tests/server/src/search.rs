@@ -21,6 +21,7 @@ struct Query {
     visibility: Option<Visibility>,
     with_deleted: bool,
     with_exif: bool,
+    with_stacked: bool,
     is_favorite: Option<bool>,
     updated_after: Option<i64>,
     updated_before: Option<i64>,
@@ -50,7 +51,12 @@ fn int_field(
         None | Some(Value::Null) => return Ok(default),
         Some(v) => v,
     };
-    let Some(n) = v.as_i64() else {
+    // class-transformer's `@Type(() => Number)` turns a numeric string into a number first:
+    // `"page": "2"` is page 2 (API.md §8.1).
+    let n = v
+        .as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse::<i64>().ok()));
+    let Some(n) = n else {
         return Err(invalid(
             field,
             &format!("{field} must be an integer number"),
@@ -153,6 +159,7 @@ fn parse(body: &Value, dialect: Dialect) -> Result<Query, ApiError> {
         visibility,
         with_deleted: opt_bool(body, "withDeleted")?.unwrap_or(false),
         with_exif: opt_bool(body, "withExif")?.unwrap_or(false),
+        with_stacked: opt_bool(body, "withStacked")?.unwrap_or(false),
         is_favorite: opt_bool(body, "isFavorite")?,
         updated_after,
         updated_before,
@@ -249,7 +256,13 @@ pub(crate) async fn metadata(
         .iter()
         .skip(start)
         .take(q.size as usize)
-        .map(|a| dto::asset(a, dialect, q.with_exif))
+        .map(|a| {
+            let mut v = dto::asset(a, dialect, q.with_exif);
+            if q.with_stacked {
+                v["stack"] = dto::stack_brief(&db, a);
+            }
+            v
+        })
         .collect();
     let next_page = (hits.len() > start + q.size as usize).then(|| (q.page + 1).to_string());
     Ok(Json(json!({

@@ -4,8 +4,10 @@
 //! The flow mirrors a socket.io 4 server with Immich's gateway: after the upgrade the server
 //! sends the open packet `0{"sid",...}`; the client joins the root namespace with `40`; the
 //! server acknowledges with `40{"sid"}` and only then authenticates from the upgrade request's
-//! headers (never the query). On failure it emits `42["error","unauthorized"]`, sends `41`
-//! and closes; on success it emits `on_server_version` and the socket joins its user's room.
+//! headers (never the query). On failure it emits `42["error","unauthorized"]` and the
+//! disconnect packet `41`, and leaves the WebSocket itself open (as both real servers do); on
+//! success it emits `on_server_version` (the whole `SemVer` object) and the socket joins its
+//! user's room. A socket that failed auth stays in no room: it gets pings, never events.
 //! The server pings (`2`) every ping interval and closes the socket when no pong (`3`)
 //! arrives within the ping timeout. EIO=3 and transports other than `websocket` are refused
 //! with engine.io's 400 JSON errors.
@@ -24,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::auth::{authenticate, url_param, Creds};
 use crate::error::ApiError;
-use crate::info::version_json;
+use crate::info::semver_json;
 use crate::state::{random_secret, App, SocketCmd, SocketEntry};
 
 /// Events queued for one socket before it misses some.
@@ -186,11 +188,11 @@ async fn connect(app: &App, socket: &mut WebSocket, key: u64, creds: &Creds) -> 
         user
     };
     if user.is_none() {
-        let _ = send(socket, "42[\"error\",\"unauthorized\"]".to_string()).await;
-        let _ = send(socket, "41".to_string()).await;
-        let _ = socket.send(Message::Close(None)).await;
-        return false;
+        // socket.io disconnects the namespace; the engine.io connection stays open until the
+        // client closes it.
+        return send(socket, "42[\"error\",\"unauthorized\"]".to_string()).await
+            && send(socket, "41".to_string()).await;
     }
-    let event = json!(["on_server_version", version_json(app.dialect())]);
+    let event = json!(["on_server_version", semver_json(app.dialect())]);
     send(socket, format!("42{event}")).await
 }

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) upload_file_bytes: AtomicU64,
     /// Upload requests whose `assetData` part was read at all.
     pub(crate) upload_bodies: AtomicU64,
+    /// `bulk-upload-check` requests whose `assets` list was empty.
+    pub(crate) empty_bulk_checks: AtomicU64,
 }
 
 impl Shared {
@@ -62,6 +64,7 @@ impl Shared {
             upload_body_bytes: AtomicU64::new(0),
             upload_file_bytes: AtomicU64::new(0),
             upload_bodies: AtomicU64::new(0),
+            empty_bulk_checks: AtomicU64::new(0),
         }
     }
 
@@ -84,6 +87,7 @@ pub(crate) struct Config {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub upload_event_delay: Duration,
+    pub metadata_delay: Duration,
     pub admin_email: String,
     pub admin_password: String,
 }
@@ -297,6 +301,8 @@ pub(crate) struct User {
     pub password: String,
     pub name: String,
     pub is_admin: bool,
+    /// The seeded admin has been through onboarding; users created later have not.
+    pub is_onboarded: bool,
     pub quota: Option<u64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -350,11 +356,107 @@ pub(crate) struct Asset {
     pub kind: AssetType,
     pub duration: Option<String>,
     pub description: String,
+    /// The linked Live Photo video (set on the photo).
+    pub live_photo_video_id: Option<String>,
+    pub stack_id: Option<String>,
+    /// Display dimensions (`width`/`height`): the pixel size, swapped for sideways
+    /// orientations. Filled by the metadata job.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The `exifInfo` fields the metadata job fills.
+    pub exif: ExifInfo,
+    /// The metadata job has run.
+    pub metadata_extracted: bool,
     pub update_id: u128,
     pub exif_update_id: u128,
     pub data: Option<Vec<u8>>,
     /// Insertion order, for stable listings.
     pub seq: u64,
+}
+
+/// `exifInfo` as the metadata job leaves it (`fileSizeInByte` and `description` live on the
+/// asset). Empty until the job runs, as on the real server.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ExifInfo {
+    pub date_time_original: Option<i64>,
+    pub time_zone: Option<String>,
+    pub make: Option<String>,
+    pub model: Option<String>,
+    pub lens_model: Option<String>,
+    /// As Immich stores it: the number as a string.
+    pub orientation: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub f_number: Option<f64>,
+    pub focal_length: Option<f64>,
+    pub iso: Option<u32>,
+    pub exposure_time: Option<String>,
+}
+
+/// A stack (API.md §7.1a): its members point at it through `Asset::stack_id`.
+#[derive(Clone, Debug)]
+pub(crate) struct Stack {
+    pub id: String,
+    pub owner_id: String,
+    pub primary_asset_id: String,
+}
+
+/// One part of a recorded upload form, in the order it arrived.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FormPart {
+    /// The part's field name (`deviceAssetId`, `assetData`, `sidecarData`, ...).
+    pub name: String,
+    /// A text field's value; `None` for file parts.
+    pub value: Option<String>,
+    /// A file part's `filename="..."`; `None` for text fields.
+    pub file_name: Option<String>,
+    /// A file part's length in bytes as received (0 for text fields).
+    pub size: u64,
+}
+
+/// What one `POST /assets` carried and how it was answered. Uploads answered before the body
+/// was read (the `x-immich-checksum` duplicate) carry no parts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRecord {
+    pub parts: Vec<FormPart>,
+    /// The HTTP status answered (0 when the connection was dropped by a fault).
+    pub status: u16,
+    /// The created or duplicate asset, when the answer named one.
+    pub asset_id: Option<String>,
+}
+
+impl UploadRecord {
+    /// The value of a text field (the first one of that name).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.parts
+            .iter()
+            .find(|p| p.name == name && p.value.is_some())
+            .and_then(|p| p.value.as_deref())
+    }
+
+    /// The part names in order (file parts included).
+    pub fn names(&self) -> Vec<&str> {
+        self.parts.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The `filename="..."` of the `assetData` part.
+    pub fn file_name(&self) -> Option<&str> {
+        self.file_part("assetData")
+            .and_then(|p| p.file_name.as_deref())
+    }
+
+    /// Whether a `sidecarData` part was sent.
+    pub fn has_sidecar(&self) -> bool {
+        self.file_part("sidecarData").is_some()
+    }
+
+    fn file_part(&self, name: &str) -> Option<&FormPart> {
+        self.parts
+            .iter()
+            .find(|p| p.name == name && p.file_name.is_some())
+    }
 }
 
 /// A hard delete, kept for `AssetDeleteV1` rows.
@@ -391,6 +493,7 @@ pub(crate) struct AssetInput {
     pub visibility: Visibility,
     pub is_favorite: bool,
     pub duration: Option<String>,
+    pub live_photo_video_id: Option<String>,
     pub data: Option<Vec<u8>>,
 }
 
@@ -431,6 +534,9 @@ pub(crate) struct State {
     pub by_checksum: HashMap<(String, [u8; 20]), String>,
     pub deleted: Vec<DeletedAsset>,
     pub albums: Vec<Album>,
+    pub stacks: Vec<Stack>,
+    /// Every upload's form, oldest first.
+    pub uploads: Vec<UploadRecord>,
     pub clock: Clock,
     next_seq: u64,
     pub faults: Faults,
@@ -458,6 +564,7 @@ impl State {
             password: password.to_string(),
             name: name.to_string(),
             is_admin,
+            is_onboarded: false,
             quota: None,
             created_at: now,
             updated_at: now,
@@ -526,6 +633,24 @@ impl State {
                 .any(|p| p.sharer_id == asset.owner_id && p.shared_with_id == user_id)
     }
 
+    /// A stack's members as `StackResponseDto` lists them: not trashed, timeline or archive,
+    /// the primary first, then by insertion.
+    pub fn stack_members(&self, stack_id: &str) -> Vec<&Asset> {
+        let primary = self
+            .stacks
+            .iter()
+            .find(|s| s.id == stack_id)
+            .map(|s| s.primary_asset_id.as_str());
+        let mut members: Vec<&Asset> = self
+            .assets
+            .values()
+            .filter(|a| a.stack_id.as_deref() == Some(stack_id) && a.deleted_at.is_none())
+            .filter(|a| matches!(a.visibility, Visibility::Timeline | Visibility::Archive))
+            .collect();
+        members.sort_by_key(|a| (Some(a.id.as_str()) != primary, a.seq));
+        members
+    }
+
     pub fn find_by_checksum(&self, owner_id: &str, checksum: &[u8; 20]) -> Option<&Asset> {
         let id = self.by_checksum.get(&(owner_id.to_string(), *checksum))?;
         self.assets.get(id)
@@ -569,6 +694,12 @@ impl State {
                 kind,
                 duration,
                 description: String::new(),
+                live_photo_video_id: input.live_photo_video_id,
+                stack_id: None,
+                width: None,
+                height: None,
+                exif: ExifInfo::default(),
+                metadata_extracted: false,
                 update_id,
                 exif_update_id: update_id,
                 data: input.data,
@@ -617,11 +748,32 @@ impl State {
     /// assets' (id, owner) pairs.
     pub fn hard_delete(&mut self, ids: &[String]) -> Vec<(String, String)> {
         let mut done = Vec::new();
-        for id in ids {
-            if let Some(a) = self.assets.remove(id) {
+        let mut queue: Vec<String> = ids.to_vec();
+        let mut i = 0;
+        while i < queue.len() {
+            let id = queue[i].clone();
+            i += 1;
+            if let Some(a) = self.assets.remove(&id) {
+                self.leave_stack(&a);
+                // A photo's Live Photo video goes with it unless another photo still uses it
+                // (Immich's `handleAssetDeletion`); a deleted video unlinks its photos.
+                if let Some(video) = &a.live_photo_video_id {
+                    let used = self
+                        .assets
+                        .values()
+                        .any(|o| o.live_photo_video_id.as_ref() == Some(video));
+                    if !used && !queue.contains(video) {
+                        queue.push(video.clone());
+                    }
+                }
+                for other in self.assets.values_mut() {
+                    if other.live_photo_video_id.as_deref() == Some(id.as_str()) {
+                        other.live_photo_video_id = None;
+                    }
+                }
                 self.by_checksum.remove(&(a.owner_id.clone(), a.checksum));
                 for album in &mut self.albums {
-                    album.asset_ids.retain(|x| x != id);
+                    album.asset_ids.retain(|x| *x != id);
                     if album.thumbnail.as_deref() == Some(id.as_str()) {
                         album.thumbnail = album.asset_ids.first().cloned();
                     }
@@ -638,10 +790,59 @@ impl State {
         done
     }
 
+    /// Takes a hard-deleted asset out of its stack: a stack left with fewer than two members is
+    /// dissolved, a deleted primary hands over to the next member (`handleAssetDeletion`).
+    fn leave_stack(&mut self, gone: &Asset) {
+        let Some(stack_id) = gone.stack_id.clone() else {
+            return;
+        };
+        let remaining: Vec<String> = self
+            .stack_members(&stack_id)
+            .into_iter()
+            .map(|a| a.id.clone())
+            .collect();
+        if remaining.len() < 2 {
+            self.dissolve_stack(&stack_id);
+        } else if let Some(stack) = self.stacks.iter_mut().find(|s| s.id == stack_id) {
+            if stack.primary_asset_id == gone.id {
+                stack.primary_asset_id = remaining[0].clone();
+            }
+        }
+    }
+
+    /// Deletes a stack; its members' `stackId` becomes null (the foreign key's `SET NULL`).
+    pub fn dissolve_stack(&mut self, stack_id: &str) {
+        self.stacks.retain(|s| s.id != stack_id);
+        let now = self.clock.tick();
+        let ids: Vec<String> = self
+            .assets
+            .values()
+            .filter(|a| a.stack_id.as_deref() == Some(stack_id))
+            .map(|a| a.id.clone())
+            .collect();
+        for id in ids {
+            let update_id = self.clock.update_id();
+            if let Some(a) = self.assets.get_mut(&id) {
+                a.stack_id = None;
+                a.updated_at = now;
+                a.update_id = update_id;
+            }
+        }
+    }
+
     /// Sends a socket.io event to every connected socket of `user_id`. A socket whose queue is
     /// full misses the event, which is what a slow real client would see as well.
     pub fn emit(&mut self, user_id: &str, event: &str, payload: Value) {
-        let frame = format!("42{}", Value::Array(vec![Value::from(event), payload]));
+        self.emit_frame(user_id, Value::Array(vec![Value::from(event), payload]));
+    }
+
+    /// An event without a payload (`42["on_asset_stack_update"]`).
+    pub fn emit_bare(&mut self, user_id: &str, event: &str) {
+        self.emit_frame(user_id, Value::Array(vec![Value::from(event)]));
+    }
+
+    fn emit_frame(&mut self, user_id: &str, array: Value) {
+        let frame = format!("42{array}");
         for entry in self.sockets.values() {
             if entry.user_id.as_deref() == Some(user_id) {
                 let _ = entry.tx.try_send(SocketCmd::Send(frame.clone()));

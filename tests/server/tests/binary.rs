@@ -69,5 +69,16 @@ async fn prints_url_user_and_key_then_serves() {
             .unwrap(),
     )
     .await;
-    assert_eq!(v["major"], 3);
+    // The next major's build reports 2.7.5 too; the dialect shows in what it does: no legacy
+    // sync.
+    assert_eq!(v, serde_json::json!({ "major": 2, "minor": 7, "patch": 5 }));
+    let status = client()
+        .post(format!("{url}/api/sync/full-sync"))
+        .header("x-api-key", "fixed-test-key")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -32,15 +32,27 @@ async fn handshake_and_server_version() {
     assert!(ack["sid"].is_string());
     let (name, payload) = ws_event(&mut ws, WAIT).await.unwrap();
     assert_eq!(name, "on_server_version");
-    assert_eq!(payload, json!({ "major": 2, "minor": 7, "patch": 5 }));
+    // The whole `SemVer` object, as socket.io serialises it.
+    assert_eq!(
+        payload,
+        json!({
+            "options": {}, "loose": false, "includePrerelease": false, "raw": "2.7.5",
+            "major": 2, "minor": 7, "patch": 5, "prerelease": [], "build": [],
+            "version": "2.7.5",
+        })
+    );
     assert!(server.wait_for_websockets(1, WAIT).await);
 }
 
 #[tokio::test]
 async fn auth_failures_and_protocol_checks() {
-    let server = TestServer::start(Dialect::Immich).await;
+    let server = TestServer::builder()
+        .ping_interval(Duration::from_millis(200))
+        .start()
+        .await;
 
-    // A key without `all`: the namespace connect is acked, then `error`, `41`, close.
+    // A key without `all`: the namespace connect is acked, then `error` and `41`; the
+    // WebSocket stays open (the next frame is the engine.io ping), in no user's room.
     let narrow = server.create_api_key(&server.admin_id(), &["asset.read", "asset.upload"]);
     for headers in [vec![("x-api-key", narrow.as_str())], vec![]] {
         let mut ws = ws_open(&server.socket_url(), &headers).await;
@@ -52,7 +64,7 @@ async fn auth_failures_and_protocol_checks() {
             "42[\"error\",\"unauthorized\"]"
         );
         assert_eq!(ws_text(&mut ws, WAIT).await.unwrap(), "41");
-        assert_eq!(ws_text(&mut ws, WAIT).await, None);
+        assert_eq!(ws_text(&mut ws, WAIT).await.as_deref(), Some("2"));
     }
     assert_eq!(server.websocket_count(), 0);
 
@@ -161,6 +173,15 @@ async fn events_reach_the_owner_only() {
     assert_eq!(name, "on_upload_success");
     assert_eq!(payload["id"], id.as_str());
     assert_eq!(payload["checksum"], sha1_b64(b"event"));
+    // The metadata job ran before the thumbnails: without EXIF the form's date stands.
+    assert_eq!(payload["exifInfo"]["dateTimeOriginal"], DATE);
+    // Then the sync-shaped announcement of the same asset.
+    let (name, payload) = ws_event(&mut ws, WAIT).await.unwrap();
+    assert_eq!(name, "AssetUploadReadyV1");
+    assert_eq!(payload["asset"]["id"], id.as_str());
+    assert_eq!(payload["asset"]["checksum"], sha1_b64(b"event"));
+    assert_eq!(payload["exif"]["assetId"], id.as_str());
+    assert_eq!(payload["exif"]["fileSizeInByte"], 5);
     let (name, _) = ws_event(&mut ws2, WAIT).await.unwrap();
     assert_eq!(name, "on_upload_success");
 
