@@ -329,7 +329,13 @@ const SOF55: u8 = 0xF7;
 fn jpeg<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
     const F: Format = Format::Jpeg;
     let no_end = Completeness::Incomplete(Why::NoEnd { format: F });
-    let malformed = |offset, what| Completeness::Unknown(Unsure::Malformed { format: F, offset, what });
+    let malformed = |offset, what| {
+        Completeness::Unknown(Unsure::Malformed {
+            format: F,
+            offset,
+            what,
+        })
+    };
     let mut pos = 2; // after SOI
     loop {
         let Some((code, after)) = next_marker(src, pos)? else {
@@ -427,7 +433,13 @@ const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 fn png<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
     const F: Format = Format::Png;
-    let malformed = |offset, what| Completeness::Unknown(Unsure::Malformed { format: F, offset, what });
+    let malformed = |offset, what| {
+        Completeness::Unknown(Unsure::Malformed {
+            format: F,
+            offset,
+            what,
+        })
+    };
     let mut pos = PNG_SIGNATURE.len() as u64;
     loop {
         let mut header = [0u8; 8];
@@ -437,7 +449,10 @@ fn png<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
         let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
         let kind = FourCc([header[4], header[5], header[6], header[7]]);
         if length == 0 && kind.0 == [0; 4] {
-            return Ok(Completeness::Incomplete(Why::ZeroFilled { format: F, offset: pos }));
+            return Ok(Completeness::Incomplete(Why::ZeroFilled {
+                format: F,
+                offset: pos,
+            }));
         }
         if length > 0x7FFF_FFFF {
             return Ok(malformed(pos, "a chunk length above 2^31 - 1"));
@@ -464,7 +479,13 @@ fn png<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
 
 fn webp<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
     const F: Format = Format::WebP;
-    let malformed = |offset, what| Completeness::Unknown(Unsure::Malformed { format: F, offset, what });
+    let malformed = |offset, what| {
+        Completeness::Unknown(Unsure::Malformed {
+            format: F,
+            offset,
+            what,
+        })
+    };
     let mut size = [0u8; 4];
     src.read_exact_at(4, &mut size)?;
     let riff_size = u64::from(u32::from_le_bytes(size));
@@ -488,7 +509,9 @@ fn webp<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
         }
         let mut header = [0u8; 8];
         src.read_exact_at(pos, &mut header)?;
-        let size = u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]]));
+        let size = u64::from(u32::from_le_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
         // Chunks are padded to an even size; some writers leave out the last chunk's pad byte.
         let end = pos + 8 + size;
         let padded = end + (size & 1);
@@ -520,8 +543,18 @@ fn iso_bmff<R: Read + Seek>(src: &mut Source<R>, mut format: Format) -> io::Resu
     let (mut moov, mut mdat, mut meta) = (false, false, false);
     let mut pos = 0;
     while pos < len {
-        let malformed = |what| Completeness::Unknown(Unsure::Malformed { format, offset: pos, what });
-        let short_tail = Completeness::Incomplete(Why::ShortTail { format, end: pos, len });
+        let malformed = |what| {
+            Completeness::Unknown(Unsure::Malformed {
+                format,
+                offset: pos,
+                what,
+            })
+        };
+        let short_tail = Completeness::Incomplete(Why::ShortTail {
+            format,
+            end: pos,
+            len,
+        });
         let rest = len - pos;
         let mut header = [0u8; 16];
         if !src.read_at(pos, &mut header[..8])? {
@@ -530,7 +563,10 @@ fn iso_bmff<R: Read + Seek>(src: &mut Source<R>, mut format: Format) -> io::Resu
         let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
         let kind = FourCc([header[4], header[5], header[6], header[7]]);
         if kind.0 == [0; 4] {
-            return Ok(Completeness::Incomplete(Why::ZeroFilled { format, offset: pos }));
+            return Ok(Completeness::Incomplete(Why::ZeroFilled {
+                format,
+                offset: pos,
+            }));
         }
         let (size, header_len) = match size32 {
             // The last box, to the end of the file.
@@ -552,8 +588,17 @@ fn iso_bmff<R: Read + Seek>(src: &mut Source<R>, mut format: Format) -> io::Resu
             2..=7 => return Ok(malformed("a box size below its 8-byte header")),
             n => (u64::from(n), 8),
         };
-        // A uuid box's 16-byte user type is part of its header.
+        // A uuid box's 16-byte user type is part of its header: a last box (size 0) too short
+        // for it is cut inside its header, any other is damaged.
         if kind == UUID && size < header_len + 16 {
+            if size32 == 0 {
+                return Ok(Completeness::Incomplete(Why::PastEnd {
+                    format,
+                    part: Part::Box(kind),
+                    end: pos + header_len + 16,
+                    len,
+                }));
+            }
             return Ok(malformed("a 'uuid' box too small for its user type"));
         }
         let end = pos.saturating_add(size);
@@ -760,3 +805,6 @@ impl fmt::Display for Unsure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
