@@ -322,7 +322,6 @@ impl<R: Read + Seek> Source<R> {
 // JPEG marker codes (the byte after 0xFF).
 const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
-const SOS: u8 = 0xDA;
 const TEM: u8 = 0x01;
 const SOF55: u8 = 0xF7;
 
@@ -336,6 +335,10 @@ fn jpeg<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
             what,
         })
     };
+    // From marker to marker, seeking over each segment by its length. The entropy-coded data
+    // after SOS has no length, and needs no scanner of its own: in it every 0xFF is followed by
+    // 0x00 (a stuffed data byte) or a restart marker, both of which the walk skips, so the search
+    // for the next 0xFF passes over the data and stops at the first real marker after it.
     let mut pos = 2; // after SOI
     loop {
         let Some((code, after)) = next_marker(src, pos)? else {
@@ -351,10 +354,9 @@ fn jpeg<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
             }
             // JPEG-LS scans stuff bits differently (0xFF then any byte below 0x80 is data).
             SOF55 => return Ok(Completeness::Unknown(Unsure::OtherFormat)),
-            // Outside a scan a 0xFF 0x00 is no marker: skip it as libjpeg does.
-            0x00 => pos = after,
-            // Markers without a length.
-            TEM | 0xD0..=0xD7 => pos = after,
+            // A stuffed byte in a scan (outside one, junk that libjpeg skips too), and the
+            // markers without a length: restarts (in a scan) and TEM.
+            0x00 | TEM | 0xD0..=0xD7 => pos = after,
             _ => {
                 let mut len_bytes = [0u8; 2];
                 if !src.read_at(after, &mut len_bytes)? {
@@ -375,21 +377,15 @@ fn jpeg<R: Read + Seek>(src: &mut Source<R>) -> io::Result<Completeness> {
                     }));
                 }
                 pos = end;
-                if code == SOS {
-                    match scan_entropy(src, end)? {
-                        Some(marker) => pos = marker,
-                        None => return Ok(no_end),
-                    }
-                }
             }
         }
     }
 }
 
-/// The next marker from `pos` on: its code and the offset after the code. Bytes before the
-/// 0xFF are skipped (libjpeg skips them too, with a warning: some writers leave padding between
-/// segments, and a file whose reserved tail is still zeros must not stop the search), and so
-/// are 0xFF fill bytes before the code.
+/// The next marker from `pos` on: its code and the offset after the code. The bytes before the
+/// 0xFF are skipped: a scan's entropy-coded data, or junk between segments (libjpeg skips it
+/// too, with a warning; and a file whose reserved tail is still zeros must not stop the search).
+/// So are 0xFF fill bytes before the code.
 fn next_marker<R: Read + Seek>(src: &mut Source<R>, pos: u64) -> io::Result<Option<(u8, u64)>> {
     let Some(ff) = src.find_ff(pos)? else {
         return Ok(None);
@@ -400,31 +396,6 @@ fn next_marker<R: Read + Seek>(src: &mut Source<R>, pos: u64) -> io::Result<Opti
             None => return Ok(None),
             Some(0xFF) => p += 1,
             Some(code) => return Ok(Some((code, p + 1))),
-        }
-    }
-}
-
-/// Scans entropy-coded data from `pos` to the 0xFF that starts the next marker, past stuffed
-/// bytes (0xFF 0x00) and restart markers, which belong to the data; `None` if the file ends
-/// first.
-fn scan_entropy<R: Read + Seek>(src: &mut Source<R>, mut pos: u64) -> io::Result<Option<u64>> {
-    loop {
-        let Some(ff) = src.find_ff(pos)? else {
-            return Ok(None);
-        };
-        // As in libjpeg's decoder: fill bytes, then a 0x00 (a stuffed data byte) or a code.
-        let mut p = ff + 1;
-        let code = loop {
-            match src.byte_at(p)? {
-                None => return Ok(None),
-                Some(0xFF) => p += 1,
-                Some(code) => break code,
-            }
-        };
-        if code == 0x00 || (0xD0..=0xD7).contains(&code) {
-            pos = p + 1;
-        } else {
-            return Ok(Some(ff));
         }
     }
 }

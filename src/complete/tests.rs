@@ -60,6 +60,7 @@ fn jpeg_segment(out: &mut Vec<u8>, code: u8, payload: &[u8], fill: usize) {
     out.extend(payload);
 }
 
+const SOS: u8 = 0xDA;
 const JFIF: &[u8] = b"JFIF\0\x01\x01\x00\x00\x01\x00\x01\x00\x00";
 const SOF0_8X8_GRAY: &[u8] = &[8, 0, 8, 0, 8, 1, 1, 0x11, 0];
 /// A DC and an AC table, each with one 1-bit code: '0' for DC category 0 and for EOB.
