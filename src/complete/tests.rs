@@ -711,7 +711,6 @@ fn box_tail_too_short_for_a_header() {
 #[test]
 fn box_claiming_two_to_the_64_bytes_is_incomplete_without_allocating() {
     let mut bytes = bmff(&[ftyp(b"isom", &[b"isom"])]).0;
-    let at = bytes.len() as u64;
     bytes.extend(1u32.to_be_bytes());
     bytes.extend(b"mdat");
     bytes.extend(u64::MAX.to_be_bytes());
@@ -725,7 +724,6 @@ fn box_claiming_two_to_the_64_bytes_is_incomplete_without_allocating() {
             len: bytes.len() as u64,
         })
     );
-    let _ = at;
 }
 
 #[test]
