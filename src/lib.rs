@@ -10,6 +10,7 @@
 //! - [`lock`]: one daemon per state directory, and the probe of who holds it.
 //! - [`scan`]: walking the roots and comparing with the catalogue.
 //! - [`hash`]: streaming SHA-1 on the blocking pool.
+//! - [`complete`]: whether a media file is structurally complete (JPEG, PNG, ISO-BMFF, WebP).
 //! - [`api`]: the server client (discovery, auth, dialects, endpoints, error classes).
 //! - [`pipeline`]: the job engine (hash → dedup → upload → verify, retries, pauses).
 //! - [`daemon`]: `scan` and `run`, the task tree and its orderly shutdown.
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod complete;
 pub mod config;
 pub mod daemon;
 pub mod db;
