@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 
 use super::dto;
 use super::endpoint;
+use super::transport::Progress;
 use super::transport::{content_type, parse_json, short, strip_query, Transport, MAX_ERROR_BODY};
-use super::upload::Progress;
 use super::{ApiError, Dialect, RequestInfo, Result};
 use crate::config::ServerUrl;
 

@@ -10,6 +10,7 @@
 //! Owns: the reqwest client and its settings, header values, redaction. Must not: know any
 //! endpoint or credential scheme (the callers add paths and auth headers).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -19,7 +20,6 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::error::{parse_retry_after, server_message};
-use super::upload::Progress;
 use super::{ApiError, RequestInfo, Result};
 use crate::config::{Secret, ServerConfig};
 
@@ -327,4 +327,30 @@ pub(super) fn build_http_client(
         .map_err(|e| ApiError::Config {
             message: format!("cannot set up the HTTP client: {}", error_chain(&e)),
         })
+}
+
+/// When a request last moved: the upload body stream touches it on every chunk it hands to
+/// hyper, and the stall watchdog reads it.
+pub(crate) struct Progress {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
 }

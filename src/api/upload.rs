@@ -9,21 +9,20 @@
 //! `Content-Length` bytes, never sees a complete body.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
-use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Body, Method};
 
+use super::transport::Progress;
 use super::transport::{content_type, is_connect_failure, MAX_JSON_BODY};
 use super::{
     format_timestamp, ApiClient, ApiError, CheckResult, Dialect, Result as ApiResult,
@@ -34,32 +33,6 @@ use crate::model::{AssetId, Checksum};
 /// Read size for upload bodies. 256 KiB reached 1.17 GB/s on loopback where reqwest's
 /// `Part::file` (4 KiB reads) managed 0.13 (MEASUREMENTS.md).
 pub(crate) const UPLOAD_CHUNK: usize = 256 * 1024;
-
-/// When a request last moved: the upload body stream touches it on every chunk it hands to
-/// hyper, and the stall watchdog reads it.
-pub(crate) struct Progress {
-    origin: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Progress {
-    pub fn new() -> Progress {
-        Progress {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    pub fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis();
-        self.last_ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    pub fn last(&self) -> Instant {
-        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
 
 /// Why the body stream gave up, if it did; read after a failed send to tell "the file
 /// changed" from "the network failed".

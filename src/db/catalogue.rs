@@ -286,14 +286,13 @@ pub fn remember_asset(
 }
 
 /// Forgets every server-side fact (another server or user is configured now): all files
-/// are checked again, but their checksums stay cached. The mirror, its tombstones and its
-/// watermarks belong to the old server and go too.
+/// are checked again, but their checksums stay cached. The mirror and its tombstones belong
+/// to the old server and go too (its `meta` facts are [`super::meta::adopt_server`]'s).
 pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute_batch(
         "DELETE FROM known_assets; UPDATE files SET asset_id = NULL;
          DELETE FROM remote_assets; DELETE FROM tombstones;",
     )?;
-    super::meta::forget_account(conn)?;
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
              skip_reason=NULL, outcome=NULL, updated_at=?1

@@ -423,6 +423,7 @@ pub fn adopt_server(
     let forgot_previous = match server_identity(&tx)? {
         Some(old) if old != *identity => {
             super::catalogue::forget_server(&tx, now_ms)?;
+            forget_account(&tx)?;
             true
         }
         _ => false,
