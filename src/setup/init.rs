@@ -128,8 +128,8 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
     let key = match &args.api_key_file {
         Some(p) if p.as_os_str() == "-" => {
             let mut text = String::new();
-            io::stdin()
-                .lock()
+            // Through the lock `ask` already holds: stdin's lock is not reentrant.
+            ask.input
                 .read_to_string(&mut text)
                 .map_err(InitError::Ask)?;
             KeySource::Given(nonempty_key(text.trim(), "--api-key-file -")?)
@@ -137,6 +137,7 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
         Some(p) => KeySource::File(absolute(p, "--api-key-file")?),
         None if interactive => {
             let typed = term::read_secret_line(
+                &mut ask.input,
                 "API key (Immich: Account settings → API keys; not shown as you type)",
             )
             .map_err(InitError::Ask)?;

@@ -62,9 +62,10 @@ impl<R: BufRead, W: Write> Ask<R, W> {
 }
 
 /// Reads one line from the terminal without echoing it (for the API key), the question on
-/// stderr. Echo is restored before returning, whatever happened.
+/// stderr. Echo is restored before returning, whatever happened. `input` is stdin (its lock
+/// is taken once, by the caller: it is not reentrant).
 #[cfg(unix)]
-pub(crate) fn read_secret_line(question: &str) -> io::Result<String> {
+pub(crate) fn read_secret_line(input: &mut impl BufRead, question: &str) -> io::Result<String> {
     use std::os::unix::io::AsRawFd;
     let mut err = io::stderr();
     write!(err, "{question}: ")?;
@@ -81,7 +82,7 @@ pub(crate) fn read_secret_line(question: &str) -> io::Result<String> {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
     }
     let mut line = String::new();
-    let read = io::stdin().lock().read_line(&mut line);
+    let read = input.read_line(&mut line);
     if have_tty {
         // SAFETY: restores the settings read above.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
