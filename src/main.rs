@@ -266,7 +266,9 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::CheckConfig { offline } => check_config(config, offline).await,
         Command::Mirror { diff } => show_mirror(&config, diff),
         Command::Diff => show_diff(&config),
-        Command::Init { .. } | Command::Doctor => unreachable!("dispatched before the config loads"),
+        Command::Init { .. } | Command::Doctor => {
+            unreachable!("dispatched before the config loads")
+        }
         Command::Retry => match daemon::retry_failed(&config.state.dir) {
             Ok(n) => {
                 println!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");

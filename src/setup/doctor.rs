@@ -320,7 +320,11 @@ pub fn judge_clock(offset: f64) -> Check {
     } else if off > CLOCK_WARN.as_secs_f64() {
         Check::new(Level::Warn, "clock", message).fix(fix)
     } else {
-        Check::new(Level::Ok, "clock", format!("within {shown} of the server's"))
+        Check::new(
+            Level::Ok,
+            "clock",
+            format!("within {shown} of the server's"),
+        )
     }
 }
 
@@ -497,11 +501,7 @@ fn root_check(root: &config::RootConfig) -> (Check, Option<(u64, bool)>) {
     let (n, complete) = count_dirs(path, root.recursive, root.hidden, MAX_DIRS_COUNTED);
     let more = if complete { "" } else { "at least " };
     (
-        Check::new(
-            Level::Ok,
-            subject,
-            format!("readable, {more}{n} folders"),
-        ),
+        Check::new(Level::Ok, subject, format!("readable, {more}{n} folders")),
         Some((n, complete)),
     )
 }
@@ -716,6 +716,8 @@ mod tests {
         let c = Check::new(Level::Fail, "root /x", "not found").fix("mount it");
         assert_eq!(c.render(false), "fail  root /x: not found; fix: mount it");
         assert!(c.render(true).starts_with("\x1b[31mfail\x1b[0m  root /x"));
-        assert!(!Check::new(Level::Info, "a", "b").render(true).contains('\x1b'));
+        assert!(!Check::new(Level::Info, "a", "b")
+            .render(true)
+            .contains('\x1b'));
     }
 }

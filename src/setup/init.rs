@@ -210,18 +210,15 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
             Some(k.clone()),
         ),
     };
-    let draft =
-        config::load_from_str(&draft_text, &config_path, &draft_env(key_env)).map_err(|e| {
-            match e {
-                ConfigError::Invalid { ref key, .. } if key == "server.url" => {
-                    InitError::Invalid {
-                        flag: "--url",
-                        message: e.to_string(),
-                    }
-                }
-                e => InitError::Config(e),
-            }
-        })?;
+    let draft = config::load_from_str(&draft_text, &config_path, &draft_env(key_env)).map_err(
+        |e| match e {
+            ConfigError::Invalid { ref key, .. } if key == "server.url" => InitError::Invalid {
+                flag: "--url",
+                message: e.to_string(),
+            },
+            e => InitError::Config(e),
+        },
+    )?;
 
     let _ = writeln!(ask.out, "checking {} …", draft.server.url);
     let api = ApiClient::connect(daemon::connect_options(&draft))
@@ -411,10 +408,7 @@ fn render_with(
     );
     t.push_str(&format!("url = {}\n", quote(&url.to_string())));
     if let Some(k) = key_file {
-        t.push_str(&format!(
-            "api_key_file = {}\n",
-            quote(&k.to_string_lossy())
-        ));
+        t.push_str(&format!("api_key_file = {}\n", quote(&k.to_string_lossy())));
     }
     if let Some(s) = state {
         t.push_str(&format!(

@@ -88,10 +88,22 @@ async fn init_checks_the_key_then_writes_a_private_config_that_loads() {
         other => panic!("expected the API key, got {other:?}"),
     }
 
-    for next in ["check-config", "immish-sync", "run", "service install", "doctor"] {
-        assert!(stdout.contains(next), "names `{next}` as a next step: {stdout}");
+    for next in [
+        "check-config",
+        "immish-sync",
+        "run",
+        "service install",
+        "doctor",
+    ] {
+        assert!(
+            stdout.contains(next),
+            "names `{next}` as a next step: {stdout}"
+        );
     }
-    assert!(stdout.contains(&cfg), "the next steps carry --config: {stdout}");
+    assert!(
+        stdout.contains(&cfg),
+        "the next steps carry --config: {stdout}"
+    );
     // The default test key has `all`: the trade-off is said, here.
     assert!(stdout.contains("live events"), "{stdout}");
     assert!(!stdout.contains(&w.server.api_key()) && !stderr.contains(&w.server.api_key()));
@@ -168,7 +180,10 @@ async fn init_keeps_an_existing_config_unless_forced() {
     let out = run(&plain, &key);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine\n");
     assert!(!config.with_file_name("api-key").exists());
 
@@ -186,7 +201,10 @@ async fn init_keeps_an_existing_config_unless_forced() {
 async fn init_without_a_terminal_names_the_missing_flag() {
     let w = World::new(Dialect::Immich).await;
     let cfg = w.config_path().display().to_string();
-    let out = run(&["init", "--config", &cfg, "--url", &w.server.base_url()], "");
+    let out = run(
+        &["init", "--config", &cfg, "--url", &w.server.base_url()],
+        "",
+    );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--api-key-file"), "{stderr}");
@@ -216,7 +234,9 @@ async fn doctor_on_a_good_setup_fails_nothing_and_exits_0() {
     let (code, report) = doctor(&w);
     assert_eq!(code, Some(0), "{report}");
     assert!(lines_at(&report, "fail").is_empty(), "{report}");
-    for subject in ["config:", "server:", "key:", "clock:", "state ", "root ", "daemon:"] {
+    for subject in [
+        "config:", "server:", "key:", "clock:", "state ", "root ", "daemon:",
+    ] {
         assert!(
             report.lines().any(|l| l.contains(subject)),
             "a line about {subject}: {report}"
@@ -224,8 +244,14 @@ async fn doctor_on_a_good_setup_fails_nothing_and_exits_0() {
     }
     let server = report.lines().find(|l| l.contains("server:")).unwrap();
     assert!(server.starts_with("ok "), "{server}");
-    assert!(server.contains("Immich dialect") && server.contains("version"), "{server}");
-    assert!(report.contains("ok    clock:"), "the test server's clock is ours: {report}");
+    assert!(
+        server.contains("Immich dialect") && server.contains("version"),
+        "{server}"
+    );
+    assert!(
+        report.contains("ok    clock:"),
+        "the test server's clock is ours: {report}"
+    );
     // Said once, as info, not as a warning.
     let advice: Vec<_> = report.lines().filter(|l| l.contains("`all`")).collect();
     assert_eq!(advice.len(), 1, "{report}");
@@ -248,7 +274,10 @@ async fn doctor_names_a_wrong_key_and_exits_1() {
             .any(|l| l.contains("key:") && l.contains("refused the API key") && l.contains("fix:")),
         "{report}"
     );
-    assert!(!report.contains("revoked-key-0000"), "the key is never shown");
+    assert!(
+        !report.contains("revoked-key-0000"),
+        "the key is never shown"
+    );
     // The local checks still run.
     assert!(report.contains("root "), "{report}");
 }
