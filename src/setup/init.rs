@@ -52,18 +52,21 @@ pub enum InitError {
     /// The settings do not make a valid config (overlapping roots, a key file open to
     /// others…); the message is config's own.
     #[error("the settings do not make a valid config: {0}")]
-    Config(ConfigError),
+    Config(Box<ConfigError>),
     #[error("cannot read the answer: {0}")]
     Ask(io::Error),
     #[error("the server refused the API key, so nothing was written: {0}")]
-    Refused(ApiError),
+    Refused(Box<ApiError>),
     #[error("cannot reach the server, so nothing was written: {0}")]
-    Unreachable(ApiError),
+    Unreachable(Box<ApiError>),
     #[error("cannot write {}: {source}", .path.display())]
     Write { path: PathBuf, source: io::Error },
     /// The config was written but does not load: a bug, said as such.
     #[error("wrote {} but it does not load (please report this): {error}", .path.display())]
-    Verify { path: PathBuf, error: ConfigError },
+    Verify {
+        path: PathBuf,
+        error: Box<ConfigError>,
+    },
 }
 
 impl InitError {
@@ -216,7 +219,7 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
                 flag: "--url",
                 message: e.to_string(),
             },
-            e => InitError::Config(e),
+            e => InitError::Config(Box::new(e)),
         },
     )?;
 
@@ -239,7 +242,7 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
     write_private(&config_path, final_text.as_bytes())?;
     config::load(&config_path).map_err(|error| InitError::Verify {
         path: config_path.clone(),
-        error,
+        error: Box::new(error),
     })?;
 
     let say = |out: &mut dyn Write, s: String| {
@@ -329,9 +332,11 @@ fn classify(e: ApiError) -> InitError {
             flag: "--url",
             message: e.to_string(),
         },
-        (ApiError::MissingPermissions { .. }, _) | (_, ErrorClass::Auth) => InitError::Refused(e),
-        _ if e.status() == Some(403) => InitError::Refused(e),
-        _ => InitError::Unreachable(e),
+        (ApiError::MissingPermissions { .. }, _) | (_, ErrorClass::Auth) => {
+            InitError::Refused(Box::new(e))
+        }
+        _ if e.status() == Some(403) => InitError::Refused(Box::new(e)),
+        _ => InitError::Unreachable(Box::new(e)),
     }
 }
 
@@ -483,7 +488,12 @@ mod tests {
             .unwrap();
         let url = ServerUrl::parse("http://127.0.0.1:1/api/").unwrap();
         let root = dir.path().join("photos \\ \"2024\"");
-        let text = render(&url, &key, Some(&dir.path().join("state")), &[root.clone()]);
+        let text = render(
+            &url,
+            &key,
+            Some(&dir.path().join("state")),
+            std::slice::from_ref(&root),
+        );
         let c = config::load_from_str(&text, &dir.path().join("config.toml"), &[]).unwrap();
         assert_eq!(c.roots[0].path, root);
         assert_eq!(c.state.dir, dir.path().join("state"));
