@@ -19,6 +19,7 @@
 //! - [`watch`]: live watching (notify or polling), settling, paused roots.
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
+//! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 
 pub mod api;
 pub mod backoff;
@@ -33,5 +34,6 @@ pub mod mirror;
 pub mod model;
 pub mod pipeline;
 pub mod scan;
+pub mod setup;
 pub mod status;
 pub mod watch;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use immish_sync::config::{self, Config, LogFormat};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::pipeline::EngineEnd;
-use immish_sync::{human, mirror, status};
+use immish_sync::{human, mirror, setup, status};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,6 +66,31 @@ enum Command {
     /// List local files that are not on the server, and server assets that came from this
     /// machine whose local file is gone (as of the mirror's last pull).
     Diff,
+    /// Write a config: asks for the server, the API key and the folders (or takes them as
+    /// flags), checks them against the server, then writes the file (mode 0600). Exit 3 when
+    /// the server refuses the key (nothing is written), 2 for a missing or invalid value.
+    Init {
+        /// The server's base URL (the address of the Immich web page).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// A file holding the API key (mode 0600), referenced from the config as it is;
+        /// `-` reads the key from stdin and copies it into `api-key` beside the config.
+        #[arg(long, value_name = "PATH")]
+        api_key_file: Option<PathBuf>,
+        /// A folder to back up (repeat for several).
+        #[arg(long = "root", value_name = "PATH")]
+        roots: Vec<PathBuf>,
+        /// Where the database lives [default: as for the daemon].
+        #[arg(long, value_name = "PATH")]
+        state_dir: Option<PathBuf>,
+        /// Replace an existing config (and key file).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the install, one line per check (ok/info/warn/fail, with the fix): config,
+    /// server, key, clock, state directory, inotify limits, roots. Exit 1 when a check
+    /// fails, 2 when the config is broken.
+    Doctor,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +99,16 @@ fn main() -> ExitCode {
         .config
         .clone()
         .unwrap_or_else(config::default_config_path);
+    // `init` writes the config and `doctor` reports a broken one as a line of its own:
+    // neither loads it first.
+    if matches!(cli.command, Command::Init { .. } | Command::Doctor) {
+        let level = match cli.verbose {
+            0 => "off",
+            1 => "debug",
+            _ => "trace",
+        };
+        return setup(cli.command, path, level);
+    }
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -93,6 +128,52 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(dispatch(cli.command, config))
+}
+
+/// Runs `init` or `doctor`. Their output is their report, so the log is off unless -v asks
+/// (the api's own warnings, e.g. about a key that can delete, are said by them, once).
+fn setup(command: Command, path: PathBuf, level: &str) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match command {
+        Command::Init {
+            url,
+            api_key_file,
+            roots,
+            state_dir,
+            force,
+        } => {
+            let args = setup::init::InitArgs {
+                config: path,
+                url,
+                api_key_file,
+                roots,
+                state_dir,
+                force,
+            };
+            let mut out = std::io::stdout();
+            match runtime.block_on(setup::init::run(args, &mut out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        _ => ExitCode::from(runtime.block_on(setup::doctor::run(&path))),
+    }
 }
 
 fn init_logging(cli: &Cli, config: &Config) {
@@ -185,6 +266,9 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::CheckConfig { offline } => check_config(config, offline).await,
         Command::Mirror { diff } => show_mirror(&config, diff),
         Command::Diff => show_diff(&config),
+        Command::Init { .. } | Command::Doctor => {
+            unreachable!("dispatched before the config loads")
+        }
         Command::Retry => match daemon::retry_failed(&config.state.dir) {
             Ok(n) => {
                 println!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");

@@ -11,4 +11,5 @@ mod fixtures;
 mod mirror;
 mod peer;
 mod scan;
+mod setup;
 mod watch;
