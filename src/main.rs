@@ -245,7 +245,8 @@ fn service_install(config: &Config, user: bool, dry_run: bool) -> ExitCode {
         }
     }
     if dry_run {
-        println!("# would be written to {}", target.display());
+        // The unit alone on stdout, so that it can be redirected into a file.
+        eprintln!("would be written to {}", target.display());
         print!("{text}");
         return ExitCode::SUCCESS;
     }

@@ -9,4 +9,5 @@ mod crash;
 mod faults;
 mod mirror;
 mod scan;
+mod service;
 mod watch;
