@@ -245,7 +245,7 @@ fn logs_have_no_colour_on_a_pipe_and_priorities_on_the_journal() {
         if let Some(j) = journal {
             cmd.env("JOURNAL_STREAM", j);
         }
-        let mut child = cmd.spawn().expect("start");
+        let child = cmd.spawn().expect("start");
         // The server is down: the daemon logs the failed connect at once, then waits.
         std::thread::sleep(Duration::from_millis(1500));
         sigterm(&child);
