@@ -31,6 +31,7 @@ use crate::pipeline::{
     self, Engine, EngineEnd, EngineError, Mode, Pause, PauseTimes, Stats, Waker,
 };
 use crate::scan::{PassError, Root, RootOutcome, RootScan, Scanner};
+use crate::service;
 use crate::watch::{WatchError, Watcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -226,10 +227,12 @@ async fn connect(
 ) -> Result<Option<ApiClient>, DaemonError> {
     let retry_wait = Backoff::new(CONNECT_RETRY_INITIAL, tuning.connect_retry_max);
     let mut attempt = 0u32;
+    let since = now_ms();
     loop {
         match ApiClient::connect(&config.server).await {
             Ok(api) => {
                 tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
+                service::status(format!("connected to {}", api.api_root()));
                 return Ok(Some(api));
             }
             // The daemon waits for the server rather than exit: a service manager would only
@@ -241,6 +244,12 @@ async fn connect(
                 } else {
                     retry_wait.delay(attempt)
                 };
+                // Local start-up is done: a server down at boot must not hold the boot up.
+                service::ready();
+                service::status(format!(
+                    "waiting for the server since {} ({e})",
+                    crate::human::timestamp(since)
+                ));
                 if attempt == 1 {
                     tracing::error!(
                         "cannot connect to the server: {e}; trying again in {}s",
@@ -413,7 +422,11 @@ pub async fn scan_with(
 /// `immish-sync run`: the daemon. Scans at start and then every `scan.interval` (with
 /// jitter), uploads continuously, and stops cleanly when `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    run_with(config, Tuning::default(), shutdown).await
+    // Under systemd: READY/STATUS/WATCHDOG/STOPPING (nothing without NOTIFY_SOCKET).
+    let _supervision = service::supervise(&shutdown);
+    let result = run_with(config, Tuning::default(), shutdown).await;
+    service::stopping();
+    result
 }
 
 pub async fn run_with(
@@ -508,6 +521,7 @@ async fn run_tree(
                     tracing::warn!("the watches are not all in place after {WATCH_READY_MAX:?}; scanning anyway");
                 }
             }
+            service::ready();
             loop {
                 let outcomes = scanner.scan_all(|| waker.wake(), &cancel).await?;
                 let fresh = fresh_count(&outcomes);
@@ -526,6 +540,8 @@ async fn run_tree(
             }
         }
     };
+    let stats = engine.stats();
+    service::progress(move || progress_line(&stats));
     let engine_run = engine.run(Mode::Forever, shutdown.clone());
     // A failed critical part stops the daemon with its error rather than limping on; the
     // first error is the one reported.
@@ -566,6 +582,18 @@ async fn run_tree(
         tracing::info!("stopped");
     }
     result
+}
+
+/// The counts `systemctl status` shows after what the daemon is doing.
+fn progress_line(st: &Stats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "uploaded {} ({}), already on the server {}, failed {}",
+        st.uploaded.load(Relaxed),
+        crate::human::megabytes(st.uploaded_bytes.load(Relaxed)),
+        st.duplicates.load(Relaxed),
+        st.failed.load(Relaxed)
+    )
 }
 
 /// The live watcher of the roots, as a task of the daemon. With `watch.mode = "off"` it

@@ -15,6 +15,7 @@
 //! - [`pipeline`]: the job engine (hash → dedup → upload → verify, retries, pauses).
 //! - [`daemon`]: `scan` and `run`, the task tree and its orderly shutdown.
 //! - [`status`]: the read-only views `status` prints.
+//! - [`service`]: life under systemd (notify, watchdog heartbeats, journald lines, units).
 //! - [`human`]: sizes, durations, ages and timestamps as people read them.
 //! - [`watch`]: live watching (notify or polling), settling, paused roots.
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
@@ -34,6 +35,7 @@ pub mod mirror;
 pub mod model;
 pub mod pipeline;
 pub mod scan;
+pub mod service;
 pub mod setup;
 pub mod status;
 pub mod watch;

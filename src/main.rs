@@ -9,7 +9,8 @@
 //! | 3 | the server cannot be reached or refuses the credentials |
 //! | 4 | another immish-sync holds the state directory |
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use immish_sync::config::{self, Config, LogFormat};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::pipeline::EngineEnd;
+use immish_sync::service::{journal, unit};
 use immish_sync::{human, mirror, setup, status};
 
 #[derive(Parser, Debug)]
@@ -91,10 +93,52 @@ enum Command {
     /// server, key, clock, state directory, inotify limits, roots. Exit 1 when a check
     /// fails, 2 when the config is broken.
     Doctor,
+    /// Run under the service manager (systemd).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Shell completions, the man page and the packaged units, from these definitions.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceAction {
+    /// Write the systemd unit for this machine's config (its path, roots and state
+    /// directory) and print the commands that enable it.
+    Install {
+        /// A user service (~/.config/systemd/user) instead of a system one.
+        #[arg(long)]
+        user: bool,
+        /// Print the unit instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Generate {
+    /// Completions for a shell, on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff), on stdout.
+    Man,
+    /// The packaged systemd unit (packaging/systemd), on stdout.
+    Unit {
+        #[arg(long)]
+        user: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These need no config: the .deb is built from them on a machine without one.
+    if let Command::Generate { what } = &cli.command {
+        return generate(what);
+    }
     let path = cli
         .config
         .clone()
@@ -185,14 +229,130 @@ fn init_logging(cli: &Cli, config: &Config) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: escapes in a file, a pipe or the journal are noise.
+    let journal = journal::stderr_is_journal();
+    let ansi = !journal && journal::stderr_wants_colour();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    match (config.log.format, journal) {
+        (LogFormat::Json, _) => builder.json().init(),
+        // journald stamps each line itself and reads the level from a `<N>` prefix.
+        (LogFormat::Text, true) => builder.event_format(journal::Journald::standard()).init(),
+        (LogFormat::Text, false) => builder.init(),
     }
+}
+
+fn generate(what: &Generate) -> ExitCode {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generate::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "immish-sync", &mut out);
+            Ok(())
+        }
+        Generate::Man => clap_mangen::Man::new(Cli::command()).render(&mut out),
+        Generate::Unit { user } => {
+            let spec = if *user {
+                unit::UnitSpec::packaged_user()
+            } else {
+                unit::UnitSpec::packaged_system()
+            };
+            out.write_all(unit::render(&spec).as_bytes())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `service install`: the unit for this binary, this config file, its roots and state.
+fn service_install(config: &Config, user: bool, dry_run: bool) -> ExitCode {
+    let exe = match std::env::current_exe().and_then(|p| p.canonicalize()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot tell where this binary is: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(source) = &config.source else {
+        eprintln!(
+            "error: the service needs a config file: write one (`immish-sync init`), or pass --config"
+        );
+        return ExitCode::from(2);
+    };
+    // The service starts in another directory: every path in the unit is absolute.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let config_path = source.canonicalize().unwrap_or_else(|_| absolute(source));
+    let roots: Vec<PathBuf> = config.roots.iter().map(|r| absolute(&r.path)).collect();
+    let state_dir = absolute(&config.state.dir);
+    // The key file next to the config, handed over as a credential when it exists.
+    let key_file = config_path
+        .parent()
+        .map(|d| d.join("api-key"))
+        .filter(|k| k.is_file());
+    let spec = unit::UnitSpec::for_machine(
+        user,
+        &exe,
+        &config_path,
+        &roots,
+        &state_dir,
+        key_file.as_deref(),
+    );
+    let text = unit::render(&spec);
+    let Some(target) = unit::install_path(user) else {
+        eprintln!("error: neither XDG_CONFIG_HOME nor HOME is set: cannot place a user unit");
+        return ExitCode::from(1);
+    };
+    if !user {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = std::fs::metadata(&config_path)
+            .map(|m| m.permissions().mode() & 0o004 != 0)
+            .unwrap_or(false);
+        if !readable {
+            eprintln!(
+                "warning: {} is not readable by others, so the service's dynamic user cannot \
+                 read it: keep the key in {} (LoadCredential=) and make the config 0644, or run \
+                 the service as the config's owner (DynamicUser=no, User=...) in a drop-in",
+                config_path.display(),
+                config_path.with_file_name("api-key").display()
+            );
+        }
+    }
+    if dry_run {
+        // The unit alone on stdout, so that it can be redirected into a file.
+        eprintln!("would be written to {}", target.display());
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    // A user unit grants its state directory with ReadWritePaths=, which must exist.
+    if let unit::StateDir::Path(_) = spec.state {
+        if let Err(e) = std::fs::create_dir_all(&state_dir) {
+            eprintln!("error: cannot create {}: {e}", state_dir.display());
+            return ExitCode::from(1);
+        }
+    }
+    if let Err(e) = unit::write(&target, &text) {
+        let hint = if user {
+            ""
+        } else {
+            " (a system unit needs root: sudo, or --user for a user service)"
+        };
+        eprintln!("error: cannot write {}: {e}{hint}", target.display());
+        return ExitCode::from(1);
+    }
+    println!("wrote {}", target.display());
+    println!("enable and start it with:");
+    for c in unit::enable_commands(user) {
+        println!("  {c}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
@@ -269,6 +429,10 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::Init { .. } | Command::Doctor => {
             unreachable!("dispatched before the config loads")
         }
+        Command::Service {
+            action: ServiceAction::Install { user, dry_run },
+        } => service_install(&config, user, dry_run),
+        Command::Generate { what } => generate(&what),
         Command::Retry => match daemon::retry_failed(&config.state.dir) {
             Ok(n) => {
                 println!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");

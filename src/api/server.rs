@@ -51,3 +51,38 @@ impl ApiClient {
         }
     }
 }
+
+/// The server's clock as one answer showed it: its `Date` header, between two local
+/// readings (just before sending and just after the headers came back).
+#[derive(Clone, Debug)]
+pub struct ServerClock {
+    /// The `Date` header as sent (an HTTP-date), when there was one.
+    pub date: Option<String>,
+    pub sent: std::time::SystemTime,
+    pub received: std::time::SystemTime,
+}
+
+impl ApiClient {
+    /// `GET /server/ping`, for the clock in its `Date` header (`doctor`). The answer's body
+    /// is not read.
+    pub async fn server_clock(&self) -> Result<ServerClock> {
+        let (rb, info) = self.request(Method::GET, "/server/ping");
+        let progress = super::transport::Progress::new();
+        let sent = std::time::SystemTime::now();
+        let resp = self.inner.transport.send(rb, &info, &progress).await?;
+        let received = std::time::SystemTime::now();
+        if !resp.status().is_success() {
+            return Err(self.inner.transport.http_error(resp, &info).await);
+        }
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(ServerClock {
+            date,
+            sent,
+            received,
+        })
+    }
+}

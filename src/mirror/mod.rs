@@ -61,6 +61,9 @@ const EVENT_QUEUE: usize = 1024;
 const EVENT_BATCH: usize = 256;
 /// Suspects of a full reconcile without a checksum, checked one by one, at most.
 const MAX_SINGLE_CHECKS: usize = 1000;
+/// The longest one pull may take before the watchdog counts the pull loop as stalled: a
+/// full pull of a large library is a few hundred pages, each bounded by the stall timeout.
+const PULL_BUDGET: Duration = Duration::from_secs(30 * 60);
 /// The first wait after a failed pull; it doubles up to `pull_interval`.
 const PULL_RETRY_INITIAL: Duration = Duration::from_secs(5);
 
@@ -520,7 +523,9 @@ impl Mirror {
         let interval = self.inner.config.pull_interval;
         let retry_wait = Backoff::new(PULL_RETRY_INITIAL, interval);
         let mut failures = 0u32;
+        let beat = crate::service::heartbeat("mirror pull");
         loop {
+            beat.busy_for(PULL_BUDGET);
             let res = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.pull(PullKind::Auto) => r,
@@ -548,6 +553,7 @@ impl Mirror {
                     wait
                 }
             };
+            beat.wait_for(wait);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::config::{self, Config, WatchMode};
-use crate::{daemon, human, lock};
+use crate::{human, lock};
 
 use super::term::{self, Lines};
 use super::{key_power_advice, missing_least_privilege};
@@ -154,7 +154,7 @@ pub async fn run(path: &Path) -> u8 {
 pub async fn server_checks(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
     let url = config.server.url.to_string();
-    let api = match ApiClient::connect(daemon::connect_options(config)).await {
+    let api = match ApiClient::connect(&config.server).await {
         Ok(api) => api,
         Err(e) => {
             checks.push(connect_failure(&url, &e));
@@ -259,23 +259,16 @@ fn key_checks(api: &ApiClient, config: &Config) -> Vec<Check> {
 }
 
 async fn clock_check(api: &ApiClient) -> Check {
-    let sent = SystemTime::now();
-    let answer = api
-        .http()
-        .get(api.endpoint_url("/server/ping"))
-        .send()
-        .await;
-    let received = SystemTime::now();
-    let date = match &answer {
-        Ok(r) => r
-            .headers()
-            .get(reqwest::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_http_date),
+    let date = match api.server_clock().await {
+        Ok(clock) => clock
+            .date
+            .as_deref()
+            .and_then(parse_http_date)
+            .map(|d| (d, clock.sent, clock.received)),
         Err(_) => None,
     };
     match date {
-        Some(date) => judge_clock(clock_offset(date, sent, received)),
+        Some((date, sent, received)) => judge_clock(clock_offset(date, sent, received)),
         None => Check::new(
             Level::Info,
             "clock",

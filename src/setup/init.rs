@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::config::{self, ConfigError, ServerUrl, ENV_PREFIX};
-use crate::daemon;
 
 use super::term::{self, Ask};
 use super::{key_power_advice, missing_least_privilege};
@@ -224,9 +223,7 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
     )?;
 
     let _ = writeln!(ask.out, "checking {} …", draft.server.url);
-    let api = ApiClient::connect(daemon::connect_options(&draft))
-        .await
-        .map_err(classify)?;
+    let api = ApiClient::connect(&draft.server).await.map_err(classify)?;
     let version = api
         .server_version()
         .await

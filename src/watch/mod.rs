@@ -118,7 +118,9 @@ impl Watcher {
         let mut w = State::new(self, tx);
         let mut ready = Some(ready);
         let mut tasks: Jobs = JoinSet::new();
+        let beat = crate::service::heartbeat("watcher");
         let outcome = loop {
+            beat.tick();
             let now = Instant::now();
             w.take_flags(now);
             w.start_work(now, &mut tasks, &cancel);
@@ -128,7 +130,7 @@ impl Watcher {
                     let _ = r.send(());
                 }
             }
-            let deadline = w.next_deadline();
+            let deadline = beat.wait_until(w.next_deadline());
             tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
                 Some(first) = rx.recv() => {

@@ -11,5 +11,6 @@ mod fixtures;
 mod mirror;
 mod peer;
 mod scan;
+mod service;
 mod setup;
 mod watch;
