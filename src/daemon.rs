@@ -320,6 +320,7 @@ impl ScanSummary {
         self.end == EngineEnd::Idle
             && self.pending == 0
             && self.scanned().fresh == 0
+            && self.scanned().waiting.is_empty()
             && self.failed_total == 0
             && self
                 .roots
@@ -335,6 +336,7 @@ impl ScanSummary {
                 total.queued += s.queued;
                 total.missing += s.missing;
                 total.fresh += s.fresh;
+                total.waiting.extend(s.waiting.iter().cloned());
             }
         }
         total

@@ -88,9 +88,8 @@ pub fn replace_incomplete(
     let tx = conn.transaction()?;
     {
         let keep: HashSet<&[u8]> = files.iter().map(|f| f.path.as_slice()).collect();
-        let mut old = tx.prepare_cached(
-            "SELECT path FROM waiting WHERE root = ?1 AND kind = 'incomplete'",
-        )?;
+        let mut old =
+            tx.prepare_cached("SELECT path FROM waiting WHERE root = ?1 AND kind = 'incomplete'")?;
         let gone: Vec<Vec<u8>> = old
             .query_map([root], |r| r.get::<_, Vec<u8>>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -116,7 +115,13 @@ fn note_in(tx: &rusqlite::Transaction<'_>, files: &[Waiting]) -> rusqlite::Resul
              kind = excluded.kind",
     )?;
     for f in files {
-        put.execute(params![f.path, f.root, f.kind.as_str(), f.reason, f.since_ms])?;
+        put.execute(params![
+            f.path,
+            f.root,
+            f.kind.as_str(),
+            f.reason,
+            f.since_ms
+        ])?;
     }
     Ok(())
 }
@@ -186,7 +191,11 @@ mod tests {
             assert_eq!((n, rows[0].since_ms), (1, 10), "still waiting since 10");
             assert_eq!(rows[0].reason, "incomplete 20", "the newest reason");
             note(c, &[w("/r/a.mp4", WaitKind::Open, 30)])?;
-            assert_eq!(list(c, 10)?.1[0].since_ms, 30, "a new kind of wait starts anew");
+            assert_eq!(
+                list(c, 10)?.1[0].since_ms,
+                30,
+                "a new kind of wait starts anew"
+            );
 
             note(
                 c,
@@ -198,10 +207,7 @@ mod tests {
             replace_incomplete(c, b"/r", &[w("/r/c.jpg", WaitKind::Incomplete, 7)])?;
             let paths: Vec<_> = list(c, 10)?.1.into_iter().map(|r| r.path).collect();
             assert_eq!(paths, [b"/r/c.jpg".to_vec(), b"/r/a.mp4".to_vec()]);
-            assert_eq!(
-                open_paths(c, b"/r")?,
-                HashSet::from([b"/r/a.mp4".to_vec()])
-            );
+            assert_eq!(open_paths(c, b"/r")?, HashSet::from([b"/r/a.mp4".to_vec()]));
             clear(c, &[b"/r/c.jpg"])?;
             assert_eq!(list(c, 10)?.0, 1);
             clear_all(c)?;

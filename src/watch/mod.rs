@@ -263,7 +263,10 @@ impl State {
     /// Something happened to `path`: (re)start its settle wait.
     fn note_path(&mut self, root: usize, path: &Path, news: News, losses: u64, now: Instant) {
         let r = self.roots.root(root);
-        if let Err(Full) = self.settling.note(root, r, &self.media, path, news, losses, now) {
+        if let Err(Full) = self
+            .settling
+            .note(root, r, &self.media, path, news, losses, now)
+        {
             self.roots.want_rescan(root);
         }
     }

@@ -29,12 +29,11 @@ use tokio::time::Instant;
 
 use super::{Done, Full, Jobs, WatchError, AFTER_CLOSE_QUIET};
 use crate::api::MediaTypes;
-use crate::complete::{self, Completeness};
 use crate::config::WatchConfig;
 use crate::db::catalogue::{self, FileStat};
 use crate::db::waiting::{self, WaitKind, Waiting};
 use crate::db::{now_ms, Db};
-use crate::scan::Root;
+use crate::scan::{structure, Root, Structure};
 
 /// Events for one path closer together than this are one change: a copy writes thousands
 /// of times a second, and the first `lstat` waits until they pause.
@@ -337,11 +336,7 @@ impl Settling {
     }
 
     /// Takes the pending paths whose time has come, up to a batch.
-    fn due_probes(
-        &mut self,
-        now: Instant,
-        root: &impl Fn(usize) -> Option<RootNow>,
-    ) -> Vec<Probe> {
+    fn due_probes(&mut self, now: Instant, root: &impl Fn(usize) -> Option<RootNow>) -> Vec<Probe> {
         let mut batch = Vec::new();
         let mut busy = Vec::new();
         while batch.len() < STAT_BATCH {
@@ -512,7 +507,7 @@ fn stat_batch(db: &Db, probes: Vec<Probe>) -> Result<Stated, WatchError> {
 ///
 /// Done means: unchanged across the quiet period, and then neither open for writing (the
 /// watcher saw a write and no close after it) nor structurally incomplete
-/// ([`complete::check_file`]; a format it cannot tell relies on the quiet period alone).
+/// ([`structure`]; a format it cannot tell relies on the quiet period alone).
 /// A file that stays open or incomplete while unchanged for the probe's limit is taken
 /// anyway, with a warning: some real files are truncated for good.
 fn verdict(p: &Probe) -> Verdict {
@@ -520,7 +515,11 @@ fn verdict(p: &Probe) -> Verdict {
         Verdict::Wait(seen) => seen,
         other => return other,
     };
-    let Some(old) = p.seen.as_ref().filter(|old| same_content(&old.stat, &seen.stat)) else {
+    let Some(old) = p
+        .seen
+        .as_ref()
+        .filter(|old| same_content(&old.stat, &seen.stat))
+    else {
         return Verdict::Wait(seen);
     };
     seen.since = old.since;
@@ -563,29 +562,6 @@ fn verdict(p: &Probe) -> Verdict {
     }
     seen.hold = Some(hold);
     Verdict::Wait(seen)
-}
-
-/// What the structure of a file says, for the verdict and for scans.
-pub(crate) enum Structure {
-    /// Whole, or a format whose structure cannot tell (the quiet period decides).
-    Done,
-    /// Cut short: what is missing, for people.
-    Incomplete(String),
-    /// Shorter than the `len` it was seen with: it changed, look again.
-    Changed,
-}
-
-/// Checks the first `len` bytes of `path` (blocking: it reads box headers, or for a JPEG
-/// the entropy-coded data once). A file that cannot be read is left to the hash step, which
-/// reports it.
-pub(crate) fn structure(path: &Path, len: u64) -> Structure {
-    match complete::check_file(path, len) {
-        Ok(Completeness::Incomplete(why)) => Structure::Incomplete(why.to_string()),
-        Ok(Completeness::Complete | Completeness::Unknown(_)) => Structure::Done,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Structure::Changed,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Structure::Changed,
-        Err(_) => Structure::Done,
-    }
 }
 
 /// One `lstat` of a pending path, by the scanner's rules: [`Verdict::Wait`] for a file to
@@ -673,7 +649,12 @@ mod tests {
         let Verdict::Wait(again) = verdict(&probe(&root, file.clone(), None, hour)) else {
             panic!("a first look waits");
         };
-        let v = verdict(&probe(&root, file.clone(), Some(again.clone()), Duration::ZERO));
+        let v = verdict(&probe(
+            &root,
+            file.clone(),
+            Some(again.clone()),
+            Duration::ZERO,
+        ));
         assert!(matches!(v, Verdict::Settled(s) if s == again.stat), "{v:?}");
         let v = verdict(&probe(&root, photos.join("sub"), None, hour));
         assert!(matches!(v, Verdict::Dir), "{v:?}");
@@ -681,7 +662,14 @@ mod tests {
         assert!(matches!(v, Verdict::Drop), "{v:?}");
 
         // Recorded and queued once: the second batch finds the catalogue current.
-        let settled = || vec![probe(&root, file.clone(), Some(again.clone()), Duration::ZERO)];
+        let settled = || {
+            vec![probe(
+                &root,
+                file.clone(),
+                Some(again.clone()),
+                Duration::ZERO,
+            )]
+        };
         assert_eq!(stat_batch(&db, settled()).unwrap().queued, 1);
         assert_eq!(stat_batch(&db, settled()).unwrap().queued, 0);
     }
@@ -716,7 +704,11 @@ mod tests {
         let root = photos_root(dir.path());
         let jpeg = root.path.join("IMG_1.jpg");
         // A JPEG without its end-of-image marker: a copy that paused.
-        std::fs::write(&jpeg, [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0, 0, 0xFF, 0xDA]).unwrap();
+        std::fs::write(
+            &jpeg,
+            [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0, 0, 0xFF, 0xDA],
+        )
+        .unwrap();
         let cut = |limit| {
             let jpeg = jpeg.clone();
             let root = root.clone();
@@ -751,7 +743,10 @@ mod tests {
             matches!(&v, Verdict::Wait(Seen { hold: Some(h), .. }) if h.kind == WaitKind::Open),
             "{v:?}"
         );
-        assert!(matches!(settle_twice(open(Duration::ZERO)), Verdict::Settled(_)));
+        assert!(matches!(
+            settle_twice(open(Duration::ZERO)),
+            Verdict::Settled(_)
+        ));
 
         // The batch writes the waiting file for `status`, once, and clears it when it goes.
         let Verdict::Wait(first) = verdict(&cut(hour)(None)) else {
