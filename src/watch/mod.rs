@@ -265,7 +265,7 @@ impl State {
         let r = self.roots.root(root);
         if let Err(Full) = self
             .settling
-            .note(root, r, &self.media, path, news, losses, now)
+            .note((root, r), &self.media, path, (news, losses), now)
         {
             self.roots.want_rescan(root);
         }

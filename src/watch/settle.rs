@@ -215,14 +215,13 @@ impl Settling {
     }
 
     /// Something happened to `path` under root `root` (`r`): (re)start its settle wait.
+    /// The news comes with the losses count its event carried ([`super::bridge`]).
     pub(super) fn note(
         &mut self,
-        root: usize,
-        r: &Root,
+        (root, r): (usize, &Root),
         media: &MediaTypes,
         path: &Path,
-        news: News,
-        losses: u64,
+        (news, losses): (News, u64),
         now: Instant,
     ) -> Result<(), Full> {
         let candidate = r.is_candidate(path, media);
