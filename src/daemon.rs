@@ -329,6 +329,7 @@ impl ScanSummary {
         self.end == EngineEnd::Idle
             && self.pending == 0
             && self.scanned().fresh == 0
+            && self.scanned().waiting.is_empty()
             && self.failed_total == 0
             && self
                 .roots
@@ -344,6 +345,7 @@ impl ScanSummary {
                 total.queued += s.queued;
                 total.missing += s.missing;
                 total.fresh += s.fresh;
+                total.waiting.extend(s.waiting.iter().cloned());
             }
         }
         total

@@ -551,6 +551,16 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
             scanned.fresh, s.settle
         );
     }
+    if !scanned.waiting.is_empty() {
+        println!(
+            "{} files look unfinished and were not taken this time (taken once whole, or after \
+             watch.incomplete_limit):",
+            scanned.waiting.len()
+        );
+        for f in scanned.waiting.iter().take(10) {
+            println!("  {}: {}", f.path.display(), f.reason);
+        }
+    }
     if let EngineEnd::Paused(p) = &s.end {
         println!("stopped: {}", p.message());
     }

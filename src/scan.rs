@@ -2,8 +2,10 @@
 //!
 //! Owns: which files are candidates (regular files only, symlinks never followed, one
 //! filesystem, no hidden or temporary names unless configured, supported media types, the
-//! root's include/exclude globs, never a 0-byte file), and the comparison with the catalogue
-//! by `(dev, ino, size, mtime_ns, ctime_ns)`. An unchanged file costs one `lstat`.
+//! root's include/exclude globs, never a 0-byte file), the comparison with the catalogue
+//! by `(dev, ino, size, mtime_ns, ctime_ns)`, and the structural check of a new or changed
+//! file before it is queued ([`structure`]; a scan cannot see closes, so structure and a
+//! recent mtime are what tell it a file is unfinished). An unchanged file costs one `lstat`.
 //!
 //! Must not: hash, talk to the server, or treat a missing or empty root as "everything was
 //! deleted": such a root is reported as paused and its catalogue is left alone.
@@ -20,9 +22,11 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
 
+use crate::complete::Completeness;
 use crate::config::{RootConfig, ScanConfig, WatchConfig};
 use crate::db::catalogue::{self, FileStat};
 use crate::db::meta::{self, RootState};
+use crate::db::waiting::{self, WaitKind, Waiting};
 use crate::db::{now_ms, Db, DbError};
 use crate::model::MediaTypes;
 
@@ -152,8 +156,19 @@ pub struct RootScan {
     /// New or changed files left alone because they changed within the settle period:
     /// probably still being written. The watcher or the next scan takes them.
     pub fresh: u64,
+    /// New or changed files left alone because they look unfinished: cut short
+    /// ([`structure`]), or open for writing as the watcher saw. Taken once whole, or after
+    /// `watch.incomplete_limit`.
+    pub waiting: Vec<WaitingFile>,
     /// Entries that could not be read (permission denied, vanished mid-walk...).
     pub errors: Vec<String>,
+}
+
+/// A file a scan left alone for looking unfinished, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingFile {
+    pub path: PathBuf,
+    pub reason: String,
 }
 
 /// The result of scanning one root.
@@ -198,6 +213,8 @@ pub struct Scanner {
     settle: Duration,
     /// `scan.interval`.
     interval: Duration,
+    /// `watch.incomplete_limit`: a file that stays cut short this long is taken anyway.
+    incomplete_limit: Duration,
 }
 
 impl Scanner {
@@ -215,6 +232,7 @@ impl Scanner {
             media,
             settle: watch.settle,
             interval: scan.interval,
+            incomplete_limit: watch.incomplete_limit,
         }
     }
 
@@ -238,18 +256,20 @@ impl Scanner {
     ) -> Result<Vec<(PathBuf, RootOutcome)>, PassError> {
         let mut out = Vec::new();
         for root in &self.roots {
-            let (db, root2, media, settle, cancel2) = (
+            let (db, root2, media, cancel2) = (
                 self.db.clone(),
                 root.clone(),
                 self.media.clone(),
-                self.settle,
                 cancel.clone(),
             );
-            let res = tokio::task::spawn_blocking(move || {
-                scan_root(&db, &root2, &media, settle, &cancel2)
-            })
-            .await
-            .map_err(|e| PassError::Task(e.to_string()))?;
+            let wait = Unfinished {
+                settle: self.settle,
+                incomplete_limit: self.incomplete_limit,
+            };
+            let res =
+                tokio::task::spawn_blocking(move || scan_root(&db, &root2, &media, wait, &cancel2))
+                    .await
+                    .map_err(|e| PassError::Task(e.to_string()))?;
             let outcome = match res {
                 Ok(o) => o,
                 Err(ScanError::Cancelled) => break,
@@ -272,6 +292,7 @@ impl Scanner {
                         queued = s.queued,
                         gone = s.missing,
                         still_changing = s.fresh,
+                        unfinished = s.waiting.len(),
                         "scanned"
                     );
                     RootState::Ok {
@@ -331,18 +352,54 @@ pub fn is_fresh(mtime_ns: i64, settle: Duration) -> bool {
     (0..settle.as_nanos() as i64).contains(&age)
 }
 
+/// What the structure of a file says, for the verdict and for scans.
+pub enum Structure {
+    /// Whole, or a format whose structure cannot tell (the quiet period decides).
+    Done,
+    /// Cut short: what is missing, for people.
+    Incomplete(String),
+    /// Shorter than the `len` it was seen with: it changed, look again.
+    Changed,
+}
+
+/// Checks the first `len` bytes of `path` (blocking: it reads box headers, or for a JPEG
+/// the entropy-coded data once). A file that cannot be read is left to the hash step, which
+/// reports it.
+pub fn structure(path: &Path, len: u64) -> Structure {
+    match crate::complete::check_file(path, len) {
+        Ok(Completeness::Incomplete(why)) => Structure::Incomplete(why.to_string()),
+        Ok(Completeness::Complete | Completeness::Unknown(_)) => Structure::Done,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Structure::Changed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Structure::Changed,
+        Err(_) => Structure::Done,
+    }
+}
+
+/// How a scan tells a file that may still be being written.
+#[derive(Clone, Copy, Debug)]
+pub struct Unfinished {
+    /// `watch.settle`: a file modified more recently is left for later.
+    pub settle: Duration,
+    /// `watch.incomplete_limit`: a file cut short and not modified for this long is taken
+    /// anyway (it was truncated for good).
+    pub incomplete_limit: Duration,
+}
+
 /// Walks one root and records new and changed files as queued jobs.
 ///
 /// A new or changed file modified less than `settle` ago is left for later (counted in
 /// [`RootScan::fresh`]): the scan has no quiet period of its own to prove that a copy into
-/// the root has finished.
+/// the root has finished. One that is structurally cut short ([`structure`]), or that the
+/// watcher has waiting as still open for writing, is left too ([`RootScan::waiting`], and
+/// the `waiting` table for `status`), until it has not changed for `incomplete_limit`.
 pub fn scan_root(
     db: &Db,
     root: &Root,
     media: &MediaTypes,
-    settle: Duration,
+    wait: Unfinished,
     cancel: &CancellationToken,
 ) -> Result<RootOutcome, ScanError> {
+    let settle = wait.settle;
     let root_meta = match probe_root(&root.path) {
         Ok(m) => m,
         Err(reason) => return Ok(RootOutcome::Paused { reason }),
@@ -354,6 +411,9 @@ pub fn scan_root(
         let rb = root_bytes.clone();
         db.call_blocking(move |c| catalogue::load_root(c, &rb))?
     };
+    // The watcher sees closes, a scan does not: what it has waiting as open stays its own.
+    let open = db.call_blocking(|c| waiting::open_paths(c, &root_bytes))?;
+    let mut unfinished: Vec<Waiting> = Vec::new();
     let mut report = RootScan::default();
     let mut batch: Vec<(Vec<u8>, FileStat)> = Vec::new();
     walk(
@@ -369,7 +429,40 @@ pub fn scan_root(
             match known.remove(&path_bytes) {
                 Some(k) if k.stat == stat && !k.missing => {}
                 _ if is_fresh(stat.mtime_ns, settle) => report.fresh += 1,
-                _ => batch.push((path_bytes, stat)),
+                _ if open.contains(&path_bytes) => {
+                    let path = PathBuf::from(std::ffi::OsString::from_vec(path_bytes));
+                    report.waiting.push(WaitingFile {
+                        path,
+                        reason: "still open for writing, as the watcher saw".into(),
+                    });
+                }
+                _ => match structure(
+                    Path::new(std::ffi::OsStr::from_bytes(&path_bytes)),
+                    stat.size,
+                ) {
+                    Structure::Done => batch.push((path_bytes, stat)),
+                    Structure::Changed => report.fresh += 1,
+                    Structure::Incomplete(reason) => {
+                        let path = PathBuf::from(std::ffi::OsString::from_vec(path_bytes));
+                        if is_fresh(stat.mtime_ns, wait.incomplete_limit) {
+                            unfinished.push(Waiting {
+                                root: root_bytes.clone(),
+                                path: path.as_os_str().as_bytes().to_vec(),
+                                kind: WaitKind::Incomplete,
+                                reason: reason.clone(),
+                                since_ms: now_ms(),
+                            });
+                            report.waiting.push(WaitingFile { path, reason });
+                        } else {
+                            tracing::warn!(
+                                path = %path.display(),
+                                "taking a file that still looks unfinished after \
+                                 watch.incomplete_limit: {reason}"
+                            );
+                            batch.push((path.into_os_string().into_vec(), stat));
+                        }
+                    }
+                },
             }
             if batch.len() >= WRITE_BATCH {
                 report.queued += flush(db, &root_bytes, &mut batch)?;
@@ -378,6 +471,7 @@ pub fn scan_root(
         },
     )?;
     report.queued += flush(db, &root_bytes, &mut batch)?;
+    db.call_blocking(|c| waiting::replace_incomplete(c, &root_bytes, &unfinished))?;
 
     // What the catalogue knew and the walk did not see is gone locally. Only a complete
     // walk may say so; an unreadable subdirectory hides its files, so skip the marking then.

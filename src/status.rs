@@ -35,6 +35,8 @@ pub struct Status {
     pub failures: Vec<Problem>,
     /// Files not uploaded because their asset was trashed or deleted on the server.
     pub held_back_deleted: i64,
+    /// Files not taken yet because they look unfinished.
+    pub waiting: WaitingFiles,
 }
 
 /// A root as its last scan or the watcher left it.
@@ -111,6 +113,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 .map(Problem::from)
                 .collect(),
             held_back_deleted: crate::db::mirror::held_back(c)?,
+            waiting: WaitingFiles::read(c)?,
         })
     })?;
     Ok(Some(Status {
@@ -160,6 +163,7 @@ impl Status {
                 self.held_back_deleted
             );
         }
+        self.waiting.render(&mut out);
         if !self.failures.is_empty() {
             let _ = writeln!(out, "recent problems:");
             for f in &self.failures {
@@ -186,6 +190,72 @@ impl Status {
             }
         }
         out
+    }
+}
+
+/// Files that wait because they look unfinished (still open for writing, or cut short):
+/// how many, and the longest waiting of them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitingFiles {
+    pub count: i64,
+    /// Up to [`WAITING_SHOWN`], the longest waiting first.
+    pub files: Vec<WaitingFile>,
+}
+
+/// One file that waits.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitingFile {
+    /// Lossy for a path that is not UTF-8.
+    pub path: String,
+    pub kind: crate::db::waiting::WaitKind,
+    pub reason: String,
+    /// Since when (unix ms).
+    pub since_ms: i64,
+}
+
+/// Waiting files `status` names one by one.
+pub const WAITING_SHOWN: usize = 10;
+
+impl WaitingFiles {
+    fn read(c: &rusqlite::Connection) -> rusqlite::Result<WaitingFiles> {
+        let (count, rows) = crate::db::waiting::list(c, WAITING_SHOWN)?;
+        Ok(WaitingFiles {
+            count,
+            files: rows
+                .into_iter()
+                .map(|w| WaitingFile {
+                    path: String::from_utf8_lossy(&w.path).into_owned(),
+                    kind: w.kind,
+                    reason: w.reason,
+                    since_ms: w.since_ms,
+                })
+                .collect(),
+        })
+    }
+
+    fn render(&self, out: &mut String) {
+        if self.count == 0 {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "waiting:      {} files look unfinished and are not taken yet (taken once \
+             whole, or after watch.incomplete_limit)",
+            self.count
+        );
+        for f in &self.files {
+            let _ = writeln!(
+                out,
+                "  {}\n    since {}: {}",
+                f.path,
+                ago(f.since_ms),
+                f.reason
+            );
+        }
+        let more = self.count - self.files.len() as i64;
+        if more > 0 {
+            let _ = writeln!(out, "  and {more} more");
+        }
     }
 }
 
@@ -219,6 +289,7 @@ mod tests {
                 .collect(),
             failures: vec![],
             held_back_deleted: 0,
+            waiting: WaitingFiles::default(),
         }
     }
 
@@ -255,5 +326,30 @@ mod tests {
             serde_json::json!({"state": "done", "count": 3})
         );
         assert_eq!(v["held_back_deleted"], 0);
+        assert_eq!(v["waiting"]["count"], 0);
+    }
+
+    #[test]
+    fn waiting_files_are_counted_and_named_with_their_reason() {
+        let mut s = sample();
+        s.waiting = WaitingFiles {
+            count: 12,
+            files: vec![WaitingFile {
+                path: "/photos/stall.mp4".into(),
+                kind: crate::db::waiting::WaitKind::Incomplete,
+                reason: "MP4/MOV: box 'mdat' ends at byte 9 but the file has 5 bytes".into(),
+                since_ms: db::now_ms(),
+            }],
+        };
+        let text = s.render();
+        for want in [
+            "waiting:      12 files",
+            "/photos/stall.mp4\n",
+            "box 'mdat'",
+            "and 11 more",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        assert!(!sample().render().contains("waiting:"));
     }
 }

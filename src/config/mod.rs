@@ -173,6 +173,14 @@ pub struct WatchConfig {
     /// leave a file modified less than this long ago for later.
     pub settle: Duration,
     pub poll_interval: Duration,
+    /// The quiet period of a file under a polled root (a network mount shows no close, so
+    /// a paused writer is told from a finished one by time alone). The longer of this and
+    /// `settle` applies.
+    pub poll_settle: Duration,
+    /// How long a file that looks unfinished (still open for writing, or structurally
+    /// incomplete) waits while unchanged before it is taken anyway, with a warning: some
+    /// real files are truncated for good.
+    pub incomplete_limit: Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -128,6 +128,8 @@ pub(super) struct RawWatch {
     pub(super) mode: WatchMode,
     pub(super) settle: RawDuration,
     pub(super) poll_interval: RawDuration,
+    pub(super) poll_settle: RawDuration,
+    pub(super) incomplete_limit: RawDuration,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -212,6 +214,8 @@ impl Default for RawWatch {
             mode: WatchMode::Auto,
             settle: RawDuration::secs(3),
             poll_interval: RawDuration::secs(60),
+            poll_settle: RawDuration::secs(30),
+            incomplete_limit: RawDuration::secs(60 * 60),
         }
     }
 }

@@ -95,6 +95,12 @@ impl Resolver<'_> {
                 settle: raw.watch.settle.0,
                 poll_interval: self
                     .nonzero(&[K("watch"), K("poll_interval")], raw.watch.poll_interval)?,
+                // Zero is allowed here too: a polled root then settles like any other.
+                poll_settle: raw.watch.poll_settle.0,
+                incomplete_limit: self.nonzero(
+                    &[K("watch"), K("incomplete_limit")],
+                    raw.watch.incomplete_limit,
+                )?,
             },
             mirror: MirrorConfig {
                 reupload_deleted: raw.mirror.reupload_deleted,

@@ -116,6 +116,8 @@ fn minimal_config_from_the_issue_parses_with_all_defaults() {
     assert_eq!(c.watch.mode, WatchMode::Auto);
     assert_eq!(c.watch.settle, Duration::from_secs(3));
     assert_eq!(c.watch.poll_interval, Duration::from_secs(60));
+    assert_eq!(c.watch.poll_settle, Duration::from_secs(30));
+    assert_eq!(c.watch.incomplete_limit, Duration::from_secs(3600));
     assert!(!c.mirror.reupload_deleted && c.mirror.events);
     assert_eq!(c.mirror.pull_interval, Duration::from_secs(300));
     assert_eq!(c.mirror.full_reconcile_interval, Duration::from_secs(86400));
@@ -768,13 +770,15 @@ fn durations_parse() {
     assert!(parse_duration("99999999999999999999d").is_err());
 
     let text = format!(
-        "{BASE}[watch]\nsettle = \"500ms\"\npoll_interval = 90\n[mirror]\npull_interval = \"1d\"\n"
+        "{BASE}[watch]\nsettle = \"500ms\"\npoll_interval = 90\npoll_settle = \"45s\"\nincomplete_limit = \"2m\"\n[mirror]\npull_interval = \"1d\"\n"
     );
     let c = Dir::new()
         .load(&text, &[("IMMISH_SYNC__SERVER__API_KEY", "k")])
         .expect("durations");
     assert_eq!(c.watch.settle, Duration::from_millis(500));
     assert_eq!(c.watch.poll_interval, Duration::from_secs(90));
+    assert_eq!(c.watch.poll_settle, Duration::from_secs(45));
+    assert_eq!(c.watch.incomplete_limit, Duration::from_secs(120));
     assert_eq!(c.mirror.pull_interval, Duration::from_secs(86400));
 
     let e = Dir::new().error(&format!("{BASE}[scan]\ninterval = \"1 hour\"\n"), &[]);

@@ -3,8 +3,9 @@
 //!
 //! Owns: the one read-write [`Connection`] of a daemon (behind a mutex, used only inside
 //! `spawn_blocking`), the schema (`migrations/*.sql`, tracked by `user_version`), and every
-//! query: the catalogue ([`catalogue`]), the job queue ([`queue`]), the mirror ([`mirror`])
-//! and the typed small facts ([`meta`]). The rest of the daemon asks for named units of work
+//! query: the catalogue ([`catalogue`]), the job queue ([`queue`]), the mirror ([`mirror`]),
+//! the typed small facts ([`meta`]) and the files that wait for looking unfinished
+//! ([`waiting`]). The rest of the daemon asks for named units of work
 //! (`record_scan_batch`, `apply_changes`, `adopt_server`…) so that the storage invariants
 //! live here. Must not: call the network or hold a `Connection` or `Transaction` across an
 //! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
@@ -13,6 +14,7 @@ pub mod catalogue;
 pub mod meta;
 pub mod mirror;
 pub mod queue;
+pub mod waiting;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_skip_reason.sql",
         include_str!("../../migrations/0004_skip_reason.sql"),
+    ),
+    (
+        "0005_waiting.sql",
+        include_str!("../../migrations/0005_waiting.sql"),
     ),
 ];
 

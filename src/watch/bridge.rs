@@ -2,7 +2,9 @@
 //!
 //! Owns: the notify watcher of one root and its callback (which event kinds cross; a full
 //! channel, a kernel queue overflow or a read error becoming a rescan flag of the root; the
-//! watch-limit flag), and what each kind of event means for the task ([`classify`]).
+//! watch-limit flag; the count of losses each event carries, so that a write whose close
+//! may have been lost is not taken for a file still open), and what each kind of event
+//! means for the task ([`classify`]).
 //!
 //! Must not: block, or look at the filesystem. The callback runs on notify's own thread,
 //! which also reads the kernel's queue: a callback that waited would make the kernel drop
@@ -10,7 +12,7 @@
 //! walk of the root instead.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
@@ -28,6 +30,10 @@ struct RootFlags {
     rescan: AtomicBool,
     /// Adding a watch for a new folder failed at the inotify watch limit.
     limit: AtomicBool,
+    /// How many times events were lost, ever. An event carries the count as it was when
+    /// it crossed: if the count moved since, a close that followed it may be among the
+    /// lost ones.
+    losses: AtomicU64,
 }
 
 /// The flags of every root, and the wake-up that tells the task to look at them.
@@ -51,6 +57,22 @@ impl Shared {
         }
     }
 
+    /// Events of `root` were lost: the root is walked again, and writes seen before count
+    /// no more as open files (their close may be what was lost).
+    fn lose(&self, root: usize) {
+        if let Some(f) = self.flags.get(root) {
+            f.losses.fetch_add(1, Ordering::SeqCst);
+        }
+        self.raise(|f| &f.rescan, root);
+    }
+
+    /// How many times events of `root` were lost so far.
+    pub(super) fn losses(&self, root: usize) -> u64 {
+        self.flags
+            .get(root)
+            .map_or(0, |f| f.losses.load(Ordering::SeqCst))
+    }
+
     /// Whether events of `root` were lost since the last call (clears the flag).
     pub(super) fn take_rescan(&self, root: usize) -> bool {
         self.flags
@@ -71,6 +93,8 @@ pub(super) struct RawEvent {
     pub(super) root: usize,
     pub(super) kind: EventKind,
     pub(super) paths: Vec<PathBuf>,
+    /// [`Shared::losses`] of its root when it crossed.
+    pub(super) losses: u64,
 }
 
 impl RawEvent {
@@ -139,7 +163,7 @@ fn event_handler(
     move |res| match res {
         Ok(ev) => {
             if ev.need_rescan() {
-                shared.raise(|f| &f.rescan, root);
+                shared.lose(root);
                 return;
             }
             match ev.kind {
@@ -152,9 +176,10 @@ fn event_handler(
                 root,
                 kind: ev.kind,
                 paths: ev.paths,
+                losses: shared.losses(root),
             };
             if tx.try_send(raw).is_err() {
-                shared.raise(|f| &f.rescan, root);
+                shared.lose(root);
             }
         }
         Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
@@ -163,7 +188,7 @@ fn event_handler(
         Err(e) => {
             // An error reading events: whatever they were, a walk finds it.
             tracing::debug!(error = %e, "watch error; the root is walked again");
-            shared.raise(|f| &f.rescan, root);
+            shared.lose(root);
         }
     }
 }
@@ -210,6 +235,7 @@ mod tests {
             root: 0,
             kind: EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
             paths: vec![PathBuf::from("/r/.tmp123"), PathBuf::from("/r/IMG_1.jpg")],
+            losses: 0,
         };
         assert_eq!(ev.changed_paths(), [PathBuf::from("/r/IMG_1.jpg")]);
         assert_eq!(classify(&ev.kind), Change::News(News::Finished));
@@ -270,6 +296,8 @@ mod tests {
             mode: WatchMode::Notify,
             settle: Duration::from_millis(100),
             poll_interval: Duration::from_secs(3600),
+            poll_settle: Duration::from_secs(30),
+            incomplete_limit: Duration::from_secs(3600),
         };
         let mut w = Watcher::new(
             cfg,

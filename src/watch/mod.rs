@@ -4,7 +4,9 @@
 //! Owns: one notify watcher per watched root (inotify on Linux, recursive where the root is);
 //! the choice between events and polling for each root (`watch.mode`, network and FUSE
 //! filesystems, the inotify watch limit); the settle check (a file is queued only after its
-//! size and mtime stayed the same across `watch.settle`, measured on the monotonic clock);
+//! size and mtime stayed the same across `watch.settle`, measured on the monotonic clock,
+//! and it is neither still open for writing nor structurally incomplete, up to
+//! `watch.incomplete_limit`);
 //! walks of folders that appear (inotify misses files created right after their folder,
 //! MEASUREMENTS.md); and the liveness of every root (missing or empty = paused and reported,
 //! never "deleted"; when it is back it is watched and walked again).
@@ -114,6 +116,9 @@ impl Watcher {
         ready: oneshot::Sender<()>,
         cancel: CancellationToken,
     ) -> Result<(), WatchError> {
+        // The files that waited for looking unfinished were the last run's pending set,
+        // which is gone: its walks and the first scan find what still waits.
+        self.db.call(|c| crate::db::waiting::clear_all(c)).await?;
         let (tx, mut rx) = mpsc::channel(self.capacity);
         let mut w = State::new(self, tx);
         let mut ready = Some(ready);
@@ -213,7 +218,7 @@ impl State {
     fn new(w: Watcher, tx: mpsc::Sender<RawEvent>) -> State {
         let shared = Arc::new(Shared::new(w.roots.len()));
         State {
-            settling: Settling::new(w.cfg.settle, w.db.clone()),
+            settling: Settling::new(&w.cfg, w.db.clone()),
             walks: Walks::new(w.db.clone(), w.media.clone()),
             roots: Roots::new(w.roots, w.cfg, w.db, tx, shared.clone()),
             media: w.media,
@@ -251,16 +256,19 @@ impl State {
             }
             match change {
                 Change::NewFolder => self.note_dir(ev.root, path.clone()),
-                Change::News(news) => self.note_path(ev.root, path, news, now),
+                Change::News(news) => self.note_path(ev.root, path, news, ev.losses, now),
                 Change::Nothing => {}
             }
         }
     }
 
     /// Something happened to `path`: (re)start its settle wait.
-    fn note_path(&mut self, root: usize, path: &Path, news: News, now: Instant) {
+    fn note_path(&mut self, root: usize, path: &Path, news: News, losses: u64, now: Instant) {
         let r = self.roots.root(root);
-        if let Err(Full) = self.settling.note(root, r, &self.media, path, news, now) {
+        if let Err(Full) = self
+            .settling
+            .note((root, r), &self.media, path, (news, losses), now)
+        {
             self.roots.want_rescan(root);
         }
     }
@@ -280,10 +288,17 @@ impl State {
         let backlog_low = self.settling.backlog_low();
         self.walks
             .start(now, &mut self.roots, backlog_low, tasks, cancel);
-        let roots = &self.roots;
+        let (roots, shared) = (&self.roots, &self.shared);
         self.settling.start(
             now,
-            |i| roots.dev(i).map(|dev| (roots.root(i).clone(), dev)),
+            |i| {
+                roots.dev(i).map(|dev| settle::RootNow {
+                    root: roots.root(i).clone(),
+                    dev,
+                    polled: roots.polled(i),
+                    losses: shared.losses(i),
+                })
+            },
             tasks,
         );
     }

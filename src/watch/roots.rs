@@ -176,6 +176,14 @@ impl Roots {
         self.list.get(i).and_then(RootState::dev)
     }
 
+    /// Root `i` is walked every `poll_interval` rather than followed by events: no close
+    /// is ever seen there.
+    pub(super) fn polled(&self, i: usize) -> bool {
+        self.list
+            .get(i)
+            .is_some_and(|r| matches!(r.method, Method::Poll(_)))
+    }
+
     /// Every root is watched, polled or known to be paused.
     pub(super) fn all_started(&self) -> bool {
         self.list.iter().all(|r| r.started)

@@ -157,7 +157,8 @@ pub fn jpeg(tag: &str) -> Vec<u8> {
     v
 }
 
-/// A small MP4: an `ftyp` box and an `mdat` box carrying `tag`.
+/// A small MP4: an `ftyp` box, an `mdat` box carrying `tag`, and an (empty) `moov` box
+/// after it, where a camera writes it: a whole video by its structure.
 pub fn mp4(tag: &str) -> Vec<u8> {
     let mut v = Vec::new();
     let ftyp: &[u8] = b"ftypisom\x00\x00\x02\x00isomiso2avc1mp41";
@@ -167,6 +168,8 @@ pub fn mp4(tag: &str) -> Vec<u8> {
     v.extend_from_slice(&((payload.len() + 8) as u32).to_be_bytes());
     v.extend_from_slice(b"mdat");
     v.extend_from_slice(payload.as_bytes());
+    v.extend_from_slice(&8u32.to_be_bytes());
+    v.extend_from_slice(b"moov");
     v
 }
 

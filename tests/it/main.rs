@@ -5,6 +5,7 @@
 
 mod cli;
 mod common;
+mod complete;
 mod crash;
 mod faults;
 mod fixtures;

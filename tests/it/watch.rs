@@ -13,11 +13,12 @@ use immish_testserver::Dialect;
 
 use crate::common::{eventually, jpeg, sha1_hex, RunningDaemon, World};
 
-/// `[watch]` and `[scan]` for the tests: short settle and poll, the full scan out of the way.
+/// `[watch]` and `[scan]` for the tests: short settle and poll (a polled root's own quiet
+/// period, 30 s by default, as short as `settle`), the full scan out of the way.
 fn watch_config(w: &mut World, mode: &str, settle: &str) {
     w.extra = format!(
-        "[watch]\nmode = \"{mode}\"\nsettle = \"{settle}\"\npoll_interval = \"500ms\"\n\
-         [scan]\ninterval = \"1h\"\n"
+        "[watch]\nmode = \"{mode}\"\nsettle = \"{settle}\"\npoll_settle = \"{settle}\"\n\
+         poll_interval = \"500ms\"\n[scan]\ninterval = \"1h\"\n"
     );
 }
 
