@@ -222,9 +222,6 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<EngineEnd, EngineError> {
         let mut run = Run::new(self, mode, &shutdown);
-        // Under a systemd watchdog the loop promises to come round by each sleep's end
-        // (capped), so a wedged engine stops the pings (docs/ARCHITECTURE.md#task-tree).
-        let beat = crate::service::heartbeat("engine");
         let end = loop {
             if shutdown.is_cancelled() {
                 break EngineEnd::Cancelled;
@@ -244,14 +241,11 @@ impl Engine {
                 Next::Idle => break EngineEnd::Idle,
                 Next::SleepUntil(t) => t,
             };
-            let wake = beat
-                .wait_until(Some(sleep_until.into()))
-                .unwrap_or_else(|| sleep_until.into());
 
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = self.waker.notify.notified() => {}
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = tokio::time::sleep_until(sleep_until.into()) => {}
                 Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res),
             }
         };
