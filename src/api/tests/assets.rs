@@ -11,9 +11,9 @@ fn bulk_answer(s: &raw::Seen) -> Action {
         .map(|a| {
             let id = a["id"].as_str().expect("id");
             let n: usize = id[2..].parse().expect("n");
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 serde_json::json!({"id": id, "action": "reject", "reason": "duplicate",
-                                   "assetId": format!("asset-{n}"), "isTrashed": n % 2 == 0})
+                                   "assetId": format!("asset-{n}"), "isTrashed": n.is_multiple_of(2)})
             } else {
                 serde_json::json!({"id": id, "action": "accept"})
             }
@@ -42,7 +42,7 @@ async fn bulk_check_batches_and_matches_by_id() {
     assert_eq!(out.len(), items.len());
     for (n, ((id, result), (want_id, _))) in out.iter().zip(&items).enumerate() {
         assert_eq!(id, want_id);
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             assert_eq!(
                 result,
                 &CheckResult::Duplicate {
