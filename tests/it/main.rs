@@ -6,6 +6,7 @@
 mod cli;
 mod common;
 mod crash;
+mod docs;
 mod faults;
 mod fixtures;
 mod mirror;
