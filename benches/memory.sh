@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Peak memory of one large upload (RELIABILITY #6): a sparse video of SIZE MiB (default 2048)
-# sent to the standalone test server with its reads throttled to RATE bytes/s (default
-# 50 MB/s; the recipe's 5 MB/s takes seven minutes for 2 GiB and shows the same peak).
+# Peak memory of one large upload
+# (docs/RELIABILITY.md#a-stalled-server-and-very-large-uploads): a sparse video of SIZE MiB
+# (default 2048) sent to the standalone test server with its reads throttled to RATE bytes/s
+# (default 50 MB/s; the recipe's 5 MB/s takes seven minutes for 2 GiB and shows the same peak).
 # Prints the daemon's peak RSS next to curl's for the same file. The file is uploaded in full
 # and verified, so this also shows that no whole-request timeout cuts a long upload.
 #

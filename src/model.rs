@@ -72,7 +72,7 @@ impl fmt::Display for AssetId {
 /// Where a file's job stands. Stored in SQLite as the lower-case name.
 ///
 /// `Queued → Hashing → Checking → Uploading → Verifying → Done`, with the side exits
-/// `Skipped`, `Retry` and `Failed` (see DESIGN.md "Job states").
+/// `Skipped`, `Retry` and `Failed` (see docs/ARCHITECTURE.md#job-states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobState {
     Queued,
@@ -296,8 +296,9 @@ pub struct MediaTypes {
 }
 
 impl MediaTypes {
-    /// The lists of Immich v2.7.5 (`server/src/utils/mime-types.ts`, API.md §3.4), for
-    /// servers without `GET /server/media-types` (seed-style).
+    /// The lists of Immich v2.7.5 (`server/src/utils/mime-types.ts`,
+    /// docs/SERVER-API.md#8-server-information), for servers without
+    /// `GET /server/media-types` (seed-style).
     pub fn builtin() -> MediaTypes {
         let list = |exts: &[&str]| exts.iter().map(|e| (*e).to_owned()).collect();
         MediaTypes {

@@ -9,7 +9,8 @@ use reqwest::Method;
 use super::{dto, format_timestamp, ApiClient, ApiError, CheckResult, Result};
 use crate::model::{AssetId, Checksum, RemoteAsset};
 
-/// The most ids per `bulk-upload-check` request (the CLI's batch; API.md §4).
+/// The most ids per `bulk-upload-check` request (the CLI's batch;
+/// docs/SERVER-API.md#6-bulk-upload-check).
 pub const BULK_CHECK_BATCH: usize = 5000;
 
 /// Which of the user's assets a search lists. An API key can list these three; `locked`
@@ -95,8 +96,9 @@ impl ApiClient {
                         asset_id: r.asset_id.filter(|s| !s.is_empty()).map(AssetId),
                         is_trashed: r.is_trashed,
                     },
-                    // `unsupported-format` is never produced by Immich (API.md §4); if a
-                    // server does, the upload answers with the precise error.
+                    // `unsupported-format` is never produced by Immich
+                    // (docs/SERVER-API.md#6-bulk-upload-check); if a server does, the upload
+                    // answers with the precise error.
                     ("reject", Some(reason)) => {
                         tracing::debug!(id = %r.id, reason, "bulk check rejected; will upload");
                         CheckResult::Accept

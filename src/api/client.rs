@@ -191,8 +191,9 @@ impl ApiClient {
         self.inner.key_permissions.as_deref()
     }
 
-    /// Whether live events can work: a session, or a key with `all` (API.md §2.4, §6). For a
-    /// key whose permissions are unknown (seed), `true`: the socket will tell.
+    /// Whether live events can work: a session, or a key with `all`
+    /// (docs/SERVER-API.md#permissions, docs/SERVER-API.md#connecting). For a key whose
+    /// permissions are unknown (seed), `true`: the socket will tell.
     pub fn can_open_websocket(&self) -> bool {
         if self.is_session() {
             return true;

@@ -1,5 +1,6 @@
 //! Discovery: where the API of the configured server is, and which dialect it speaks,
-//! found by how the server behaves (API.md §1), never by its version number.
+//! found by how the server behaves (docs/SERVER-API.md#2-discovery), never by its version
+//! number.
 //!
 //! `/.well-known/immich` names the API root; `{base}/api` is tried next; both must answer
 //! `server/ping` with JSON `{"res":"pong"}` to count as Immich. A server that answers the
@@ -21,12 +22,13 @@ use super::transport::{content_type, parse_json, short, strip_query, Transport, 
 use super::{ApiError, Dialect, RequestInfo, Result};
 use crate::config::ServerUrl;
 
-/// How long discovery waits for `/.well-known/immich` (API.md §1).
+/// How long discovery waits for `/.well-known/immich`
+/// (docs/SERVER-API.md#finding-the-api-root).
 const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Finds the API root and dialect (API.md §1): `/.well-known/immich`, then `{base}/api`,
-/// each verified with `server/ping` answering JSON `{"res":"pong"}`, then `{base}` itself
-/// (seed-style paths).
+/// Finds the API root and dialect (docs/SERVER-API.md#finding-the-api-root):
+/// `/.well-known/immich`, then `{base}/api`, each verified with `server/ping` answering JSON
+/// `{"res":"pong"}`, then `{base}` itself (seed-style paths).
 pub(super) async fn discover(t: &Transport, base: &ServerUrl) -> Result<(Url, Dialect)> {
     let mut attempts = Vec::new();
     let mut first_down: Option<ApiError> = None;

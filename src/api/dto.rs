@@ -1,5 +1,6 @@
-//! Wire shapes (API.md), lenient where the two dialects differ: unknown fields are ignored
-//! and fields one dialect lacks are optional.
+//! Wire shapes (docs/SERVER-API.md#7-reading-an-asset; the differences:
+//! docs/SERVER-API.md#14-dialect-differences), lenient where the two dialects differ: unknown
+//! fields are ignored and fields one dialect lacks are optional.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -228,7 +229,7 @@ pub(crate) struct SyncStreamLine {
     pub ack: Option<String>,
 }
 
-/// `SyncAssetV1` (API.md §5.4): no `updatedAt`; trash is `deletedAt`.
+/// `SyncAssetV1` (docs/SERVER-API.md#request-and-lines): no `updatedAt`; trash is `deletedAt`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SyncAsset {

@@ -1,6 +1,6 @@
 //! Addresses under the server's base URL: the well-known endpoint resolved against it and
-//! the WebSocket URL (API.md §6). The base itself is parsed and normalised once, in
-//! config ([`ServerUrl`]).
+//! the WebSocket URL (docs/SERVER-API.md#connecting). The base itself is parsed and normalised
+//! once, in config ([`ServerUrl`]).
 //!
 //! Pure functions only; discovery itself (which needs the network) is in `discovery`.
 
@@ -8,8 +8,9 @@ use reqwest::Url;
 
 use crate::config::ServerUrl;
 
-/// The socket.io URL for an API root (API.md §6): `ws(s)://host[:port]{api path}/socket.io/`
-/// with the Engine.IO v4 WebSocket query; the trailing slash matters.
+/// The socket.io URL for an API root (docs/SERVER-API.md#connecting):
+/// `ws(s)://host[:port]{api path}/socket.io/` with the Engine.IO v4 WebSocket query; the
+/// trailing slash matters.
 pub(crate) fn ws_url(api_root: &Url) -> String {
     let scheme = if api_root.scheme() == "https" {
         "wss"

@@ -112,7 +112,7 @@ pub enum ApiError {
         content_type: String,
     },
 
-    /// JSON, but not the shape API.md promises.
+    /// JSON, but not the shape docs/SERVER-API.md describes.
     #[error("{request}: unexpected answer from the server: {detail}")]
     BadAnswer {
         request: Box<RequestInfo>,
@@ -193,7 +193,8 @@ impl ApiError {
 }
 
 /// The class of an error status, from the status and the server's message (Immich uses 400
-/// for validation, unsupported types, quota and "not found"; API.md §8).
+/// for validation, unsupported types, quota and "not found";
+/// docs/SERVER-API.md#4-errors).
 pub fn classify_http(status: u16, message: &str) -> ErrorClass {
     match status {
         400 if is_quota_message(message) => ErrorClass::Capacity,

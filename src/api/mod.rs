@@ -16,7 +16,7 @@
 //! the calls: `assets` (bulk check, one asset, listings), `server` (media types, version),
 //! `upload` (the verifying file stream and the upload call), [`sync`] (the sync stream),
 //! [`socket`] (socket.io events); [`error`] (the error type and its classification), `dto`
-//! (wire shapes). The server contract is `shared/docs/API.md`.
+//! (wire shapes). The server contract is `docs/SERVER-API.md`.
 
 use std::path::PathBuf;
 
@@ -52,7 +52,8 @@ pub use crate::model::{MediaTypes, RemoteAsset};
 /// an asset back to verify it). `connect` names every one that is missing.
 pub const REQUIRED_PERMISSIONS: [&str; 2] = ["asset.upload", "asset.read"];
 
-/// The key the documentation recommends (API.md §2.4); used in error messages.
+/// The key the documentation recommends (docs/SERVER-API.md#permissions); used in error
+/// messages.
 pub const RECOMMENDED_PERMISSIONS: [&str; 6] = [
     "asset.upload",
     "asset.read",

@@ -1,5 +1,6 @@
 //! The live-event socket: a socket.io client (Engine.IO v4, Socket.IO v5) over a plain
-//! WebSocket, as Immich serves it (API.md §6), yielding typed [`ServerEvent`]s.
+//! WebSocket, as Immich serves it (docs/SERVER-API.md#12-live-events), yielding typed
+//! [`ServerEvent`]s.
 //!
 //! Flow: connect to `{api}/socket.io/?EIO=4&transport=websocket` with the credential in a
 //! header (never `?apiKey=`, which the server ignores) and the client's TLS trust; receive

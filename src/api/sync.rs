@@ -1,6 +1,6 @@
-//! The sync stream of a password session (API.md §5.4): its checkpoints, the stream itself
-//! (JSON lines, read one bounded line at a time, each typed as a [`SyncRow`]), and the
-//! acknowledgements.
+//! The sync stream of a password session (docs/SERVER-API.md#10-sync-stream): its checkpoints,
+//! the stream itself (JSON lines, read one bounded line at a time, each typed as a
+//! [`SyncRow`]), and the acknowledgements.
 //!
 //! Owns: the row types the daemon asks for and how they read, the line bound, which ack
 //! belongs to which type. Must not: decide when to acknowledge (the mirror acknowledges
@@ -19,7 +19,7 @@ use crate::model::{AssetId, RemoteAsset};
 const SYNC_TYPES: [&str; 2] = ["AuthUsersV1", "AssetsV1"];
 /// The longest sync-stream line accepted (one asset is well under 2 KB).
 const MAX_LINE: usize = 1 << 20;
-/// What acknowledges a `SyncResetV1` (API.md §5.4).
+/// What acknowledges a `SyncResetV1` (docs/SERVER-API.md#reset).
 const RESET_ACK: &str = "SyncResetV1|reset";
 
 /// One row of the stream, typed.

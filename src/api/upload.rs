@@ -2,11 +2,12 @@
 //! broken connection means), the file stream under it that proves, as it goes, that it
 //! sends exactly the bytes that were hashed, and the parsing of both dialects' answers.
 //!
-//! The stream is what makes "never send a short or changed body" true (RELIABILITY.md row 3):
-//! it counts and SHA-1s every chunk, and withholds the file's last chunk until it has seen
-//! end-of-file at exactly `size` bytes with the expected digest. Otherwise it yields an error
-//! in place of that chunk; hyper then aborts the request, and the server, which was promised
-//! `Content-Length` bytes, never sees a complete body.
+//! The stream is what makes "never send a short or changed body" true
+//! (docs/RELIABILITY.md#a-file-that-changes-while-it-is-uploaded): it counts and SHA-1s every
+//! chunk, and withholds the file's last chunk until it has seen end-of-file at exactly `size`
+//! bytes with the expected digest. Otherwise it yields an error in place of that chunk; hyper
+//! then aborts the request, and the server, which was promised `Content-Length` bytes, never
+//! sees a complete body.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,8 @@ use super::{
 use crate::model::{AssetId, Checksum};
 
 /// Read size for upload bodies. 256 KiB reached 1.17 GB/s on loopback where reqwest's
-/// `Part::file` (4 KiB reads) managed 0.13 (MEASUREMENTS.md).
+/// `Part::file` (4 KiB reads) managed 0.13 (1 GiB to a server that discards the body, on a
+/// 2-vCPU machine).
 pub(crate) const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Why the body stream gave up, if it did; read after a failed send to tell "the file
@@ -220,9 +222,9 @@ pub(crate) fn parse_upload_answer(status: u16, body: &[u8]) -> Result<UploadOutc
 }
 
 /// The `filename="…"` of the file part. Sent raw (no percent-encoding) so that Immich's
-/// latin1→UTF-8 re-decoding restores non-ASCII names (API.md §3.4); the characters that
-/// would break the quoted header value are replaced. The exact name travels in the
-/// `filename` text field, which the server prefers.
+/// latin1→UTF-8 re-decoding restores non-ASCII names (docs/SERVER-API.md#multipart-fields);
+/// the characters that would break the quoted header value are replaced. The exact name
+/// travels in the `filename` text field, which the server prefers.
 pub(crate) fn part_file_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
@@ -242,10 +244,11 @@ pub(crate) fn part_file_name(name: &str) -> String {
 const X_IMMICH_CHECKSUM: HeaderName = HeaderName::from_static("x-immich-checksum");
 
 impl ApiClient {
-    /// Uploads one file (API.md §3), streamed from disk in 256 KiB chunks with an explicit
-    /// Content-Length. The body is verified as it goes (size and SHA-1 against `req`); if
-    /// the file changed, the request is aborted before its last byte and the error's class
-    /// is `FileChanged`. A 200 `duplicate` answered before the body was sent is a success.
+    /// Uploads one file (docs/SERVER-API.md#5-upload), streamed from disk in 256 KiB chunks
+    /// with an explicit Content-Length. The body is verified as it goes (size and SHA-1
+    /// against `req`); if the file changed, the request is aborted before its last byte and
+    /// the error's class is `FileChanged`. A 200 `duplicate` answered before the body was sent
+    /// is a success.
     pub async fn upload(&self, req: &UploadRequest) -> ApiResult<UploadOutcome> {
         let local = |error| ApiError::LocalFile {
             file: req.path.clone(),
@@ -279,7 +282,7 @@ impl ApiClient {
                 message: format!("internal: bad MIME type: {e}"),
             })?;
         // Field order matters: `filename` must precede the file part for the server's
-        // extension check to use it (API.md §3.4).
+        // extension check to use it (docs/SERVER-API.md#multipart-fields).
         let mut form = Form::new()
             .percent_encode_noop()
             .text("deviceAssetId", req.device_asset_id.clone())
@@ -288,7 +291,8 @@ impl ApiClient {
             .text("fileModifiedAt", format_timestamp(req.file_modified_ns))
             .text("isFavorite", "false");
         if self.inner.dialect == Dialect::Seed {
-            // The seed's form lists these; real Immich strips them (API.md §3.1).
+            // The seed's form lists these; real Immich strips them
+            // (docs/SERVER-API.md#multipart-fields).
             form = form.text("isArchived", "false").text("isVisible", "true");
         }
         let form = form

@@ -11,7 +11,7 @@
 //! 2. the TOML file;
 //! 3. `IMMISH_SYNC__SECTION__KEY=value` environment variables (see [`ENV_PREFIX`]).
 //!
-//! The API key has its own order (RELIABILITY.md, Security): a systemd credential named
+//! The API key has its own order (docs/RELIABILITY.md#secrets): a systemd credential named
 //! [`API_KEY_CREDENTIAL`], then `api_key_file`, then `IMMISH_SYNC__SERVER__API_KEY`, then
 //! `api_key` in the file.
 //!

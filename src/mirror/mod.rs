@@ -12,7 +12,9 @@
 //! the server. Pulls and event batches are applied one at a time (`apply_lock`), so an
 //! event that arrives during a pull is applied after the pull's pages, never under them.
 //!
-//! Sources (API.md §5, §6):
+//! Sources (the policy: docs/ARCHITECTURE.md#the-mirror; the wire:
+//! docs/SERVER-API.md#10-sync-stream, docs/SERVER-API.md#9-search-pulls,
+//! docs/SERVER-API.md#11-seed-listing, docs/SERVER-API.md#12-live-events):
 //! - password session: `POST /sync/stream` (`AuthUsersV1`, `AssetsV1`) with acks; a stream
 //!   without an `AssetV1` checkpoint (a new session: every daemon start) is complete, so it
 //!   is also a full reconcile; the periodic one asks for `reset: true`;
@@ -49,7 +51,7 @@ use crate::pipeline::Waker;
 pub use crate::db::mirror::{Applied, Change, Policy};
 
 /// How far before the watermark an incremental pull starts, so that a change committed
-/// late at a page or clock boundary is not missed (API.md §5.5).
+/// late at a page or clock boundary is not missed (docs/ARCHITECTURE.md#the-mirror).
 pub const OVERLAP: Duration = Duration::from_secs(5 * 60);
 /// Rows per page of `/search/metadata` (its maximum) and of the seed listing.
 const PAGE_SIZE: usize = 1000;

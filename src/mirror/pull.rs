@@ -1,7 +1,9 @@
-//! The three ways of asking the server what changed (API.md §5): the sync stream (password
-//! session), `/search/metadata` (API key), and the seed's `GET /assets` listing. Each feeds
-//! a [`PullRun`], which applies the changes in batches; none of them acknowledges or moves
-//! a watermark before the whole pull has been applied.
+//! The three ways of asking the server what changed: the sync stream (password session,
+//! docs/SERVER-API.md#10-sync-stream), `/search/metadata` (API key,
+//! docs/SERVER-API.md#9-search-pulls), and the seed's `GET /assets` listing
+//! (docs/SERVER-API.md#11-seed-listing). Each feeds a [`PullRun`], which applies the changes
+//! in batches; none of them acknowledges or moves a watermark before the whole pull has been
+//! applied.
 //!
 //! Owns the policy of a pull: where it starts (one overlap before the watermark), whose
 //! assets count, when paging stops, what a reset does and when to acknowledge. The requests

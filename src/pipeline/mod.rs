@@ -11,10 +11,10 @@
 //! caught in flight by a crash goes back to `queued` on start, and the checksum identifies
 //! the asset, so a repeated step finds what the earlier one did.
 //!
-//! Dedup order (DESIGN.md): ① no network: the tombstones of assets of ours the user deleted
-//! on the server (skipped), the catalogue of assets we uploaded or linked, and the mirror of
-//! the user's assets on the server; ② `bulk-upload-check` in batches; ③ the upload itself
-//! with `x-immich-checksum`.
+//! Dedup order (docs/ARCHITECTURE.md#dedup-order): ① no network: the tombstones of assets of
+//! ours the user deleted on the server (skipped), the catalogue of assets we uploaded or
+//! linked, and the mirror of the user's assets on the server; ② `bulk-upload-check` in
+//! batches; ③ the upload itself with `x-immich-checksum`.
 
 mod gate;
 mod steps;

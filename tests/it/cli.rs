@@ -25,8 +25,8 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-/// RELIABILITY #24: a typo'd key is named with its file and line, exit code 2, nothing
-/// started (no state directory created).
+/// docs/RELIABILITY.md#typos-and-wrong-values: a typo'd key is named with its file and line,
+/// exit code 2, nothing started (no state directory created).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typo_in_the_config_names_file_line_and_key_and_exits_2() {
     let mut w = World::new(Dialect::Immich).await;

@@ -132,10 +132,11 @@ async fn a_second_daemon_on_the_same_state_dir_exits_at_once() {
     );
 }
 
-/// RELIABILITY #21: the disk of the state directory fills up while the daemon runs. It does
-/// not exit: it says so once, pauses, and when space returns every file goes up. The state
-/// directory is a small tmpfs in a private mount namespace (`unshare -m`, root only; the test
-/// is skipped where that is not possible). The daemon's retry wait is its default, 30 s.
+/// docs/RELIABILITY.md#the-state-disk-is-full: the disk of the state directory fills up while
+/// the daemon runs. It does not exit: it says so once, pauses, and when space returns every
+/// file goes up. The state directory is a small tmpfs in a private mount namespace
+/// (`unshare -m`, root only; the test is skipped where that is not possible). The daemon's
+/// retry wait is its default, 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_disk_pauses_the_daemon_until_space_returns() {
     let probe = Command::new("unshare")

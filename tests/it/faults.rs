@@ -1,4 +1,4 @@
-//! What the daemon survives (shared/docs/RELIABILITY.md), each against the test server's
+//! What the daemon survives (docs/RELIABILITY.md), each against the test server's
 //! fault switches.
 
 use std::os::unix::ffi::OsStrExt;
@@ -10,7 +10,8 @@ use immish_testserver::Dialect;
 
 use crate::common::{eventually, jpeg, sha1_hex, World};
 
-/// RELIABILITY #12: the state directory is lost; nothing already on the server is sent again.
+/// docs/RELIABILITY.md#the-state-directory-is-lost: the state directory is lost; nothing
+/// already on the server is sent again.
 #[tokio::test]
 async fn losing_the_state_directory_sends_no_body_twice() {
     let w = World::new(Dialect::Immich).await;
@@ -32,8 +33,9 @@ async fn losing_the_state_directory_sends_no_body_twice() {
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 60);
 }
 
-/// RELIABILITY #3: the file shrinks while it is sent. The request is aborted before its last
-/// byte (no asset from the half-sent file), and the file goes up later with its new bytes.
+/// docs/RELIABILITY.md#a-file-that-changes-while-it-is-uploaded: the file shrinks while it is
+/// sent. The request is aborted before its last byte (no asset from the half-sent file), and
+/// the file goes up later with its new bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_truncated_during_upload_never_becomes_a_wrong_asset() {
     let w = World::new(Dialect::Immich).await;
@@ -76,8 +78,8 @@ async fn a_file_truncated_during_upload_never_becomes_a_wrong_asset() {
     w.server.slow_body(0);
 }
 
-/// RELIABILITY #6: the server stores the asset but the reply never comes. The retry asks
-/// first, so the body is not sent twice.
+/// docs/RELIABILITY.md#stored-then-the-reply-was-lost: the server stores the asset but the
+/// reply never comes. The retry asks first, so the body is not sent twice.
 #[tokio::test]
 async fn a_lost_reply_is_not_answered_with_a_second_body() {
     let w = World::new(Dialect::Immich).await;
@@ -97,8 +99,9 @@ async fn a_lost_reply_is_not_answered_with_a_second_body() {
     assert_eq!(assets[0].checksum_hex, sha1_hex(&bytes));
 }
 
-/// RELIABILITY #11: the server's disk is full. `scan` stops at once and says why, without a
-/// hot loop and without failing the files; when space returns they go up.
+/// docs/RELIABILITY.md#the-server-is-full-507-and-the-quota: the server's disk is full. `scan`
+/// stops at once and says why, without a hot loop and without failing the files; when space
+/// returns they go up.
 #[tokio::test]
 async fn a_full_server_pauses_instead_of_failing_files() {
     let w = World::new(Dialect::Immich).await;
@@ -126,8 +129,9 @@ async fn a_full_server_pauses_instead_of_failing_files() {
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 5);
 }
 
-/// RELIABILITY #10: the key is revoked while the daemon runs. Uploads pause (nothing lost,
-/// probes at the configured pace), and resume when the key works again.
+/// docs/RELIABILITY.md#401-the-credentials-are-revoked: the key is revoked while the daemon
+/// runs. Uploads pause (nothing lost, probes at the configured pace), and resume when the key
+/// works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     let mut w = World::new(Dialect::Immich).await;
@@ -185,8 +189,8 @@ async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
     assert_eq!(failed, 0);
 }
 
-/// RELIABILITY #16: symlink loops, links out of the tree, FIFOs: never followed or read,
-/// and the scan ends.
+/// docs/RELIABILITY.md#symlinks-fifos-and-other-filesystems: symlink loops, links out of the
+/// tree, FIFOs: never followed or read, and the scan ends.
 #[tokio::test]
 async fn links_fifos_and_loops_are_never_followed() {
     let w = World::new(Dialect::Immich).await;
@@ -211,7 +215,8 @@ async fn links_fifos_and_loops_are_never_followed() {
     );
 }
 
-/// RELIABILITY #17: a non-UTF-8 name survives a restart without a second upload.
+/// docs/RELIABILITY.md#names-that-are-not-utf-8: a non-UTF-8 name survives a restart without a
+/// second upload.
 #[tokio::test]
 async fn a_non_utf8_name_is_not_uploaded_again_after_a_restart() {
     let w = World::new(Dialect::Immich).await;
@@ -226,8 +231,8 @@ async fn a_non_utf8_name_is_not_uploaded_again_after_a_restart() {
     assert_eq!(w.server.upload_bodies(), 1);
 }
 
-/// RELIABILITY #19: another process holds the database's write lock for 3 s while a scan
-/// runs. The daemon waits (busy_timeout) and loses nothing.
+/// docs/RELIABILITY.md#the-database-is-busy: another process holds the database's write lock
+/// for 3 s while a scan runs. The daemon waits (busy_timeout) and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_held_busy_for_three_seconds_loses_nothing() {
     let w = World::new(Dialect::Immich).await;
@@ -258,8 +263,8 @@ async fn a_database_held_busy_for_three_seconds_loses_nothing() {
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 221);
 }
 
-/// RELIABILITY #8: the connection drops mid-body three times (a restarting server or
-/// proxy); the fourth attempt succeeds, and exactly one asset exists.
+/// docs/RELIABILITY.md#5xx-resets-and-restarts: the connection drops mid-body three times (a
+/// restarting server or proxy); the fourth attempt succeeds, and exactly one asset exists.
 #[tokio::test]
 async fn connections_dropped_mid_body_are_retried_until_one_succeeds() {
     let w = World::new(Dialect::Immich).await;
@@ -280,9 +285,10 @@ async fn connections_dropped_mid_body_are_retried_until_one_succeeds() {
     assert_eq!(assets[0].checksum_hex, sha1_hex(&bytes));
 }
 
-/// RELIABILITY #18: a file the daemon may not read fails alone, with a reason, and goes up
-/// once its permissions are fixed. Runs the binary as `nobody` (the test runs as root in CI,
-/// where permission bits do not stop reads); skipped where `setpriv` cannot drop privileges.
+/// docs/RELIABILITY.md#unreadable-files: a file the daemon may not read fails alone, with a
+/// reason, and goes up once its permissions are fixed. Runs the binary as `nobody` (the test
+/// runs as root in CI, where permission bits do not stop reads); skipped where `setpriv`
+/// cannot drop privileges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_file_fails_alone_and_goes_up_when_readable() {
     use std::os::unix::fs::PermissionsExt;

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod complete;
 mod crash;
+mod docs;
 mod faults;
 mod fixtures;
 mod mirror;

@@ -91,7 +91,7 @@ async fn the_daemon_never_sends_an_empty_bulk_check_immich_next() {
     never_sends_an_empty_bulk_check(Dialect::ImmichNext).await;
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.sssZ` (API.md §3.1: what both dialects accept).
+/// `YYYY-MM-DDTHH:MM:SS.sssZ`: what both dialects accept (docs/SERVER-API.md#dates).
 fn is_z_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
     s.len() == 24
@@ -155,10 +155,11 @@ async fn what_an_upload_carries() {
     assert!(!r.has_sidecar());
 }
 
-/// The next major calls itself 2.7.5 (API.md §8.1). What its paths need from a client — `Z`
-/// dates, lowercase booleans, no device-id reliance, no legacy sync — must come from the
-/// daemon's behaviour, since the version cannot tell it which server this is. (Mirroring
-/// against it, by key and by session, is covered in `mirror.rs`'s `_immich_next` tests.)
+/// The next major calls itself 2.7.5 (docs/SERVER-API.md#1-dialects). What its paths need from
+/// a client — `Z` dates, lowercase booleans, no device-id reliance, no legacy sync — must come
+/// from the daemon's behaviour, since the version cannot tell it which server this is.
+/// (Mirroring against it, by key and by session, is covered in `mirror.rs`'s `_immich_next`
+/// tests.)
 #[tokio::test]
 async fn against_the_next_major_reporting_2_7_5() {
     let w = World::new(Dialect::ImmichNext).await;

@@ -273,10 +273,11 @@ async fn a_password_login_backs_up_like_a_key() {
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), media.len());
 }
 
-/// RELIABILITY #1 for the scan path: a file that keeps changing may still be being copied;
-/// `scan` waits for it to settle a few times, then leaves it (and says so) instead of
-/// uploading half of it. Once it has settled it goes up, once, with its final bytes.
-/// RELIABILITY #22: a file dated next year is not "still changing" forever.
+/// docs/RELIABILITY.md#half-written-files, for the scan path: a file that keeps changing may
+/// still be being copied; `scan` waits for it to settle a few times, then leaves it (and says
+/// so) instead of uploading half of it. Once it has settled it goes up, once, with its final
+/// bytes. docs/RELIABILITY.md#files-with-a-wrong-date: a file dated next year is not "still
+/// changing" forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_still_changing_is_left_for_later_and_a_future_date_is_not() {
     let mut w = World::new(Dialect::Immich).await;

@@ -192,8 +192,9 @@ async fn bulk_check_finds_what_is_there_by_hex_or_base64() {
     }
 }
 
-/// RELIABILITY.md row 3 against the test server: the file shrinks while the server reads
-/// slowly; no asset is created, and a retry of the restored file succeeds.
+/// docs/RELIABILITY.md#a-file-that-changes-while-it-is-uploaded against the test server: the
+/// file shrinks while the server reads slowly; no asset is created, and a retry of the
+/// restored file succeeds.
 #[tokio::test]
 async fn a_file_that_changes_during_upload_creates_no_asset() {
     for ts in [Ts::Immich, Ts::Seed] {
@@ -376,8 +377,9 @@ async fn auth_capacity_and_type_errors_are_classified() {
     assert!(!api.upload(&f.req).await.expect("finally").duplicate);
 }
 
-/// RELIABILITY.md row 6: the server stores the asset, then never answers; the stall
-/// timeout ends the request, and a bulk check (not a second body) finds the asset.
+/// docs/RELIABILITY.md#stored-then-the-reply-was-lost: the server stores the asset, then never
+/// answers; the stall timeout ends the request, and a bulk check (not a second body) finds the
+/// asset.
 #[tokio::test]
 async fn a_lost_reply_is_a_stall_and_the_check_finds_the_asset() {
     let server = start(Ts::Immich).await;

@@ -90,8 +90,8 @@ async fn seed_uploads_accept_the_old_answer_shape() {
         .any(|(h, v)| h.contains("\"isVisible\"") && v == b"true"));
 }
 
-/// RELIABILITY.md row 5: the `x-immich-checksum` duplicate answer arrives while the body is
-/// still being sent, and the server then resets the connection.
+/// docs/RELIABILITY.md#the-early-duplicate-answer: the `x-immich-checksum` duplicate answer
+/// arrives while the body is still being sent, and the server then resets the connection.
 #[tokio::test]
 async fn an_early_duplicate_answer_is_success_despite_the_reset() {
     let (server, api) = connect_raw(basics_then(|s| match s.path() {
@@ -188,7 +188,7 @@ async fn a_reset_upload_is_resolved_by_a_checksum_check() {
     assert_eq!(server.seen_path("/api/assets/bulk-upload-check").len(), 2);
 }
 
-/// RELIABILITY.md row 9: nginx refuses after the headers with an HTML page.
+/// docs/RELIABILITY.md#413-from-a-proxy: nginx refuses after the headers with an HTML page.
 #[tokio::test]
 async fn an_early_413_from_a_proxy_is_permanent_and_names_the_limit() {
     let (_server, api) = connect_raw(basics_then(|s| match s.path() {
@@ -342,8 +342,8 @@ async fn error_statuses_map_to_classes() {
     }
 }
 
-/// RELIABILITY.md row 3: the file shrinks while the server reads slowly; the request is
-/// aborted and the server never receives a complete body.
+/// docs/RELIABILITY.md#a-file-that-changes-while-it-is-uploaded: the file shrinks while the
+/// server reads slowly; the request is aborted and the server never receives a complete body.
 #[tokio::test]
 async fn a_file_truncated_during_upload_is_aborted_before_its_end() {
     let (server, api) = connect_raw(basics_then(|s| match s.path() {
@@ -401,7 +401,8 @@ async fn a_file_changed_since_hashing_is_not_sent_at_all() {
     assert!(server.seen_path("/api/assets").is_empty());
 }
 
-/// RELIABILITY.md row 6: no whole-request timeout, but a stall is detected.
+/// docs/RELIABILITY.md#a-stalled-server-and-very-large-uploads: no whole-request timeout, but
+/// a stall is detected.
 #[tokio::test]
 async fn a_stalled_server_is_a_transient_error() {
     let (_server, api) = connect_raw(basics_then(|s| match s.path() {

@@ -1,5 +1,6 @@
 //! API keys and users made through the API, the way a person sets up a real server:
-//! `POST|GET /api-keys`, `DELETE /api-keys/:id` (API.md §2.4) and `POST|GET /admin/users`.
+//! `POST|GET /api-keys`, `DELETE /api-keys/:id` (docs/SERVER-API.md#permissions) and
+//! `POST|GET /admin/users`.
 //!
 //! A key can only be given permissions its creator has (`Cannot grant permissions you do not
 //! have`, as Immich's `ApiKeyService`); admin routes need an admin (403 `Forbidden`) as well as

@@ -1,5 +1,5 @@
-//! Albums (API.md §7.1): list, create, read, rename, delete, add and remove assets. Albums are
-//! only ever owned by their creator here; there is no album sharing.
+//! Albums (docs/SERVER-API.md#albums): list, create, read, rename, delete, add and remove
+//! assets. Albums are only ever owned by their creator here; there is no album sharing.
 
 use std::collections::BTreeMap;
 

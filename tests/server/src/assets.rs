@@ -1,6 +1,7 @@
-//! Asset routes: upload (API.md §3), bulk-upload-check (§4), read, update, trash, restore,
-//! delete, statistics, the original, and the seed dialect's `GET /assets` listing. Also the
-//! asset actions shared with the test handle, which emit the socket events.
+//! Asset routes: upload (docs/SERVER-API.md#5-upload), bulk-upload-check
+//! (docs/SERVER-API.md#6-bulk-upload-check), read, update, trash, restore, delete, statistics,
+//! the original, and the seed dialect's `GET /assets` listing. Also the asset actions shared
+//! with the test handle, which emit the socket events.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use crate::state::{
 use crate::{dto, Dialect};
 
 // ---------------------------------------------------------------------------------------------
-// File types (API.md §3.4)
+// File types (docs/SERVER-API.md#multipart-fields, docs/SERVER-API.md#8-server-information)
 
 const IMAGE_EXTS: &[&str] = &[
     "avif", "bmp", "gif", "jpeg", "jpg", "png", "webp", "3fr", "ari", "arw", "cap", "cin", "cr2",
@@ -634,7 +635,8 @@ async fn receive(
         stall: false,
     };
 
-    // The checksum header is checked after auth and before the body is read (API.md §3.2).
+    // The checksum header is checked after auth and before the body is read
+    // (docs/SERVER-API.md#early-duplicate-answer).
     // The seed reference has no such header.
     if dialect != Dialect::Seed {
         let header_sum = parts
@@ -770,7 +772,8 @@ pub(crate) async fn bulk_upload_check(
         )]));
     };
     if items.is_empty() && app.dialect() != Dialect::Seed {
-        // Immich builds `... WHERE checksum IN ()`, which the database refuses (API.md §8.1).
+        // Immich builds `... WHERE checksum IN ()`, which the database refuses
+        // (docs/SERVER-API.md#6-bulk-upload-check).
         app.empty_bulk_checks.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(500, "Failed to check bulk upload"));
     }
@@ -1038,7 +1041,7 @@ pub(crate) async fn restore_assets(
     let ids = uuid_list(&body, "ids", true)?;
     require_owned(&db, &auth.user_id, &ids, "asset.delete")?;
     restore(&mut db, &ids);
-    // Immich counts the ids it was given, restored or not (API.md §8.1).
+    // Immich counts the ids it was given, restored or not (measured on both Immich versions).
     Ok(Json(json!({ "count": ids.len() })))
 }
 

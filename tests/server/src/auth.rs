@@ -1,9 +1,9 @@
 //! Credentials, API-key permissions, and the `/auth`, `/api-keys/me` and `/users/me` routes.
 //!
-//! Resolution follows API.md §2.1: a shared-link credential wins (and is refused here: the test
-//! server has no shared links), then a session token from `x-immich-user-token`,
-//! `x-immich-session-token`, `?sessionKey=`, `Authorization: Bearer` or the
-//! `immich_access_token` cookie, then an API key from `x-api-key` or `?apiKey=`. The first
+//! Resolution follows docs/SERVER-API.md#3-authentication: a shared-link credential wins (and
+//! is refused here: the test server has no shared links), then a session token from
+//! `x-immich-user-token`, `x-immich-session-token`, `?sessionKey=`, `Authorization: Bearer` or
+//! the `immich_access_token` cookie, then an API key from `x-api-key` or `?apiKey=`. The first
 //! credential found decides; there is no fallback, so a Bearer API key is a 401.
 
 use std::convert::Infallible;

@@ -1,4 +1,5 @@
-//! JSON shapes of the server's records (API.md §5.2, §5.4, §7.1), per dialect.
+//! JSON shapes of the server's records (docs/SERVER-API.md#7-reading-an-asset,
+//! docs/SERVER-API.md#request-and-lines, docs/SERVER-API.md#albums), per dialect.
 
 use serde_json::{json, Value};
 
@@ -175,7 +176,7 @@ pub(crate) fn stack(st: &State, stack: &crate::state::Stack, dialect: Dialect) -
     })
 }
 
-/// `SyncAssetV1` (API.md §5.4).
+/// `SyncAssetV1` (docs/SERVER-API.md#request-and-lines).
 pub(crate) fn sync_asset(asset: &Asset) -> Value {
     json!({
         "id": asset.id,

@@ -1,4 +1,5 @@
-//! Discovery and server information (API.md §1, §7.2), the seed's `/server/info`, and the
+//! Discovery and server information (docs/SERVER-API.md#2-discovery,
+//! docs/SERVER-API.md#8-server-information), the seed's `/server/info`, and the
 //! fallback that answers unknown routes: the web app's HTML for non-API GETs in the Immich
 //! dialects (status 200, the SPA quirk), a Nest-style 404 JSON otherwise.
 
@@ -15,7 +16,8 @@ use crate::state::{fmt_ts, App};
 use crate::Dialect;
 
 /// The version each dialect reports. The next major's main build still says 2.7.5
-/// everywhere (API.md §8.1), so a client must tell the two apart by behaviour.
+/// everywhere (docs/SERVER-API.md#1-dialects), so a client must tell the two apart by
+/// behaviour.
 pub(crate) fn version(dialect: Dialect) -> (u32, u32, u32) {
     match dialect {
         Dialect::Immich | Dialect::ImmichNext => (2, 7, 5),
@@ -46,7 +48,8 @@ pub(crate) fn semver_json(dialect: Dialect) -> Value {
     })
 }
 
-/// `sourceRef` and `sourceCommit` of the build each Immich dialect stands for (API.md §0).
+/// `sourceRef` and `sourceCommit` of the build each Immich dialect stands for
+/// (docs/SERVER-API.md#1-dialects).
 fn source(dialect: Dialect) -> (&'static str, &'static str) {
     match dialect {
         Dialect::ImmichNext => ("main", "9263e2f2e"),

@@ -1,9 +1,9 @@
 //! # immish-testserver: an in-memory, Immich-compatible server
 //!
 //! The peer every immish-sync test, benchmark and demo runs against. It follows
-//! `shared/docs/API.md` (the server contract), quirks included, keeps everything in memory,
+//! `docs/SERVER-API.md` (the server contract), quirks included, keeps everything in memory,
 //! and adds fault switches and counters that tests assert on. It is a faithful peer, not a
-//! stub: where it and API.md disagree, API.md wins and this crate has a bug.
+//! stub: where it and docs/SERVER-API.md disagree, the document wins and this crate has a bug.
 //!
 //! ## Three ways to use it
 //!
@@ -34,14 +34,15 @@
 //!   with **200** (check you got JSON); unknown `/api` routes and wrong methods answer a Nest
 //!   404 JSON (`Cannot GET /api/...`), so `GET /api/assets` is a 404. Reports version 2.7.5.
 //!   Has the legacy `POST /sync/full-sync` and `/sync/delta-sync` (`deleted` always empty).
-//! * `immich-next`: the next major (`[main]` in API.md, build `9263e2f2e`), which **also
-//!   reports 2.7.5** (`/server/version`, `/server/about`, the socket's `on_server_version`):
-//!   a client must tell it apart by behaviour. `deviceAssetId` and `deviceId` are ignored
-//!   (not required, not stored, not returned); dates must be full ISO date-times ending in
-//!   `Z`, and validation errors are zod-style (`["[fileCreatedAt] Invalid input: expected ISO
-//!   8601 datetime string, received string"]`); no legacy sync, no `/server/theme`; albums
-//!   have no `ownerId`, `owner` or `assets` (the owner is the `albumUsers` entry with role
-//!   `owner`); `.mpo` is a supported image type. `/server/about` says `sourceRef: "main"`.
+//! * `immich-next`: the next major (build `9263e2f2e`; docs/SERVER-API.md#1-dialects), which
+//!   **also reports 2.7.5** (`/server/version`, `/server/about`, the socket's
+//!   `on_server_version`): a client must tell it apart by behaviour. `deviceAssetId` and
+//!   `deviceId` are ignored (not required, not stored, not returned); dates must be full ISO
+//!   date-times ending in `Z`, and validation errors are zod-style
+//!   (`["[fileCreatedAt] Invalid input: expected ISO 8601 datetime string, received
+//!   string"]`); no legacy sync, no `/server/theme`; albums have no `ownerId`, `owner` or
+//!   `assets` (the owner is the `albumUsers` entry with role `owner`); `.mpo` is a supported
+//!   image type. `/server/about` says `sourceRef: "main"`.
 //! * `seed`: the seed reference taken literally. No `/api` prefix and no
 //!   `/.well-known/immich` (404, like every unknown route: no HTML fallback); the upload
 //!   answer is `{id, duplicate: bool}` (201 / 200) and the `x-immich-checksum` header is
@@ -59,9 +60,10 @@
 //! `x-immich-session-token`, `?sessionKey=` or the `immich_access_token` cookie. The first
 //! credential found decides: a Bearer API key is 401 `Invalid user token`, a bad key 401
 //! `Invalid API key`, none 401 `Authentication required`. API keys need the route's
-//! permission (API.md §2.4; `all` where the route names none), else 403 `Missing required
-//! permission: <perm>`. Routes: `POST /auth/login`, `/auth/validateToken`, `/auth/logout`
-//! (200), `GET /auth/status`, `GET /api-keys/me` (403 with a session), `GET /users/me`,
+//! permission (docs/SERVER-API.md#permissions; `all` where the route names none), else 403
+//! `Missing required permission: <perm>`. Routes: `POST /auth/login`, `/auth/validateToken`,
+//! `/auth/logout` (200), `GET /auth/status`, `GET /api-keys/me` (403 with a session),
+//! `GET /users/me`,
 //! `GET /server/{ping,version,version-history,about,features,config,storage,media-types}`,
 //! `POST /assets` (multipart), `POST /assets/bulk-upload-check`, `GET /assets/statistics`,
 //! `GET|PUT /assets/:id`, `GET /assets/:id/original` (only with `keep_bytes`),
@@ -246,7 +248,7 @@ pub enum Dialect {
     /// Immich v2.7.5.
     #[default]
     Immich,
-    /// The next Immich major (`[main]` in API.md).
+    /// The next Immich major (docs/SERVER-API.md#1-dialects).
     ImmichNext,
     /// The seed API reference, taken literally.
     Seed,

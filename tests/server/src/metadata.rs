@@ -1,9 +1,10 @@
 //! The metadata job: what Immich's metadata extraction derives from an upload that a backup
-//! client can observe (API.md §3.1, §8.1). The capture date from EXIF `DateTimeOriginal` (or
-//! `DateTimeDigitized`) with its `OffsetTime*` and sub-seconds, or from an XMP sidecar's
-//! `exif:DateTimeOriginal` / `xmp:CreateDate`; the dimensions (JPEG frame header, PNG header,
-//! else EXIF pixel dimensions); make, model, lens, orientation, exposure; the description
-//! (EXIF `ImageDescription`, else the sidecar's `dc:description`).
+//! client can observe (docs/SERVER-API.md#dates, docs/SERVER-API.md#sidecars). The capture
+//! date from EXIF `DateTimeOriginal` (or `DateTimeDigitized`) with its `OffsetTime*` and
+//! sub-seconds, or from an XMP sidecar's `exif:DateTimeOriginal` / `xmp:CreateDate`; the
+//! dimensions (JPEG frame header, PNG header, else EXIF pixel dimensions); make, model, lens,
+//! orientation, exposure; the description (EXIF `ImageDescription`, else the sidecar's
+//! `dc:description`).
 //!
 //! This module only reads bytes and returns an [`Extracted`]; `assets::apply_metadata` writes it
 //! into the asset when the job runs. It must not touch the state, and it never fails: a file it

@@ -1,5 +1,5 @@
-//! `POST /search/metadata` (API.md §5.2): filters, visibility default, partner assets, and
-//! offset paging with `nextPage`.
+//! `POST /search/metadata` (docs/SERVER-API.md#9-search-pulls): filters, visibility default,
+//! partner assets, and offset paging with `nextPage`.
 
 use axum::extract::State;
 use axum::Json;
@@ -52,7 +52,7 @@ fn int_field(
         Some(v) => v,
     };
     // class-transformer's `@Type(() => Number)` turns a numeric string into a number first:
-    // `"page": "2"` is page 2 (API.md §8.1).
+    // `"page": "2"` is page 2 (measured on Immich).
     let n = v
         .as_i64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse::<i64>().ok()));

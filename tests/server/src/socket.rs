@@ -1,5 +1,5 @@
-//! The socket.io endpoint (API.md §6): Engine.IO v4 over a plain WebSocket at
-//! `{api}/socket.io/?EIO=4&transport=websocket`.
+//! The socket.io endpoint (docs/SERVER-API.md#12-live-events): Engine.IO v4 over a plain
+//! WebSocket at `{api}/socket.io/?EIO=4&transport=websocket`.
 //!
 //! The flow mirrors a socket.io 4 server with Immich's gateway: after the upgrade the server
 //! sends the open packet `0{"sid",...}`; the client joins the root namespace with `40`; the

@@ -1,5 +1,5 @@
-//! Stacks (API.md §7.1a): `POST /stacks` (the first id is the primary; a stack whose primary
-//! is given again is merged into the new one), `GET /stacks[?primaryAssetId=]`,
+//! Stacks (docs/SERVER-API.md#stacks): `POST /stacks` (the first id is the primary; a stack
+//! whose primary is given again is merged into the new one), `GET /stacks[?primaryAssetId=]`,
 //! `GET|PUT|DELETE /stacks/:id`, `DELETE /stacks {ids}` and
 //! `DELETE /stacks/:id/assets/:assetId`. Every change emits `on_asset_stack_update` (no
 //! payload) and bumps the members' `updatedAt`, as Immich's stack repository does.

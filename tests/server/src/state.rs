@@ -393,7 +393,7 @@ pub(crate) struct ExifInfo {
     pub exposure_time: Option<String>,
 }
 
-/// A stack (API.md §7.1a): its members point at it through `Asset::stack_id`.
+/// A stack (docs/SERVER-API.md#stacks): its members point at it through `Asset::stack_id`.
 #[derive(Clone, Debug)]
 pub(crate) struct Stack {
     pub id: String,

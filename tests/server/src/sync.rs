@@ -1,5 +1,5 @@
-//! The sync API (API.md §5.3, §5.4): `POST /sync/stream` with per-session, per-type
-//! checkpoints set by `/sync/ack`, and v2.7.5's legacy `full-sync` / `delta-sync`.
+//! The sync API (docs/SERVER-API.md#10-sync-stream): `POST /sync/stream` with per-session,
+//! per-type checkpoints set by `/sync/ack`, and v2.7.5's legacy `full-sync` / `delta-sync`.
 //!
 //! The stream is built in memory and sent as one JSON-lines body. Rows are ordered by their
 //! `updateId`, which increases strictly with every change (see `state::Clock`), and only rows

@@ -24,7 +24,7 @@ async fn send_form(server: &TestServer, form: Form) -> (StatusCode, serde_json::
 #[tokio::test]
 async fn next_ignores_device_ids_and_wants_z_dates() {
     let server = TestServer::start(Dialect::ImmichNext).await;
-    // The next major's build still calls itself 2.7.5 (API.md §8.1).
+    // The next major's build still calls itself 2.7.5 (docs/SERVER-API.md#1-dialects).
     let (_, v) = get(&server, "/server/version").await;
     assert_eq!(v, json!({ "major": 2, "minor": 7, "patch": 5 }));
 

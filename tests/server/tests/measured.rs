@@ -1,5 +1,6 @@
-//! The behaviour measured on real Immich servers (issue 9, API.md §3.1, §6, §7.1a, §8.1), one
-//! test per area where the test server used to differ: Live Photos, stacks, dates and
+//! The behaviour measured on real Immich servers (issue 9; docs/SERVER-API.md#dates,
+//! docs/SERVER-API.md#15-live-photos-sidecars-stacks-and-albums, docs/SERVER-API.md#events),
+//! one test per area where the test server used to differ: Live Photos, stacks, dates and
 //! metadata, the empty bulk check, the next major's version, validation texts, the small
 //! differences, and the record of what each upload carried.
 

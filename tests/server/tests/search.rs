@@ -69,7 +69,7 @@ async fn read_trash_restore_delete() {
     let (status, body) = post(&server, "/trash/restore/assets", json!({ "ids": [id] })).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({ "count": 1 }));
-    // Not in the trash any more: Immich still counts the ids it was sent (API.md §8.1).
+    // Not in the trash any more: Immich still counts the ids it was sent (measured).
     let (_, body) = post(&server, "/trash/restore/assets", json!({ "ids": [id] })).await;
     assert_eq!(body, json!({ "count": 1 }));
     assert!(!server.asset(&id).unwrap().trashed);

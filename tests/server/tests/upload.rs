@@ -186,7 +186,7 @@ async fn validation_errors() {
     )
     .await;
     assert_eq!(a["fileCreatedAt"], "2024-05-01T10:00:00.000Z");
-    // Without EXIF, v2.7.5 keeps the instant and loses the offset (API.md §8.1).
+    // Without EXIF, v2.7.5 keeps the instant and loses the offset (docs/SERVER-API.md#dates).
     assert_eq!(a["localDateTime"], "2024-05-01T10:00:00.000Z");
 
     // Bad visibility.
