@@ -262,7 +262,7 @@ fn describe_http(
     let mut text = match status {
         413 => {
             let size = match request.file_size {
-                Some(n) => format!(" ({})", human_size(n)),
+                Some(n) => format!(" ({})", crate::human::size(n)),
                 None => String::new(),
             };
             format!(
@@ -313,21 +313,6 @@ fn describe_http(
     }
     text.push_str(&format!(" [correlation id {}]", request.correlation_id));
     text
-}
-
-/// `1234567` → `"1234567 bytes, 1.2 MiB"`.
-pub(crate) fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{n} bytes, {v:.1} {}", UNITS[unit])
 }
 
 /// The longest server message kept, in characters.
@@ -653,8 +638,8 @@ mod tests {
 
     #[test]
     fn human_sizes() {
-        assert_eq!(human_size(10), "10 bytes");
-        assert_eq!(human_size(1536), "1536 bytes, 1.5 KiB");
-        assert_eq!(human_size(3 << 30), "3221225472 bytes, 3.0 GiB");
+        assert_eq!(crate::human::size(10), "10 bytes");
+        assert_eq!(crate::human::size(1536), "1536 bytes, 1.5 KiB");
+        assert_eq!(crate::human::size(3 << 30), "3221225472 bytes, 3.0 GiB");
     }
 }
