@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, ConnectOptions, ErrorClass, MediaTypes};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, StateConfig, WatchMode};
-use crate::db::meta::{self, ServerIdentity};
+use crate::db::meta::{self, ConnectionState, ServerIdentity};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
@@ -172,7 +172,7 @@ async fn start(
         );
     }
 
-    let Some(api) = connect(config, tuning, retry_connect, shutdown).await? else {
+    let Some(api) = connect(config, tuning, &db, retry_connect, shutdown).await? else {
         return Ok(None);
     };
 
@@ -229,29 +229,68 @@ async fn start(
     }))
 }
 
+/// Records how the server answered, for `status`. A state database that cannot take the
+/// write does not stop the connecting: the next unit of work meets it and says so.
+async fn record_connection(db: &Db, state: ConnectionState) {
+    if let Err(e) = db.call(move |c| meta::record_connection(c, &state)).await {
+        tracing::debug!(error = %e, "cannot record the connection state");
+    }
+}
+
 async fn connect(
     config: &Config,
     tuning: &Tuning,
+    db: &Db,
     retry: bool,
     shutdown: &CancellationToken,
 ) -> Result<Option<ApiClient>, DaemonError> {
     let retry_wait = Backoff::new(CONNECT_RETRY_INITIAL, tuning.connect_retry_max);
     let mut attempt = 0u32;
     loop {
-        match ApiClient::connect(connect_options(config)).await {
+        let result = ApiClient::connect(connect_options(config)).await;
+        // What `status` shows: since when the server is unreachable or refuses us, and when
+        // the next attempt is (none for `scan`, which gives up at once).
+        let now = now_ms();
+        let wait = match &result {
+            Err(e) if retry && !matches!(e, ApiError::Config { .. }) => {
+                Some(if e.class() == ErrorClass::Auth {
+                    tuning.auth_probe_interval
+                } else {
+                    retry_wait.delay(attempt + 1)
+                })
+            }
+            _ => None,
+        };
+        let state = match &result {
+            Ok(_) => ConnectionState::Connected { since_ms: now },
+            Err(e) => {
+                let next = wait.map(|w| now + w.as_millis() as i64);
+                if e.class() == ErrorClass::Auth {
+                    ConnectionState::Refused {
+                        since_ms: now,
+                        next_try_ms: next,
+                        error: e.to_string(),
+                    }
+                } else {
+                    ConnectionState::Unreachable {
+                        since_ms: now,
+                        next_try_ms: next,
+                        error: e.to_string(),
+                    }
+                }
+            }
+        };
+        record_connection(db, state).await;
+        match result {
             Ok(api) => {
                 tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
                 return Ok(Some(api));
             }
             // The daemon waits for the server rather than exit: a service manager would only
             // restart it into the same wall. A broken config is the exception.
-            Err(e) if retry && !matches!(e, ApiError::Config { .. }) => {
+            Err(e) if wait.is_some() => {
                 attempt += 1;
-                let wait = if e.class() == ErrorClass::Auth {
-                    tuning.auth_probe_interval
-                } else {
-                    retry_wait.delay(attempt)
-                };
+                let wait = wait.unwrap_or(CONNECT_RETRY_INITIAL);
                 if attempt == 1 {
                     tracing::error!(
                         "cannot connect to the server: {e}; trying again in {}s",
@@ -615,10 +654,17 @@ async fn watch_roots(
 }
 
 /// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its
-/// next wake; `scan` at once).
-pub fn retry_failed(state_dir: &Path) -> Result<usize, DaemonError> {
-    let db = Db::open(&state_dir.join(db::DB_FILE))?;
-    Ok(db.call_blocking(|c| queue::retry_failed(c, now_ms()))?)
+/// next wake; `scan` at once). `None` when there is no state yet: nothing can have failed,
+/// and creating a state directory here would only hide a wrong `[state] dir`.
+pub fn retry_failed(state_dir: &Path) -> Result<Option<usize>, DaemonError> {
+    let path = state_dir.join(db::DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = Db::open(&path)?;
+    Ok(Some(
+        db.call_blocking(|c| queue::retry_failed(c, now_ms()))?,
+    ))
 }
 
 impl Pause {
