@@ -362,6 +362,13 @@ pub struct ScanSummary {
     pub failed_total: i64,
     /// The settle period files had to be unchanged for to be taken (`watch.settle`).
     pub settle: Duration,
+    /// Files whose only server copy is in the server's trash: not backed up (the trash
+    /// empties itself). The total, and the first paths.
+    pub trash_only_total: i64,
+    pub trash_only: Vec<Vec<u8>>,
+    /// Files held back because the user deleted their photos on the server for good: a
+    /// deliberate deletion, noted but not a failure.
+    pub deleted_held_back: i64,
 }
 
 impl ScanSummary {
@@ -371,6 +378,7 @@ impl ScanSummary {
             && self.pending == 0
             && self.scanned().fresh == 0
             && self.failed_total == 0
+            && self.trash_only_total == 0
             && self
                 .roots
                 .iter()
@@ -385,6 +393,7 @@ impl ScanSummary {
                 total.queued += s.queued;
                 total.missing += s.missing;
                 total.fresh += s.fresh;
+                total.skipped.add(&s.skipped);
             }
         }
         total
@@ -454,7 +463,19 @@ pub async fn scan_with(
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     let (roots, end) = (roots?, end?);
     let backlog = s.db.call(|c| queue::backlog(c, SUMMARY_PROBLEMS)).await?;
+    let ((trash_only_total, trash_only), held_back) =
+        s.db.call(|c| {
+            Ok((
+                db::mirror::trash_only(c, SUMMARY_PROBLEMS)?,
+                db::mirror::held_back(c)?,
+            ))
+        })
+        .await?;
     Ok(ScanSummary {
+        trash_only_total,
+        trash_only,
+        // `held_back` counts every file held back as deleted, the trashed ones too.
+        deleted_held_back: held_back.saturating_sub(trash_only_total).max(0),
         roots,
         end,
         stats: engine.stats(),
@@ -672,4 +693,39 @@ impl Pause {
     pub fn is_auth(&self) -> bool {
         matches!(self, Pause::Auth(_))
     }
+
+    /// The connection state `status` shows for this pause, begun now, lifted `until` from
+    /// now (when the engine knows).
+    fn connection_state(&self, until: Option<Duration>) -> ConnectionState {
+        let now = now_ms();
+        let next = until.map(|d| now + d.as_millis() as i64);
+        let text = self.message().to_owned();
+        match self {
+            Pause::Outage(_) => ConnectionState::Unreachable {
+                since_ms: now,
+                next_try_ms: next,
+                error: text,
+            },
+            Pause::Auth(_) => ConnectionState::Refused {
+                since_ms: now,
+                next_try_ms: next,
+                error: text,
+            },
+            Pause::Capacity(_) | Pause::Blocked(_) => ConnectionState::Paused {
+                since_ms: now,
+                until_ms: next,
+                reason: text,
+            },
+        }
+    }
+}
+
+/// Records the engine's global pause (or its end, `None`) as the connection state, for
+/// `status`: the engine knows of an outage that starts after the daemon connected.
+pub(crate) async fn record_pause(db: &Db, pause: Option<&Pause>, until: Option<Duration>) {
+    let state = match pause {
+        Some(p) => p.connection_state(until),
+        None => ConnectionState::Connected { since_ms: now_ms() },
+    };
+    record_connection(db, state).await;
 }

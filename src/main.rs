@@ -10,8 +10,9 @@
 //! | 4 | another immish-sync holds the state directory |
 //!
 //! `scan` exits 0 when the only files not uploaded are ones whose photos the user deleted for
-//! good on the server (a deliberate deletion; the summary notes them), and 1 when a file's
-//! only server copy is in the server's trash (it is lost when the trash empties).
+//! good on the server: a deliberate deletion is the user's wish, so the summary notes them
+//! and a cron job does not fail on every later run. It exits 1 when a file's only server
+//! copy is in the server's trash (listed): the trash empties itself, and then it is lost.
 //!
 //! Standard output closed early (`immish-sync status | head -1`) is not an error: the output
 //! stops there and the exit code is the command's own. Everything goes through [`say!`] and
@@ -354,8 +355,33 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
             s.settle
         );
     }
+    if scanned.skipped.total() > 0 {
+        sayln!(
+            "skipped: {} (never followed or read; only regular files are backed up)",
+            scanned.skipped
+        );
+    }
     if let EngineEnd::Paused(p) = &s.end {
         sayln!("stopped: {}", p.message());
+    }
+    if s.deleted_held_back > 0 {
+        // A deliberate deletion is the user's wish: noted, and no reason to fail every
+        // later run from cron.
+        sayln!(
+            "note: {} files are not uploaded because their photos were deleted on the server \
+             (mirror.reupload_deleted = true changes that; `immish-sync diff` lists them)",
+            s.deleted_held_back
+        );
+    }
+    if s.trash_only_total > 0 {
+        sayln!(
+            "NOT backed up: {} files are in the server's trash only: restore them or they \
+             will be lost when the trash empties",
+            s.trash_only_total
+        );
+        for p in &s.trash_only {
+            sayln!("  {}", String::from_utf8_lossy(p));
+        }
     }
     if s.is_complete() {
         sayln!("all files are backed up");

@@ -264,6 +264,8 @@ impl Engine {
         };
         // Cancels hashing between chunks when we stop.
         let hash_cancel = shutdown.child_token();
+        // The pause `status` was last told of (recorded as the connection state).
+        let mut shown_pause: Option<Pause> = None;
 
         let end = loop {
             if shutdown.is_cancelled() {
@@ -276,6 +278,11 @@ impl Engine {
                 gate.until = None;
             }
             let open = gate.pause.is_none();
+            if gate.pause != shown_pause {
+                shown_pause = gate.pause.clone();
+                let until = gate.until.map(|t| t.saturating_duration_since(now));
+                crate::daemon::record_pause(&self.db, shown_pause.as_ref(), until).await;
+            }
 
             // In scan mode a global pause ends the run: the user is told why.
             if let (Mode::UntilIdle { .. }, Some(p)) = (mode, &gate.pause) {
