@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod crash;
 mod faults;
+mod honest;
 mod mirror;
 mod scan;
 mod watch;
