@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, StateConfig, WatchMode};
-use crate::db::meta::{self, ServerIdentity};
+use crate::db::meta::{self, ConnectionState, ServerIdentity};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
 use crate::lock::{LockError, StateLock};
@@ -162,7 +162,7 @@ async fn start(
         );
     }
 
-    let Some(api) = connect(config, tuning, retry_connect, shutdown).await? else {
+    let Some(api) = connect(config, tuning, &db, retry_connect, shutdown).await? else {
         return Ok(None);
     };
 
@@ -219,9 +219,18 @@ async fn start(
     }))
 }
 
+/// Records how the server answered, for `status`. A state database that cannot take the
+/// write does not stop the connecting: the next unit of work meets it and says so.
+async fn record_connection(db: &Db, state: ConnectionState) {
+    if let Err(e) = db.call(move |c| meta::record_connection(c, &state)).await {
+        tracing::debug!(error = %e, "cannot record the connection state");
+    }
+}
+
 async fn connect(
     config: &Config,
     tuning: &Tuning,
+    db: &Db,
     retry: bool,
     shutdown: &CancellationToken,
 ) -> Result<Option<ApiClient>, DaemonError> {
@@ -229,7 +238,41 @@ async fn connect(
     let mut attempt = 0u32;
     let since = now_ms();
     loop {
-        match ApiClient::connect(&config.server).await {
+        let result = ApiClient::connect(&config.server).await;
+        // What `status` shows: since when the server is unreachable or refuses us, and when
+        // the next attempt is (none for `scan`, which gives up at once).
+        let now = now_ms();
+        let wait = match &result {
+            Err(e) if retry && !matches!(e, ApiError::Config { .. }) => {
+                Some(if e.class() == ErrorClass::Auth {
+                    tuning.auth_probe_interval
+                } else {
+                    retry_wait.delay(attempt + 1)
+                })
+            }
+            _ => None,
+        };
+        let state = match &result {
+            Ok(_) => ConnectionState::Connected { since_ms: now },
+            Err(e) => {
+                let next = wait.map(|w| now + w.as_millis() as i64);
+                if e.class() == ErrorClass::Auth {
+                    ConnectionState::Refused {
+                        since_ms: now,
+                        next_try_ms: next,
+                        error: e.to_string(),
+                    }
+                } else {
+                    ConnectionState::Unreachable {
+                        since_ms: now,
+                        next_try_ms: next,
+                        error: e.to_string(),
+                    }
+                }
+            }
+        };
+        record_connection(db, state).await;
+        match result {
             Ok(api) => {
                 tracing::info!(api = api.api_root(), dialect = ?api.dialect(), "connected");
                 service::status(format!("connected to {}", api.api_root()));
@@ -237,13 +280,9 @@ async fn connect(
             }
             // The daemon waits for the server rather than exit: a service manager would only
             // restart it into the same wall. A broken config is the exception.
-            Err(e) if retry && !matches!(e, ApiError::Config { .. }) => {
+            Err(e) if wait.is_some() => {
                 attempt += 1;
-                let wait = if e.class() == ErrorClass::Auth {
-                    tuning.auth_probe_interval
-                } else {
-                    retry_wait.delay(attempt)
-                };
+                let wait = wait.unwrap_or(CONNECT_RETRY_INITIAL);
                 // Local start-up is done: a server down at boot must not hold the boot up.
                 service::ready();
                 service::status(format!(
@@ -321,6 +360,13 @@ pub struct ScanSummary {
     pub failed_total: i64,
     /// The settle period files had to be unchanged for to be taken (`watch.settle`).
     pub settle: Duration,
+    /// Files whose only server copy is in the server's trash: not backed up (the trash
+    /// empties itself). The total, and the first paths.
+    pub trash_only_total: i64,
+    pub trash_only: Vec<Vec<u8>>,
+    /// Files held back because the user deleted their photos on the server for good: a
+    /// deliberate deletion, noted but not a failure.
+    pub deleted_held_back: i64,
 }
 
 impl ScanSummary {
@@ -331,6 +377,7 @@ impl ScanSummary {
             && self.scanned().fresh == 0
             && self.scanned().waiting.is_empty()
             && self.failed_total == 0
+            && self.trash_only_total == 0
             && self
                 .roots
                 .iter()
@@ -346,6 +393,7 @@ impl ScanSummary {
                 total.missing += s.missing;
                 total.fresh += s.fresh;
                 total.waiting.extend(s.waiting.iter().cloned());
+                total.skipped.add(&s.skipped);
             }
         }
         total
@@ -409,7 +457,19 @@ pub async fn scan_with(
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     let (roots, end) = (roots?, end?);
     let backlog = s.db.call(|c| queue::backlog(c, SUMMARY_PROBLEMS)).await?;
+    let ((trash_only_total, trash_only), held_back) =
+        s.db.call(|c| {
+            Ok((
+                db::mirror::trash_only(c, SUMMARY_PROBLEMS)?,
+                db::mirror::held_back(c)?,
+            ))
+        })
+        .await?;
     Ok(ScanSummary {
+        trash_only_total,
+        trash_only,
+        // `held_back` counts every file held back as deleted, the trashed ones too.
+        deleted_held_back: held_back.saturating_sub(trash_only_total).max(0),
         roots,
         end,
         stats: engine.stats(),
@@ -627,10 +687,17 @@ async fn watch_roots(
 }
 
 /// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its
-/// next wake; `scan` at once).
-pub fn retry_failed(state_dir: &Path) -> Result<usize, DaemonError> {
-    let db = Db::open(&state_dir.join(db::DB_FILE))?;
-    Ok(db.call_blocking(|c| queue::retry_failed(c, now_ms()))?)
+/// next wake; `scan` at once). `None` when there is no state yet: nothing can have failed,
+/// and creating a state directory here would only hide a wrong `[state] dir`.
+pub fn retry_failed(state_dir: &Path) -> Result<Option<usize>, DaemonError> {
+    let path = state_dir.join(db::DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = Db::open(&path)?;
+    Ok(Some(
+        db.call_blocking(|c| queue::retry_failed(c, now_ms()))?,
+    ))
 }
 
 impl Pause {
@@ -638,4 +705,39 @@ impl Pause {
     pub fn is_auth(&self) -> bool {
         matches!(self, Pause::Auth(_))
     }
+
+    /// The connection state `status` shows for this pause, begun now, lifted `until` from
+    /// now (when the engine knows).
+    fn connection_state(&self, until: Option<Duration>) -> ConnectionState {
+        let now = now_ms();
+        let next = until.map(|d| now + d.as_millis() as i64);
+        let text = self.message().to_owned();
+        match self {
+            Pause::Outage(_) => ConnectionState::Unreachable {
+                since_ms: now,
+                next_try_ms: next,
+                error: text,
+            },
+            Pause::Auth(_) => ConnectionState::Refused {
+                since_ms: now,
+                next_try_ms: next,
+                error: text,
+            },
+            Pause::Capacity(_) | Pause::Blocked(_) => ConnectionState::Paused {
+                since_ms: now,
+                until_ms: next,
+                reason: text,
+            },
+        }
+    }
+}
+
+/// Records the engine's global pause (or its end, `None`) as the connection state, for
+/// `status`: the engine knows of an outage that starts after the daemon connected.
+pub(crate) async fn record_pause(db: &Db, pause: Option<&Pause>, until: Option<Duration>) {
+    let state = match pause {
+        Some(p) => p.connection_state(until),
+        None => ConnectionState::Connected { since_ms: now_ms() },
+    };
+    record_connection(db, state).await;
 }

@@ -8,10 +8,20 @@
 //! | 2 | the config is broken (file, line and key named) |
 //! | 3 | the server cannot be reached or refuses the credentials |
 //! | 4 | another immish-sync holds the state directory |
+//!
+//! `scan` exits 0 when the only files not uploaded are ones whose photos the user deleted for
+//! good on the server: a deliberate deletion is the user's wish, so the summary notes them
+//! and a cron job does not fail on every later run. It exits 1 when a file's only server
+//! copy is in the server's trash (listed): the trash empties itself, and then it is lost.
+//!
+//! Standard output closed early (`immish-sync status | head -1`) is not an error: the output
+//! stops there and the exit code is the command's own. Everything goes through [`say!`] and
+//! [`sayln!`], never `print!`, whose broken-pipe panic would exit 101.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +31,36 @@ use immish_sync::daemon::{self, DaemonError};
 use immish_sync::pipeline::EngineEnd;
 use immish_sync::service::{journal, unit};
 use immish_sync::{human, mirror, setup, status};
+
+/// Set once a write to standard output met a closed pipe: nothing more is written.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `text` to standard output whole. A reader that went away (`| head`) ends the
+/// output quietly; any other error is reported once on stderr.
+fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {e}");
+        }
+    }
+}
+
+/// `print!` that survives a closed standard output (see the module docs).
+macro_rules! say {
+    ($($arg:tt)*) => { write_stdout(&format!($($arg)*)) };
+}
+
+/// `println!` that survives a closed standard output (see the module docs).
+macro_rules! sayln {
+    () => { write_stdout("\n") };
+    ($($arg:tt)*) => { write_stdout(&format!("{}\n", format_args!($($arg)*))) };
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -408,11 +448,11 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         }
         Command::Status => match status::read(&config.state.dir) {
             Ok(Some(s)) => {
-                print!("{}", s.render());
+                say!("{}", s.render());
                 ExitCode::SUCCESS
             }
             Ok(None) => {
-                println!(
+                sayln!(
                     "no state yet in {}: run `immish-sync scan` or start the daemon",
                     config.state.dir.display()
                 );
@@ -434,8 +474,15 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         } => service_install(&config, user, dry_run),
         Command::Generate { what } => generate(&what),
         Command::Retry => match daemon::retry_failed(&config.state.dir) {
-            Ok(n) => {
-                println!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");
+            Ok(None) => {
+                sayln!(
+                    "nothing to retry: no state yet at {}",
+                    config.state.dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(Some(n)) => {
+                sayln!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -447,7 +494,7 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
 }
 
 fn no_state(config: &Config) -> ExitCode {
-    println!(
+    sayln!(
         "no mirror yet in {}: run `immish-sync scan` or start the daemon",
         config.state.dir.display()
     );
@@ -456,7 +503,7 @@ fn no_state(config: &Config) -> ExitCode {
 
 fn show_mirror(config: &Config, diff: bool) -> ExitCode {
     match mirror::report::read(&config.state.dir) {
-        Ok(Some(r)) => print!("{}", r.render()),
+        Ok(Some(r)) => say!("{}", r.render()),
         Ok(None) => return no_state(config),
         Err(e) => {
             eprintln!("error: {e}");
@@ -464,7 +511,7 @@ fn show_mirror(config: &Config, diff: bool) -> ExitCode {
         }
     }
     if diff {
-        println!();
+        sayln!();
         return show_diff(config);
     }
     ExitCode::SUCCESS
@@ -473,7 +520,7 @@ fn show_mirror(config: &Config, diff: bool) -> ExitCode {
 fn show_diff(config: &Config) -> ExitCode {
     match mirror::report::diff(&config.state.dir, config.upload.device_id.as_deref()) {
         Ok(Some(d)) => {
-            print!("{}", d.render());
+            say!("{}", d.render());
             ExitCode::SUCCESS
         }
         Ok(None) => no_state(config),
@@ -489,23 +536,24 @@ async fn check_config(config: Config, offline: bool) -> ExitCode {
         .source
         .as_ref()
         .map_or("(no file)".to_string(), |p| p.display().to_string());
-    println!("config {source}: ok");
-    println!("  server:  {}", config.server.url);
-    println!("  state:   {}", config.state.dir.display());
+    sayln!("config {source}: ok");
+    sayln!("  server:  {}", config.server.url);
+    sayln!("  state:   {}", config.state.dir.display());
     for r in &config.roots {
-        let exists = if r.path.is_dir() {
-            ""
-        } else {
-            "  (not found: it will be paused)"
+        // A root that is a file is a typo or a mount gone wrong, not a missing folder.
+        let exists = match std::fs::metadata(&r.path) {
+            Ok(m) if m.is_dir() => "",
+            Ok(_) => "  (is not a directory: it will be paused)",
+            Err(_) => "  (not found: it will be paused)",
         };
-        println!("  root:    {}{exists}", r.path.display());
+        sayln!("  root:    {}{exists}", r.path.display());
     }
     if offline {
         return ExitCode::SUCCESS;
     }
     match immish_sync::api::ApiClient::connect(&config.server).await {
         Ok(api) => {
-            println!(
+            sayln!(
                 "  connected: {} ({:?} dialect), user {}",
                 api.api_root(),
                 api.dialect(),
@@ -526,11 +574,13 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
     let st = &s.stats;
     let secs = s.elapsed.as_secs_f64().max(0.001);
     let bytes = st.uploaded_bytes.load(Relaxed);
-    println!(
+    sayln!(
         "scanned {} files ({} new or changed) in {:.1}s",
-        scanned.files, scanned.queued, secs
+        scanned.files,
+        scanned.queued,
+        secs
     );
-    println!(
+    sayln!(
         "uploaded {} ({}, {}), already on the server {}, linked {}, skipped {}",
         st.uploaded.load(Relaxed),
         human::megabytes(bytes),
@@ -541,14 +591,21 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
     );
     for (root, outcome) in &s.roots {
         if let immish_sync::scan::RootOutcome::Paused { reason } = outcome {
-            println!("root {} paused: {reason}", root.display());
+            sayln!("root {} paused: {reason}", root.display());
         }
     }
     if scanned.fresh > 0 {
-        println!(
+        sayln!(
             "{} files changed within the last {:?} and may still be being written: not taken \
              this time; scan again later (the daemon takes them once they settle)",
-            scanned.fresh, s.settle
+            scanned.fresh,
+            s.settle
+        );
+    }
+    if scanned.skipped.total() > 0 {
+        sayln!(
+            "skipped: {} (never followed or read; only regular files are backed up)",
+            scanned.skipped
         );
     }
     if !scanned.waiting.is_empty() {
@@ -562,19 +619,39 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
         }
     }
     if let EngineEnd::Paused(p) = &s.end {
-        println!("stopped: {}", p.message());
+        sayln!("stopped: {}", p.message());
+    }
+    if s.deleted_held_back > 0 {
+        // A deliberate deletion is the user's wish: noted, and no reason to fail every
+        // later run from cron.
+        sayln!(
+            "note: {} files are not uploaded because their photos were deleted on the server \
+             (mirror.reupload_deleted = true changes that; `immish-sync diff` lists them)",
+            s.deleted_held_back
+        );
+    }
+    if s.trash_only_total > 0 {
+        sayln!(
+            "NOT backed up: {} files are in the server's trash only: restore them or they \
+             will be lost when the trash empties",
+            s.trash_only_total
+        );
+        for p in &s.trash_only {
+            sayln!("  {}", String::from_utf8_lossy(p));
+        }
     }
     if s.is_complete() {
-        println!("all files are backed up");
+        sayln!("all files are backed up");
         return ExitCode::SUCCESS;
     }
     if s.failed_total > 0 || s.pending > 0 {
-        println!(
+        sayln!(
             "NOT backed up: {} failed, {} still waiting (a later scan or the daemon retries them)",
-            s.failed_total, s.pending
+            s.failed_total,
+            s.pending
         );
         for f in &s.failed {
-            println!(
+            sayln!(
                 "  {}: {}",
                 String::from_utf8_lossy(&f.path),
                 f.reason.as_deref().unwrap_or("unknown reason")

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::complete::Completeness;
 use crate::config::{RootConfig, ScanConfig, WatchConfig};
 use crate::db::catalogue::{self, FileStat};
-use crate::db::meta::{self, RootState};
+use crate::db::meta::{self, RootState, SkippedEntries};
 use crate::db::waiting::{self, WaitKind, Waiting};
 use crate::db::{now_ms, Db, DbError};
 use crate::model::MediaTypes;
@@ -162,6 +162,8 @@ pub struct RootScan {
     pub waiting: Vec<WaitingFile>,
     /// Entries that could not be read (permission denied, vanished mid-walk...).
     pub errors: Vec<String>,
+    /// Symlinks, FIFOs, sockets and device nodes passed over (never followed or read).
+    pub skipped: SkippedEntries,
 }
 
 /// A file a scan left alone for looking unfinished, and why.
@@ -293,6 +295,7 @@ impl Scanner {
                         gone = s.missing,
                         still_changing = s.fresh,
                         unfinished = s.waiting.len(),
+                        skipped = %s.skipped,
                         "scanned"
                     );
                     RootState::Ok {
@@ -307,8 +310,20 @@ impl Scanner {
                 }
             };
             let path = root.path.clone();
+            // What was passed over is recorded with the root's state, for `status`; a
+            // paused root keeps the count of its last walk.
+            let skipped = match &outcome {
+                RootOutcome::Scanned(s) => Some(s.skipped),
+                RootOutcome::Paused { .. } => None,
+            };
             self.db
-                .call(move |c| meta::set_root_state(c, &path, &state))
+                .call(move |c| {
+                    meta::set_root_state(c, &path, &state)?;
+                    match skipped {
+                        Some(k) => meta::set_root_skipped(c, &path, &k),
+                        None => Ok(()),
+                    }
+                })
                 .await?;
             scanned();
             out.push((root.path.clone(), outcome));
@@ -416,13 +431,14 @@ pub fn scan_root(
     let mut unfinished: Vec<Waiting> = Vec::new();
     let mut report = RootScan::default();
     let mut batch: Vec<(Vec<u8>, FileStat)> = Vec::new();
+    let mut skipped = SkippedEntries::default();
     walk(
         root,
         &root.path,
         root_dev,
         media,
         cancel,
-        &mut report.errors,
+        (&mut report.errors, &mut skipped),
         |path, stat| {
             report.files += 1;
             let path_bytes = path.into_os_string().into_vec();
@@ -472,6 +488,7 @@ pub fn scan_root(
     )?;
     report.queued += flush(db, &root_bytes, &mut batch)?;
     db.call_blocking(|c| waiting::replace_incomplete(c, &root_bytes, &unfinished))?;
+    report.skipped = skipped;
 
     // What the catalogue knew and the walk did not see is gone locally. Only a complete
     // walk may say so; an unreadable subdirectory hides its files, so skip the marking then.
@@ -526,13 +543,15 @@ pub fn scan_subtree(
         }
     }
     let files = &mut out.files;
+    // The watcher does not report what it passes over; the scans count it.
+    let mut skipped = SkippedEntries::default();
     walk(
         root,
         dir,
         root_dev,
         media,
         cancel,
-        &mut out.errors,
+        (&mut out.errors, &mut skipped),
         |path, stat| {
             files.push((path, stat));
             Ok(())
@@ -544,14 +563,15 @@ pub fn scan_subtree(
 /// The walk shared by [`scan_root`] and [`scan_subtree`]: every folder from `start` down
 /// (only `start` itself below a non-recursive root), symlinks never followed, other
 /// filesystems not entered, skipped names not looked into. Calls `found` with each candidate
-/// file; unreadable entries go to `errors`.
+/// file; unreadable entries go to `errors`, and symlinks, FIFOs, sockets and device nodes
+/// are counted in `skipped` (so that a tree of symlinks does not look like an empty backup).
 fn walk(
     root: &Root,
     start: &Path,
     root_dev: u64,
     media: &MediaTypes,
     cancel: &CancellationToken,
-    errors: &mut Vec<String>,
+    (errors, skipped): (&mut Vec<String>, &mut SkippedEntries),
     mut found: impl FnMut(PathBuf, FileStat) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
     let mut stack = vec![start.to_path_buf()];
@@ -596,7 +616,11 @@ fn walk(
                 }
                 continue;
             }
-            if !ft.is_file() || meta.len() == 0 {
+            if !ft.is_file() {
+                skipped.count(&ft);
+                continue;
+            }
+            if meta.len() == 0 {
                 continue;
             }
             if !media.is_supported(name.as_bytes()) || !root.wants(&path) {

@@ -4,6 +4,10 @@
 //! [`Status`] is plain data, meant to be printed as JSON one day (`status --json`): its
 //! fields are an interface, so a change adds a field and never renames or repurposes one.
 //!
+//! Trouble comes first and says since when and what happens next: the connection state the
+//! daemon recorded, work a dead daemon left half-done (shown as queued, not as live), files
+//! gone locally (apart from the backed-up ones), files whose only server copy is in the trash.
+//!
 //! Must not: write to the database or take the daemon's lock for longer than a probe.
 
 use std::fmt::Write as _;
@@ -11,7 +15,7 @@ use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
-use crate::db::meta::{self, RootState};
+use crate::db::meta::{self, ConnectionState, RootState, SkippedEntries};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, catalogue, Db, DbError};
 use crate::human::ago;
@@ -37,6 +41,12 @@ pub struct Status {
     pub held_back_deleted: i64,
     /// Files not taken yet because they look unfinished.
     pub waiting: WaitingFiles,
+    /// How the daemon last found the server (it may be stale when no daemon runs).
+    pub connection: Option<ConnectionState>,
+    /// Files gone from their root; not in [`Status::counts`].
+    pub missing_files: i64,
+    /// Present files whose only server copy is in the server's trash (not backed up).
+    pub in_trash_only: i64,
 }
 
 /// A root as its last scan or the watcher left it.
@@ -46,6 +56,9 @@ pub struct RootStatus {
     pub path: String,
     #[serde(flatten)]
     pub state: RootState,
+    /// What its last walk passed over (symlinks, FIFOs…), when a walk recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<SkippedEntries>,
 }
 
 /// How many jobs are in one state.
@@ -102,8 +115,15 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             last_success_ms: meta::last_success_ms(c)?,
             roots: meta::root_states(c)?
                 .into_iter()
-                .map(|(path, state)| RootStatus { path, state })
-                .collect(),
+                .map(|(path, state)| {
+                    let skipped = meta::root_skipped(c, &path)?;
+                    Ok(RootStatus {
+                        path,
+                        state,
+                        skipped,
+                    })
+                })
+                .collect::<rusqlite::Result<_>>()?,
             counts: catalogue::counts_by_state(c)?
                 .into_iter()
                 .map(|(state, count)| StateCount { state, count })
@@ -114,6 +134,9 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 .collect(),
             held_back_deleted: crate::db::mirror::held_back(c)?,
             waiting: WaitingFiles::read(c)?,
+            connection: meta::connection(c)?,
+            missing_files: catalogue::missing_files(c)?,
+            in_trash_only: crate::db::mirror::trash_only(c, 0)?.0,
         })
     })?;
     Ok(Some(Status {
@@ -123,6 +146,55 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
 }
 
 impl Status {
+    /// `server unreachable since 5m ago; next try in 30s: <error>`, or as it was when the
+    /// daemon last ran.
+    fn connection_line(&self, c: &ConnectionState) -> String {
+        let now = db::now_ms();
+        let next = |at: &Option<i64>, what: &str| match (at, &self.daemon) {
+            (_, None) => String::new(),
+            (Some(t), Some(_)) if *t > now => format!("; {what} in {}s", (t - now + 999) / 1000),
+            (Some(_), Some(_)) => format!("; {what} now"),
+            (None, Some(_)) => String::new(),
+        };
+        let line = match c {
+            ConnectionState::Connected { since_ms } => {
+                format!("connected since {}", ago(*since_ms))
+            }
+            ConnectionState::Unreachable {
+                since_ms,
+                next_try_ms,
+                error,
+            } => format!(
+                "server unreachable since {}{}: {error}",
+                ago(*since_ms),
+                next(next_try_ms, "next try")
+            ),
+            ConnectionState::Refused {
+                since_ms,
+                next_try_ms,
+                error,
+            } => format!(
+                "the server refuses the credentials since {}{}: {error}",
+                ago(*since_ms),
+                next(next_try_ms, "next try")
+            ),
+            ConnectionState::Paused {
+                since_ms,
+                until_ms,
+                reason,
+            } => format!(
+                "uploads paused since {}{}: {reason}",
+                ago(*since_ms),
+                next(until_ms, "resuming")
+            ),
+        };
+        if self.daemon.is_none() {
+            format!("{line} (when the daemon last ran)")
+        } else {
+            line
+        }
+    }
+
     pub fn count(&self, state: JobState) -> i64 {
         self.counts
             .iter()
@@ -141,18 +213,61 @@ impl Status {
         if let Some(api) = &self.server {
             let _ = writeln!(out, "server:       {api}");
         }
+        if let Some(c) = &self.connection {
+            let _ = writeln!(out, "connection:   {}", self.connection_line(c));
+        }
         let _ = match self.last_success_ms {
             Some(ms) => writeln!(out, "last backup:  {}", ago(ms)),
             None => writeln!(out, "last backup:  never"),
         };
         for root in &self.roots {
-            let _ = writeln!(out, "root:         {}: {}", root.path, root.state);
+            let skipped = match root.skipped {
+                Some(k) if k.total() > 0 => format!(" (skipped: {k})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "root:         {}: {}{skipped}", root.path, root.state);
         }
         let _ = writeln!(out, "files:");
+        // Without a daemon nothing is hashing or uploading: a job in such a state was
+        // interrupted (a kill, a crash) and starts over when a daemon or scan starts.
+        let interrupted: i64 = if self.daemon.is_none() {
+            self.counts
+                .iter()
+                .filter(|c| c.state.is_in_flight())
+                .map(|c| c.count)
+                .sum()
+        } else {
+            0
+        };
         for &StateCount { state, count: n } in &self.counts {
+            if self.daemon.is_none() && state.is_in_flight() {
+                continue;
+            }
             if n > 0 || matches!(state, JobState::Done | JobState::Failed | JobState::Queued) {
                 let _ = writeln!(out, "  {:<10} {n}", state.as_str());
             }
+        }
+        if interrupted > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<10} {interrupted} (interrupted; resumes when the daemon starts)",
+                JobState::Queued.as_str()
+            );
+        }
+        if self.missing_files > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<10} {} (gone from their root locally; not counted as backed up)",
+                "missing", self.missing_files
+            );
+        }
+        if self.in_trash_only > 0 {
+            let _ = writeln!(
+                out,
+                "NOT backed up: {} files are in the server's trash only: restore them on the \
+                 server or they will be lost when the trash empties",
+                self.in_trash_only
+            );
         }
         if self.held_back_deleted > 0 {
             let _ = writeln!(
@@ -272,12 +387,14 @@ mod tests {
                 RootStatus {
                     path: "/photos".into(),
                     state: RootState::Ok { at_ms: Some(7) },
+                    skipped: None,
                 },
                 RootStatus {
                     path: "/usb".into(),
                     state: RootState::Paused {
                         reason: "it is empty (an unmounted disk?)".into(),
                     },
+                    skipped: None,
                 },
             ],
             counts: JobState::ALL
@@ -290,7 +407,58 @@ mod tests {
             failures: vec![],
             held_back_deleted: 0,
             waiting: WaitingFiles::default(),
+            connection: None,
+            missing_files: 0,
+            in_trash_only: 0,
         }
+    }
+
+    /// Trouble says what, since when and what next; a dead daemon's half-done work is
+    /// queued, not live.
+    #[test]
+    fn trouble_is_named_with_its_start_and_next_step() {
+        let now = db::now_ms();
+        let mut s = sample();
+        s.connection = Some(ConnectionState::Unreachable {
+            since_ms: now - 300_000,
+            next_try_ms: Some(now + 30_000),
+            error: "connection refused".into(),
+        });
+        s.roots[0].skipped = Some(SkippedEntries {
+            symlinks: 3,
+            fifos: 1,
+            sockets: 0,
+            devices: 0,
+        });
+        s.missing_files = 2;
+        s.in_trash_only = 1;
+        for c in &mut s.counts {
+            if c.state == JobState::Uploading {
+                c.count = 123;
+            }
+        }
+        let text = s.render();
+        for want in [
+            "connection:   server unreachable since 5m ago; next try in 30s: connection refused\n",
+            "root:         /photos: ok (skipped: 3 symlinks, 1 FIFO)\n",
+            "  uploading  123\n",
+            "  missing    2 (gone",
+            "in the server's trash only",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        s.daemon = None;
+        let text = s.render();
+        assert!(!text.contains("uploading"), "{text}");
+        assert!(
+            text.contains("  queued     123 (interrupted; resumes when the daemon starts)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("connection refused (when the daemon last ran)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("next try"), "{text}");
     }
 
     #[test]

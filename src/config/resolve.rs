@@ -189,21 +189,38 @@ impl Resolver<'_> {
                 }
             }
             // Overlapping roots would see the same files twice, under two sets of filters.
+            // They are compared as written and as resolved, since a symlink can make two
+            // different names one folder (a root that does not exist yet resolves to itself).
+            let real = real_path(&path);
             for (j, earlier) in roots.iter().enumerate() {
-                let clash = if path == earlier.path {
-                    Some("is the same folder as")
-                } else if earlier.recursive && path.starts_with(&earlier.path) {
-                    Some("is inside, and already covered by,")
-                } else if r.recursive && earlier.path.starts_with(&path) {
-                    Some("contains")
-                } else {
-                    None
+                let earlier_real = real_path(&earlier.path);
+                let overlap = |a: &Path, b: &Path| {
+                    if a == b {
+                        Some("is the same folder as")
+                    } else if earlier.recursive && a.starts_with(b) {
+                        Some("is inside, and already covered by,")
+                    } else if r.recursive && b.starts_with(a) {
+                        Some("contains")
+                    } else {
+                        None
+                    }
+                };
+                let (clash, through) = match overlap(&path, &earlier.path) {
+                    Some(c) => (Some(c), String::new()),
+                    None => (
+                        overlap(&real, &earlier_real),
+                        format!(
+                            " (through a symlink: they resolve to {} and {})",
+                            real.display(),
+                            earlier_real.display()
+                        ),
+                    ),
                 };
                 if let Some(clash) = clash {
                     return Err(self.invalid(
                         &key,
                         format!(
-                            "{} {clash} roots[{j}] ({}); merge them into one root",
+                            "{} {clash} roots[{j}] ({}){through}; merge them into one root",
                             path.display(),
                             earlier.path.display()
                         ),
@@ -302,4 +319,10 @@ impl Resolver<'_> {
             message: message.into(),
         }
     }
+}
+
+/// `path` with its symlinks resolved, for the overlap check; as written when it cannot be
+/// resolved (not there yet: it is paused at run time, and overlaps only by its name).
+fn real_path(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }

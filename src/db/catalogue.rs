@@ -302,10 +302,22 @@ pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Files a complete scan no longer found in their root (whatever their job's state).
+pub fn missing_files(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM files WHERE missing = 1")?
+        .query_row([], |r| r.get(0))
+}
+
 /// Number of jobs per state (every state present, zero when none).
+///
+/// Only files still present locally: a file gone from its root is not "done" any more, nor
+/// waiting; [`missing_files`] counts those apart.
 pub fn counts_by_state(conn: &Connection) -> rusqlite::Result<Vec<(JobState, i64)>> {
     let mut counts: HashMap<String, i64> = HashMap::new();
-    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+    let mut stmt = conn.prepare(
+        "SELECT j.state, COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
+         WHERE f.missing = 0 GROUP BY j.state",
+    )?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (s, n) = row?;
         counts.insert(s, n);

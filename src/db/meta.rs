@@ -25,6 +25,10 @@ const DEVICE_ID: &str = "device_id";
 const LAST_SUCCESS: &str = "last_success_ms";
 /// One key per root: `root:<path as displayed>`.
 const ROOT_PREFIX: &str = "root:";
+/// What the last walk of a root passed over: `skipped:<path as displayed>`.
+const SKIPPED_PREFIX: &str = "skipped:";
+/// How the daemon last found the server: `"<since ms> <state> …"` ([`ConnectionState`]).
+const CONNECTION: &str = "server.connection";
 
 // ----- keys of the server account -------------------------------------------------------------
 
@@ -163,6 +167,226 @@ pub fn root_states(conn: &Connection) -> rusqlite::Result<Vec<(String, RootState
         out.push((path, RootState::parse(&value)));
     }
     Ok(out)
+}
+
+/// Directory entries a walk passes over without a word otherwise: they are never followed
+/// or read, and a tree made of them would look like an empty backup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SkippedEntries {
+    pub symlinks: u64,
+    pub fifos: u64,
+    pub sockets: u64,
+    /// Block and character devices.
+    pub devices: u64,
+}
+
+impl SkippedEntries {
+    /// Counts one entry that is not a regular file or a directory.
+    pub fn count(&mut self, ft: &std::fs::FileType) {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_symlink() {
+            self.symlinks += 1;
+        } else if ft.is_fifo() {
+            self.fifos += 1;
+        } else if ft.is_socket() {
+            self.sockets += 1;
+        } else {
+            self.devices += 1;
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.symlinks + self.fifos + self.sockets + self.devices
+    }
+
+    pub fn add(&mut self, o: &SkippedEntries) {
+        self.symlinks += o.symlinks;
+        self.fifos += o.fifos;
+        self.sockets += o.sockets;
+        self.devices += o.devices;
+    }
+
+    fn parse(v: &str) -> Option<SkippedEntries> {
+        let mut n = v.split_whitespace().map(|w| w.parse::<u64>().ok());
+        Some(SkippedEntries {
+            symlinks: n.next()??,
+            fifos: n.next()??,
+            sockets: n.next()??,
+            devices: n.next()??,
+        })
+    }
+
+    fn to_value(self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.symlinks, self.fifos, self.sockets, self.devices
+        )
+    }
+}
+
+/// `3 symlinks, 1 FIFO` (empty when nothing was skipped).
+impl fmt::Display for SkippedEntries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (n, one, many) in [
+            (self.symlinks, "symlink", "symlinks"),
+            (self.fifos, "FIFO", "FIFOs"),
+            (self.sockets, "socket", "sockets"),
+            (self.devices, "device node", "device nodes"),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{n} {}", if n == 1 { one } else { many })?;
+        }
+        Ok(())
+    }
+}
+
+pub fn set_root_skipped(
+    conn: &Connection,
+    root: &Path,
+    skipped: &SkippedEntries,
+) -> rusqlite::Result<()> {
+    set(
+        conn,
+        &format!("{SKIPPED_PREFIX}{}", root.display()),
+        &skipped.to_value(),
+    )
+}
+
+/// What the last walk of the root displayed as `root` passed over.
+pub fn root_skipped(conn: &Connection, root: &str) -> rusqlite::Result<Option<SkippedEntries>> {
+    Ok(get(conn, &format!("{SKIPPED_PREFIX}{root}"))?
+        .as_deref()
+        .and_then(SkippedEntries::parse))
+}
+
+/// How the daemon last found the server, and what it does next. Times are unix ms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum ConnectionState {
+    /// Answering since `since_ms`.
+    Connected { since_ms: i64 },
+    /// Not answering since `since_ms` (refused, timed out, DNS); tried again at
+    /// `next_try_ms`.
+    Unreachable {
+        since_ms: i64,
+        next_try_ms: Option<i64>,
+        error: String,
+    },
+    /// Answering, but refusing the credentials since `since_ms`.
+    Refused {
+        since_ms: i64,
+        next_try_ms: Option<i64>,
+        error: String,
+    },
+    /// Uploads held by the daemon itself (the server is full, a permission is missing).
+    Paused {
+        since_ms: i64,
+        until_ms: Option<i64>,
+        reason: String,
+    },
+}
+
+impl ConnectionState {
+    pub fn since_ms(&self) -> i64 {
+        match self {
+            ConnectionState::Connected { since_ms }
+            | ConnectionState::Unreachable { since_ms, .. }
+            | ConnectionState::Refused { since_ms, .. }
+            | ConnectionState::Paused { since_ms, .. } => *since_ms,
+        }
+    }
+
+    /// The same kind of trouble (so that `since` is kept across attempts).
+    pub fn same_kind(&self, other: &ConnectionState) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    fn parse(v: &str) -> Option<ConnectionState> {
+        let mut w = v.splitn(4, ' ');
+        let since_ms = w.next()?.parse().ok()?;
+        let kind = w.next()?;
+        if kind == "connected" {
+            return Some(ConnectionState::Connected { since_ms });
+        }
+        let next = match w.next()? {
+            "-" => None,
+            t => Some(t.parse().ok()?),
+        };
+        let text = w.next().unwrap_or("").to_owned();
+        Some(match kind {
+            "unreachable" => ConnectionState::Unreachable {
+                since_ms,
+                next_try_ms: next,
+                error: text,
+            },
+            "refused" => ConnectionState::Refused {
+                since_ms,
+                next_try_ms: next,
+                error: text,
+            },
+            "paused" => ConnectionState::Paused {
+                since_ms,
+                until_ms: next,
+                reason: text,
+            },
+            _ => return None,
+        })
+    }
+
+    fn to_value(&self) -> String {
+        let at = |t: &Option<i64>| t.map_or("-".to_owned(), |t| t.to_string());
+        match self {
+            ConnectionState::Connected { since_ms } => format!("{since_ms} connected"),
+            ConnectionState::Unreachable {
+                since_ms,
+                next_try_ms,
+                error,
+            } => format!("{since_ms} unreachable {} {error}", at(next_try_ms)),
+            ConnectionState::Refused {
+                since_ms,
+                next_try_ms,
+                error,
+            } => format!("{since_ms} refused {} {error}", at(next_try_ms)),
+            ConnectionState::Paused {
+                since_ms,
+                until_ms,
+                reason,
+            } => format!("{since_ms} paused {} {reason}", at(until_ms)),
+        }
+    }
+}
+
+pub fn connection(conn: &Connection) -> rusqlite::Result<Option<ConnectionState>> {
+    Ok(get(conn, CONNECTION)?
+        .as_deref()
+        .and_then(ConnectionState::parse))
+}
+
+/// Records `state`. Trouble of the kind already recorded keeps its first `since`: an outage
+/// is as old as its first failed attempt, not its latest.
+pub fn record_connection(conn: &mut Connection, state: &ConnectionState) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut state = state.clone();
+    if let Some(old) = connection(&tx)? {
+        if old.same_kind(&state) && !matches!(state, ConnectionState::Connected { .. }) {
+            let since = old.since_ms();
+            match &mut state {
+                ConnectionState::Unreachable { since_ms, .. }
+                | ConnectionState::Refused { since_ms, .. }
+                | ConnectionState::Paused { since_ms, .. } => *since_ms = since,
+                ConnectionState::Connected { .. } => {}
+            }
+        }
+    }
+    set(&tx, CONNECTION, &state.to_value())?;
+    tx.commit()
 }
 
 // ----- the server account ---------------------------------------------------------------------
@@ -551,6 +775,57 @@ mod tests {
             for (k, v) in raw {
                 assert_eq!(get(c, k)?.as_deref(), Some(v), "{k}");
             }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn connection_states_and_skipped_entries_round_trip_and_trouble_keeps_its_start() {
+        let (_d, db) = setup();
+        db.call_blocking(|c| {
+            for st in [
+                ConnectionState::Connected { since_ms: 1 },
+                ConnectionState::Unreachable {
+                    since_ms: 2,
+                    next_try_ms: Some(3),
+                    error: "connection refused (os error 111)".into(),
+                },
+                ConnectionState::Refused {
+                    since_ms: 4,
+                    next_try_ms: None,
+                    error: "401".into(),
+                },
+                ConnectionState::Paused {
+                    since_ms: 5,
+                    until_ms: Some(6),
+                    reason: "the server is full".into(),
+                },
+            ] {
+                assert_eq!(ConnectionState::parse(&st.to_value()), Some(st.clone()));
+            }
+            let down = |since_ms, next| ConnectionState::Unreachable {
+                since_ms,
+                next_try_ms: Some(next),
+                error: "e".into(),
+            };
+            record_connection(c, &down(10, 12))?;
+            record_connection(c, &down(20, 24))?;
+            assert_eq!(connection(c)?, Some(down(10, 24)), "the outage began at 10");
+            record_connection(c, &ConnectionState::Connected { since_ms: 30 })?;
+            record_connection(c, &down(40, 41))?;
+            assert_eq!(connection(c)?, Some(down(40, 41)), "a new outage");
+
+            let k = SkippedEntries {
+                symlinks: 3,
+                fifos: 1,
+                sockets: 0,
+                devices: 0,
+            };
+            set_root_skipped(c, Path::new("/photos"), &k)?;
+            assert_eq!(root_skipped(c, "/photos")?, Some(k));
+            assert_eq!(k.to_string(), "3 symlinks, 1 FIFO");
+            assert_eq!(SkippedEntries::default().to_string(), "");
             Ok(())
         })
         .unwrap();

@@ -598,6 +598,29 @@ pub fn held_back(conn: &Connection) -> rusqlite::Result<i64> {
     )
 }
 
+/// Present local files whose only server copy is in the server's trash: held back as
+/// trashed (a tombstone that says `trashed`, or the duplicate check's "in the trash"). The
+/// trash empties itself, so these are not backed up. Returns the total and the first
+/// `limit` paths, in path order.
+pub fn trash_only(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Vec<u8>>)> {
+    let sql = "FROM jobs j JOIN files f ON f.id = j.file_id
+         LEFT JOIN tombstones t ON t.checksum = f.checksum
+         WHERE j.state = 'skipped' AND f.missing = 0
+               AND ((j.skip_reason = ?1 AND t.reason = 'trashed') OR j.skip_reason = ?2)";
+    let (deleted, trashed) = (
+        SkipReason::DeletedOnServer.code(),
+        SkipReason::TrashedOnServer.code(),
+    );
+    let total = conn
+        .prepare_cached(&format!("SELECT COUNT(*) {sql}"))?
+        .query_row(params![deleted, trashed], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT f.path {sql} ORDER BY f.path LIMIT ?3"))?;
+    let paths = stmt
+        .query_map(params![deleted, trashed, limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((total, paths))
+}
+
 /// A local file the server does not have, for `immish-sync diff`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalOnly {

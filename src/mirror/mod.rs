@@ -399,26 +399,9 @@ impl Mirror {
     /// `scan`: one pull before the engine starts, so that tombstones apply. A failure is
     /// logged: the scan goes on without it.
     pub async fn pull_for_scan(&self, shutdown: &CancellationToken) {
-        // A pull younger than the pull interval is as fresh as the daemon would keep it;
-        // repeating it would make a quick re-scan cost a page per 1,000 recent assets.
-        let every = self.inner.config.pull_interval.as_millis() as i64;
-        let last = self
-            .inner
-            .db
-            .call(|c| meta::last_pull(c))
-            .await
-            .ok()
-            .flatten()
-            .map(|p| p.at_ms);
-        if let Some(ms) = last {
-            if now_ms() - ms < every {
-                tracing::debug!(
-                    "the mirror was pulled {} s ago; not again",
-                    (now_ms() - ms) / 1000
-                );
-                return;
-            }
-        }
+        // Always at least an incremental pull, however young the last one: it costs a page
+        // per 1,000 recently changed assets, and a photo trashed a minute ago must be seen
+        // before the scan says whether everything is backed up.
         tokio::select! {
             _ = shutdown.cancelled() => {}
             r = self.pull(PullKind::Auto) => match r {

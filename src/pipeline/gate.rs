@@ -177,6 +177,11 @@ impl Gate {
         self.pause.is_none()
     }
 
+    /// The pause that is on, if any.
+    pub fn pause(&self) -> Option<&Pause> {
+        self.pause.as_ref()
+    }
+
     /// The pause a `scan` stops at, if one is on.
     pub fn stops_scan(&self) -> Option<&Pause> {
         self.pause.as_ref().filter(|p| rule(p.kind()).stops_scan)

@@ -222,12 +222,19 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<EngineEnd, EngineError> {
         let mut run = Run::new(self, mode, &shutdown);
+        // The pause `status` was last told of (recorded as the connection state).
+        let mut shown_pause: Option<Pause> = None;
         let end = loop {
             if shutdown.is_cancelled() {
                 break EngineEnd::Cancelled;
             }
             let now = Instant::now();
             run.gate.reopen_if_due(now);
+            if run.gate.pause() != shown_pause.as_ref() {
+                shown_pause = run.gate.pause().cloned();
+                let until = run.gate.wake_at().map(|t| t.saturating_duration_since(now));
+                crate::daemon::record_pause(&self.db, shown_pause.as_ref(), until).await;
+            }
             // In scan mode a global pause ends the run: the user is told why.
             if let (Mode::UntilIdle { .. }, Some(p)) = (mode, run.gate.stops_scan()) {
                 break EngineEnd::Paused(p.clone());

@@ -10,6 +10,7 @@ mod crash;
 mod docs;
 mod faults;
 mod fixtures;
+mod honest;
 mod mirror;
 mod peer;
 mod scan;
