@@ -37,7 +37,7 @@ use crate::db::{now_ms, Db, DbError};
 use gate::{Gate, Signal};
 use steps::Ctx;
 
-pub use gate::{Outage, Pause, PauseTimes, OUTAGE_PROBE};
+pub use gate::{Outage, Pause, PauseTimes, BREAKER_THRESHOLD, OUTAGE_PROBE};
 pub use steps::upload::device_asset_id;
 
 /// Largest `bulk-upload-check` request (the Immich CLI's batch; the real limit is the 10 MB

@@ -9,6 +9,7 @@ mod crash;
 mod faults;
 mod fixtures;
 mod mirror;
+mod outage;
 mod peer;
 mod scan;
 mod watch;
