@@ -106,6 +106,8 @@ pub struct Tuning {
     pub capacity_pause: Duration,
     /// Waits between connection attempts of the daemon when the server is unreachable.
     pub connect_retry_max: Duration,
+    /// Waits between the probes of an outage (first step, cap).
+    pub outage_probe: Backoff,
 }
 
 impl Default for Tuning {
@@ -115,6 +117,7 @@ impl Default for Tuning {
             auth_probe_interval: Duration::from_secs(60),
             capacity_pause: Duration::from_secs(600),
             connect_retry_max: Duration::from_secs(300),
+            outage_probe: pipeline::OUTAGE_PROBE,
         }
     }
 }
@@ -199,6 +202,7 @@ async fn start(
         pauses: PauseTimes {
             auth_probe_interval: tuning.auth_probe_interval,
             capacity_pause: tuning.capacity_pause,
+            outage_probe: tuning.outage_probe,
         },
     };
     let scanner = Scanner::new(

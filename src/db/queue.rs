@@ -280,6 +280,17 @@ pub fn schedule_retries(
     tx.commit()
 }
 
+/// Makes due now every job waiting to retry after a failure recorded since `since_ms` (an
+/// outage that just ended: those failures were the server's, not the files'). The attempts
+/// stay counted. Returns how many jobs were moved.
+pub fn retry_now_since(conn: &Connection, since_ms: i64, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE jobs SET next_attempt_at=?2
+         WHERE state='retry' AND updated_at >= ?1 AND next_attempt_at > ?2",
+    )?
+    .execute(params![since_ms, now_ms])
+}
+
 /// The file changed while a step read or sent it: store its new stat (when known), drop the
 /// cached checksum and look at it again at `retry.at_ms`. One transaction, so that a crash
 /// cannot leave the job queued with the old checksum gone but no retry scheduled.

@@ -7,6 +7,9 @@
 //! reconcile), the watermark (the largest server `updatedAt` seen; never the local clock),
 //! the sync-stream acknowledgements, the socket task and the task that applies its events.
 //!
+//! A successful pull and a socket connect tell the engine that the server answers (so an
+//! outage of the uploads ends at once).
+//!
 //! Must not: stop or slow uploads. A failing pull is logged and tried again later; a lost
 //! socket reconnects with backoff; both only ever write the mirror and job states, never
 //! the server. Pulls and event batches are applied one at a time (`apply_lock`), so an
@@ -458,6 +461,7 @@ impl Mirror {
             self.inner.db.clone(),
             tx,
             self.inner.pull_now.clone(),
+            self.inner.waker.clone(),
             shutdown,
         )
         .await;
@@ -519,6 +523,11 @@ impl Mirror {
                 Ok(rep) => {
                     if failures > 0 {
                         tracing::info!("the mirror is up to date again");
+                    }
+                    // The server answers: an outage of the uploads need not wait for its
+                    // next probe.
+                    if let Some(w) = &self.inner.waker {
+                        w.server_answered();
                     }
                     failures = 0;
                     log_pull(&rep);

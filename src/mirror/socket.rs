@@ -7,6 +7,9 @@
 //! the credentials is said once: live events then need an `all` key or a password login,
 //! and the mirror runs on pulls alone (retrying the socket rarely).
 //!
+//! A connect also tells the engine that the server answers ([`Waker::server_answered`]), so
+//! that an outage of the uploads ends at once rather than at its next probe.
+//!
 //! Owns: reconnect policy, what an event means for the mirror, recording the socket state.
 //! Must not: speak the wire protocol (that is `crate::api`), put a secret in a log line, or
 //! stop the daemon.
@@ -21,6 +24,7 @@ use crate::api::{ApiClient, EventSocket, Incoming, ServerEvent, SocketError};
 use crate::backoff::{jitter, Backoff};
 use crate::db::mirror::Change;
 use crate::db::{now_ms, Db};
+use crate::pipeline::Waker;
 
 use crate::db::meta::{self, SocketRecord, SocketState};
 use crate::human;
@@ -77,6 +81,8 @@ struct Ctx {
     tx: mpsc::Sender<Change>,
     pull_now: Arc<Notify>,
     db: Db,
+    /// The engine's, told when the socket connects.
+    engine: Option<Waker>,
 }
 
 impl Ctx {
@@ -92,14 +98,15 @@ impl Ctx {
 }
 
 /// Runs the listener until `shutdown`, reconnecting as needed. Changes go to `tx`; pulls
-/// are asked for through `pull_now`. `pull_interval` is for the message when the socket
-/// cannot be used.
+/// are asked for through `pull_now`; `engine` is told each connect. `pull_interval` is for
+/// the message when the socket cannot be used.
 pub async fn run(
     api: ApiClient,
     pull_interval: Duration,
     db: Db,
     tx: mpsc::Sender<Change>,
     pull_now: Arc<Notify>,
+    engine: Option<Waker>,
     shutdown: CancellationToken,
 ) {
     let ctx = Ctx {
@@ -108,6 +115,7 @@ pub async fn run(
         tx,
         pull_now,
         db,
+        engine,
     };
     let mut attempt = 0u32;
     let mut told_unauthorized = false;
@@ -200,14 +208,17 @@ async fn session(ctx: &Ctx, shutdown: &CancellationToken, up: &mut bool) -> End 
     }
 }
 
-/// The socket is up: say so, record it, and ask for a pull (events may have been missed
-/// while it was down).
+/// The socket is up: say so, tell the engine the server answers, record it, and ask for a
+/// pull (events may have been missed while it was down).
 async fn connected(ctx: &Ctx, up: &mut bool) {
     if *up {
         return;
     }
     *up = true;
     tracing::info!("live events connected");
+    if let Some(w) = &ctx.engine {
+        w.server_answered();
+    }
     ctx.record(SocketState::Connected).await;
     ctx.pull_now.notify_one();
 }

@@ -3,9 +3,14 @@
 //! after too many transient failures in a row.
 //!
 //! Owns: which pause is on, until when, and how each kind ends — one row per kind in
-//! [`RULES`]. Must not: touch the database or the network itself; the engine runs the probe
-//! the gate asks for and tells it the answer. Each engine owns its gate (a value, not a
-//! global), so that a second account can have its own pauses.
+//! [`RULES`]. An outage is counted once, not once per failed request: the failures of the
+//! requests in flight when the server went away open it together, nothing escalates it while
+//! it is on, and it ends when one cheap probe (sent on its own backoff) gets an answer, or
+//! when another part of the daemon saw the server answer ([`Gate::server_answered`]).
+//!
+//! Must not: touch the database or the network itself; the engine runs the probe the gate
+//! asks for and tells it the answer. Each engine owns its gate (a value, not a global), so
+//! that a second account can have its own pauses.
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +59,24 @@ pub struct PauseTimes {
     /// After "server full" (507, quota) or a refusal only the user can fix, how long to
     /// wait before trying again.
     pub capacity_pause: Duration,
+    /// During an outage, the waits between probes: from the first step up to the cap, with
+    /// jitter. The cap is how late, at worst, uploads resume after the server is back when
+    /// nothing else (the live-event socket, a pull) noticed it first.
+    pub outage_probe: Backoff,
+}
+
+/// The daemon's outage probes: one after about a second, doubling up to 30 s.
+pub const OUTAGE_PROBE: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
+/// An outage as the gate sees it, for `status` and logs (see [`Gate::outage`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// When the first failure of the outage landed.
+    pub since: Instant,
+    /// When the next probe is due (or was: it may be in flight).
+    pub next_probe_at: Instant,
+    /// The last failure's message.
+    pub reason: String,
 }
 
 /// A task's effect on the gate.
@@ -77,7 +100,8 @@ enum Kind {
 /// How a pause ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ends {
-    /// When a probe (`validateToken`) succeeds; one is sent every wait.
+    /// When a probe (`validateToken`) succeeds; one is sent every wait (for an outage, also
+    /// at once when the server was seen answering elsewhere).
     Probe,
     /// When the wait is over (work is tried again; it may pause again).
     Timer,
@@ -88,8 +112,8 @@ enum Ends {
 enum Wait {
     AuthProbe,
     Capacity,
-    /// The job backoff, one step further for every failure past the breaker's threshold.
-    Backoff,
+    /// [`PauseTimes::outage_probe`], one step further for every probe that got no answer.
+    OutageProbe,
 }
 
 /// What a kind of pause does.
@@ -133,14 +157,15 @@ const RULES: [Rule; 4] = [
         warn_only: false,
         says: "uploads are paused, trying again in",
     },
-    // A scan waits an outage out: the retries it needs are already scheduled.
+    // A scan waits an outage out: the retries it needs are already scheduled. No upload is
+    // tried while it lasts; one probe per wait asks whether the server is back.
     Rule {
         kind: Kind::Outage,
-        ends: Ends::Timer,
-        wait: Wait::Backoff,
+        ends: Ends::Probe,
+        wait: Wait::OutageProbe,
         stops_scan: false,
         warn_only: true,
-        says: "pausing uploads for",
+        says: "pausing uploads until it answers again; next check in",
     },
 ];
 
@@ -153,23 +178,47 @@ fn rule(kind: Kind) -> &'static Rule {
 /// The gate: open, or paused for one reason until a time or a successful probe.
 pub(crate) struct Gate {
     times: PauseTimes,
-    backoff: Backoff,
     pause: Option<Pause>,
     until: Option<Instant>,
     consecutive_failures: u32,
+    /// When the first of `consecutive_failures` landed: the start of an outage it opens.
+    failing_since: Option<Instant>,
+    /// Probes of the current outage that got no answer.
+    probe_failures: u32,
     probe_in_flight: bool,
 }
 
 impl Gate {
-    /// A gate whose outages back off like job retries (`backoff`).
-    pub fn new(times: PauseTimes, backoff: Backoff) -> Gate {
+    pub fn new(times: PauseTimes) -> Gate {
         Gate {
             times,
-            backoff,
             pause: None,
             until: None,
             consecutive_failures: 0,
+            failing_since: None,
+            probe_failures: 0,
             probe_in_flight: false,
+        }
+    }
+
+    /// The outage going on, if one is.
+    pub fn outage(&self) -> Option<Outage> {
+        match (&self.pause, self.until) {
+            (Some(Pause::Outage(reason)), Some(next)) => Some(Outage {
+                since: self.failing_since.unwrap_or(next),
+                next_probe_at: next,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Another part of the daemon got an answer from the server (the live-event socket
+    /// connected, a pull succeeded): an outage's probe is due at once, rather than at the
+    /// end of its wait.
+    pub fn server_answered(&mut self, now: Instant) {
+        if matches!(self.pause, Some(Pause::Outage(_))) && !self.probe_in_flight {
+            self.until = Some(now);
         }
     }
 
@@ -216,16 +265,47 @@ impl Gate {
         due
     }
 
-    pub fn probe_done(&mut self, res: Result<(), ApiError>, now: Instant) {
+    /// Takes in a probe's answer. When it ends an outage, returns when the outage began, so
+    /// that the engine can retry at once the jobs that failed in it.
+    pub fn probe_done(&mut self, res: Result<(), ApiError>, now: Instant) -> Option<Instant> {
         self.probe_in_flight = false;
+        let outage = matches!(self.pause, Some(Pause::Outage(_)));
         match res {
+            Ok(()) if outage => {
+                let since = self.failing_since.unwrap_or(now);
+                tracing::info!(
+                    "the server answers again after {}s; resuming uploads",
+                    now.saturating_duration_since(since).as_secs()
+                );
+                self.consecutive_failures = 0;
+                self.failing_since = None;
+                self.reopen();
+                Some(since)
+            }
             Ok(()) => {
                 tracing::info!("the server accepts the credentials again");
                 self.reopen();
+                None
+            }
+            // The server is back, but it no longer takes the credentials: the outage turns
+            // into the pause for that.
+            Err(e) if outage && e.class() == crate::api::ErrorClass::Auth => {
+                let p = Pause::Auth(format!("the server rejected the credentials: {e}"));
+                let lead = p.message().to_owned();
+                self.enter(p, &lead, now);
+                None
+            }
+            Err(e) if outage => {
+                self.probe_failures += 1;
+                let wait = self.wait(Wait::OutageProbe);
+                tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "the server still does not answer");
+                self.until = Some(now + wait);
+                None
             }
             Err(e) => {
                 tracing::debug!(error = %e, "credentials still rejected");
                 self.until = Some(now + self.times.auth_probe_interval);
+                None
             }
         }
     }
@@ -233,9 +313,18 @@ impl Gate {
     /// What a finished task's result means for the gate.
     pub fn apply(&mut self, signal: Signal, now: Instant) {
         match signal {
-            Signal::Ok => self.consecutive_failures = 0,
+            Signal::Ok => {
+                self.consecutive_failures = 0;
+                self.failing_since = None;
+            }
+            // Requests that were in flight when the outage began fail after it was opened:
+            // they belong to it and change nothing (no new pause, no longer wait).
+            Signal::Transient(msg) if matches!(self.pause, Some(Pause::Outage(_))) => {
+                tracing::debug!("{msg} (during the outage)");
+            }
             Signal::Transient(msg) => {
                 self.consecutive_failures += 1;
+                self.failing_since.get_or_insert(now);
                 if self.consecutive_failures >= BREAKER_THRESHOLD && self.pause.is_none() {
                     let lead = format!(
                         "{} failures in a row, the last: {msg}",
@@ -255,8 +344,12 @@ impl Gate {
 
     fn enter(&mut self, p: Pause, lead: &str, now: Instant) {
         let r = rule(p.kind());
+        self.probe_failures = 0;
         let wait = self.wait(r.wait);
-        let line = format!("{lead}; {} {}s", r.says, wait.as_secs());
+        let line = match r.wait {
+            Wait::OutageProbe => format!("{lead}; {} {}", r.says, crate::human::duration(wait)),
+            _ => format!("{lead}; {} {}s", r.says, wait.as_secs()),
+        };
         if r.warn_only {
             tracing::warn!("{line}");
         } else {
@@ -270,10 +363,7 @@ impl Gate {
         match w {
             Wait::AuthProbe => self.times.auth_probe_interval,
             Wait::Capacity => self.times.capacity_pause,
-            Wait::Backoff => {
-                let past = self.consecutive_failures.saturating_sub(BREAKER_THRESHOLD);
-                self.backoff.delay(past + 1)
-            }
+            Wait::OutageProbe => self.times.outage_probe.delay(self.probe_failures + 1),
         }
     }
 
@@ -290,13 +380,128 @@ mod tests {
     const TIMES: PauseTimes = PauseTimes {
         auth_probe_interval: Duration::from_secs(60),
         capacity_pause: Duration::from_secs(600),
+        outage_probe: Backoff::new(Duration::from_secs(1), Duration::from_secs(8)),
     };
 
     fn gate() -> Gate {
-        Gate::new(
-            TIMES,
-            Backoff::new(Duration::from_secs(1), Duration::from_secs(8)),
-        )
+        Gate::new(TIMES)
+    }
+
+    fn down() -> ApiError {
+        ApiError::Network {
+            request: Box::new(crate::api::RequestInfo {
+                method: "POST".into(),
+                host: "127.0.0.1:1".into(),
+                path: "/api/auth/validateToken".into(),
+                correlation_id: "cid".into(),
+                file: None,
+                file_size: None,
+            }),
+            detail: "connection refused".into(),
+        }
+    }
+
+    /// An outage from `BREAKER_THRESHOLD` failures at `t0`.
+    fn in_outage(t0: Instant) -> Gate {
+        let mut g = gate();
+        for i in 0..BREAKER_THRESHOLD {
+            g.apply(Signal::Transient(format!("refused {i}")), t0);
+        }
+        assert!(g.outage().is_some());
+        g
+    }
+
+    /// Issue 13 §2: the failures of requests in flight when the server went away landed
+    /// together and each made the pause longer ("0s / 2s / 25s / 225s").
+    #[test]
+    fn failures_during_an_outage_neither_escalate_nor_extend_it() {
+        let t0 = Instant::now();
+        let mut g = in_outage(t0);
+        let first = g.wake_at().expect("a probe is scheduled");
+        for i in 0..100 {
+            g.apply(Signal::Transient(format!("in flight {i}")), t0);
+        }
+        assert_eq!(g.wake_at(), Some(first), "late failures change nothing");
+        assert_eq!(g.outage().map(|o| o.since), Some(t0));
+        // Time alone does not end it: only an answer does.
+        g.reopen_if_due(t0 + Duration::from_secs(3600));
+        assert!(!g.is_open());
+    }
+
+    #[test]
+    fn outage_probes_back_off_to_their_cap_one_at_a_time() {
+        let t0 = Instant::now();
+        let mut g = in_outage(t0);
+        let mut now = g.wake_at().expect("scheduled");
+        assert!(
+            !g.take_probe(now - Duration::from_millis(1)),
+            "not before its time"
+        );
+        for step in 1..20u32 {
+            assert!(g.take_probe(now), "probe {step} is due");
+            assert!(!g.take_probe(now), "one probe at a time");
+            assert_eq!(g.probe_done(Err(down()), now), None);
+            let wait = g.wake_at().expect("next probe") - now;
+            let base = TIMES.outage_probe.base(step + 1);
+            assert!(wait >= base / 2 && wait <= base, "step {step}: {wait:?}");
+            assert!(wait <= TIMES.outage_probe.max);
+            now += wait;
+        }
+        assert!(!g.is_open());
+        // The server answers: the gate opens and says since when it was down.
+        assert!(g.take_probe(now));
+        assert_eq!(g.probe_done(Ok(()), now), Some(t0));
+        assert!(g.is_open());
+        assert_eq!(g.outage(), None);
+        // The next outage starts from the first step again.
+        let mut g2 = in_outage(now);
+        let wait = g2.wake_at().expect("scheduled") - now;
+        assert!(wait <= TIMES.outage_probe.initial);
+        assert!(g2.take_probe(now + wait));
+    }
+
+    #[test]
+    fn the_server_seen_answering_elsewhere_makes_the_probe_due_at_once() {
+        let t0 = Instant::now();
+        let mut g = in_outage(t0);
+        let later = t0 + Duration::from_millis(100);
+        assert!(g.take_probe(g.wake_at().expect("scheduled")));
+        g.probe_done(Err(down()), later);
+        assert!(!g.take_probe(later), "waits its backoff");
+        g.server_answered(later);
+        assert!(g.take_probe(later), "due now");
+        // Outside an outage it means nothing.
+        let mut open = gate();
+        open.server_answered(t0);
+        assert!(open.is_open() && !open.take_probe(t0));
+        let mut full = gate();
+        full.apply(Signal::Pause(Pause::Capacity("full".into())), t0);
+        full.server_answered(t0);
+        assert!(!full.take_probe(t0));
+    }
+
+    #[test]
+    fn an_outage_whose_probe_is_refused_the_credentials_becomes_an_auth_pause() {
+        let t0 = Instant::now();
+        let mut g = in_outage(t0);
+        let at = g.wake_at().expect("scheduled");
+        assert!(g.take_probe(at));
+        let refused = ApiError::Http {
+            request: Box::new(crate::api::RequestInfo {
+                method: "POST".into(),
+                host: "h".into(),
+                path: "/api/auth/validateToken".into(),
+                correlation_id: "c".into(),
+                file: None,
+                file_size: None,
+            }),
+            status: 401,
+            message: "Invalid API key".into(),
+            retry_after: None,
+            location: None,
+        };
+        assert_eq!(g.probe_done(Err(refused), at), None);
+        assert!(matches!(g.stops_scan(), Some(Pause::Auth(_))));
     }
 
     #[test]
@@ -348,7 +553,8 @@ mod tests {
         g.apply(Signal::Transient("down".into()), t0);
         assert_eq!(g.pause, Some(Pause::Outage("down".into())));
         assert_eq!(g.stops_scan(), None);
-        // The first outage waits the backoff's first step (1s, the upper half random).
+        // The first probe of an outage waits the probe backoff's first step (1s, the upper
+        // half random).
         let until = g.wake_at().expect("timed");
         assert!(until >= t0 + Duration::from_millis(500) && until <= t0 + Duration::from_secs(1));
         // A success resets the count, not the pause.

@@ -4,7 +4,8 @@
 //! Owns: scheduling (how many hashes, checks and uploads run at once), the in-memory list of
 //! jobs accepted for upload, the [`gate`] that pauses all network work (401, server full, an
 //! outage), and what each step's result does to a job's state ([`steps`]). Every write goes
-//! through a named unit of work of `db/`.
+//! through a named unit of work of `db/`. When an outage ends, the jobs that failed in it are
+//! due at once: their own retry backoff is for failures of one file, not of the server.
 //!
 //! Must not: walk directories (the scanner and watcher queue files), or mark a job `done`
 //! before the server confirmed the asset's checksum. Every step is safe to repeat: a job
@@ -20,11 +21,11 @@ mod gate;
 mod steps;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,7 @@ use crate::db::{now_ms, Db, DbError};
 use gate::{Gate, Signal};
 use steps::Ctx;
 
-pub use gate::{Pause, PauseTimes};
+pub use gate::{Outage, Pause, PauseTimes, BREAKER_THRESHOLD, OUTAGE_PROBE};
 pub use steps::upload::device_asset_id;
 
 /// Largest `bulk-upload-check` request (the Immich CLI's batch; the real limit is the 10 MB
@@ -51,6 +52,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_LOOK: Duration = Duration::from_secs(30);
 /// How soon to look again at work that exists but that nothing could start.
 const RELOOK: Duration = Duration::from_millis(200);
+/// How long before an outage's first failure the failures that end in its retries may have
+/// been recorded (a task records its job's retry before the engine hears of it).
+const OUTAGE_MARGIN: Duration = Duration::from_secs(1);
 
 /// What the engine is given: its sections of the resolved config, and what start-up
 /// settled.
@@ -68,7 +72,7 @@ pub struct Settings {
     pub pauses: PauseTimes,
 }
 
-/// The wait before a job's next attempt, and the breaker's wait after an outage.
+/// The wait before a job's next attempt after a transient failure.
 fn retry_backoff(upload: &UploadConfig) -> Backoff {
     Backoff::new(upload.retry_initial, upload.retry_max)
 }
@@ -125,11 +129,25 @@ pub enum EngineEnd {
 pub struct Waker {
     notify: Arc<Notify>,
     feeders: Arc<AtomicUsize>,
+    /// Set by [`Waker::server_answered`], taken by the engine's loop.
+    answered: Arc<AtomicBool>,
 }
 
 impl Waker {
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// The server just answered another part of the daemon (the live-event socket
+    /// connected, a pull succeeded): an outage's probe is sent at once, so that uploads
+    /// resume without waiting out the probe's backoff.
+    pub fn server_answered(&self) {
+        self.answered.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn take_answered(&self) -> bool {
+        self.answered.swap(false, Ordering::SeqCst)
     }
 
     /// While the returned guard lives, an `UntilIdle` engine does not stop at an empty
@@ -160,6 +178,8 @@ pub struct Engine {
     settings: Settings,
     waker: Waker,
     stats: Arc<Stats>,
+    /// The outage going on, if one is (for `status`); `None` while the server answers.
+    outage: watch::Sender<Option<Outage>>,
 }
 
 /// What a finished task tells the engine.
@@ -203,7 +223,14 @@ impl Engine {
             settings,
             waker: Waker::default(),
             stats: Arc::new(Stats::default()),
+            outage: watch::Sender::new(None),
         }
+    }
+
+    /// The outage going on (since when, when the next probe is due), updated as it changes;
+    /// `None` while the server answers.
+    pub fn outage(&self) -> watch::Receiver<Option<Outage>> {
+        self.outage.subscribe()
     }
 
     pub fn waker(&self) -> Waker {
@@ -229,12 +256,21 @@ impl Engine {
                 break EngineEnd::Cancelled;
             }
             let now = Instant::now();
+            if self.waker.take_answered() {
+                run.gate.server_answered(now);
+            }
             run.gate.reopen_if_due(now);
             if run.gate.pause() != shown_pause.as_ref() {
                 shown_pause = run.gate.pause().cloned();
                 let until = run.gate.wake_at().map(|t| t.saturating_duration_since(now));
                 crate::daemon::record_pause(&self.db, shown_pause.as_ref(), until).await;
             }
+            let outage = run.gate.outage();
+            self.outage.send_if_modified(|o| {
+                let changed = *o != outage;
+                *o = outage;
+                changed
+            });
             // In scan mode a global pause ends the run: the user is told why.
             if let (Mode::UntilIdle { .. }, Some(p)) = (mode, run.gate.stops_scan()) {
                 break EngineEnd::Paused(p.clone());
@@ -253,10 +289,11 @@ impl Engine {
                 _ = shutdown.cancelled() => {}
                 _ = self.waker.notify.notified() => {}
                 _ = tokio::time::sleep_until(sleep_until.into()) => {}
-                Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res),
+                Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res).await?,
             }
         };
         run.stop().await?;
+        self.outage.send_replace(None);
         Ok(end)
     }
 
@@ -295,7 +332,7 @@ impl<'e> Run<'e> {
             hashing: 0,
             uploading: 0,
             checking: false,
-            gate: Gate::new(s.pauses, retry_backoff(&s.upload)),
+            gate: Gate::new(s.pauses),
             hash_cancel: shutdown.child_token(),
         }
     }
@@ -364,7 +401,8 @@ impl<'e> Run<'e> {
         }
     }
 
-    /// The probe a paused gate asks for (are the credentials accepted again?).
+    /// The probe a paused gate asks for (are the credentials accepted again? does the
+    /// server answer again?).
     fn start_probe(&mut self, now: Instant) {
         if self.gate.take_probe(now) {
             let api = self.engine.api.clone();
@@ -418,14 +456,14 @@ impl<'e> Run<'e> {
     }
 
     /// Takes in what a finished task reports.
-    fn finished(&mut self, res: Result<Done, JoinError>) {
+    async fn finished(&mut self, res: Result<Done, JoinError>) -> Result<(), DbError> {
         let done = match res {
             Ok(d) => d,
             Err(e) => {
                 // A task panicked: its job stays in flight and is recovered on the next
                 // start.
                 tracing::error!(error = %e, "a pipeline task failed");
-                return;
+                return Ok(());
             }
         };
         match done {
@@ -449,8 +487,26 @@ impl<'e> Run<'e> {
                 }
                 self.gate.apply(signal, Instant::now());
             }
-            Done::Probe(res) => self.gate.probe_done(res, Instant::now()),
+            Done::Probe(res) => {
+                let now = Instant::now();
+                if let Some(since) = self.gate.probe_done(res, now) {
+                    // The jobs that failed since the outage began wait for the server, not
+                    // for their own backoff: they are due now.
+                    let ago = now.saturating_duration_since(since) + OUTAGE_MARGIN;
+                    let now_ms = now_ms();
+                    let since_ms = now_ms - ago.as_millis() as i64;
+                    let n = self
+                        .engine
+                        .db
+                        .call(move |c| queue::retry_now_since(c, since_ms, now_ms))
+                        .await?;
+                    if n > 0 {
+                        tracing::debug!(jobs = n, "jobs that failed in the outage are due now");
+                    }
+                }
+            }
         }
+        Ok(())
     }
 
     /// Stop: take no new work, let what runs finish for a moment, then abandon it.

@@ -62,9 +62,15 @@ impl World {
 
     /// Writes the config file (mode 0600, since it holds the key) and returns its path.
     pub fn write_config(&self) -> PathBuf {
+        // A test that sets its own retry backoff in `upload` gets it instead of the fast one.
+        let retry = if self.upload.contains("retry_initial") {
+            ""
+        } else {
+            "retry_initial = \"50ms\"\nretry_max = \"1s\"\n"
+        };
         let text = format!(
             "[server]\nurl = \"{}\"\napi_key = \"{}\"\n[state]\ndir = \"{}\"\n\
-             [upload]\nretry_initial = \"50ms\"\nretry_max = \"1s\"\n{}\n\
+             [upload]\n{retry}{}\n\
              [[roots]]\npath = \"{}\"\n{}",
             self.server.base_url(),
             self.server.api_key(),
@@ -90,6 +96,10 @@ impl World {
             auth_probe_interval: Duration::from_millis(200),
             capacity_pause: Duration::from_millis(200),
             connect_retry_max: Duration::from_millis(500),
+            outage_probe: immish_sync::backoff::Backoff::new(
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            ),
         }
     }
 

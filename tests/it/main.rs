@@ -12,6 +12,7 @@ mod faults;
 mod fixtures;
 mod honest;
 mod mirror;
+mod outage;
 mod peer;
 mod scan;
 mod service;

@@ -108,6 +108,9 @@ enum FaultRequest {
     StorageFull {
         on: bool,
     },
+    Offline {
+        on: bool,
+    },
     RejectWebsockets {
         on: bool,
     },
@@ -156,6 +159,7 @@ async fn set_fault(
         FaultRequest::Unauthorized { on } => h.unauthorized(on),
         FaultRequest::StorageFull { on } => h.storage_full(on),
         FaultRequest::RejectWebsockets { on } => h.reject_websockets(on),
+        FaultRequest::Offline { on } => h.offline(on),
         FaultRequest::CloseWebsockets => h.close_websockets(),
         FaultRequest::Quota { user_id, bytes } => {
             let user = user_id.unwrap_or_else(|| h.admin_id());

@@ -10,6 +10,10 @@
 //! loop (`net.rs`) puts into every request: cancelling it makes the connection task drop the
 //! socket with no HTTP response at all.
 //!
+//! While `offline` is on, every request (but `/__admin/`) is counted with status 0 and its
+//! connection dropped before anything else happens: the server looks stopped, and tests can
+//! still count what a client tried meanwhile.
+//!
 //! Switches that belong to one handler (`stall_after_store`, `corrupt_uploads`,
 //! `storage_full`, `unauthorized`, `reject_websockets`) are only stored here and read by it.
 
@@ -127,6 +131,8 @@ pub(crate) struct Faults {
     pub unauthorized: bool,
     pub storage_full: bool,
     pub reject_websockets: bool,
+    /// The server is "down": every request's connection is dropped unanswered.
+    pub offline: bool,
 }
 
 /// Decrements a "next N" counter and says whether it fired.
@@ -223,9 +229,19 @@ pub(crate) async fn middleware(State(app): State<App>, req: Request, next: Next)
     let route = route_key(req.method(), req.uri().path(), dialect);
     tracing::debug!(route, "request");
 
-    let (fail, drop_at, delay, rate) = {
+    let offline = {
         let mut st = app.lock();
         st.requests.entry(route.clone()).or_default().total += 1;
+        st.faults.offline
+    };
+    if offline {
+        if let Some(abort) = req.extensions().get::<ConnAbort>() {
+            drop_connection(&app, &route, abort);
+            std::future::pending::<()>().await;
+        }
+    }
+    let (fail, drop_at, delay, rate) = {
+        let mut st = app.lock();
         let fail = take(&mut st.faults.fail, &route);
         let drop_at = if fail.is_none() {
             take(&mut st.faults.drop_after, &route)

@@ -538,6 +538,16 @@ impl ServerHandle {
         }
     }
 
+    /// While on, the server is down: every open connection and socket is dropped when it is
+    /// turned on, and every request then loses its connection unanswered (counted with
+    /// status 0 under its route). Turning it off is the server answering again.
+    pub fn offline(&self, on: bool) {
+        self.app.lock().faults.offline = on;
+        if on {
+            self.app.drop_connections();
+        }
+    }
+
     /// Refuses socket.io upgrades with 503 while on.
     pub fn reject_websockets(&self, on: bool) {
         self.app.lock().faults.reject_websockets = on;

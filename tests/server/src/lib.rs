@@ -24,7 +24,7 @@
 //!   "status":413,"body":"<html>…","contentType":"text/html","retryAfter":"5"}`; the kinds
 //!   are `fail_next`, `drop_after_bytes {route, bytes, times}`, `delay {route, ms}`,
 //!   `slow_body {bytesPerSec}`, `stall_after_store {times}`, `corrupt_uploads {on}`,
-//!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`,
+//!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`, `offline {on}`,
 //!   `close_websockets`, `quota {userId?, bytes|null}` and `clear`.
 //!
 //! ## Dialects ([`Dialect`])
@@ -178,6 +178,9 @@
 //! * `storage_full(on)`: uploads answer 507 after the body; `set_quota(user, bytes)`: 400
 //!   `Quota has been exceeded!` when the upload would go over.
 //! * `close_websockets()`, `reject_websockets(on)` (503 on the upgrade).
+//! * `offline(on)`: the server is down (an upgrade, a restart): turning it on drops every
+//!   open connection and socket; while on, each request is counted (status 0) and its
+//!   connection closed unanswered. State is kept, as a restarted Immich keeps its database.
 //!
 //! Counters: [`ServerHandle::requests`] and [`ServerHandle::requests_with_status`] per route
 //! key, [`ServerHandle::upload_bodies`] (uploads whose file part was read at all),
@@ -412,7 +415,7 @@ impl Builder {
             admin_key,
         ));
         let router = router(app.clone());
-        tokio::spawn(net::serve(listener, router, shutdown));
+        tokio::spawn(net::serve(listener, router, shutdown, app.clone()));
         tracing::debug!(%addr, dialect = %self.dialect, "test server started");
         Ok(TestServer {
             handle: ServerHandle { app },

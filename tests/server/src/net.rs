@@ -4,8 +4,8 @@
 //! `axum::serve` cannot drop a connection in the middle of a request, which the
 //! `drop_after_bytes` fault needs, so connections are served by hand: every request carries a
 //! [`ConnAbort`] extension, and cancelling it drops the connection future, which closes the
-//! socket without writing a reply. The tokens are children of the server's shutdown token, so
-//! shutting the server down closes every connection too.
+//! socket without writing a reply. The tokens descend from the server's shutdown token, so
+//! shutting the server down closes every connection too (and `offline` closes them all).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,8 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::faults::ConnAbort;
+use crate::state::App;
 
-pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    app: App,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -36,7 +42,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: Cance
             }
         };
         let _ = stream.set_nodelay(true);
-        let token = shutdown.child_token();
+        let token = app.connection_token();
         let router = router.clone();
         tokio::spawn(async move {
             let abort = ConnAbort(token.clone());

@@ -98,7 +98,12 @@ async fn run(app: App, mut socket: WebSocket, creds: Creds) {
         db.sockets.insert(key, SocketEntry { user_id: None, tx });
         key
     };
-    serve(&app, &mut socket, &mut rx, key, &creds, interval, timeout).await;
+    // `offline` drops the socket with its connection, without a close frame.
+    let gone = app.connection_token();
+    tokio::select! {
+        _ = serve(&app, &mut socket, &mut rx, key, &creds, interval, timeout) => {}
+        _ = gone.cancelled() => {}
+    }
     app.lock().sockets.remove(&key);
 }
 

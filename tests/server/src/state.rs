@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) cfg: Config,
     pub(crate) shutdown: CancellationToken,
+    /// The parent of every connection's abort token and of every socket's, a child of
+    /// `shutdown`: cancelled (and replaced) to drop them all at once (`offline`).
+    connections: Mutex<CancellationToken>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) addr: SocketAddr,
     pub(crate) admin_id: String,
@@ -56,6 +59,7 @@ impl Shared {
         Shared {
             state: Mutex::new(state),
             cfg,
+            connections: Mutex::new(shutdown.child_token()),
             shutdown,
             runtime,
             addr,
@@ -72,6 +76,22 @@ impl Shared {
     /// that matters to a test server, so a poisoned lock is simply taken over.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A token for a new connection or socket, cancelled by [`Shared::drop_connections`] or
+    /// at shutdown.
+    pub(crate) fn connection_token(&self) -> CancellationToken {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .child_token()
+    }
+
+    /// Drops every open connection and socket, with no reply or close frame.
+    pub(crate) fn drop_connections(&self) {
+        let mut parent = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        parent.cancel();
+        *parent = self.shutdown.child_token();
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
