@@ -110,7 +110,7 @@ fn citations(text: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// `(doc, anchor)` for every markdown link inside a doc: `](#x)` (this doc) and
-/// `](OTHER.md#x)` or `](OTHER.md)`.
+/// `](<another doc>#x)` or `](<another doc>)`.
 fn doc_links(this: &str, text: &str) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
     for (i, _) in text.match_indices("](") {
