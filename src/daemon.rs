@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, StateConfig, WatchMode};
+use crate::control::{self, Control, RescanOf, Rescans};
 use crate::db::meta::{self, ConnectionState, ServerIdentity};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
@@ -28,7 +29,7 @@ use crate::lock::{LockError, StateLock};
 use crate::mirror::Mirror;
 use crate::model::MediaTypes;
 use crate::pipeline::{
-    self, Engine, EngineEnd, EngineError, Mode, Pause, PauseTimes, Stats, Waker,
+    self, Engine, EngineEnd, EngineError, Hold, Mode, Pause, PauseTimes, Stats, Waker,
 };
 use crate::scan::{PassError, Root, RootOutcome, RootScan, Scanner};
 use crate::service;
@@ -52,6 +53,8 @@ pub enum DaemonError {
     Root { path: PathBuf, message: String },
     #[error("a daemon task failed: {0}")]
     Task(String),
+    #[error("uploads are paused (since {since}): `immish-sync resume` lifts the pause")]
+    Paused { since: String },
 }
 
 impl From<WatchError> for DaemonError {
@@ -89,6 +92,21 @@ struct Started {
     media: MediaTypes,
     pipeline: pipeline::Settings,
     scanner: Scanner,
+    /// The user's pauses, the engine's waker and the rescans asked for: what the control
+    /// socket reaches, across generations (docs/ARCHITECTURE.md#control).
+    control: Control,
+    /// The daemon's control socket task, and what stops it (the daemon only, not `scan`).
+    control_socket: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Started {
+    /// Stops listening for commands and removes the socket (before the lock goes).
+    async fn close_control(&mut self) {
+        if let Some((stop, task)) = self.control_socket.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
 }
 
 /// How long the first scan waits for the watcher to have every root watched.
@@ -165,7 +183,43 @@ async fn start(
         );
     }
 
+    let hold = Hold::default();
+    let control = Control {
+        db: db.clone(),
+        hold: hold.clone(),
+        waker: Waker::default(),
+        rescans: Rescans::default(),
+    };
+    let pauses = control.load_pauses().await?;
+    // The daemon listens for commands from here, before it connects: a server down at
+    // boot must not keep `pause` from it.
+    let control_socket = retry_connect.then(|| {
+        let stop = shutdown.child_token();
+        let task = tokio::spawn(control::serve(
+            config.state.dir.clone(),
+            control.clone(),
+            stop.clone(),
+        ));
+        (stop, task)
+    });
+    if let Some(since) = pauses.all_since_ms {
+        tracing::warn!(
+            "uploads are paused since {} (`immish-sync resume` lifts it)",
+            crate::human::timestamp(since)
+        );
+    }
+    for r in &pauses.roots {
+        tracing::warn!(
+            root = %r.path,
+            "uploads from this root are paused since {} (`immish-sync resume --root` lifts it)",
+            crate::human::timestamp(r.since_ms)
+        );
+    }
     let Some(api) = connect(config, tuning, &db, retry_connect, shutdown).await? else {
+        if let Some((stop, task)) = control_socket {
+            stop.cancel();
+            let _ = task.await;
+        }
         return Ok(None);
     };
 
@@ -195,6 +249,7 @@ async fn start(
         }
     };
     let pipeline = pipeline::Settings {
+        hold: hold.clone(),
         hash: config.hash.clone(),
         upload: config.upload.clone(),
         mirror: config.mirror.clone(),
@@ -213,6 +268,8 @@ async fn start(
         &config.watch,
     );
     Ok(Some(Started {
+        control,
+        control_socket,
         _lock: lock,
         db,
         api,
@@ -371,6 +428,8 @@ pub struct ScanSummary {
     /// Files held back because the user deleted their photos on the server for good: a
     /// deliberate deletion, noted but not a failure.
     pub deleted_held_back: i64,
+    /// Roots the user paused (`pause --root`): walked and hashed, not uploaded.
+    pub held_roots: Vec<String>,
 }
 
 impl ScanSummary {
@@ -419,6 +478,13 @@ pub async fn scan_with(
     let Some(s) = start(&config, &tuning, false, &shutdown).await? else {
         return Err(DaemonError::Task("cancelled".into()));
     };
+    // A paused agent stays paused for `scan` too (docs/ARCHITECTURE.md#control).
+    let pauses = s.db.call(|c| meta::user_pauses(c)).await?;
+    if let Some(since) = pauses.all_since_ms {
+        return Err(DaemonError::Paused {
+            since: crate::human::timestamp(since),
+        });
+    }
     // One pull first, so that what the user deleted on the server is known (tombstones)
     // before any file is checked.
     Mirror::new(s.db.clone(), s.api.clone(), &config.mirror, None)
@@ -426,6 +492,7 @@ pub async fn scan_with(
         .await;
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
     let waker = engine.waker();
+    let held_roots = pauses.roots.into_iter().map(|r| r.path).collect();
     // The engine runs while the walk feeds it, so uploads start before the walk ends.
     let feed = waker.feeding();
     let settle = s.scanner.settle();
@@ -470,6 +537,7 @@ pub async fn scan_with(
         })
         .await?;
     Ok(ScanSummary {
+        held_roots,
         trash_only_total,
         trash_only,
         // `held_back` counts every file held back as deleted, the trashed ones too.
@@ -503,6 +571,20 @@ pub async fn run_with(
     let Some(s) = start(&config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
+    // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
+    // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
+    let mut s = s;
+    let result = run_generations(&config, &tuning, &s, &shutdown).await;
+    s.close_control().await;
+    result
+}
+
+async fn run_generations(
+    config: &Config,
+    tuning: &Tuning,
+    s: &Started,
+    shutdown: &CancellationToken,
+) -> Result<(), DaemonError> {
     // The task tree runs in generations. When the state database cannot be written (its disk
     // is full, or failing), a generation ends with that error: SQLite rolled back whatever
     // was half-written, so the daemon waits, sends in-flight jobs back to the queue and
@@ -510,7 +592,7 @@ pub async fn run_with(
     let mut reported = false;
     loop {
         let generation = shutdown.child_token();
-        let result = run_tree(&config, &s, generation.clone()).await;
+        let result = run_tree(config, s, generation.clone()).await;
         generation.cancel();
         match result {
             Err(e) if is_storage_trouble(&e) && !shutdown.is_cancelled() => {
@@ -568,13 +650,15 @@ async fn run_tree(
     s: &Started,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone());
+    let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone())
+        .with_waker(s.control.waker.clone());
     let waker = engine.waker();
 
     let (watch_ready, watching) = tokio::sync::oneshot::channel();
     let watcher = watch_roots(config, s, waker.clone(), watch_ready, shutdown.clone());
     let scanner = {
         let (scanner, cancel) = (s.scanner.clone(), shutdown.clone());
+        let rescans = s.control.rescans.clone();
         async move {
             // The first scan starts once the watches are in place, so that a file written
             // between the two is seen by one of them. A watcher that failed to start closes
@@ -588,8 +672,10 @@ async fn run_tree(
                 }
             }
             service::ready();
+            let mut only: Option<Scanner> = None;
             loop {
-                let outcomes = scanner.scan_all(|| waker.wake(), &cancel).await?;
+                let pass = only.take().unwrap_or_else(|| scanner.clone());
+                let outcomes = pass.scan_all(|| waker.wake(), &cancel).await?;
                 let fresh = fresh_count(&outcomes);
                 // Spread so that many agents on one server do not rescan in step. Files that
                 // were still changing are looked at again once they may have settled.
@@ -602,6 +688,12 @@ async fn run_tree(
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok::<(), DaemonError>(()),
                     _ = tokio::time::sleep(jitter) => {}
+                    // `immish-sync rescan`: the next walk now, of the roots asked for.
+                    asked = rescans.asked() => {
+                        if let RescanOf::Roots(roots) = asked {
+                            only = Some(scanner.only(&roots));
+                        }
+                    }
                 }
             }
         }

@@ -20,12 +20,14 @@
 //! - [`watch`]: live watching (notify or polling), settling, paused roots.
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
+//! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 
 pub mod api;
 pub mod backoff;
 pub mod complete;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod db;
 pub mod hash;

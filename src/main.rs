@@ -30,7 +30,7 @@ use immish_sync::config::{self, Config, LogFormat};
 use immish_sync::daemon::{self, DaemonError};
 use immish_sync::pipeline::EngineEnd;
 use immish_sync::service::{journal, unit};
-use immish_sync::{human, mirror, setup, status};
+use immish_sync::{control, human, mirror, setup, status};
 
 /// Set once a write to standard output met a closed pipe: nothing more is written.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
@@ -97,8 +97,27 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Queue failed files again.
+    /// Queue failed files again; a running daemon takes them at once.
     Retry,
+    /// Stop starting uploads (of every root, or of one) until `resume`, also across
+    /// restarts; an upload in flight finishes, watching and hashing go on.
+    Pause {
+        /// Only this root (as in the config).
+        #[arg(long, value_name = "PATH")]
+        root: Option<PathBuf>,
+    },
+    /// Lift `pause` (every pause, or that of one root).
+    Resume {
+        /// Only this root's pause.
+        #[arg(long, value_name = "PATH")]
+        root: Option<PathBuf>,
+    },
+    /// Have the running daemon walk every root (or one) now.
+    Rescan {
+        /// Only this root.
+        #[arg(long, value_name = "PATH")]
+        root: Option<PathBuf>,
+    },
     /// Show the mirror of the server: assets by state, tombstones, the last pull, live events.
     Mirror {
         /// Also list what differs between the local files and the server (as `diff`).
@@ -473,7 +492,7 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
             action: ServiceAction::Install { user, dry_run },
         } => service_install(&config, user, dry_run),
         Command::Generate { what } => generate(&what),
-        Command::Retry => match daemon::retry_failed(&config.state.dir) {
+        Command::Retry => match control::retry(&config).await {
             Ok(None) => {
                 sayln!(
                     "nothing to retry: no state yet at {}",
@@ -481,15 +500,36 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Ok(Some(n)) => {
-                sayln!("{n} files queued again; a running daemon picks them up within 30 s (or run `immish-sync scan`)");
-                ExitCode::SUCCESS
-            }
+            Ok(Some(lines)) => say_lines(&lines),
             Err(e) => {
                 eprintln!("error: {e}");
                 exit_code_of(&e)
             }
         },
+        Command::Pause { root } => control_command(control::pause(&config, root.as_deref()).await),
+        Command::Resume { root } => {
+            control_command(control::resume(&config, root.as_deref()).await)
+        }
+        Command::Rescan { root } => {
+            control_command(control::rescan(&config, root.as_deref()).await)
+        }
+    }
+}
+
+fn say_lines(lines: &[String]) -> ExitCode {
+    for l in lines {
+        sayln!("{l}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn control_command(r: Result<Vec<String>, control::CommandError>) -> ExitCode {
+    match r {
+        Ok(lines) => say_lines(&lines),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
@@ -617,6 +657,12 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
         for f in scanned.waiting.iter().take(10) {
             println!("  {}: {}", f.path.display(), f.reason);
         }
+    }
+    for root in &s.held_roots {
+        sayln!(
+            "root {root} is paused (`immish-sync resume --root {root}` lifts it): its files are \
+             not uploaded"
+        );
     }
     if let EngineEnd::Paused(p) = &s.end {
         sayln!("stopped: {}", p.message());

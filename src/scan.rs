@@ -243,6 +243,19 @@ impl Scanner {
         self.settle
     }
 
+    /// The same scanner over only those of its roots that are in `roots`.
+    pub fn only(&self, roots: &[PathBuf]) -> Scanner {
+        Scanner {
+            roots: self
+                .roots
+                .iter()
+                .filter(|r| roots.contains(&r.path))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// The period of the daemon's full rescans.
     pub fn interval(&self) -> Duration {
         self.interval

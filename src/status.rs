@@ -47,6 +47,8 @@ pub struct Status {
     pub missing_files: i64,
     /// Present files whose only server copy is in the server's trash (not backed up).
     pub in_trash_only: i64,
+    /// What the user paused with `immish-sync pause` (whole agent, roots), since when.
+    pub user_paused: meta::UserPauses,
 }
 
 /// A root as its last scan or the watcher left it.
@@ -137,6 +139,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             connection: meta::connection(c)?,
             missing_files: catalogue::missing_files(c)?,
             in_trash_only: crate::db::mirror::trash_only(c, 0)?.0,
+            user_paused: meta::user_pauses(c)?,
         })
     })?;
     Ok(Some(Status {
@@ -210,6 +213,13 @@ impl Status {
             Some(Holder { pid: None }) => writeln!(out, "daemon:       running"),
             None => writeln!(out, "daemon:       not running"),
         };
+        if let Some(since) = self.user_paused.all_since_ms {
+            let _ = writeln!(
+                out,
+                "paused:       uploads paused by the user since {} (`immish-sync resume` lifts it)",
+                ago(since)
+            );
+        }
         if let Some(api) = &self.server {
             let _ = writeln!(out, "server:       {api}");
         }
@@ -225,7 +235,26 @@ impl Status {
                 Some(k) if k.total() > 0 => format!(" (skipped: {k})"),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "root:         {}: {}{skipped}", root.path, root.state);
+            let held = match self.user_paused.root_since(&root.path) {
+                Some(since) => format!(" (uploads paused by the user since {})", ago(since)),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "root:         {}: {}{skipped}{held}",
+                root.path, root.state
+            );
+        }
+        // A root paused before any walk recorded it.
+        for r in &self.user_paused.roots {
+            if !self.roots.iter().any(|x| x.path == r.path) {
+                let _ = writeln!(
+                    out,
+                    "root:         {}: uploads paused by the user since {}",
+                    r.path,
+                    ago(r.since_ms)
+                );
+            }
         }
         let _ = writeln!(out, "files:");
         // Without a daemon nothing is hashing or uploading: a job in such a state was
@@ -410,6 +439,7 @@ mod tests {
             connection: None,
             missing_files: 0,
             in_trash_only: 0,
+            user_paused: meta::UserPauses::default(),
         }
     }
 

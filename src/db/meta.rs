@@ -29,6 +29,10 @@ const ROOT_PREFIX: &str = "root:";
 const SKIPPED_PREFIX: &str = "skipped:";
 /// How the daemon last found the server: `"<since ms> <state> …"` ([`ConnectionState`]).
 const CONNECTION: &str = "server.connection";
+/// The user's pause of the whole agent (`immish-sync pause`): `"<since ms>"`.
+const USER_PAUSE: &str = "user_pause";
+/// The user's pause of one root (`pause --root`): `user_pause:<path as displayed>`.
+const USER_PAUSE_PREFIX: &str = "user_pause:";
 
 // ----- keys of the server account -------------------------------------------------------------
 
@@ -167,6 +171,100 @@ pub fn root_states(conn: &Connection) -> rusqlite::Result<Vec<(String, RootState
         out.push((path, RootState::parse(&value)));
     }
     Ok(out)
+}
+
+/// What the user paused with `immish-sync pause` (docs/ARCHITECTURE.md#control), each with
+/// since when (unix ms). It stays until `resume`, across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UserPauses {
+    /// The whole agent.
+    pub all_since_ms: Option<i64>,
+    /// Single roots (as displayed), in path order.
+    pub roots: Vec<UserPausedRoot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserPausedRoot {
+    pub path: String,
+    pub since_ms: i64,
+}
+
+impl UserPauses {
+    pub fn is_empty(&self) -> bool {
+        self.all_since_ms.is_none() && self.roots.is_empty()
+    }
+
+    /// Since when `root` (as displayed) is paused by its own pause, if it is.
+    pub fn root_since(&self, root: &str) -> Option<i64> {
+        self.roots
+            .iter()
+            .find(|r| r.path == root)
+            .map(|r| r.since_ms)
+    }
+}
+
+fn user_pause_key(root: Option<&Path>) -> String {
+    match root {
+        None => USER_PAUSE.to_owned(),
+        Some(r) => format!("{USER_PAUSE_PREFIX}{}", r.display()),
+    }
+}
+
+pub fn user_pauses(conn: &Connection) -> rusqlite::Result<UserPauses> {
+    let all_since_ms = get_ms(conn, USER_PAUSE)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+    )?;
+    let rows = stmt.query_map([USER_PAUSE_PREFIX], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut roots = Vec::new();
+    for row in rows {
+        let (key, value) = row?;
+        let path = key
+            .strip_prefix(USER_PAUSE_PREFIX)
+            .unwrap_or(&key)
+            .to_owned();
+        roots.push(UserPausedRoot {
+            path,
+            since_ms: value.trim().parse().unwrap_or(0),
+        });
+    }
+    Ok(UserPauses {
+        all_since_ms,
+        roots,
+    })
+}
+
+/// Pauses the whole agent (`None`) or one root. Returns `false` when it was paused already
+/// (its "since" stays).
+pub fn set_user_pause(
+    conn: &Connection,
+    root: Option<&Path>,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    let key = user_pause_key(root);
+    if get(conn, &key)?.is_some() {
+        return Ok(false);
+    }
+    set(conn, &key, &now_ms.to_string())?;
+    Ok(true)
+}
+
+/// Lifts the pause of one root, or (`None`) every pause: the whole agent's and every
+/// root's. Returns how many pauses it lifted.
+pub fn clear_user_pause(conn: &Connection, root: Option<&Path>) -> rusqlite::Result<usize> {
+    match root {
+        Some(_) => {
+            let key = user_pause_key(root);
+            let had = get(conn, &key)?.is_some();
+            delete(conn, &key)?;
+            Ok(usize::from(had))
+        }
+        None => conn
+            .prepare_cached("DELETE FROM meta WHERE key = ?1 OR substr(key, 1, length(?2)) = ?2")?
+            .execute([USER_PAUSE, USER_PAUSE_PREFIX]),
+    }
 }
 
 /// Directory entries a walk passes over without a word otherwise: they are never followed

@@ -101,13 +101,52 @@ pub fn claim_for_hash(
 ///
 /// They stay `checking` while the engine works on them; only one check runs at a time.
 pub fn claim_for_check(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<ClaimedJob>> {
+    claim_for_check_outside(conn, limit, &[])
+}
+
+/// `f.root NOT IN (?2, ?3, …)` for `held` roots after a first parameter, or nothing.
+fn outside(held: &[Vec<u8>]) -> String {
+    if held.is_empty() {
+        return String::new();
+    }
+    let marks: Vec<String> = (0..held.len()).map(|i| format!("?{}", i + 2)).collect();
+    format!(" AND f.root NOT IN ({})", marks.join(","))
+}
+
+/// [`claim_for_check`], leaving the jobs of the `held` roots (paused by the user,
+/// docs/ARCHITECTURE.md#control) where they are.
+pub fn claim_for_check_outside(
+    conn: &Connection,
+    limit: usize,
+    held: &[Vec<u8>],
+) -> rusqlite::Result<Vec<ClaimedJob>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
-         WHERE j.state = 'checking' AND f.checksum IS NOT NULL
-         ORDER BY j.updated_at, j.file_id LIMIT ?1"
+         WHERE j.state = 'checking' AND f.checksum IS NOT NULL{}
+         ORDER BY j.updated_at, j.file_id LIMIT ?1",
+        outside(held)
     ))?;
-    let rows = stmt.query_map([limit as i64], claimed_from_row)?;
+    let limit = limit as i64;
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&limit];
+    args.extend(held.iter().map(|h| h as &dyn rusqlite::ToSql));
+    let rows = stmt.query_map(args.as_slice(), claimed_from_row)?;
     rows.collect()
+}
+
+/// Jobs with work to do now, outside the `held` roots: what the engine can still start.
+pub fn active_outside(conn: &Connection, held: &[Vec<u8>]) -> rusqlite::Result<i64> {
+    if held.is_empty() {
+        return Ok(pending_counts(conn)?.0);
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
+         WHERE j.state IN ('queued','hashing','checking','uploading','verifying')
+           AND ?1 = ?1{}",
+        outside(held)
+    ))?;
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&0i64];
+    args.extend(held.iter().map(|h| h as &dyn rusqlite::ToSql));
+    stmt.query_row(args.as_slice(), |r| r.get(0))
 }
 
 /// Moves a job to a state that needs no extra data (queued, checking, uploading, verifying).

@@ -70,6 +70,41 @@ pub struct Settings {
     /// The device id the server sees (the config's, or the one generated at first start).
     pub device_id: String,
     pub pauses: PauseTimes,
+    /// The user's pauses (`immish-sync pause`), changed while the engine runs.
+    pub hold: Hold,
+}
+
+/// What the user paused (docs/ARCHITECTURE.md#control): with `all`, no check or upload
+/// starts; otherwise none of a file under one of `roots` (root paths as stored in
+/// `files.root`). Hashing goes on; work in flight finishes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holds {
+    pub all: bool,
+    pub roots: Vec<Vec<u8>>,
+}
+
+impl Holds {
+    /// Whether a job of the file at `path` may be checked or uploaded now.
+    fn lets(&self, path: &[u8]) -> bool {
+        !self.all
+            && !self.roots.iter().any(|r| {
+                path.starts_with(r) && (path.len() == r.len() || path.get(r.len()) == Some(&b'/'))
+            })
+    }
+}
+
+/// [`Holds`] shared between the engine and whoever changes them (the control socket).
+#[derive(Clone, Debug, Default)]
+pub struct Hold(Arc<std::sync::RwLock<Holds>>);
+
+impl Hold {
+    pub fn set(&self, holds: Holds) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = holds;
+    }
+
+    pub fn get(&self) -> Holds {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The wait before a job's next attempt after a transient failure.
@@ -227,6 +262,13 @@ impl Engine {
         }
     }
 
+    /// The engine woken by `waker` (one that outlives this engine: the control socket
+    /// keeps it across the daemon's generations).
+    pub fn with_waker(mut self, waker: Waker) -> Engine {
+        self.waker = waker;
+        self
+    }
+
     /// The outage going on (since when, when the next probe is due), updated as it changes;
     /// `None` while the server answers.
     pub fn outage(&self) -> watch::Receiver<Option<Outage>> {
@@ -366,11 +408,15 @@ impl<'e> Run<'e> {
         if !self.gate.is_open() || self.checking || self.backlog.len() >= UPLOAD_BACKLOG {
             return Ok(());
         }
+        let holds = self.engine.settings.hold.get();
+        if holds.all {
+            return Ok(());
+        }
         let room = (UPLOAD_BACKLOG - self.backlog.len()).min(CHECK_BATCH);
         let jobs = self
             .engine
             .db
-            .call(move |c| queue::claim_for_check(c, room))
+            .call(move |c| queue::claim_for_check_outside(c, room, &holds.roots))
             .await?;
         if !jobs.is_empty() {
             self.checking = true;
@@ -384,8 +430,13 @@ impl<'e> Run<'e> {
 
     /// ③ Uploads (each verified after) from the backlog, up to the concurrency.
     fn start_uploads(&mut self) {
+        let holds = self.engine.settings.hold.get();
         while self.gate.is_open() && self.uploading < self.engine.settings.upload.concurrency {
-            let Some(job) = self.backlog.pop_front() else {
+            // Jobs of a root the user paused stay in the backlog, in order, until `resume`.
+            let Some(at) = self.backlog.iter().position(|j| holds.lets(&j.path)) else {
+                break;
+            };
+            let Some(job) = self.backlog.remove(at) else {
                 break;
             };
             self.uploading += 1;
@@ -416,22 +467,26 @@ impl<'e> Run<'e> {
         let busy = self.hashing > 0 || self.uploading > 0 || self.checking;
         let mut wake_at = self.gate.wake_at();
         let mut wake_by = |t: Instant| wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
-        if !busy && self.backlog.is_empty() {
+        let holds = self.engine.settings.hold.get();
+        let backlog_held = self.backlog.iter().all(|j| !holds.lets(&j.path));
+        if !busy && backlog_held {
             let max_attempts = match self.mode {
                 Mode::UntilIdle { max_attempts } => Some(max_attempts),
                 Mode::Forever => None,
             };
+            let held = holds.roots.clone();
             let (active, next_retry) = self
                 .engine
                 .db
                 .call(move |c| {
                     Ok((
-                        queue::pending_counts(c)?.0,
+                        queue::active_outside(c, &held)?,
                         queue::next_retry_due(c, max_attempts)?,
                     ))
                 })
                 .await?;
-            let open = self.gate.is_open();
+            // Work the user paused is not polled for: `resume` wakes the engine.
+            let open = self.gate.is_open() && !holds.all;
             if active == 0 {
                 match (self.mode, next_retry) {
                     (Mode::UntilIdle { .. }, None) if open && !self.engine.waker.is_fed() => {

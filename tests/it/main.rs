@@ -6,6 +6,7 @@
 mod cli;
 mod common;
 mod complete;
+mod control;
 mod crash;
 mod docs;
 mod faults;

@@ -1,0 +1,284 @@
+//! Talking to the running daemon (docs/ARCHITECTURE.md#control): `pause`, `resume`,
+//! `rescan` and `retry` from the binary reach a daemon at once; a pause persists; SIGHUP
+//! reloads the config; `explain` and `scan --dry-run`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use immish_testserver::{Dialect, Failure};
+
+use crate::common::{eventually, jpeg, World};
+
+const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
+
+fn run(w: &World, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(w.config_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run immish-sync")
+}
+
+/// Runs the binary; returns (exit code, stdout + stderr).
+fn cli(w: &World, args: &[&str]) -> (Option<i32>, String) {
+    let o = run(w, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), text)
+}
+
+/// Waits for the daemon's control socket (its start-up is done).
+async fn socket_ready(w: &World) {
+    let sock = w.state_dir().join("control.sock");
+    assert!(
+        eventually(Duration::from_secs(20), || sock.exists()).await,
+        "the daemon listens on {}",
+        sock.display()
+    );
+}
+
+fn uploaded(w: &World) -> usize {
+    w.server.assets(&w.server.admin_id()).len()
+}
+
+/// Waits until every job of the listed files has been hashed (the daemon saw them) and
+/// none is further than `checking`: what a paused agent does with new files.
+async fn hashed_and_held(w: &World, files: &[&Path]) -> bool {
+    eventually(Duration::from_secs(20), || {
+        files
+            .iter()
+            .all(|f| w.state_of(f).as_deref() == Some("checking"))
+    })
+    .await
+}
+
+/// Pause, then drop files: they are seen and hashed but nothing reaches the server and
+/// `status` says paused; `resume` sends them within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_new_files_back_and_resume_sends_them() {
+    let w = World::new(Dialect::Immich).await;
+    w.write("IMG_0.jpg", &jpeg("before-pause"));
+    let d = w.start_daemon();
+    socket_ready(&w).await;
+    assert!(eventually(Duration::from_secs(20), || uploaded(&w) == 1).await);
+
+    let (code, out) = cli(&w, &["pause"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploads are paused"), "{out}");
+    assert!(
+        out.contains("the running daemon stopped starting uploads"),
+        "{out}"
+    );
+    let a = w.write("IMG_1.jpg", &jpeg("paused-1"));
+    let b = w.write("sub/IMG_2.jpg", &jpeg("paused-2"));
+    assert!(hashed_and_held(&w, &[&a, &b]).await, "{:?}", w.job_states());
+    // The engine had every chance to go on: one more idle round of the watcher.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(uploaded(&w), 1, "nothing is uploaded while paused");
+    assert_eq!(w.server.upload_bodies(), 1);
+
+    let (code, out) = cli(&w, &["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("paused:       uploads paused by the user since"),
+        "{out}"
+    );
+
+    let (code, out) = cli(&w, &["resume"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploads resumed"), "{out}");
+    assert!(
+        out.contains("the running daemon is uploading again"),
+        "{out}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || uploaded(&w) == 3).await,
+        "resume sends them within seconds: {:?}",
+        w.job_states()
+    );
+    let (_, out) = cli(&w, &["status"]);
+    assert!(!out.contains("paused by the user"), "{out}");
+    d.stop().await;
+}
+
+/// A pause recorded with no daemon running holds from the daemon's start and across a
+/// restart, until `resume`. A stale socket file (a daemon killed with -9) does not stop the
+/// next one from listening; the socket is the user's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_persists_across_restarts_until_resume() {
+    let w = World::new(Dialect::Immich).await;
+    w.write_config();
+    let (code, out) = cli(&w, &["pause"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("no daemon is running; it takes effect at the next start"),
+        "{out}"
+    );
+    // What a kill -9 leaves: a socket file nobody listens on.
+    let sock = w.state_dir().join("control.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+
+    let a = w.write("IMG_1.jpg", &jpeg("persist-1"));
+    let d = w.start_daemon();
+    // The new daemon replaced the stale socket and answers on it.
+    let mut last = String::new();
+    let answered = eventually(Duration::from_secs(20), || {
+        last = cli(&w, &["pause"]).1;
+        last.contains("the running daemon")
+    })
+    .await;
+    assert!(answered, "{last}");
+    assert!(last.contains("already"), "{last}");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the control socket is the user's alone");
+    assert!(hashed_and_held(&w, &[&a]).await, "{:?}", w.job_states());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.server.upload_bodies(), 0, "paused from the first start");
+    d.stop().await;
+
+    assert!(!sock.exists(), "a clean stop removes the socket");
+    let d = w.start_daemon();
+    socket_ready(&w).await;
+    let b = w.write("IMG_2.jpg", &jpeg("persist-2"));
+    assert!(hashed_and_held(&w, &[&a, &b]).await, "{:?}", w.job_states());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.server.upload_bodies(), 0, "still paused after a restart");
+
+    let (code, out) = cli(&w, &["resume"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        eventually(Duration::from_secs(5), || uploaded(&w) == 2).await,
+        "{:?}",
+        w.job_states()
+    );
+    d.stop().await;
+    assert!(!sock.exists(), "a clean stop removes the socket");
+}
+
+/// `pause --root` holds one root back while the other goes on; `status` names it; a path
+/// that is not a root is refused (exit 2) naming the roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_of_one_root_leaves_the_others_going() {
+    let mut w = World::new(Dialect::Immich).await;
+    let other = w.dir.path().join("phone");
+    std::fs::create_dir_all(&other).unwrap();
+    w.extra = format!("[[roots]]\npath = \"{}\"\n", other.display());
+    w.write_config();
+    let d = w.start_daemon();
+    socket_ready(&w).await;
+
+    let (code, out) = cli(&w, &["pause", "--root", "/nowhere"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("/nowhere is not a root"), "{out}");
+    assert!(out.contains(&other.display().to_string()), "{out}");
+
+    let (code, out) = cli(&w, &["pause", "--root", other.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("uploads from {} are paused", other.display())));
+    let held = other.join("IMG_phone.jpg");
+    std::fs::write(&held, jpeg("phone")).unwrap();
+    let sent = w.write("IMG_cam.jpg", &jpeg("camera"));
+    assert!(
+        eventually(Duration::from_secs(20), || uploaded(&w) == 1).await,
+        "{:?}",
+        w.job_states()
+    );
+    assert!(hashed_and_held(&w, &[&held]).await, "{:?}", w.job_states());
+    assert!(
+        eventually(Duration::from_secs(5), || w.state_of(&sent).as_deref()
+            == Some("done"))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(uploaded(&w), 1, "the paused root's file stays");
+    let (_, out) = cli(&w, &["status"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains(&other.display().to_string()))
+        .unwrap_or("");
+    assert!(line.contains("uploads paused by the user since"), "{out}");
+
+    let (code, out) = cli(&w, &["resume", "--root", other.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        eventually(Duration::from_secs(5), || uploaded(&w) == 2).await,
+        "{:?}",
+        w.job_states()
+    );
+    d.stop().await;
+}
+
+/// A file failed by the server goes up within seconds of `retry` (the old command only
+/// wrote the queue and waited for the engine's 30 s idle look).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reaches_the_daemon_at_once() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    let f = w.write("IMG_1.jpg", &jpeg("retry"));
+    w.write_config();
+    w.server.fail_with("POST /assets", 1, Failure::nginx_413());
+    let d = w.start_daemon();
+    socket_ready(&w).await;
+    assert!(
+        eventually(Duration::from_secs(20), || w.state_of(&f).as_deref()
+            == Some("failed"))
+        .await,
+        "{:?}",
+        w.job_states()
+    );
+    // Let the engine settle into its idle wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(uploaded(&w), 0);
+
+    let (code, out) = cli(&w, &["retry"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 files queued again"), "{out}");
+    assert!(
+        out.contains("the running daemon is taking them now"),
+        "{out}"
+    );
+    // Generous, and far below the 30 s idle look the old `retry` depended on.
+    assert!(
+        eventually(Duration::from_secs(5), || uploaded(&w) == 1).await,
+        "{:?}",
+        w.job_states()
+    );
+    d.stop().await;
+}
+
+/// `rescan` walks the roots now: with watching off and an hour between scans, a file
+/// dropped after the first walk goes up within seconds of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescan_walks_now() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[scan]\ninterval = \"1h\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    w.write("IMG_0.jpg", &jpeg("first"));
+    w.write_config();
+    let d = w.start_daemon();
+    socket_ready(&w).await;
+    assert!(eventually(Duration::from_secs(20), || uploaded(&w) == 1).await);
+    w.write("IMG_1.jpg", &jpeg("later"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(uploaded(&w), 1, "nothing watches");
+
+    let (code, out) = cli(&w, &["rescan", "--root", w.root().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("is walking"), "{out}");
+    assert!(
+        eventually(Duration::from_secs(5), || uploaded(&w) == 2).await,
+        "{:?}",
+        w.job_states()
+    );
+    d.stop().await;
+    let (code, out) = cli(&w, &["rescan"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no daemon is running"), "{out}");
+}
