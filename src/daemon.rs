@@ -556,9 +556,18 @@ pub async fn scan_with(
 /// `immish-sync run`: the daemon. Scans at start and then every `scan.interval` (with
 /// jitter), uploads continuously, and stops cleanly when `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    run_reloading_default(config, shutdown, None).await
+}
+
+/// [`run`], taking new configs from `reloads` (SIGHUP, docs/ARCHITECTURE.md#reload).
+pub async fn run_reloading_default(
+    config: Config,
+    shutdown: CancellationToken,
+    reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
+) -> Result<(), DaemonError> {
     // Under systemd: READY/STATUS/WATCHDOG/STOPPING (nothing without NOTIFY_SOCKET).
     let _supervision = service::supervise(&shutdown);
-    let result = run_with(config, Tuning::default(), shutdown).await;
+    let result = run_reloading(config, Tuning::default(), shutdown, reloads).await;
     service::stopping();
     result
 }
@@ -568,22 +577,110 @@ pub async fn run_with(
     tuning: Tuning,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let Some(s) = start(&config, &tuning, true, &shutdown).await? else {
+    run_reloading(config, tuning, shutdown, None).await
+}
+
+/// A config read again (SIGHUP): the new one, or why it is refused (file, line, key).
+pub type Reloaded = Result<Config, String>;
+
+/// [`run_with`], taking new configs from `reloads` while it runs
+/// (docs/ARCHITECTURE.md#reload).
+pub async fn run_reloading(
+    config: Config,
+    tuning: Tuning,
+    shutdown: CancellationToken,
+    reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
+) -> Result<(), DaemonError> {
+    let Some(mut s) = start(&config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
     // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
     // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
-    let mut s = s;
-    let result = run_generations(&config, &tuning, &s, &shutdown).await;
+    let result = run_generations(config, &tuning, &mut s, &shutdown, reloads).await;
     s.close_control().await;
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
     result
 }
 
+/// The next config read again, or never without a channel.
+async fn next_reload(reloads: &mut Option<tokio::sync::mpsc::Receiver<Reloaded>>) -> Reloaded {
+    if let Some(r) = reloads {
+        if let Some(new) = r.recv().await {
+            return new;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Checks a config read again against the running one: `Some` when the new generation
+/// should take it. Logs what is refused, what applies and what needs a restart.
+fn consider_reload(running: &Config, new: Reloaded) -> Option<(Config, Vec<Root>)> {
+    let new = match new {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
+            return None;
+        }
+    };
+    let plan = match control::reload::plan(running, &new) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
+            return None;
+        }
+    };
+    if !plan.needs_restart.is_empty() {
+        tracing::warn!(
+            "SIGHUP: {} changed in the config: that takes effect only after a restart; the \
+             running values are kept",
+            plan.needs_restart.join(", ")
+        );
+    }
+    if plan.applies.is_empty() {
+        tracing::info!("SIGHUP: config read again; nothing that applies without a restart changed");
+        return None;
+    }
+    tracing::info!(
+        "SIGHUP: applying the new config ({}): restarting the watcher, scanner and engine",
+        plan.applies.join("; ")
+    );
+    Some((new, plan.roots))
+}
+
+/// Takes the reloadable parts of `new` into the started daemon (the server, state and
+/// log settings stay as they are).
+fn apply_reload(config: &mut Config, s: &mut Started, new: Config, roots: Vec<Root>) {
+    s.pipeline.hash = new.hash.clone();
+    let device_id = s.pipeline.upload.device_id.clone();
+    s.pipeline.upload = new.upload.clone();
+    s.pipeline.upload.device_id = device_id;
+    s.pipeline.mirror = new.mirror.clone();
+    s.scanner = Scanner::new(
+        s.db.clone(),
+        roots.clone(),
+        s.media.clone(),
+        &new.scan,
+        &new.watch,
+    );
+    s.roots = roots;
+    config.roots = new.roots;
+    config.scan = new.scan;
+    config.watch = new.watch;
+    config.hash = new.hash;
+    let device_id = config.upload.device_id.clone();
+    config.upload = new.upload;
+    config.upload.device_id = device_id;
+    config.mirror = new.mirror;
+}
+
 async fn run_generations(
-    config: &Config,
+    mut config: Config,
     tuning: &Tuning,
-    s: &Started,
+    s: &mut Started,
     shutdown: &CancellationToken,
+    mut reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
     // The task tree runs in generations. When the state database cannot be written (its disk
     // is full, or failing), a generation ends with that error: SQLite rolled back whatever
@@ -592,8 +689,29 @@ async fn run_generations(
     let mut reported = false;
     loop {
         let generation = shutdown.child_token();
-        let result = run_tree(config, s, generation.clone()).await;
+        let mut reload = None;
+        let result = {
+            let tree = run_tree(&config, s, generation.clone());
+            tokio::pin!(tree);
+            loop {
+                tokio::select! {
+                    r = &mut tree => break r,
+                    new = next_reload(&mut reloads) => {
+                        if let Some(taken) = consider_reload(&config, new) {
+                            reload = Some(taken);
+                            generation.cancel();
+                        }
+                    }
+                }
+            }
+        };
         generation.cancel();
+        if let Some((new, roots)) = reload {
+            apply_reload(&mut config, s, new, roots);
+            if result.is_ok() && !shutdown.is_cancelled() {
+                continue;
+            }
+        }
         match result {
             Err(e) if is_storage_trouble(&e) && !shutdown.is_cancelled() => {
                 if !reported {
@@ -614,12 +732,7 @@ async fn run_generations(
                     tracing::debug!(error = %e, "the state database is still not writable");
                 }
             }
-            other => {
-                if reported && other.is_ok() {
-                    tracing::info!("stopped");
-                }
-                return other;
-            }
+            other => return other,
         }
         if shutdown.is_cancelled() {
             return Ok(());
@@ -737,7 +850,7 @@ async fn run_tree(
         tracing::error!(error = %e, "the mirror task failed");
     }
     if result.is_ok() {
-        tracing::info!("stopped");
+        tracing::debug!("the task tree stopped");
     }
     result
 }

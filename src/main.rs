@@ -433,6 +433,34 @@ fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
+/// Reads the config again on every SIGHUP, with the checks of a start, and hands the
+/// result to the daemon (docs/ARCHITECTURE.md#reload). Installed before the daemon starts,
+/// so that a SIGHUP never ends it (the default action of the signal).
+fn reload_on_sighup(path: Option<PathBuf>) -> tokio::sync::mpsc::Receiver<daemon::Reloaded> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let new = match &path {
+                        Some(p) => {
+                            tracing::info!("SIGHUP: reading {} again", p.display());
+                            config::load(p).map_err(|e| e.to_string())
+                        }
+                        None => Err("the daemon was started without a config file".into()),
+                    };
+                    if tx.send(new).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP (no config reload): {e}"),
+    }
+    rx
+}
+
 fn exit_code_of(e: &DaemonError) -> ExitCode {
     match e {
         DaemonError::Connect(_) => ExitCode::from(3),
@@ -446,7 +474,8 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::Run => {
             let token = CancellationToken::new();
             cancel_on_signals(token.clone());
-            match daemon::run(config, token).await {
+            let reloads = reload_on_sighup(config.source.clone());
+            match daemon::run_reloading_default(config, token, Some(reloads)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -11,6 +11,8 @@
 //! Must not: hold any state of its own that the database does not also have, or let a
 //! client that sends nothing, or garbage, hold up or stop the daemon.
 
+pub mod reload;
+
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

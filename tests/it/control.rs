@@ -282,3 +282,114 @@ async fn rescan_walks_now() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("no daemon is running"), "{out}");
 }
+
+/// A `run` process of the binary, its log in a file.
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(w: &World) -> Daemon {
+        let log = w.dir.path().join("daemon.log");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(w.config_path())
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .env("NO_COLOR", "1")
+            .spawn()
+            .expect("start immish-sync run");
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: a signal to our own child.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) },
+            0
+        );
+    }
+
+    async fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let mut status = None;
+        let stopped = eventually(Duration::from_secs(20), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        })
+        .await;
+        if !stopped {
+            let _ = self.child.kill();
+        }
+        assert!(stopped, "stops on SIGTERM: {}", self.log());
+        assert!(status.unwrap().success(), "{}", self.log());
+    }
+}
+
+/// SIGHUP reads the config again: a broken one is refused naming the key (the old roots
+/// keep working); a new root is watched and walked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_root_and_refuses_a_broken_config() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.write("IMG_0.jpg", &jpeg("hup-0"));
+    w.write_config();
+    let d = Daemon::start(&w);
+    socket_ready(&w).await;
+    assert!(
+        eventually(Duration::from_secs(20), || uploaded(&w) == 1).await,
+        "{}",
+        d.log()
+    );
+
+    // A typo: refused, with the file, line and key in the log.
+    let good = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(w.config_path(), format!("{good}\n[hash]\nconcurency = 4\n")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(10), || d.log().contains("refused")).await,
+        "{}",
+        d.log()
+    );
+    let log = d.log();
+    let refused = log.lines().find(|l| l.contains("refused")).unwrap();
+    assert!(refused.contains("concurency"), "names the key: {refused}");
+    assert!(
+        refused.contains(&w.config_path().display().to_string()),
+        "names the file: {refused}"
+    );
+    w.write("IMG_1.jpg", &jpeg("hup-1"));
+    assert!(
+        eventually(Duration::from_secs(10), || uploaded(&w) == 2).await,
+        "the running config still works: {}",
+        d.log()
+    );
+
+    // A second root: watched and walked without a restart.
+    let phone = w.dir.path().join("phone");
+    std::fs::create_dir_all(&phone).unwrap();
+    std::fs::write(phone.join("IMG_old.jpg"), jpeg("hup-old")).unwrap();
+    w.extra = format!("[[roots]]\npath = \"{}\"\n", phone.display());
+    w.write_config();
+    d.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(10), || uploaded(&w) == 3).await,
+        "the new root's file is walked: {}",
+        d.log()
+    );
+    assert!(d.log().contains("roots added"), "{}", d.log());
+    std::fs::write(phone.join("IMG_new.jpg"), jpeg("hup-new")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || uploaded(&w) == 4).await,
+        "the new root is watched: {}",
+        d.log()
+    );
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+    d.stop().await;
+}
