@@ -21,6 +21,7 @@
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
+//! - [`library`]: after the upload: albums, Live Photos and stacks.
 
 pub mod api;
 pub mod backoff;
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod db;
 pub mod hash;
 pub mod human;
+pub mod library;
 pub mod lock;
 pub mod mirror;
 pub mod model;
