@@ -25,6 +25,7 @@ use crate::control::{self, Control, RescanOf, Rescans};
 use crate::db::meta::{self, ConnectionState, ServerIdentity};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
+use crate::library::Library;
 use crate::lock::{LockError, StateLock};
 use crate::mirror::Mirror;
 use crate::model::MediaTypes;
@@ -527,6 +528,10 @@ pub async fn scan_with(
     };
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     let (roots, end) = (roots?, end?);
+    // What the server holds now joins its albums and groups before `scan` returns.
+    Library::new(s.db.clone(), s.api.clone(), &config.roots)
+        .drain(&shutdown)
+        .await?;
     let backlog = s.db.call(|c| queue::backlog(c, SUMMARY_PROBLEMS)).await?;
     let ((trash_only_total, trash_only), held_back) =
         s.db.call(|c| {
@@ -828,6 +833,10 @@ async fn run_tree(
         Some(engine.waker()),
     );
     let mirror = tokio::spawn(mirror.run(shutdown.clone()));
+    // Albums, Live Photos and stacks follow the uploads; like the mirror, they never fail
+    // the daemon.
+    let library = Library::new(s.db.clone(), s.api.clone(), &config.roots);
+    let library = tokio::spawn(library.run(shutdown.clone()));
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();
@@ -848,6 +857,9 @@ async fn run_tree(
     shutdown.cancel();
     if let Err(e) = mirror.await {
         tracing::error!(error = %e, "the mirror task failed");
+    }
+    if let Err(e) = library.await {
+        tracing::error!(error = %e, "the library task failed");
     }
     if result.is_ok() {
         tracing::debug!("the task tree stopped");

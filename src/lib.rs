@@ -22,6 +22,7 @@
 //!   tombstones of what the user deleted there).
 //! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
+//! - [`library`]: after the upload: albums, Live Photos and stacks.
 
 pub mod api;
 pub mod backoff;
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod db;
 pub mod hash;
 pub mod human;
+pub mod library;
 pub mod lock;
 pub mod mirror;
 pub mod model;

@@ -705,6 +705,7 @@ mod tests {
             include: vec![],
             exclude: vec!["private/**".into()],
             hidden: false,
+            library: Default::default(),
         };
         let (deep, flat) = (
             Root::new(&cfg(true)).unwrap(),
@@ -743,6 +744,7 @@ mod tests {
             include: vec!["**/*.jpg".into()],
             exclude: vec!["private/**".into()],
             hidden: false,
+            library: Default::default(),
         })
         .unwrap();
         assert!(root.wants(Path::new("/photos/2024/a.jpg")));

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use crate::model::{AssetId, Checksum};
 
+mod albums;
 mod assets;
 mod auth;
 pub mod client;
@@ -31,6 +32,7 @@ mod endpoint;
 pub mod error;
 mod server;
 pub mod socket;
+mod stacks;
 pub mod sync;
 mod tls;
 mod transport;
@@ -39,6 +41,7 @@ mod upload;
 #[cfg(test)]
 mod tests;
 
+pub use self::albums::{Album, AlbumAdd};
 pub use self::assets::{AssetPage, Visibility, BULK_CHECK_BATCH};
 pub use self::client::ApiClient;
 pub use self::error::ApiError;
@@ -54,13 +57,15 @@ pub const REQUIRED_PERMISSIONS: [&str; 2] = ["asset.upload", "asset.read"];
 
 /// The key the documentation recommends (docs/SERVER-API.md#permissions); used in error
 /// messages.
-pub const RECOMMENDED_PERMISSIONS: [&str; 6] = [
+pub const RECOMMENDED_PERMISSIONS: [&str; 8] = [
     "asset.upload",
     "asset.read",
     "user.read",
     "album.read",
     "album.create",
     "albumAsset.create",
+    "asset.update",
+    "stack.create",
 ];
 
 /// Which API shape the server speaks; found at connect time by how the server answers,
@@ -119,6 +124,8 @@ pub struct UploadRequest {
     /// Unix nanoseconds; sent as `YYYY-MM-DDTHH:MM:SS.sssZ`.
     pub file_created_ns: i64,
     pub file_modified_ns: i64,
+    /// A Live Photo's still: its video, uploaded already (`livePhotoVideoId`).
+    pub live_photo_video_id: Option<AssetId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

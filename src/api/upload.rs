@@ -295,6 +295,11 @@ impl ApiClient {
             // (docs/SERVER-API.md#multipart-fields).
             form = form.text("isArchived", "false").text("isVisible", "true");
         }
+        if let Some(video) = &req.live_photo_video_id {
+            // docs/SERVER-API.md#live-photos: the server links the still to the video (and
+            // hides the video) when the still arrives.
+            form = form.text("livePhotoVideoId", video.0.clone());
+        }
         let form = form
             .text("filename", req.file_name.clone())
             .part("assetData", part);

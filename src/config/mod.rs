@@ -129,6 +129,64 @@ pub struct RootConfig {
     pub exclude: Vec<String>,
     /// Include hidden (dot) files and folders.
     pub hidden: bool,
+    /// Albums, Live Photos and stacks for this root's files (issue 11).
+    pub library: LibraryConfig,
+}
+
+/// Which album a file joins by where it lies (`album` of a root).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlbumMode {
+    /// No album from the folder.
+    None,
+    /// The name of the file's folder.
+    Folder,
+    /// The file's folder path below the root, joined with `album_separator`.
+    Path,
+}
+
+/// Which member of a RAW + JPEG/HEIC pair the timeline shows (`stack_primary`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackPrimary {
+    Jpeg,
+    Raw,
+}
+
+/// A root's album and stack settings (src/library/).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LibraryConfig {
+    pub album: AlbumMode,
+    /// Between the folder names of `album = "path"`; not empty.
+    pub album_separator: String,
+    /// One album every file of the root joins too; not blank.
+    pub album_name: Option<String>,
+    /// RAW + JPEG/HEIC of the same stem become a stack.
+    pub stacks: bool,
+    pub stack_primary: StackPrimary,
+}
+
+impl Default for LibraryConfig {
+    /// No albums, stacks on with the JPEG on top: the defaults of `[[roots]]`.
+    fn default() -> Self {
+        LibraryConfig {
+            album: AlbumMode::None,
+            album_separator: " / ".into(),
+            album_name: None,
+            stacks: true,
+            stack_primary: StackPrimary::Jpeg,
+        }
+    }
+}
+
+impl LibraryConfig {
+    /// The settings as one line, to notice when they change between runs.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "album={:?} sep={:?} name={:?} stacks={} primary={:?}",
+            self.album, self.album_separator, self.album_name, self.stacks, self.stack_primary
+        )
+    }
 }
 
 #[derive(Clone, Debug)]

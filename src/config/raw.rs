@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::{LogFormat, WatchMode, MAX_CONCURRENCY};
+use super::{AlbumMode, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY};
 
 /// Parses a duration as written in the config: integer seconds (`"90"`) or a whole number
 /// with one unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`.
@@ -95,6 +95,11 @@ pub(super) struct RawRoot {
     pub(super) include: Vec<String>,
     pub(super) exclude: Vec<String>,
     pub(super) hidden: bool,
+    pub(super) album: AlbumMode,
+    pub(super) album_separator: String,
+    pub(super) album_name: Option<String>,
+    pub(super) stacks: bool,
+    pub(super) stack_primary: StackPrimary,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -178,6 +183,11 @@ impl Default for RawRoot {
             include: Vec::new(),
             exclude: Vec::new(),
             hidden: false,
+            album: AlbumMode::None,
+            album_separator: " / ".into(),
+            album_name: None,
+            stacks: true,
+            stack_primary: StackPrimary::Jpeg,
         }
     }
 }

@@ -15,8 +15,8 @@ use super::raw::{RawConfig, RawDuration, RawRoot, RawServer};
 use super::secret::{self, CredentialTable};
 use super::url::ServerUrl;
 use super::{
-    default_state_dir_in, is_root, Config, ConfigError, HashConfig, LogConfig, MirrorConfig,
-    RootConfig, ScanConfig, ServerConfig, StateConfig, UploadConfig, WatchConfig,
+    default_state_dir_in, is_root, Config, ConfigError, HashConfig, LibraryConfig, LogConfig,
+    MirrorConfig, RootConfig, ScanConfig, ServerConfig, StateConfig, UploadConfig, WatchConfig,
 };
 
 use Seg::{Index as I, Key as K};
@@ -158,6 +158,34 @@ impl Resolver<'_> {
         })
     }
 
+    /// A root's album and stack keys: a separator and a fixed album name must say
+    /// something, since an album named by blanks is one nobody would find.
+    fn library(&self, i: usize, r: &RawRoot) -> Result<LibraryConfig, ConfigError> {
+        if r.album_separator.is_empty() {
+            return Err(self.invalid(
+                &[K("roots"), I(i), K("album_separator")],
+                "empty; folder names need something between them, e.g. \" / \"",
+            ));
+        }
+        let album_name = match r.album_name.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(self.invalid(
+                    &[K("roots"), I(i), K("album_name")],
+                    "blank; name the album, or leave the key out",
+                ))
+            }
+            Some(n) => Some(n.to_owned()),
+            None => None,
+        };
+        Ok(LibraryConfig {
+            album: r.album,
+            album_separator: r.album_separator.clone(),
+            album_name,
+            stacks: r.stacks,
+            stack_primary: r.stack_primary,
+        })
+    }
+
     fn roots(&self, raw: Vec<RawRoot>) -> Result<Vec<RootConfig>, ConfigError> {
         if raw.is_empty() {
             return Err(self.invalid(
@@ -227,12 +255,14 @@ impl Resolver<'_> {
                     ));
                 }
             }
+            let library = self.library(i, &r)?;
             roots.push(RootConfig {
                 path,
                 recursive: r.recursive,
                 include: r.include,
                 exclude: r.exclude,
                 hidden: r.hidden,
+                library,
             });
         }
         Ok(roots)

@@ -999,9 +999,12 @@ fn the_example_documents_every_key_with_its_real_default() {
     assert!(raw.server.password.is_some() && raw.server.password_file.is_some());
     assert!(raw.server.ca_file.is_some() && raw.state.dir.is_some());
     assert_eq!(server, RawServer::default());
+    let root = raw.roots.into_iter().next().expect("a root");
+    assert!(root.album_name.is_some(), "the example shows album_name");
     let root = RawRoot {
         path: None,
-        ..raw.roots.into_iter().next().expect("a root")
+        album_name: None,
+        ..root
     };
     assert_eq!(root, RawRoot::default());
     assert!(raw.upload.device_id.is_some());
@@ -1033,4 +1036,27 @@ fn the_example_starts_with_the_minimal_config() {
             "the top of config.example.toml should show {key}"
         );
     }
+}
+
+/// The album and stack keys of a root: a wrong value or an empty separator or album name is
+/// named with its key (and line), the defaults are no albums and JPEG-on-top stacks.
+#[test]
+fn library_keys_are_checked_and_named() {
+    let dir = Dir::new();
+    let env = [("IMMISH_SYNC__SERVER__API_KEY", "k")];
+    let c = dir.load(BASE, &env).expect("defaults");
+    assert_eq!(c.roots[0].library, LibraryConfig::default());
+    let text = format!("{BASE}album = \"path\"\nalbum_separator = \"-\"\nalbum_name = \"NAS\"\nstack_primary = \"raw\"\nstacks = false\n");
+    let c = dir.load(&text, &env).expect("library keys");
+    let lib = &c.roots[0].library;
+    assert_eq!(lib.album, AlbumMode::Path);
+    assert_eq!(lib.album_separator, "-");
+    assert_eq!(lib.album_name.as_deref(), Some("NAS"));
+    assert_eq!((lib.stacks, lib.stack_primary), (false, StackPrimary::Raw));
+    let e = dir.error(&format!("{BASE}album = \"folders\"\n"), &env);
+    assert_contains(&e, &["album", "folders"]);
+    let e = dir.error(&format!("{BASE}album_separator = \"\"\n"), &env);
+    assert_contains(&e, &["roots[0].album_separator", "empty"]);
+    let e = dir.error(&format!("{BASE}album_name = \"  \"\n"), &env);
+    assert_contains(&e, &["roots[0].album_name", "blank"]);
 }

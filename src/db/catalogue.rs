@@ -293,6 +293,7 @@ pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
         "DELETE FROM known_assets; UPDATE files SET asset_id = NULL;
          DELETE FROM remote_assets; DELETE FROM tombstones;",
     )?;
+    super::library::forget_server(conn)?;
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
              skip_reason=NULL, outcome=NULL, updated_at=?1

@@ -11,6 +11,7 @@
 //! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
 
 pub mod catalogue;
+pub mod library;
 pub mod meta;
 pub mod mirror;
 pub mod queue;
@@ -43,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_waiting.sql",
         include_str!("../../migrations/0005_waiting.sql"),
+    ),
+    (
+        "0006_library.sql",
+        include_str!("../../migrations/0006_library.sql"),
     ),
 ];
 

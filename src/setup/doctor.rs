@@ -244,6 +244,28 @@ fn key_checks(api: &ApiClient, config: &Config) -> Vec<Check> {
     if let Some(advice) = key_power_advice(perms) {
         checks.push(Check::new(Level::Info, "key", advice));
     }
+    let library = crate::setup::missing_for_library(perms, &config.roots);
+    if !library.is_empty() {
+        let names: Vec<&str> = library.iter().map(|(p, _)| *p).collect();
+        let uses: Vec<String> = library
+            .iter()
+            .map(|(p, why)| format!("{p} ({why})"))
+            .collect();
+        checks.push(
+            Check::new(
+                Level::Warn,
+                "library",
+                format!(
+                    "the key lacks {}: uploads work, but these are left undone",
+                    uses.join(", ")
+                ),
+            )
+            .fix(format!(
+                "add {} to the key in Immich, or turn the feature off for the root",
+                names.join(", ")
+            )),
+        );
+    }
     if config.mirror.events && !api.can_open_websocket() {
         checks.push(Check::new(
             Level::Info,

@@ -237,7 +237,7 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
         wrote_key = true;
     }
     write_private(&config_path, final_text.as_bytes())?;
-    config::load(&config_path).map_err(|error| InitError::Verify {
+    let written = config::load(&config_path).map_err(|error| InitError::Verify {
         path: config_path.clone(),
         error: Box::new(error),
     })?;
@@ -257,6 +257,21 @@ pub async fn run(args: InitArgs, out: &mut dyn Write) -> Result<(), InitError> {
         Some(p) => {
             if let Some(advice) = key_power_advice(p) {
                 say(out, format!("note: {advice}"));
+            }
+            let library = crate::setup::missing_for_library(p, &written.roots);
+            if !library.is_empty() {
+                let uses: Vec<String> = library
+                    .iter()
+                    .map(|(p, why)| format!("{p} ({why})"))
+                    .collect();
+                say(
+                    out,
+                    format!(
+                        "note: the key lacks {}: uploads work, but these are left undone; \
+                         add them to the key",
+                        uses.join(", ")
+                    ),
+                );
             }
             let missing = missing_least_privilege(p);
             if !missing.is_empty() {

@@ -41,6 +41,40 @@ pub fn key_power_advice(permissions: &[String]) -> Option<String> {
     }
 }
 
+/// The permissions the library (src/library/) uses beyond [`LEAST_PRIVILEGE`] that a key
+/// lacks, each with what it is for: albums when some root asks for them, `asset.update` for
+/// Live Photos whose halves arrive apart (and for stacks), `stack.create` when some root
+/// stacks. Without them uploads go on; the daemon says so once.
+pub fn missing_for_library(
+    permissions: &[String],
+    roots: &[crate::config::RootConfig],
+) -> Vec<(&'static str, &'static str)> {
+    if permissions.iter().any(|p| p == "all") {
+        return Vec::new();
+    }
+    let albums = roots.iter().any(|r| {
+        r.library.album != crate::config::AlbumMode::None || r.library.album_name.is_some()
+    });
+    let stacks = roots.iter().any(|r| r.library.stacks);
+    let mut wanted = Vec::new();
+    if albums {
+        for p in ["album.read", "album.create", "albumAsset.create"] {
+            wanted.push((p, "albums"));
+        }
+    }
+    wanted.push((
+        "asset.update",
+        "Live Photos whose halves arrive apart, and stacks",
+    ));
+    if stacks {
+        wanted.push(("stack.create", "stacks (RAW + JPEG)"));
+    }
+    wanted
+        .into_iter()
+        .filter(|(p, _)| !permissions.iter().any(|q| q == p))
+        .collect()
+}
+
 /// The least-privilege permissions a key lacks (never `all`-holders: they lack nothing).
 pub fn missing_least_privilege(permissions: &[String]) -> Vec<&'static str> {
     if permissions.iter().any(|p| p == "all") {
@@ -68,6 +102,40 @@ mod tests {
         let del = key_power_advice(&perms(&["asset.upload", "asset.read", "asset.delete"]));
         assert!(del.unwrap().contains("asset.delete"));
         assert_eq!(key_power_advice(&perms(&LEAST_PRIVILEGE)), None);
+    }
+
+    #[test]
+    fn library_permissions_follow_the_roots_settings() {
+        let mut root = crate::config::RootConfig {
+            path: "/p".into(),
+            recursive: true,
+            include: vec![],
+            exclude: vec![],
+            hidden: false,
+            library: Default::default(),
+        };
+        let names = |m: Vec<(&'static str, &'static str)>| {
+            m.into_iter().map(|(p, _)| p).collect::<Vec<_>>()
+        };
+        let least = perms(&LEAST_PRIVILEGE);
+        let roots = std::slice::from_ref(&root);
+        assert_eq!(
+            names(missing_for_library(&least, roots)),
+            ["asset.update", "stack.create"]
+        );
+        root.library.stacks = false;
+        root.library.album = crate::config::AlbumMode::Folder;
+        let roots = std::slice::from_ref(&root);
+        assert_eq!(
+            names(missing_for_library(&least, roots)),
+            [
+                "album.read",
+                "album.create",
+                "albumAsset.create",
+                "asset.update"
+            ]
+        );
+        assert!(missing_for_library(&perms(&["all"]), roots).is_empty());
     }
 
     #[test]

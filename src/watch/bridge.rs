@@ -290,6 +290,7 @@ mod tests {
             include: vec![],
             exclude: vec![],
             hidden: false,
+            library: Default::default(),
         })
         .unwrap();
         let cfg = WatchConfig {

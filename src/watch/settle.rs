@@ -629,6 +629,7 @@ mod tests {
                 include: vec![],
                 exclude: vec![],
                 hidden: false,
+                library: Default::default(),
             })
             .unwrap(),
         );
@@ -683,6 +684,7 @@ mod tests {
                 include: vec![],
                 exclude: vec![],
                 hidden: false,
+                library: Default::default(),
             })
             .unwrap(),
         )

@@ -418,11 +418,29 @@ fn state_v3_opens_with_every_file_as_it_was() {
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(|c| {
         reads_as_it_was(c);
-        // Today's schema: 0005 added the table of waiting files.
+        // Today's schema: 0005 added the table of waiting files, 0006 the library's.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            5
+            6
         );
+        // The upgrade notes nothing by itself; the first start sorts the root's backed-up
+        // files (its settings are new), once.
+        assert!(immish_sync::db::library::todo(c, 100)?.is_empty());
+        let done: i64 = c.query_row(
+            "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
+             WHERE j.state = 'done' AND f.root = ?1",
+            [ROOT],
+            |r| r.get(0),
+        )?;
+        assert!(done > 0);
+        let noted = immish_sync::db::library::adopt_root_settings(c, ROOT, "defaults")?;
+        assert_eq!(noted as i64, done);
+        assert_eq!(
+            immish_sync::db::library::adopt_root_settings(c, ROOT, "defaults")?,
+            0
+        );
+        c.execute("DELETE FROM library_todo", [])?;
+        c.execute("DELETE FROM library_roots", [])?;
         // Every sentence became its code; the sentence itself is no longer stored.
         let stored: Vec<(String, Option<String>, Option<String>)> = c
             .prepare(

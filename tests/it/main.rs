@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod fixtures;
 mod honest;
+mod library_groups;
 mod mirror;
 mod outage;
 mod peer;

@@ -12,7 +12,8 @@ use super::{log_db, path_of, verify, Ctx};
 use crate::api::UploadRequest;
 use crate::db::now_ms;
 use crate::db::queue::{self, ClaimedJob};
-use crate::model::{Checksum, JobState};
+use crate::library::{self, pairs::StillPlan};
+use crate::model::{AssetId, Checksum, JobState};
 use crate::pipeline::gate::Signal;
 use crate::pipeline::Stats;
 
@@ -22,11 +23,24 @@ pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Sign
         return Signal::Ok;
     };
     let file_id = job.file_id;
-    let req = upload_request(job, sum, device_id);
+    let mut req = upload_request(job, sum, device_id);
+    // A Live Photo's still goes up after its video, naming it (docs/ARCHITECTURE.md#library).
+    match library::plan_still(&ctx.db, file_id, &job.path).await {
+        Ok(StillPlan::Wait) => return Signal::Ok,
+        Ok(StillPlan::WithVideo(video)) => req.live_photo_video_id = Some(AssetId(video)),
+        Ok(StillPlan::Alone) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot look for a Live Photo video; uploading alone")
+        }
+    }
     let outcome = match ctx.api.upload(&req).await {
         Ok(o) => o,
         Err(e) => return ctx.job_error(job, "upload", e).await,
     };
+    if let (Some(video), false) = (&req.live_photo_video_id, outcome.duplicate) {
+        let linked = library::linked_at_upload(&ctx.db, &job.path, &outcome.asset_id, &video.0);
+        log_db(linked.await);
+    }
     if outcome.duplicate {
         Stats::add(&ctx.stats.duplicates, 1);
     } else {
@@ -64,6 +78,7 @@ fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadReq
         device_id: device_id.to_string(),
         file_created_ns: created_ns,
         file_modified_ns: job.stat.mtime_ns,
+        live_photo_video_id: None,
     }
 }
 

@@ -95,6 +95,16 @@ impl AssetView {
     }
 }
 
+/// An album, as tests see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlbumView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// In the order they were added.
+    pub asset_ids: Vec<String>,
+}
+
 /// An asset to create through the handle, as if another client had uploaded it.
 #[derive(Clone, Debug)]
 pub struct NewAsset {
@@ -405,6 +415,59 @@ impl ServerHandle {
 
     pub fn asset(&self, id: &str) -> Option<AssetView> {
         self.app.lock().assets.get(id).map(AssetView::of)
+    }
+
+    /// The albums `user_id` owns, oldest first.
+    pub fn albums(&self, user_id: &str) -> Vec<AlbumView> {
+        let db = self.app.lock();
+        let mut list: Vec<AlbumView> = db
+            .albums
+            .iter()
+            .filter(|a| a.owner_id == user_id)
+            .map(|a| AlbumView {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                created_at: fmt_ts(a.created_at),
+                asset_ids: a.asset_ids.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        list
+    }
+
+    /// Creates an album for `user_id` as another client would; returns its id.
+    pub fn create_album(&self, user_id: &str, name: &str) -> String {
+        let mut db = self.app.lock();
+        let now = db.clock.tick();
+        let id = crate::state::new_id();
+        db.albums.push(crate::state::Album {
+            id: id.clone(),
+            owner_id: user_id.to_owned(),
+            name: name.to_owned(),
+            description: String::new(),
+            created_at: now,
+            updated_at: now,
+            asset_ids: Vec::new(),
+            thumbnail: None,
+        });
+        id
+    }
+
+    /// Deletes an album as its owner would in the web app (the assets stay).
+    pub fn delete_album(&self, id: &str) -> bool {
+        let mut db = self.app.lock();
+        let before = db.albums.len();
+        db.albums.retain(|a| a.id != id);
+        db.albums.len() != before
+    }
+
+    /// The primary asset of a stack, if the stack exists.
+    pub fn stack_primary(&self, stack_id: &str) -> Option<String> {
+        let db = self.app.lock();
+        db.stacks
+            .iter()
+            .find(|s| s.id == stack_id)
+            .map(|s| s.primary_asset_id.clone())
     }
 
     /// Waits until the metadata job of an asset has run; false on timeout or when the asset

@@ -240,7 +240,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::Failure;
-pub use handle::{AssetUpdate, AssetView, NewAsset, ServerHandle};
+pub use handle::{AlbumView, AssetUpdate, AssetView, NewAsset, ServerHandle};
 pub use state::{FormPart, UploadRecord, Visibility};
 
 use state::{App, Config, Shared, State};
