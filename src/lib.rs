@@ -21,6 +21,7 @@
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
+//! - `demo` (cargo feature `demo`): the daemon against the in-repo test server, in-process.
 
 pub mod api;
 pub mod backoff;
@@ -39,3 +40,6 @@ pub mod service;
 pub mod setup;
 pub mod status;
 pub mod watch;
+
+#[cfg(feature = "demo")]
+pub mod demo;

@@ -7,6 +7,8 @@ mod cli;
 mod common;
 mod complete;
 mod crash;
+#[cfg(feature = "demo")]
+mod demo;
 mod docs;
 mod faults;
 mod fixtures;
