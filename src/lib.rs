@@ -23,6 +23,7 @@
 //! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 //! - [`library`]: after the upload: albums, Live Photos and stacks.
+//! - `demo` (cargo feature `demo`): the daemon against the in-repo test server, in-process.
 
 pub mod api;
 pub mod backoff;
@@ -43,3 +44,6 @@ pub mod service;
 pub mod setup;
 pub mod status;
 pub mod watch;
+
+#[cfg(feature = "demo")]
+pub mod demo;

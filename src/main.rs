@@ -157,6 +157,14 @@ enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Try it: the real daemon against a test server started inside this process on
+    /// 127.0.0.1, backing up FOLDER (only read) or a sample library it writes, printing what
+    /// reaches the server, then watching for new files until Ctrl-C. Reads no config.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
+    Demo {
+        /// A folder of photos and videos [default: a generated sample library].
+        folder: Option<PathBuf>,
+    },
     /// Shell completions, the man page and the packaged units, from these definitions.
     #[command(hide = true)]
     Generate {
@@ -197,6 +205,10 @@ fn main() -> ExitCode {
     // These need no config: the .deb is built from them on a machine without one.
     if let Command::Generate { what } = &cli.command {
         return generate(what);
+    }
+    // The demo writes its own config and touches no other.
+    if let Command::Demo { folder } = &cli.command {
+        return demo(&cli, folder.clone());
     }
     let path = cli
         .config
@@ -277,6 +289,59 @@ fn setup(command: Command, path: PathBuf, level: &str) -> ExitCode {
         }
         _ => ExitCode::from(runtime.block_on(setup::doctor::run(&path))),
     }
+}
+
+/// `demo`: its report is the output, so the daemon logs only warnings unless -v asks.
+#[cfg(feature = "demo")]
+fn demo(cli: &Cli, folder: Option<PathBuf>) -> ExitCode {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        // The key the demo made for its own server has every permission (live events need
+        // it): the warning meant for a user's key would only be noise here.
+        (false, 0) => "warn,immish_sync::api::auth=error",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .with_ansi(journal::stderr_wants_colour())
+        .with_target(false)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = immish_sync::demo::Options { folder };
+    let result = runtime.block_on(async {
+        let token = CancellationToken::new();
+        cancel_on_signals(token.clone());
+        immish_sync::demo::run(options, &|text| write_stdout(text), token).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `demo` in a build without it (the packaged one): how to get it.
+#[cfg(not(feature = "demo"))]
+fn demo(_cli: &Cli, _folder: Option<PathBuf>) -> ExitCode {
+    eprintln!(
+        "error: this immish-sync was built without the demo (cargo feature `demo`, left out of \
+         the packages). From a clone of the repository: `cargo run --release -- demo [FOLDER]`"
+    );
+    ExitCode::from(1)
 }
 
 fn init_logging(cli: &Cli, config: &Config) {
@@ -514,7 +579,7 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::CheckConfig { offline } => check_config(config, offline).await,
         Command::Mirror { diff } => show_mirror(&config, diff),
         Command::Diff => show_diff(&config),
-        Command::Init { .. } | Command::Doctor => {
+        Command::Init { .. } | Command::Doctor | Command::Demo { .. } => {
             unreachable!("dispatched before the config loads")
         }
         Command::Service {

@@ -329,6 +329,17 @@ pub fn counts_by_state(conn: &Connection) -> rusqlite::Result<Vec<(JobState, i64
         .collect())
 }
 
+/// Present files linked to a server asset, as (path, asset id), in path order: what
+/// `immish-sync demo` reports as it appears.
+pub fn linked_files(conn: &Connection) -> rusqlite::Result<Vec<(Vec<u8>, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT path, asset_id FROM files WHERE asset_id IS NOT NULL AND missing = 0
+         ORDER BY path",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

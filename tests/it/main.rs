@@ -8,6 +8,8 @@ mod common;
 mod complete;
 mod control;
 mod crash;
+#[cfg(feature = "demo")]
+mod demo;
 mod docs;
 mod faults;
 mod fixtures;
