@@ -1,7 +1,7 @@
 # Shared by the bench scripts: build the release binaries, start the standalone test server
 # on a free loopback port, and write a daemon config pointing at it.
 # After `bench_start_server WORK`: $PORT, $KEY, $SRV_PID are set and the server is killed on
-# exit. `bench_write_config WORK PHOTOS STATE` writes WORK/config.toml (mode 0600).
+# exit (or by `bench_stop_server`). `bench_write_config WORK PHOTOS STATE` writes WORK/config.toml (mode 0600).
 
 bench_build() {
   cargo build --release --quiet -p immish-sync -p immish-testserver
@@ -12,13 +12,20 @@ bench_build() {
 
 bench_start_server() {
   local work=$1
-  PORT=$((20000 + RANDOM % 20000))
-  $SRV --port "$PORT" > "$work/server.out" 2>/dev/null &
+  # Port 0: the OS picks a free one, read back from the server's first line.
+  $SRV --port 0 > "$work/server.out" 2>/dev/null &
   SRV_PID=$!
   trap 'kill $SRV_PID 2>/dev/null' EXIT
   for _ in $(seq 100); do grep -q '^api key:' "$work/server.out" 2>/dev/null && break; sleep 0.05; done
   KEY=$(sed -n 's/^api key: //p' "$work/server.out")
-  [ -n "$KEY" ] || { echo "the test server did not start" >&2; exit 1; }
+  PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/server.out")
+  [ -n "$KEY" ] && [ -n "$PORT" ] || { echo "the test server did not start" >&2; exit 1; }
+}
+
+# Stops the server of the last `bench_start_server` (a fresh one has an empty inventory).
+bench_stop_server() {
+  kill "$SRV_PID" 2>/dev/null || true
+  wait "$SRV_PID" 2>/dev/null || true
 }
 
 bench_write_config() {

@@ -40,19 +40,31 @@ impl HashError {
 ///
 /// Blocking: call it from `spawn_blocking`. Checks `cancel` before every chunk.
 pub fn hash_file(path: &Path, cancel: &CancellationToken) -> Result<(Checksum, u64), HashError> {
+    hash_file_with(path, cancel, &mut Vec::new())
+}
+
+/// [`hash_file`] reading through `buf`, which is grown to the read size once and can be
+/// reused across files (a batch of small files then costs no allocation each).
+pub fn hash_file_with(
+    path: &Path,
+    cancel: &CancellationToken,
+    buf: &mut Vec<u8>,
+) -> Result<(Checksum, u64), HashError> {
     let io_err = |source| HashError::Io {
         path: path.display().to_string(),
         source,
     };
     let mut file = File::open(path).map_err(io_err)?;
     let mut hasher = Sha1::new();
-    let mut buf = vec![0u8; CHUNK];
+    if buf.len() < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
     let mut total = 0u64;
     loop {
         if cancel.is_cancelled() {
             return Err(HashError::Cancelled);
         }
-        let n = match file.read(&mut buf) {
+        let n = match file.read(&mut buf[..CHUNK]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

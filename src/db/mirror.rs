@@ -450,10 +450,57 @@ pub fn record_verified_upload(
     outcome: Outcome,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let verified = record.checksum.is_some();
     let tx = conn.transaction()?;
+    verified_upload(&tx, file_id, checksum, asset_id, record, outcome, now_ms)?;
+    tx.commit()
+}
+
+/// One upload the server confirmed, for [`record_verified_uploads`].
+#[derive(Clone, Debug)]
+pub struct VerifiedUpload {
+    pub file_id: i64,
+    pub checksum: Checksum,
+    pub asset_id: AssetId,
+    /// What the mirror holds for the asset from now on (its checksum is ours: the server
+    /// confirmed it).
+    pub record: RemoteAsset,
+    pub outcome: Outcome,
+}
+
+/// [`record_verified_upload`] for a batch of uploads that one `bulk-upload-check` confirmed,
+/// in one transaction.
+pub fn record_verified_uploads(
+    conn: &mut Connection,
+    uploads: Vec<VerifiedUpload>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for u in uploads {
+        verified_upload(
+            &tx,
+            u.file_id,
+            &u.checksum,
+            &u.asset_id,
+            u.record,
+            u.outcome,
+            now_ms,
+        )?;
+    }
+    tx.commit()
+}
+
+fn verified_upload(
+    tx: &Connection,
+    file_id: i64,
+    checksum: &Checksum,
+    asset_id: &AssetId,
+    record: RemoteAsset,
+    outcome: Outcome,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let verified = record.checksum.is_some();
     queue::finish_done(
-        &tx,
+        tx,
         file_id,
         checksum,
         Some(asset_id),
@@ -463,13 +510,12 @@ pub fn record_verified_upload(
     )?;
     let mut applied = Applied::default();
     apply(
-        &tx,
+        tx,
         &Change::Upsert(record),
         Policy::default(),
         now_ms,
         &mut applied,
-    )?;
-    tx.commit()
+    )
 }
 
 /// The tombstone for a checksum: (asset id, `trashed` | `deleted`).

@@ -55,35 +55,51 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedJob> {
 }
 
 /// Takes up to `limit` jobs that are `queued`, or in `retry` and due, and marks them
-/// `hashing`. Oldest first.
+/// `hashing`. Oldest first. Stops early once the files taken hold `max_bytes` (by their
+/// catalogued sizes; at least one job is taken), so that one claim of many small files does
+/// not also take a row of large ones.
 pub fn claim_for_hash(
     conn: &mut Connection,
     limit: usize,
+    max_bytes: u64,
     now_ms: i64,
 ) -> rusqlite::Result<Vec<ClaimedJob>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut jobs = Vec::new();
+    let mut bytes = 0u64;
+    let full = |jobs: &Vec<ClaimedJob>, bytes: u64| jobs.len() >= limit || bytes >= max_bytes;
     // Two index walks (jobs_queue, jobs_state) rather than one OR query, which SQLite can
     // only answer by sorting every waiting job.
-    let mut jobs = {
+    {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
              WHERE j.state = 'queued' ORDER BY j.updated_at, j.file_id LIMIT ?1"
         ))?;
-        let rows = stmt.query_map(params![limit as i64], claimed_from_row)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    if jobs.len() < limit {
+        let mut rows = stmt.query_map(params![limit as i64], claimed_from_row)?;
+        while !full(&jobs, bytes) {
+            let Some(job) = rows.next().transpose()? else {
+                break;
+            };
+            bytes += job.stat.size;
+            jobs.push(job);
+        }
+    }
+    if !full(&jobs, bytes) {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
              WHERE j.state = 'retry' AND j.next_attempt_at <= ?1
              ORDER BY j.next_attempt_at LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(
+        let mut rows = stmt.query_map(
             params![now_ms, (limit - jobs.len()) as i64],
             claimed_from_row,
         )?;
-        for row in rows {
-            jobs.push(row?);
+        while !full(&jobs, bytes) {
+            let Some(job) = rows.next().transpose()? else {
+                break;
+            };
+            bytes += job.stat.size;
+            jobs.push(job);
         }
     }
     {
@@ -212,6 +228,93 @@ pub fn requeue_changed(
             .execute([file_id])?,
     };
     set_state(conn, file_id, JobState::Queued, now_ms)
+}
+
+/// What hashing one claimed job came to, recorded with the rest of its batch by
+/// [`record_hash_results`].
+#[derive(Clone, Debug)]
+pub enum HashResult {
+    /// A checksum for exactly `stat` (hashed, or the cached one still matches): the job
+    /// goes on to `checking`.
+    Hashed {
+        file_id: i64,
+        stat: FileStat,
+        checksum: Checksum,
+    },
+    /// The file changed while it was read: its new stat (when known) is stored, the cached
+    /// checksum dropped, and it is looked at again at `retry.at_ms`.
+    Changed {
+        retry: RetryAt,
+        stat: Option<FileStat>,
+        reason: &'static str,
+    },
+    Skipped {
+        file_id: i64,
+        why: SkipReason,
+    },
+    Failed {
+        file_id: i64,
+        reason: String,
+    },
+    /// Deleted or moved away before it was read: the file is marked missing.
+    Vanished {
+        file_id: i64,
+    },
+}
+
+/// Records a batch of hashing results in one transaction (one commit for many small files
+/// instead of one each).
+pub fn record_hash_results(
+    conn: &mut Connection,
+    results: &[HashResult],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for r in results {
+        match r {
+            HashResult::Hashed {
+                file_id,
+                stat,
+                checksum,
+            } => record_hash(&tx, *file_id, stat, checksum, now_ms)?,
+            HashResult::Changed {
+                retry,
+                stat,
+                reason,
+            } => {
+                requeue_changed(&tx, retry.file_id, stat.as_ref(), now_ms)?;
+                schedule_retry(
+                    &tx,
+                    retry.file_id,
+                    retry.attempts,
+                    retry.at_ms,
+                    reason,
+                    now_ms,
+                )?;
+            }
+            HashResult::Skipped { file_id, why } => skip(&tx, *file_id, *why, now_ms)?,
+            HashResult::Failed { file_id, reason } => fail(&tx, *file_id, reason, now_ms)?,
+            HashResult::Vanished { file_id } => {
+                super::catalogue::mark_missing(&tx, &[*file_id], now_ms)?
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// Moves every job of `file_ids` to `state` (one that needs no extra data), in one
+/// transaction.
+pub fn set_states(
+    conn: &mut Connection,
+    file_ids: &[i64],
+    state: JobState,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for id in file_ids {
+        set_state(&tx, *id, state, now_ms)?;
+    }
+    tx.commit()
 }
 
 /// How a `done` job got there.
@@ -417,16 +520,18 @@ pub fn next_retry_due(
 }
 
 /// Jobs that still have work to do now or later: (active, waiting to retry).
+///
+/// Counted through the `jobs_state` index, so the cost follows the jobs not yet finished,
+/// not the whole catalogue (the engine asks each time it runs out of work).
 pub fn pending_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row(
-        "SELECT
-            COALESCE(SUM(state IN ('queued','hashing','checking','uploading','verifying')), 0),
-            COALESCE(SUM(state = 'retry'), 0)
-         FROM jobs",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    conn.prepare_cached(PENDING_COUNTS)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
+
+const PENDING_COUNTS: &str = "SELECT
+        (SELECT COUNT(*) FROM jobs
+         WHERE state IN ('queued','hashing','checking','uploading','verifying')),
+        (SELECT COUNT(*) FROM jobs WHERE state = 'retry')";
 
 /// Puts every `failed` job (or only those under `path_prefix`) back in the queue.
 pub fn retry_failed(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
@@ -582,6 +687,84 @@ mod tests {
             let states: Vec<JobState> = b.recent_problems.iter().map(|j| j.state).collect();
             assert_eq!(states, [JobState::Retry, JobState::Failed], "newest first");
             assert_eq!(backlog(c, 1)?.recent_problems.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    fn queue_files(c: &Connection, sizes: &[u64]) -> rusqlite::Result<Vec<i64>> {
+        let mut ids = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let stat = FileStat {
+                dev: 1,
+                ino: i as u64,
+                size: *size,
+                mtime_ns: 1,
+                ctime_ns: 1,
+            };
+            let path = format!("/r/{i}.jpg");
+            ids.push(catalogue::upsert_and_queue(
+                c,
+                b"/r",
+                path.as_bytes(),
+                &stat,
+                1,
+            )?);
+        }
+        Ok(ids)
+    }
+
+    /// One claim takes many small files, but stops at the byte bound, so that a hashing
+    /// task is not handed a row of large files with them; it always takes one.
+    #[test]
+    fn a_claim_stops_at_its_byte_bound_and_takes_at_least_one_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let ids = queue_files(c, &[10, 10, 100, 1000, 10])?;
+            let first = claim_for_hash(c, 64, 120, 5)?;
+            let got: Vec<i64> = first.iter().map(|j| j.file_id).collect();
+            assert_eq!(got, ids[..3], "oldest first, until 120 bytes are held");
+            let second = claim_for_hash(c, 64, 120, 5)?;
+            assert_eq!(
+                second.len(),
+                1,
+                "a file larger than the bound is taken alone"
+            );
+            assert_eq!(second[0].file_id, ids[3]);
+            let third = claim_for_hash(c, 64, 120, 5)?;
+            assert_eq!(
+                third.iter().map(|j| j.file_id).collect::<Vec<_>>(),
+                [ids[4]]
+            );
+            assert!(claim_for_hash(c, 64, 120, 5)?.is_empty());
+            let (active, _) = pending_counts(c)?;
+            assert_eq!(active, 5, "all five hashing");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// The engine counts what is left each time it runs out of work: that must walk the
+    /// index of unfinished states, never every job of the catalogue.
+    #[test]
+    fn counting_pending_jobs_does_not_scan_the_whole_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let mut plan = Vec::new();
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {PENDING_COUNTS}"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                plan.push(r.get::<_, String>(3)?);
+            }
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN jobs")),
+                "{plan:?}"
+            );
+            let ids = queue_files(c, &[1, 2, 3])?;
+            schedule_retry(c, ids[0], 1, 10, "503", 2)?;
+            assert_eq!(pending_counts(c)?, (2, 1));
             Ok(())
         })
         .unwrap();

@@ -46,6 +46,10 @@ pub const CHECK_BATCH: usize = 5000;
 /// Jobs accepted by dedup and waiting for an upload slot, at most. Bounds memory and keeps
 /// the dedup answer fresh.
 const UPLOAD_BACKLOG: usize = 1000;
+/// Jobs one hashing task takes at most, and the bytes it takes at most (at least one job):
+/// small files are hashed and recorded many to a task, not one each.
+const HASH_BATCH: usize = 64;
+const HASH_BATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// How long in-flight work may take to finish after a stop was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle engine looks at the queue without being woken.
@@ -228,6 +232,13 @@ pub(crate) enum Done {
     Upload {
         job: Box<ClaimedJob>,
         signal: Signal,
+        /// What the server answered, for verification.
+        uploaded: Option<Box<steps::verify::Uploaded>>,
+    },
+    Verify {
+        signal: Signal,
+        /// Uploads met by a pause, to verify once the gate opens.
+        again: Vec<steps::verify::Uploaded>,
     },
     Probe(Result<(), ApiError>),
 }
@@ -318,9 +329,10 @@ impl Engine {
                 break EngineEnd::Paused(p.clone());
             }
 
-            run.start_hashing().await?;
-            run.start_check().await?;
+            run.start_hashing(now).await?;
+            run.start_check(now).await?;
             run.start_uploads();
+            run.start_verify();
             run.start_probe(now);
             let sleep_until = match run.next(now).await? {
                 Next::Idle => break EngineEnd::Idle,
@@ -329,7 +341,7 @@ impl Engine {
 
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = self.waker.notify.notified() => {}
+                _ = self.waker.notify.notified() => run.news(),
                 _ = tokio::time::sleep_until(sleep_until.into()) => {}
                 Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res).await?,
             }
@@ -355,9 +367,18 @@ struct Run<'e> {
     mode: Mode,
     tasks: JoinSet<Done>,
     backlog: VecDeque<ClaimedJob>,
+    /// Uploads the server answered, waiting for the next verification batch.
+    to_verify: Vec<steps::verify::Uploaded>,
+    /// Hashing tasks (each a batch of jobs) in flight.
     hashing: usize,
     uploading: usize,
     checking: bool,
+    verifying: bool,
+    /// After a claim found less than it could take: no claim of that kind before this time
+    /// unless news comes (a wake-up, hashed jobs for the check), so that finishing uploads
+    /// do not cost an empty query each.
+    hash_dry_until: Option<Instant>,
+    check_dry_until: Option<Instant>,
     gate: Gate,
     /// Cancels hashing between chunks when we stop.
     hash_cancel: CancellationToken,
@@ -371,32 +392,46 @@ impl<'e> Run<'e> {
             mode,
             tasks: JoinSet::new(),
             backlog: VecDeque::new(),
+            to_verify: Vec::new(),
             hashing: 0,
             uploading: 0,
             checking: false,
+            verifying: false,
+            hash_dry_until: None,
+            check_dry_until: None,
             gate: Gate::new(s.pauses),
             hash_cancel: shutdown.child_token(),
         }
     }
 
-    /// ① Hashing needs no network: it runs whatever the gate says.
-    async fn start_hashing(&mut self) -> Result<(), DbError> {
+    /// New work may be queued: claims look again at once.
+    fn news(&mut self) {
+        self.hash_dry_until = None;
+        self.check_dry_until = None;
+    }
+
+    /// ① Hashing needs no network: it runs whatever the gate says. Each task hashes a batch
+    /// (up to [`HASH_BATCH`] jobs or [`HASH_BATCH_BYTES`]); the tasks run in parallel.
+    async fn start_hashing(&mut self, now: Instant) -> Result<(), DbError> {
         let limit = self.engine.settings.hash.concurrency;
-        if self.hashing >= limit {
+        if self.hashing >= limit || self.hash_dry_until.is_some_and(|t| now < t) {
             return Ok(());
         }
         let want = limit - self.hashing;
+        let (max_jobs, max_bytes) = (want * HASH_BATCH, want as u64 * HASH_BATCH_BYTES);
         let jobs = self
             .engine
             .db
-            .call(move |c| queue::claim_for_hash(c, want, now_ms()))
+            .call(move |c| queue::claim_for_hash(c, max_jobs, max_bytes, now_ms()))
             .await?;
-        for job in jobs {
+        let bytes: u64 = jobs.iter().map(|j| j.stat.size).sum();
+        self.hash_dry_until = (jobs.len() < max_jobs && bytes < max_bytes).then_some(now + RELOOK);
+        for batch in split_batches(jobs, want) {
             self.hashing += 1;
             let (db, stats) = (self.engine.db.clone(), self.engine.stats.clone());
-            let cancel = self.hash_cancel.clone();
+            let (cancel, waker) = (self.hash_cancel.clone(), self.engine.waker.clone());
             self.tasks.spawn_blocking(move || {
-                steps::hash::hash(&db, &stats, job, &cancel);
+                steps::hash::hash_batch(&db, &stats, batch, &cancel, &waker);
                 Done::Hash
             });
         }
@@ -404,8 +439,12 @@ impl<'e> Run<'e> {
     }
 
     /// ② Dedup, one batch at a time, while the backlog has room.
-    async fn start_check(&mut self) -> Result<(), DbError> {
-        if !self.gate.is_open() || self.checking || self.backlog.len() >= UPLOAD_BACKLOG {
+    async fn start_check(&mut self, now: Instant) -> Result<(), DbError> {
+        if !self.gate.is_open()
+            || self.checking
+            || self.backlog.len() >= UPLOAD_BACKLOG
+            || self.check_dry_until.is_some_and(|t| now < t)
+        {
             return Ok(());
         }
         let holds = self.engine.settings.hold.get();
@@ -418,6 +457,7 @@ impl<'e> Run<'e> {
             .db
             .call(move |c| queue::claim_for_check_outside(c, room, &holds.roots))
             .await?;
+        self.check_dry_until = (jobs.len() < room).then_some(now + RELOOK);
         if !jobs.is_empty() {
             self.checking = true;
             let ctx = self.engine.ctx();
@@ -443,13 +483,28 @@ impl<'e> Run<'e> {
             let ctx = self.engine.ctx();
             let device_id = self.engine.settings.device_id.clone();
             self.tasks.spawn(async move {
-                let signal = steps::upload::upload(&ctx, &device_id, &job).await;
+                let (signal, uploaded) = steps::upload::upload(&ctx, &device_id, &job).await;
                 Done::Upload {
                     job: Box::new(job),
                     signal,
+                    uploaded: uploaded.map(Box::new),
                 }
             });
         }
+    }
+
+    /// ④ Verification of what the server answered, one batch at a time: whatever waits
+    /// when the last batch is done goes in the next (docs/ARCHITECTURE.md#verification).
+    fn start_verify(&mut self) {
+        if !self.gate.is_open() || self.verifying || self.to_verify.is_empty() {
+            return;
+        }
+        let n = self.to_verify.len().min(CHECK_BATCH);
+        let batch: Vec<_> = self.to_verify.drain(..n).collect();
+        self.verifying = true;
+        let ctx = self.engine.ctx();
+        self.tasks
+            .spawn(async move { steps::verify::verify_batch(&ctx, batch).await });
     }
 
     /// The probe a paused gate asks for (are the credentials accepted again? does the
@@ -464,7 +519,11 @@ impl<'e> Run<'e> {
 
     /// Whether an `UntilIdle` run is over, else until when to wait at most.
     async fn next(&self, now: Instant) -> Result<Next, DbError> {
-        let busy = self.hashing > 0 || self.uploading > 0 || self.checking;
+        let busy = self.hashing > 0
+            || self.uploading > 0
+            || self.checking
+            || self.verifying
+            || !self.to_verify.is_empty();
         let mut wake_at = self.gate.wake_at();
         let mut wake_by = |t: Instant| wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
         let holds = self.engine.settings.hold.get();
@@ -522,7 +581,11 @@ impl<'e> Run<'e> {
             }
         };
         match done {
-            Done::Hash => self.hashing -= 1,
+            Done::Hash => {
+                self.hashing -= 1;
+                // Hashed jobs wait in `checking`; a file that changed may be due soon.
+                self.news();
+            }
             Done::Check {
                 accepted,
                 signal,
@@ -535,11 +598,21 @@ impl<'e> Run<'e> {
                 }
                 self.gate.apply(signal, Instant::now());
             }
-            Done::Upload { job, signal } => {
+            Done::Upload {
+                job,
+                signal,
+                uploaded,
+            } => {
                 self.uploading -= 1;
                 if matches!(signal, Signal::Pause(_)) {
                     self.backlog.push_front(*job);
                 }
+                self.to_verify.extend(uploaded.map(|u| *u));
+                self.gate.apply(signal, Instant::now());
+            }
+            Done::Verify { signal, again } => {
+                self.verifying = false;
+                self.to_verify.extend(again);
                 self.gate.apply(signal, Instant::now());
             }
             Done::Probe(res) => {
@@ -587,6 +660,26 @@ impl<'e> Run<'e> {
     }
 }
 
+/// Splits claimed jobs into at most `parts` runs of about equal bytes, in claim order.
+fn split_batches(jobs: Vec<ClaimedJob>, parts: usize) -> Vec<Vec<ClaimedJob>> {
+    let total: u64 = jobs.iter().map(|j| j.stat.size.max(1)).sum();
+    let share = total.div_ceil(parts.max(1) as u64);
+    let mut out = Vec::with_capacity(parts);
+    let (mut run, mut bytes) = (Vec::new(), 0u64);
+    for job in jobs {
+        bytes += job.stat.size.max(1);
+        run.push(job);
+        if bytes >= share && out.len() + 1 < parts {
+            out.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,5 +704,44 @@ mod tests {
                 "attempt {attempt}: {d:?} vs {base:?}"
             );
         }
+    }
+
+    fn job(id: i64, size: u64) -> ClaimedJob {
+        ClaimedJob {
+            file_id: id,
+            path: format!("/r/{id}.jpg").into_bytes(),
+            stat: crate::db::catalogue::FileStat {
+                dev: 1,
+                ino: id as u64,
+                size,
+                mtime_ns: 1,
+                ctime_ns: 1,
+            },
+            checksum: None,
+            attempts: 0,
+        }
+    }
+
+    /// A claim is shared among the hashing tasks by bytes, in order, every job once.
+    #[test]
+    fn a_claim_is_split_into_runs_of_about_equal_bytes() {
+        let ids = |b: &Vec<Vec<ClaimedJob>>| -> Vec<Vec<i64>> {
+            b.iter()
+                .map(|r| r.iter().map(|j| j.file_id).collect())
+                .collect()
+        };
+        let jobs: Vec<_> = (0..8).map(|i| job(i, 100)).collect();
+        assert_eq!(
+            ids(&split_batches(jobs, 2)),
+            [vec![0, 1, 2, 3], vec![4, 5, 6, 7]]
+        );
+        let jobs = vec![job(0, 1000), job(1, 10), job(2, 10), job(3, 10)];
+        assert_eq!(
+            ids(&split_batches(jobs, 2)),
+            [vec![0], vec![1, 2, 3]],
+            "a large file is a run of its own"
+        );
+        assert_eq!(ids(&split_batches(vec![job(0, 5)], 2)), [vec![0]]);
+        assert!(split_batches(Vec::new(), 2).is_empty());
     }
 }

@@ -339,3 +339,71 @@ async fn a_file_still_changing_is_left_for_later_and_a_future_date_is_not() {
         .collect();
     assert!(sums.contains(&sha1_hex(&final_bytes)), "the final bytes");
 }
+
+// --- verification in batches (issue 12) -------------------------------------------------------
+
+/// Uploads are verified by one `bulk-upload-check` of their checksums per batch, not by
+/// reading every new asset back: the server holds each file's bytes once, as the asset the
+/// upload named, every job is `done` as uploaded and verified, and no `GET /assets/:id` was
+/// needed (docs/ARCHITECTURE.md#verification).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_verified_in_batches_by_their_checksums() {
+    const N: usize = 40;
+    let w = World::new(Dialect::Immich).await;
+    let mut sums = Vec::new();
+    for i in 0..N {
+        let bytes = jpeg(&format!("batch {i}"));
+        sums.push(sha1_hex(&bytes));
+        w.write(format!("{:02}/IMG_{i:03}.jpg", i % 4), &bytes);
+    }
+    let summary = w.scan().await;
+    assert!(summary.is_complete(), "{summary:?}");
+    assert_eq!(summary.stats.uploaded.load(Relaxed), N as u64);
+
+    let assets = w.server.assets(&w.server.admin_id());
+    let mut on_server: Vec<String> = assets.iter().map(|a| a.checksum_hex.clone()).collect();
+    on_server.sort();
+    sums.sort();
+    assert_eq!(on_server, sums, "each file's bytes once on the server");
+    assert_eq!(w.server.upload_bodies(), N as u64);
+
+    let db = w.db();
+    let (done, verified, linked_to_server): (i64, i64, i64) = db
+        .query_row(
+            "SELECT
+                (SELECT COUNT(*) FROM jobs WHERE state = 'done' AND outcome = 'uploaded'),
+                (SELECT COUNT(*) FROM known_assets WHERE verified_at IS NOT NULL),
+                (SELECT COUNT(*) FROM files f JOIN remote_assets r ON r.id = f.asset_id
+                 WHERE r.checksum = f.checksum)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(done, N as i64, "every job done as uploaded");
+    assert_eq!(verified, N as i64, "every checksum verified");
+    assert_eq!(
+        linked_to_server, N as i64,
+        "each file is backed up as an asset the mirror holds with its checksum"
+    );
+    for a in &assets {
+        let id: String = db
+            .query_row(
+                "SELECT asset_id FROM known_assets WHERE lower(hex(checksum)) = ?1",
+                [&a.checksum_hex],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(id, a.id, "remembered as the asset the server holds");
+    }
+    assert_eq!(
+        w.server.requests("GET /assets/:id"),
+        0,
+        "no asset read back one by one: {:?}",
+        w.server.request_counts()
+    );
+    let checks = w.server.requests("POST /assets/bulk-upload-check");
+    assert!(
+        checks < N as u64,
+        "{checks} bulk checks for {N} files: dedup and verification go in batches"
+    );
+}

@@ -1,39 +1,80 @@
-//! ① Hashing one file, on the blocking pool.
+//! ① Hashing a batch of files, on the blocking pool.
 //!
 //! Re-stats after hashing: a file that changed meanwhile is queued again, never recorded
-//! with a stale checksum. Must not: talk to the server.
+//! with a stale checksum. The results of a batch are recorded together, in one transaction
+//! (small files cost a commit per batch, not one each); a large file is recorded on its own,
+//! so that the files hashed before it go on to dedup without waiting for it. Must not: talk
+//! to the server.
 
 use tokio_util::sync::CancellationToken;
 
 use super::{changed_retry, log_db, path_of};
-use crate::db::catalogue::{self, FileStat};
-use crate::db::queue::{self, ClaimedJob};
+use crate::db::catalogue::FileStat;
+use crate::db::queue::{self, ClaimedJob, HashResult};
 use crate::db::{now_ms, Db};
-use crate::hash::{hash_file, HashError};
+use crate::hash::{hash_file_with, HashError};
 use crate::model::SkipReason;
-use crate::pipeline::Stats;
+use crate::pipeline::{Stats, Waker};
 
-/// Hashes one file (blocking) and records the checksum, or why there is none.
-pub(crate) fn hash(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &CancellationToken) {
+/// Results waiting to be recorded are written before a file at least this large is read.
+const FLUSH_BEFORE: u64 = 8 * 1024 * 1024;
+
+/// Hashes the jobs of one batch in order (blocking) and records what each came to.
+pub(crate) fn hash_batch(
+    db: &Db,
+    stats: &Stats,
+    jobs: Vec<ClaimedJob>,
+    cancel: &CancellationToken,
+    waker: &Waker,
+) {
+    let mut buf = Vec::new();
+    let mut results = Vec::with_capacity(jobs.len());
+    let record = |results: &mut Vec<HashResult>| {
+        if !results.is_empty() {
+            log_db(db.call_blocking(|c| queue::record_hash_results(c, results, now_ms())));
+            results.clear();
+        }
+    };
+    for job in jobs {
+        if job.stat.size >= FLUSH_BEFORE && !results.is_empty() {
+            record(&mut results);
+            waker.wake();
+        }
+        match hash_one(stats, &job, cancel, &mut buf) {
+            Some(r) => results.push(r),
+            // Cancelled: the jobs not recorded stay `hashing` and go back to `queued` when
+            // the engine stops.
+            None => break,
+        }
+    }
+    record(&mut results);
+}
+
+/// Hashes one file; `None` when cancelled.
+fn hash_one(
+    stats: &Stats,
+    job: &ClaimedJob,
+    cancel: &CancellationToken,
+    buf: &mut Vec<u8>,
+) -> Option<HashResult> {
     let path = path_of(&job.path);
-    let now = now_ms();
-    let id = job.file_id;
+    let file_id = job.file_id;
     // The ways this step ends a job without a checksum.
-    let skip = |why: SkipReason| log_db(db.call_blocking(|c| queue::skip(c, id, why, now)));
-    let fail = |reason: &str| {
+    let skip = |why: SkipReason| Some(HashResult::Skipped { file_id, why });
+    let fail = |reason: String| {
         Stats::add(&stats.failed, 1);
-        log_db(db.call_blocking(|c| queue::fail(c, id, reason, now)));
+        Some(HashResult::Failed { file_id, reason })
     };
     // Deleted or moved away before we got to it: drop quietly; a rescan or the watcher will
     // find it under its new name.
-    let vanished = || log_db(db.call_blocking(|c| catalogue::mark_missing(c, &[id], now)));
+    let vanished = Some(HashResult::Vanished { file_id });
 
     let stat_now = match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_file() => FileStat::from_metadata(&m),
         Ok(_) => return skip(SkipReason::NotRegularFile),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vanished(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vanished,
         Err(e) => {
-            return fail(&format!(
+            return fail(format!(
                 "cannot read {}: {e}; will try again when it changes",
                 path.display()
             ));
@@ -42,39 +83,40 @@ pub(crate) fn hash(db: &Db, stats: &Stats, job: ClaimedJob, cancel: &Cancellatio
     if stat_now.size == 0 {
         return skip(SkipReason::EmptyFile);
     }
-    if let (Some(sum), true) = (job.checksum, stat_now == job.stat) {
-        log_db(db.call_blocking(|c| queue::record_hash(c, id, &stat_now, &sum, now)));
-        return;
+    if let (Some(checksum), true) = (job.checksum, stat_now == job.stat) {
+        return Some(HashResult::Hashed {
+            file_id,
+            stat: stat_now,
+            checksum,
+        });
     }
-    match hash_file(&path, cancel) {
-        Ok((sum, n)) => {
+    match hash_file_with(&path, cancel, buf) {
+        Ok((checksum, n)) => {
             let after = std::fs::symlink_metadata(&path)
                 .ok()
                 .map(|m| FileStat::from_metadata(&m));
             if after != Some(stat_now) || n != stat_now.size {
                 tracing::debug!(path = %path.display(), "file changed while hashing; looking again later");
-                let retry = changed_retry(&job, now_ms());
-                log_db(db.call_blocking(|c| {
-                    queue::retry_after_change(
-                        c,
-                        retry,
-                        after.as_ref(),
-                        "the file changed while it was read",
-                        now,
-                    )
-                }));
-                return;
+                return Some(HashResult::Changed {
+                    retry: changed_retry(job, now_ms()),
+                    stat: after,
+                    reason: "the file changed while it was read",
+                });
             }
             Stats::add(&stats.hashed, 1);
             Stats::add(&stats.hashed_bytes, n);
-            log_db(db.call_blocking(|c| queue::record_hash(c, id, &stat_now, &sum, now_ms())));
+            Some(HashResult::Hashed {
+                file_id,
+                stat: stat_now,
+                checksum,
+            })
         }
-        Err(HashError::Cancelled) => {}
-        Err(e) if e.is_not_found() => vanished(),
+        Err(HashError::Cancelled) => None,
+        Err(e) if e.is_not_found() => vanished,
         Err(e) => {
             let reason = format!("{e}; will try again when the file changes");
             tracing::warn!(path = %path.display(), "{reason}");
-            fail(&reason);
+            fail(reason)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! ③ Uploading one file, then handing it to ④ [`verify`](super::verify).
+//! ③ Uploading one file; ④ [`verify`](super::verify) confirms it with others of its batch.
 //!
 //! The file is streamed with its checksum (`x-immich-checksum`), so a server that has the
 //! content already answers before the body is sent. Must not: mark the job `done` (only
@@ -8,25 +8,30 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{log_db, path_of, verify, Ctx};
+use super::verify::Uploaded;
+use super::{log_db, path_of, Ctx};
 use crate::api::UploadRequest;
-use crate::db::now_ms;
-use crate::db::queue::{self, ClaimedJob};
+use crate::db::queue::ClaimedJob;
 use crate::library::{self, pairs::StillPlan};
-use crate::model::{AssetId, Checksum, JobState};
+use crate::model::{AssetId, Checksum};
 use crate::pipeline::gate::Signal;
 use crate::pipeline::Stats;
 
-/// Uploads one file and verifies the server's copy.
-pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Signal {
+/// Uploads one file. What the server answered goes to verification (`Some`); on a failure
+/// the job's next state is recorded here and the signal says what it means for the gate.
+pub(crate) async fn upload(
+    ctx: &Ctx,
+    device_id: &str,
+    job: &ClaimedJob,
+) -> (Signal, Option<Uploaded>) {
     let Some(sum) = job.checksum else {
-        return Signal::Ok;
+        return (Signal::Ok, None);
     };
     let file_id = job.file_id;
     let mut req = upload_request(job, sum, device_id);
     // A Live Photo's still goes up after its video, naming it (docs/ARCHITECTURE.md#library).
     match library::plan_still(&ctx.db, file_id, &job.path).await {
-        Ok(StillPlan::Wait) => return Signal::Ok,
+        Ok(StillPlan::Wait) => return (Signal::Ok, None),
         Ok(StillPlan::WithVideo(video)) => req.live_photo_video_id = Some(AssetId(video)),
         Ok(StillPlan::Alone) => {}
         Err(e) => {
@@ -35,7 +40,7 @@ pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Sign
     }
     let outcome = match ctx.api.upload(&req).await {
         Ok(o) => o,
-        Err(e) => return ctx.job_error(job, "upload", e).await,
+        Err(e) => return (ctx.job_error(job, "upload", e).await, None),
     };
     if let (Some(video), false) = (&req.live_photo_video_id, outcome.duplicate) {
         let linked = library::linked_at_upload(&ctx.db, &job.path, &outcome.asset_id, &video.0);
@@ -47,12 +52,13 @@ pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Sign
         Stats::add(&ctx.stats.uploaded, 1);
         Stats::add(&ctx.stats.uploaded_bytes, job.stat.size);
     }
-    log_db(
-        ctx.db
-            .call(move |c| queue::set_state(c, file_id, JobState::Verifying, now_ms()))
-            .await,
-    );
-    verify::verify(ctx, job, sum, &req.path, outcome).await
+    let uploaded = Uploaded {
+        job: job.clone(),
+        sum,
+        req,
+        outcome,
+    };
+    (Signal::Ok, Some(uploaded))
 }
 
 /// The names and ids the server sees for a file.
