@@ -22,6 +22,7 @@
 //!   tombstones of what the user deleted there).
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 
+pub mod alerts;
 pub mod api;
 pub mod backoff;
 pub mod complete;
@@ -29,7 +30,9 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod hash;
+pub mod http;
 pub mod human;
+pub mod live;
 pub mod lock;
 pub mod mirror;
 pub mod model;

@@ -11,6 +11,7 @@ mod docs;
 mod faults;
 mod fixtures;
 mod honest;
+mod metrics;
 mod mirror;
 mod outage;
 mod peer;
