@@ -42,7 +42,11 @@ struct Listener {
 
 impl Listener {
     async fn start(fail_first: usize) -> Listener {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Listener::start_at("127.0.0.1:0", fail_first).await
+    }
+
+    async fn start_at(addr: &str, fail_first: usize) -> Listener {
+        let l = TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}/hook", l.local_addr().unwrap());
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let record = got.clone();
@@ -234,9 +238,10 @@ async fn a_failed_file_is_alerted_once_even_when_the_first_delivery_fails() {
     d.stop().await;
 }
 
-/// An alert URL where nothing listens is logged, and the daemon backs up and stops as usual.
+/// An alert URL where nothing listens yet is tried again at every check, without stopping
+/// the backup; once something listens there, the incident arrives, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alert_url_nobody_answers_does_not_stop_the_backup() {
+async fn an_alert_url_nobody_answers_yet_does_not_stop_the_backup() {
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -255,6 +260,7 @@ async fn an_alert_url_nobody_answers_does_not_stop_the_backup() {
             == 2)
         .await
     );
+    // Several checks meet the closed port meanwhile.
     tokio::time::sleep(QUIET).await;
     w.write("IMG_late.jpg", &jpeg("closed-late"));
     assert!(
@@ -262,5 +268,15 @@ async fn an_alert_url_nobody_answers_does_not_stop_the_backup() {
             == 3)
         .await
     );
+
+    let hook = Listener::start_at(&closed.to_string(), 0).await;
+    assert!(
+        eventually(Duration::from_secs(30), || hook.count() >= 1).await,
+        "the alert never arrived once the URL answered"
+    );
+    tokio::time::sleep(QUIET).await;
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].json()["incident"], "failed");
     d.stop().await;
 }
