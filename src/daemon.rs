@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::backoff::{self, Backoff};
@@ -26,6 +27,7 @@ use crate::db::meta::{self, ConnectionState, ServerIdentity};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
 use crate::library::Library;
+use crate::live::Live;
 use crate::lock::{LockError, StateLock};
 use crate::mirror::Mirror;
 use crate::model::MediaTypes;
@@ -56,6 +58,12 @@ pub enum DaemonError {
     Task(String),
     #[error("uploads are paused (since {since}): `immish-sync resume` lifts the pause")]
     Paused { since: String },
+    #[error("metrics.listen: cannot listen on {addr}: {source}; choose another port, or remove [metrics] listen")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<WatchError> for DaemonError {
@@ -110,6 +118,9 @@ impl Started {
     }
 }
 
+/// How long a loop of the daemon may go without a heartbeat before `/healthz` says it
+/// stopped making progress (when no systemd watchdog sets its own budget).
+const HEALTH_LOOP_BUDGET: Duration = Duration::from_secs(120);
 /// How long the first scan waits for the watcher to have every root watched.
 const WATCH_READY_MAX: Duration = Duration::from_secs(60);
 /// The first wait after a failed connect; it doubles up to [`Tuning::connect_retry_max`].
@@ -127,6 +138,8 @@ pub struct Tuning {
     pub connect_retry_max: Duration,
     /// Waits between the probes of an outage (first step, cap).
     pub outage_probe: Backoff,
+    /// How often the alerts look for incidents (docs/STATUS.md#alerts).
+    pub alert_check: Duration,
 }
 
 impl Default for Tuning {
@@ -137,6 +150,7 @@ impl Default for Tuning {
             capacity_pause: Duration::from_secs(600),
             connect_retry_max: Duration::from_secs(300),
             outage_probe: pipeline::OUTAGE_PROBE,
+            alert_check: Duration::from_secs(30),
         }
     }
 }
@@ -240,6 +254,22 @@ async fn start(
         tracing::warn!(
             "the configured server or user changed: every file is checked against it again"
         );
+    }
+
+    // The dialect and version, for `status`; a server that does not say is no reason to
+    // stop.
+    let info = meta::ServerInfo {
+        dialect: format!("{:?}", api.dialect()).to_lowercase(),
+        version: match api.server_version().await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the server's version");
+                None
+            }
+        },
+    };
+    if let Err(e) = db.call(move |c| meta::set_server_info(c, &info)).await {
+        tracing::debug!(error = %e, "cannot record the server's version");
     }
 
     let media = match api.media_types().await {
@@ -596,12 +626,44 @@ pub async fn run_reloading(
     shutdown: CancellationToken,
     reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
+    let live = Live::new();
+    // The endpoint answers from the start: a server down at boot is what /healthz is for.
+    // Its tasks end with `shutdown`, like every other.
+    let _http = match config.metrics.listen {
+        Some(addr) => {
+            // /healthz tells a loop that stopped making progress (docs/STATUS.md#healthz).
+            service::watch_loops(HEALTH_LOOP_BUDGET);
+            let endpoint = crate::http::Endpoint::bind(addr, &config, live.clone())
+                .await
+                .map_err(|source| DaemonError::Listen { addr, source })?;
+            live.set_http(endpoint.local_addr());
+            tracing::info!(
+                "status page at http://{}/ (/metrics, /healthz, /status.json)",
+                endpoint.local_addr()
+            );
+            Some(AbortOnDropHandle::new(tokio::spawn(
+                endpoint.serve(shutdown.clone()),
+            )))
+        }
+        None => None,
+    };
     let Some(mut s) = start(&config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
+    live.set_phase("watching");
+    let _recorder = AbortOnDropHandle::new(tokio::spawn(
+        live.clone().record(s.db.clone(), shutdown.clone()),
+    ));
+    let _alerts = crate::alerts::Alerts::new(
+        &config.alerts,
+        s.db.clone(),
+        config.state.dir.clone(),
+        tuning.alert_check,
+    )
+    .map(|a| AbortOnDropHandle::new(tokio::spawn(a.run(shutdown.clone()))));
     // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
     // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
-    let result = run_generations(config, &tuning, &mut s, &shutdown, reloads).await;
+    let result = run_generations(config, &tuning, &mut s, &live, &shutdown, reloads).await;
     s.close_control().await;
     if result.is_ok() {
         tracing::info!("stopped");
@@ -684,6 +746,7 @@ async fn run_generations(
     mut config: Config,
     tuning: &Tuning,
     s: &mut Started,
+    live: &Arc<Live>,
     shutdown: &CancellationToken,
     mut reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
@@ -696,7 +759,7 @@ async fn run_generations(
         let generation = shutdown.child_token();
         let mut reload = None;
         let result = {
-            let tree = run_tree(&config, s, generation.clone());
+            let tree = run_tree(&config, s, live, generation.clone());
             tokio::pin!(tree);
             loop {
                 tokio::select! {
@@ -766,16 +829,18 @@ fn is_storage_trouble(e: &DaemonError) -> bool {
 async fn run_tree(
     config: &Config,
     s: &Started,
+    live: &Arc<Live>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone())
-        .with_waker(s.control.waker.clone());
+        .with_waker(s.control.waker.clone())
+        .with_stats(live.stats());
     let waker = engine.waker();
 
     let (watch_ready, watching) = tokio::sync::oneshot::channel();
     let watcher = watch_roots(config, s, waker.clone(), watch_ready, shutdown.clone());
     let scanner = {
-        let (scanner, cancel) = (s.scanner.clone(), shutdown.clone());
+        let (scanner, cancel, live) = (s.scanner.clone(), shutdown.clone(), live.clone());
         let rescans = s.control.rescans.clone();
         async move {
             // The first scan starts once the watches are in place, so that a file written
@@ -793,7 +858,10 @@ async fn run_tree(
             let mut only: Option<Scanner> = None;
             loop {
                 let pass = only.take().unwrap_or_else(|| scanner.clone());
-                let outcomes = pass.scan_all(|| waker.wake(), &cancel).await?;
+                live.set_phase("scanning");
+                let outcomes = pass.scan_all(|| waker.wake(), &cancel).await;
+                live.set_phase("watching");
+                let outcomes = outcomes?;
                 let fresh = fresh_count(&outcomes);
                 // Spread so that many agents on one server do not rescan in step. Files that
                 // were still changing are looked at again once they may have settled.

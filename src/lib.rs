@@ -25,6 +25,7 @@
 //! - [`library`]: after the upload: albums, Live Photos and stacks.
 //! - `demo` (cargo feature `demo`): the daemon against the in-repo test server, in-process.
 
+pub mod alerts;
 pub mod api;
 pub mod backoff;
 pub mod complete;
@@ -33,8 +34,10 @@ pub mod control;
 pub mod daemon;
 pub mod db;
 pub mod hash;
+pub mod http;
 pub mod human;
 pub mod library;
+pub mod live;
 pub mod lock;
 pub mod mirror;
 pub mod model;

@@ -90,7 +90,11 @@ enum Command {
     /// Scan the roots once, upload what is missing, and exit (0 when all is backed up).
     Scan,
     /// Show the queue, recent failures and the last backup (works while the daemon runs).
-    Status,
+    Status {
+        /// Print JSON (its fields are documented in docs/STATUS.md and only ever added to).
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the config file (and, unless --offline, that the server accepts it).
     CheckConfig {
         /// Do not contact the server.
@@ -559,9 +563,24 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::Status => match status::read(&config.state.dir) {
+        Command::Status { json } => match status::read(&config.state.dir) {
+            Ok(Some(s)) if json => match serde_json::to_string_pretty(&s) {
+                Ok(text) => {
+                    sayln!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write the status as JSON: {e}");
+                    ExitCode::from(1)
+                }
+            },
             Ok(Some(s)) => {
                 say!("{}", s.render());
+                ExitCode::SUCCESS
+            }
+            Ok(None) if json => {
+                // docs/STATUS.md#status-json: the same schema field, and nothing else.
+                sayln!("{{\"schema\": {}, \"no_state\": true}}", status::SCHEMA);
                 ExitCode::SUCCESS
             }
             Ok(None) => {

@@ -1,8 +1,9 @@
 //! `immish-sync status`: what the queue holds, what failed and why, and whether a daemon is
 //! running, read from the state database without disturbing a running daemon.
 //!
-//! [`Status`] is plain data, meant to be printed as JSON one day (`status --json`): its
-//! fields are an interface, so a change adds a field and never renames or repurposes one.
+//! [`Status`] is plain data, printed as JSON by `status --json` and served as
+//! `/status.json` (docs/STATUS.md#status-json): its fields are an interface people script
+//! against, so a change adds a field and never renames or repurposes one.
 //!
 //! Trouble comes first and says since when and what happens next: the connection state the
 //! daemon recorded, work a dead daemon left half-done (shown as queued, not as live), files
@@ -15,16 +16,28 @@ use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
-use crate::db::meta::{self, ConnectionState, RootState, SkippedEntries};
+use crate::db::meta::{
+    self, ConnectionState, LastPull, LiveState, PullError, RootState, ServerInfo, SkippedEntries,
+    UserPause,
+};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, catalogue, Db, DbError};
 use crate::human::ago;
 use crate::lock::{self, Holder};
 use crate::model::JobState;
 
+/// The version of the shape of [`Status`] as JSON (docs/STATUS.md#status-json). Fields are
+/// only ever added; this changes only if one had to change its meaning.
+pub const SCHEMA: u32 = 1;
+
+/// A daemon whose live record is older than this is shown as not answering.
+pub const LIVE_STALE_MS: i64 = 30_000;
+
 /// Everything `status` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// [`SCHEMA`].
+    pub schema: u32,
     /// The daemon holding the state directory; `None` when none runs.
     pub daemon: Option<Holder>,
     /// The API root of the server the state belongs to.
@@ -49,6 +62,26 @@ pub struct Status {
     pub in_trash_only: i64,
     /// What the user paused with `immish-sync pause` (whole agent, roots), since when.
     pub user_paused: meta::UserPauses,
+    /// The server's dialect and version as last connected.
+    pub server_info: Option<ServerInfo>,
+    /// The last pull of the server's assets that completed, and the error of a later one.
+    pub last_pull: Option<LastPull>,
+    pub last_pull_error: Option<PullError>,
+    /// Uploads paused by the user (`immish-sync pause`); `null` when not.
+    pub paused: Option<UserPause>,
+    /// What the running daemon is doing; `null` when no daemon runs.
+    pub activity: Option<Activity>,
+}
+
+/// What the running daemon is doing (docs/STATUS.md#daemon).
+#[derive(Clone, Debug, Serialize)]
+pub struct Activity {
+    /// One line for people: `uploading 3 files`, `idle, watching for new files`…
+    pub doing: String,
+    /// The daemon has not refreshed its record for [`LIVE_STALE_MS`]: it hangs.
+    pub stale: bool,
+    #[serde(flatten)]
+    pub live: LiveState,
 }
 
 /// A root as its last scan or the watcher left it.
@@ -61,6 +94,28 @@ pub struct RootStatus {
     /// What its last walk passed over (symlinks, FIFOs…), when a walk recorded it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<SkippedEntries>,
+    /// Missing, empty or unreadable: its files are left alone until it is back.
+    pub paused: bool,
+    #[serde(flatten)]
+    pub files: RootFiles,
+}
+
+/// What one root holds (files present locally).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RootFiles {
+    /// Files known (every state).
+    pub files: i64,
+    pub backed_up: i64,
+    /// Not backed up yet: queued, in flight, or waiting to retry.
+    pub queued: i64,
+    pub failed: i64,
+    /// Not uploaded because their photo was deleted or trashed on the server.
+    pub held_back: i64,
+    /// Files not taken yet because they look unfinished.
+    pub waiting: i64,
+    /// Size of the files known, and of those backed up.
+    pub bytes: i64,
+    pub backed_up_bytes: i64,
 }
 
 /// How many jobs are in one state.
@@ -111,7 +166,34 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
     }
     let db = Db::open_readonly(&path)?;
     let status = db.call_blocking(|c| {
+        let counts = catalogue::root_counts(c)?;
+        let waiting = crate::db::waiting::count_by_root(c)?;
+        let files_of = |path: &str| {
+            let mut f = RootFiles::default();
+            if let Some(r) = counts
+                .iter()
+                .find(|r| String::from_utf8_lossy(&r.root) == path)
+            {
+                f = RootFiles {
+                    files: r.files,
+                    backed_up: r.backed_up,
+                    queued: r.queued,
+                    failed: r.failed,
+                    held_back: r.held_back,
+                    waiting: 0,
+                    bytes: r.bytes,
+                    backed_up_bytes: r.backed_up_bytes,
+                };
+            }
+            f.waiting = waiting
+                .iter()
+                .filter(|(root, _)| String::from_utf8_lossy(root) == path)
+                .map(|(_, n)| n)
+                .sum();
+            f
+        };
         Ok(Status {
+            schema: SCHEMA,
             daemon: None,
             server: meta::server_identity(c)?.map(|id| id.api_root),
             last_success_ms: meta::last_success_ms(c)?,
@@ -119,10 +201,13 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 .into_iter()
                 .map(|(path, state)| {
                     let skipped = meta::root_skipped(c, &path)?;
+                    let files = files_of(&path);
                     Ok(RootStatus {
+                        paused: matches!(state, RootState::Paused { .. }),
                         path,
                         state,
                         skipped,
+                        files,
                     })
                 })
                 .collect::<rusqlite::Result<_>>()?,
@@ -140,12 +225,106 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             missing_files: catalogue::missing_files(c)?,
             in_trash_only: crate::db::mirror::trash_only(c, 0)?.0,
             user_paused: meta::user_pauses(c)?,
+            server_info: meta::server_info(c)?,
+            last_pull: meta::last_pull(c)?,
+            last_pull_error: meta::last_pull_error(c)?,
+            paused: meta::paused_by_user(c)?,
+            activity: meta::live_state(c)?.map(|live| Activity {
+                doing: String::new(),
+                stale: false,
+                live,
+            }),
         })
     })?;
-    Ok(Some(Status {
+    let mut status = Status {
         daemon: lock::holder(state_dir),
         ..status
-    }))
+    };
+    // A root is paused by its watcher (gone, unreadable) or by the user's pause of it or of
+    // the whole agent (docs/STATUS.md#status-json).
+    let user = status.user_paused.clone();
+    for r in &mut status.roots {
+        r.paused |= user.all_since_ms.is_some() || user.root_since(&r.path).is_some();
+    }
+    if status.daemon.is_none() {
+        // The record of a daemon that stopped says nothing about now.
+        status.activity = None;
+    }
+    if let Some(live) = status.activity.as_ref().map(|a| a.live.clone()) {
+        status.set_live(live);
+    }
+    Ok(Some(status))
+}
+
+impl Status {
+    /// Shows `live` as what the daemon does now (the daemon's own, fresher numbers, for
+    /// the HTTP endpoint; or the record read from the database).
+    pub fn set_live(&mut self, live: LiveState) {
+        let stale = db::now_ms() - live.at_ms > LIVE_STALE_MS;
+        let mut activity = Activity {
+            doing: String::new(),
+            stale,
+            live,
+        };
+        activity.doing = self.doing(&activity);
+        self.activity = Some(activity);
+    }
+
+    /// One line for people of what the daemon is doing (docs/STATUS.md#daemon).
+    fn doing(&self, a: &Activity) -> String {
+        if a.stale {
+            return format!(
+                "not answering: its last sign of life was {}",
+                ago(a.live.at_ms)
+            );
+        }
+        match &self.connection {
+            Some(ConnectionState::Unreachable { since_ms, .. }) => {
+                return format!("waiting for the server since {}", ago(*since_ms))
+            }
+            Some(ConnectionState::Refused { .. }) => {
+                return "waiting for the server to accept the credentials".to_owned()
+            }
+            Some(ConnectionState::Paused { reason, .. }) => {
+                return format!("uploads paused: {reason}")
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.paused {
+            return format!("uploads paused by the user since {}", ago(p.since_ms));
+        }
+        let n = |st: JobState| self.count(st);
+        let plural = |k: i64| if k == 1 { "file" } else { "files" };
+        let sending = n(JobState::Uploading) + n(JobState::Verifying);
+        let hashing = n(JobState::Hashing) + n(JobState::Checking);
+        if sending > 0 {
+            format!("uploading {sending} {}", plural(sending))
+        } else if hashing > 0 {
+            format!("checking {hashing} {}", plural(hashing))
+        } else if a.live.phase == "scanning" {
+            "scanning the roots".to_owned()
+        } else if a.live.phase == "connecting" {
+            "connecting to the server".to_owned()
+        } else if n(JobState::Queued) > 0 {
+            let q = n(JobState::Queued);
+            format!("{q} {} queued", plural(q))
+        } else if n(JobState::Retry) > 0 {
+            "waiting to retry failed uploads".to_owned()
+        } else {
+            "idle, watching for new files".to_owned()
+        }
+    }
+
+    /// Files not backed up yet (queued, in flight, or waiting to retry).
+    pub fn queue_depth(&self) -> i64 {
+        self.counts
+            .iter()
+            .filter(|c| {
+                c.state.is_in_flight() || matches!(c.state, JobState::Queued | JobState::Retry)
+            })
+            .map(|c| c.count)
+            .sum()
+    }
 }
 
 impl Status {
@@ -221,7 +400,19 @@ impl Status {
             );
         }
         if let Some(api) = &self.server {
-            let _ = writeln!(out, "server:       {api}");
+            let _ = match &self.server_info {
+                Some(ServerInfo {
+                    dialect,
+                    version: Some(v),
+                }) => writeln!(out, "server:       {api} ({dialect} {v})"),
+                _ => writeln!(out, "server:       {api}"),
+            };
+        }
+        if let Some(a) = &self.activity {
+            let _ = writeln!(out, "doing:        {}", a.doing);
+            if let Some(http) = &a.live.http {
+                let _ = writeln!(out, "status page:  http://{http}/");
+            }
         }
         if let Some(c) = &self.connection {
             let _ = writeln!(out, "connection:   {}", self.connection_line(c));
@@ -409,6 +600,12 @@ mod tests {
 
     fn sample() -> Status {
         Status {
+            schema: SCHEMA,
+            server_info: None,
+            last_pull: None,
+            last_pull_error: None,
+            paused: None,
+            activity: None,
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,
@@ -417,6 +614,8 @@ mod tests {
                     path: "/photos".into(),
                     state: RootState::Ok { at_ms: Some(7) },
                     skipped: None,
+                    paused: false,
+                    files: RootFiles::default(),
                 },
                 RootStatus {
                     path: "/usb".into(),
@@ -424,6 +623,8 @@ mod tests {
                         reason: "it is empty (an unmounted disk?)".into(),
                     },
                     skipped: None,
+                    paused: true,
+                    files: RootFiles::default(),
                 },
             ],
             counts: JobState::ALL
@@ -516,8 +717,14 @@ mod tests {
         assert_eq!(v["server"], "http://h:2283/api");
         assert_eq!(
             v["roots"][0],
-            serde_json::json!({"path": "/photos", "state": "ok", "at_ms": 7})
+            serde_json::json!({
+                "path": "/photos", "state": "ok", "at_ms": 7, "paused": false,
+                "files": 0, "backed_up": 0, "queued": 0, "failed": 0, "held_back": 0,
+                "waiting": 0, "bytes": 0, "backed_up_bytes": 0,
+            })
         );
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["roots"][1]["paused"], true);
         assert_eq!(v["roots"][1]["state"], "paused");
         assert_eq!(
             v["counts"][5],

@@ -94,6 +94,8 @@ pub struct Config {
     pub watch: WatchConfig,
     pub mirror: MirrorConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +265,44 @@ pub struct LogConfig {
     /// A tracing-subscriber EnvFilter directive, e.g. `info` or `immish_sync=debug`.
     pub level: String,
     pub format: LogFormat,
+}
+
+/// `[metrics]`: the daemon's HTTP endpoint for `/healthz`, `/metrics` and the status page
+/// (docs/STATUS.md#http-endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct MetricsConfig {
+    /// Where to listen; `None` (the default) serves nothing. Port 0 lets the system pick
+    /// one (recorded for `status`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Every request must carry `Authorization: Bearer <token>`. Required, with
+    /// `allow_remote`, for an address that is not loopback.
+    pub token: Option<Secret>,
+}
+
+/// How an alert is sent (docs/STATUS.md#alerts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    /// A JSON document POSTed as it is.
+    Webhook,
+    /// ntfy: the message as the body, the title and priority as headers.
+    Ntfy,
+    /// Gotify: `{title, message, priority}` POSTed to `…/message`.
+    Gotify,
+}
+
+/// `[alerts]`: who is told when backups fail, once per incident (docs/STATUS.md#alerts).
+#[derive(Clone, Debug)]
+pub struct AlertsConfig {
+    /// `None` (the default) sends nothing. `http://` or `https://`.
+    pub url: Option<reqwest::Url>,
+    pub kind: AlertKind,
+    /// Sent as `Authorization: Bearer` (webhook, ntfy) or `X-Gotify-Key` (Gotify).
+    pub token: Option<Secret>,
+    /// The server unreachable (or refusing the key) this long is an incident.
+    pub outage_after: Duration,
+    /// Files waiting while nothing was backed up for this long is an incident.
+    pub stalled_after: Duration,
 }
 
 // ---------------------------------------------------------------------------------------------

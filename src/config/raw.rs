@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::{AlbumMode, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY};
+use super::{AlbumMode, AlertKind, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY};
 
 /// Parses a duration as written in the config: integer seconds (`"90"`) or a whole number
 /// with one unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`.
@@ -62,6 +62,8 @@ pub(super) struct RawConfig {
     pub(super) watch: RawWatch,
     pub(super) mirror: RawMirror,
     pub(super) log: RawLog,
+    pub(super) metrics: RawMetrics,
+    pub(super) alerts: RawAlerts,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -153,6 +155,28 @@ pub(super) struct RawLog {
     pub(super) format: LogFormat,
 }
 
+/// `[metrics]`: the daemon's HTTP endpoint (docs/STATUS.md#http-endpoint).
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    /// `None` = off.
+    pub(super) listen: Option<String>,
+    pub(super) allow_remote: bool,
+    pub(super) token_file: Option<String>,
+}
+
+/// `[alerts]`: notifications of incidents (docs/STATUS.md#alerts).
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    /// `None` = off.
+    pub(super) url: Option<String>,
+    pub(super) kind: AlertKind,
+    pub(super) token_file: Option<String>,
+    pub(super) outage_after: RawDuration,
+    pub(super) stalled_after: RawDuration,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Defaults: the only place they are written. config.example.toml repeats them for readers, and
 // a test keeps the two in step.
@@ -237,6 +261,18 @@ impl Default for RawMirror {
             pull_interval: RawDuration::secs(5 * 60),
             full_reconcile_interval: RawDuration::secs(24 * 60 * 60),
             events: true,
+        }
+    }
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            url: None,
+            kind: AlertKind::Webhook,
+            token_file: None,
+            outage_after: RawDuration::secs(15 * 60),
+            stalled_after: RawDuration::secs(6 * 60 * 60),
         }
     }
 }

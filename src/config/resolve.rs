@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use super::env::env_get;
 use super::locate::{file_origin, key_name, Located, Origin, Seg};
-use super::raw::{RawConfig, RawDuration, RawRoot, RawServer};
+use super::raw::{RawAlerts, RawConfig, RawDuration, RawMetrics, RawRoot, RawServer};
 use super::secret::{self, CredentialTable};
 use super::url::ServerUrl;
 use super::{
-    default_state_dir_in, is_root, Config, ConfigError, HashConfig, LibraryConfig, LogConfig,
-    MirrorConfig, RootConfig, ScanConfig, ServerConfig, StateConfig, UploadConfig, WatchConfig,
+    default_state_dir_in, is_root, AlertsConfig, Config, ConfigError, HashConfig, LibraryConfig,
+    LogConfig, MetricsConfig, MirrorConfig, RootConfig, ScanConfig, ServerConfig, StateConfig,
+    UploadConfig, WatchConfig,
 };
 
 use Seg::{Index as I, Key as K};
@@ -71,6 +72,9 @@ impl Resolver<'_> {
             format: raw.log.format,
         };
 
+        let metrics = self.metrics(&raw.metrics)?;
+        let alerts = self.alerts(&raw.alerts)?;
+
         Ok(Config {
             source: Some(self.file.path.to_owned()),
             server,
@@ -113,7 +117,99 @@ impl Resolver<'_> {
                 events: raw.mirror.events,
             },
             log,
+            metrics,
+            alerts,
         })
+    }
+
+    /// `[metrics]`: a loopback address, or any address with `allow_remote` and a token
+    /// (the status page names the files backed up: not for the whole network by accident).
+    fn metrics(&self, m: &RawMetrics) -> Result<MetricsConfig, ConfigError> {
+        let listen_key = [K("metrics"), K("listen")];
+        let token_key = [K("metrics"), K("token_file")];
+        let token = self.token_file(&token_key, m.token_file.as_deref())?;
+        let Some(text) = m.listen.as_deref() else {
+            return Ok(MetricsConfig {
+                listen: None,
+                token,
+            });
+        };
+        let listen: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+            self.invalid(
+                &listen_key,
+                format!(
+                    "{text:?} is not an address and port; write e.g. \"127.0.0.1:9464\" \
+                     (or \"[::1]:9464\")"
+                ),
+            )
+        })?;
+        if !listen.ip().is_loopback() {
+            if !m.allow_remote {
+                return Err(self.invalid(
+                    &listen_key,
+                    format!(
+                        "{listen} is reachable from other machines, and the status page names \
+                         your files; listen on 127.0.0.1, or set metrics.allow_remote = true \
+                         together with metrics.token_file"
+                    ),
+                ));
+            }
+            if token.is_none() {
+                return Err(self.invalid(
+                    &token_key,
+                    format!(
+                        "missing: listening on {listen} (metrics.allow_remote = true) needs a \
+                         bearer token; put one in a file (mode 0600) and name it here"
+                    ),
+                ));
+            }
+        }
+        Ok(MetricsConfig {
+            listen: Some(listen),
+            token,
+        })
+    }
+
+    /// `[alerts]`: the URL must be http(s).
+    fn alerts(&self, a: &RawAlerts) -> Result<AlertsConfig, ConfigError> {
+        let url_key = [K("alerts"), K("url")];
+        let url = match a.url.as_deref().map(str::trim) {
+            None => None,
+            Some(text) => {
+                let url = reqwest::Url::parse(text)
+                    .map_err(|e| self.invalid(&url_key, format!("{text:?} is not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(self.invalid(
+                        &url_key,
+                        format!("{text:?}: only http:// and https:// URLs can be notified"),
+                    ));
+                }
+                Some(url)
+            }
+        };
+        Ok(AlertsConfig {
+            url,
+            kind: a.kind,
+            token: self.token_file(&[K("alerts"), K("token_file")], a.token_file.as_deref())?,
+            outage_after: self.nonzero(&[K("alerts"), K("outage_after")], a.outage_after)?,
+            stalled_after: self.nonzero(&[K("alerts"), K("stalled_after")], a.stalled_after)?,
+        })
+    }
+
+    /// A token read from a private file (trailing newline dropped); `None` without a file.
+    fn token_file(
+        &self,
+        key: &[Seg<'_>],
+        file: Option<&str>,
+    ) -> Result<Option<super::Secret>, ConfigError> {
+        let Some(file) = file else { return Ok(None) };
+        let path = self.absolute(key, file)?;
+        let text = secret::read_secret_file(self, key, &path)?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(self.invalid(key, format!("{} is empty", path.display())));
+        }
+        Ok(Some(super::Secret::new(token)))
     }
 
     fn server(&self, s: &RawServer) -> Result<ServerConfig, ConfigError> {

@@ -234,7 +234,11 @@ fn login_password(r: &Resolver<'_>, t: &CredentialTable<'_>) -> Result<Secret, C
 /// config file holding the secret inline, it must not be open to users other than its
 /// owner; a systemd credential is exempt, because systemd itself keeps it private to the
 /// service (and decides its mode).
-fn read_secret_file(r: &Resolver<'_>, key: &[Seg<'_>], path: &Path) -> Result<String, ConfigError> {
+pub(super) fn read_secret_file(
+    r: &Resolver<'_>,
+    key: &[Seg<'_>],
+    path: &Path,
+) -> Result<String, ConfigError> {
     let origin = r.origin(key);
     let name = key_name(key);
     let unreadable = |error| ConfigError::SecretFile {

@@ -1,7 +1,8 @@
 //! The config tests: loading real files in a tempdir, with the environment passed in.
 
 use super::raw::{
-    RawConfig, RawHash, RawLog, RawMirror, RawRoot, RawScan, RawServer, RawUpload, RawWatch,
+    RawAlerts, RawConfig, RawHash, RawLog, RawMetrics, RawMirror, RawRoot, RawScan, RawServer,
+    RawUpload, RawWatch,
 };
 use super::*;
 use std::os::unix::fs::PermissionsExt;
@@ -1020,6 +1021,24 @@ fn the_example_documents_every_key_with_its_real_default() {
     assert_eq!(raw.watch, RawWatch::default());
     assert_eq!(raw.mirror, RawMirror::default());
     assert_eq!(raw.log, RawLog::default());
+    assert!(raw.metrics.listen.is_some() && raw.metrics.token_file.is_some());
+    assert_eq!(
+        RawMetrics {
+            listen: None,
+            token_file: None,
+            ..raw.metrics
+        },
+        RawMetrics::default()
+    );
+    assert!(raw.alerts.url.is_some() && raw.alerts.token_file.is_some());
+    assert_eq!(
+        RawAlerts {
+            url: None,
+            token_file: None,
+            ..raw.alerts
+        },
+        RawAlerts::default()
+    );
 }
 
 #[test]

@@ -340,6 +340,57 @@ pub fn linked_files(conn: &Connection) -> rusqlite::Result<Vec<(Vec<u8>, String)
     rows.collect()
 }
 
+/// What one root holds, for `status --json` and the status page (present files only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootCounts {
+    /// The root as the files table records it.
+    pub root: Vec<u8>,
+    pub files: i64,
+    pub backed_up: i64,
+    /// Not backed up yet: queued, in flight, or waiting to retry.
+    pub queued: i64,
+    pub failed: i64,
+    /// Not uploaded because their photo was deleted or trashed on the server.
+    pub held_back: i64,
+    pub bytes: i64,
+    pub backed_up_bytes: i64,
+}
+
+/// [`RootCounts`] of every root that has files, in root order.
+pub fn root_counts(conn: &Connection) -> rusqlite::Result<Vec<RootCounts>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.root, COUNT(*),
+                COALESCE(SUM(j.state = 'done'), 0),
+                COALESCE(SUM(j.state IN ('queued', 'hashing', 'checking', 'uploading',
+                                         'verifying', 'retry')), 0),
+                COALESCE(SUM(j.state = 'failed'), 0),
+                COALESCE(SUM(j.state = 'skipped' AND j.skip_reason IN (?1, ?2)), 0),
+                COALESCE(SUM(f.size), 0),
+                COALESCE(SUM(CASE WHEN j.state = 'done' THEN f.size ELSE 0 END), 0)
+         FROM files f LEFT JOIN jobs j ON j.file_id = f.id
+         WHERE f.missing = 0 GROUP BY f.root ORDER BY f.root",
+    )?;
+    let rows = stmt.query_map(
+        [
+            crate::model::SkipReason::DeletedOnServer.code(),
+            crate::model::SkipReason::TrashedOnServer.code(),
+        ],
+        |r| {
+            Ok(RootCounts {
+                root: r.get(0)?,
+                files: r.get(1)?,
+                backed_up: r.get(2)?,
+                queued: r.get(3)?,
+                failed: r.get(4)?,
+                held_back: r.get(5)?,
+                bytes: r.get(6)?,
+                backed_up_bytes: r.get(7)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

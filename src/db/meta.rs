@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // ----- keys of this installation --------------------------------------------------------------
 
@@ -33,10 +33,17 @@ const CONNECTION: &str = "server.connection";
 const USER_PAUSE: &str = "user_pause";
 /// The user's pause of one root (`pause --root`): `user_pause:<path as displayed>`.
 const USER_PAUSE_PREFIX: &str = "user_pause:";
+/// What the running daemon is doing, refreshed every few seconds: `"<ms> <json>"`
+/// ([`LiveState`]).
+const LIVE: &str = "daemon.live";
+/// The alert incidents notified and not resolved yet: `"<name>:<since ms> …"`.
+const ALERTS_OPEN: &str = "alerts.open";
 
 // ----- keys of the server account -------------------------------------------------------------
 
 const SERVER_IDENTITY: &str = "server_identity";
+/// The server's dialect and version as last connected: `"<dialect> <version or ->"`.
+const SERVER_INFO: &str = "server.info";
 /// Every key of the mirror of the account starts with this.
 const MIRROR_PREFIX: &str = "mirror.";
 const WATERMARK: &str = "mirror.watermark_ms";
@@ -487,6 +494,74 @@ pub fn record_connection(conn: &mut Connection, state: &ConnectionState) -> rusq
     tx.commit()
 }
 
+/// What the running daemon records about itself for `status` and the status page
+/// (docs/STATUS.md#daemon). Counts are since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveState {
+    /// When this record was written (unix ms); a record that stops being refreshed belongs
+    /// to a daemon that hangs or died.
+    pub at_ms: i64,
+    /// When the daemon started (unix ms).
+    pub started_ms: i64,
+    /// `connecting`, `scanning` or `watching`.
+    pub phase: String,
+    pub uploaded_files: u64,
+    pub uploaded_bytes: u64,
+    /// Files found already on the server (not sent again).
+    pub duplicates: u64,
+    pub failed: u64,
+    pub retries: u64,
+    /// The address of the HTTP endpoint (`[metrics] listen`), once bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+pub fn live_state(conn: &Connection) -> rusqlite::Result<Option<LiveState>> {
+    Ok(get(conn, LIVE)?.as_deref().and_then(|v| {
+        let (_, json) = stamped(v)?;
+        serde_json::from_str(json).ok()
+    }))
+}
+
+pub fn set_live_state(conn: &Connection, live: &LiveState) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(live)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    set(conn, LIVE, &format!("{} {json}", live.at_ms))
+}
+
+/// Uploads paused by the user (`immish-sync pause`), with since when and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserPause {
+    pub since_ms: i64,
+    pub reason: String,
+}
+
+/// Whether the user paused the whole agent (`immish-sync pause`), from [`user_pauses`]:
+/// the shape `status --json` prints as `paused` (docs/STATUS.md#status-json).
+pub fn paused_by_user(conn: &Connection) -> rusqlite::Result<Option<UserPause>> {
+    Ok(user_pauses(conn)?.all_since_ms.map(|since_ms| UserPause {
+        since_ms,
+        reason: "immish-sync pause".to_owned(),
+    }))
+}
+
+/// The alert incidents notified and not resolved yet, by name, with since when (unix ms).
+pub fn open_alerts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    Ok(get(conn, ALERTS_OPEN)?
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|w| {
+            let (name, since) = w.rsplit_once(':')?;
+            Some((name.to_owned(), since.parse().ok()?))
+        })
+        .collect())
+}
+
+pub fn set_open_alerts(conn: &Connection, open: &[(String, i64)]) -> rusqlite::Result<()> {
+    let v: Vec<String> = open.iter().map(|(n, s)| format!("{n}:{s}")).collect();
+    set(conn, ALERTS_OPEN, &v.join(" "))
+}
+
 // ----- the server account ---------------------------------------------------------------------
 
 /// The server and user the catalogue's "already uploaded" answers belong to.
@@ -517,6 +592,30 @@ pub fn server_identity(conn: &Connection) -> rusqlite::Result<Option<ServerIdent
 
 pub fn set_server_identity(conn: &Connection, id: &ServerIdentity) -> rusqlite::Result<()> {
     set(conn, SERVER_IDENTITY, &id.to_value())
+}
+
+/// What the daemon learned of the server when it last connected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServerInfo {
+    /// `immich` or `seed` (docs/SERVER-API.md#2-discovery).
+    pub dialect: String,
+    /// `major.minor.patch`, when the server said.
+    pub version: Option<String>,
+}
+
+pub fn server_info(conn: &Connection) -> rusqlite::Result<Option<ServerInfo>> {
+    Ok(get(conn, SERVER_INFO)?.map(|v| {
+        let (dialect, version) = v.split_once(' ').unwrap_or((&v, "-"));
+        ServerInfo {
+            dialect: dialect.to_owned(),
+            version: (version != "-" && !version.is_empty()).then(|| version.to_owned()),
+        }
+    }))
+}
+
+pub fn set_server_info(conn: &Connection, info: &ServerInfo) -> rusqlite::Result<()> {
+    let version = info.version.as_deref().unwrap_or("-");
+    set(conn, SERVER_INFO, &format!("{} {version}", info.dialect))
 }
 
 /// Forgets what the mirror recorded about the account (watermark, pulls, acks, socket):

@@ -135,6 +135,23 @@ pub fn open_paths(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashSet<Ve
     rows.collect()
 }
 
+/// How many files wait per root (roots with none are left out).
+pub fn count_by_root(conn: &Connection) -> rusqlite::Result<Vec<(Vec<u8>, i64)>> {
+    let exists: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'waiting'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut q = conn.prepare_cached("SELECT root, COUNT(*) FROM waiting GROUP BY root")?;
+    let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
 /// How many files wait, and up to `limit` of them, the longest waiting first. A database
 /// older than migration 0005 (read while an older daemon holds it) has none.
 pub fn list(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Waiting>)> {

@@ -290,6 +290,13 @@ impl Engine {
         self.waker.clone()
     }
 
+    /// Counts into `stats`, shared with the daemon's live state (its counts since it
+    /// started, across restarts of the task tree).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Engine {
+        self.stats = stats;
+        self
+    }
+
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }

@@ -23,4 +23,16 @@ mod notify;
 pub mod unit;
 
 pub use heartbeat::{heartbeat, Heartbeat};
+
+/// Turns the heartbeats on without a watchdog, with `budget` as the time a loop may work
+/// between ticks, so that `/healthz` can tell a loop that stopped making progress
+/// (docs/STATUS.md#healthz). A systemd watchdog that came first keeps its own budget.
+pub fn watch_loops(budget: std::time::Duration) {
+    heartbeat::enable(budget);
+}
+
+/// The loops whose heartbeat is overdue (empty when heartbeats are off).
+pub fn stalled_loops() -> Vec<&'static str> {
+    heartbeat::overdue()
+}
 pub use notify::{progress, ready, status, stopping, supervise, Supervision};

@@ -100,6 +100,7 @@ impl World {
                 Duration::from_millis(500),
                 Duration::from_secs(2),
             ),
+            alert_check: Duration::from_millis(200),
         }
     }
 

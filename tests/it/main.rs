@@ -3,6 +3,7 @@
 //!
 //! One test binary (faster to link); one module per area.
 
+mod alerts;
 mod cli;
 mod common;
 mod complete;
@@ -15,6 +16,7 @@ mod faults;
 mod fixtures;
 mod honest;
 mod library_groups;
+mod metrics;
 mod mirror;
 mod outage;
 mod peer;

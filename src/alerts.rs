@@ -1,0 +1,374 @@
+//! Alerts (`[alerts]`, docs/STATUS.md#alerts): a message to a URL when backups fail, once
+//! per incident, and one more when it is resolved.
+//!
+//! Owns: what counts as an incident (an outage longer than `outage_after`, files failed
+//! for good, files whose only server copy is in the trash, nothing backed up for
+//! `stalled_after` while files wait), the record of incidents already told (in `meta`, so
+//! that a restart does not tell them again), and the three message shapes (webhook, ntfy,
+//! Gotify). Must not: stop or slow the daemon: a notification that cannot be delivered is
+//! logged and tried again at the next check, and nothing here returns an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AlertKind, AlertsConfig, Secret};
+use crate::db::meta::{self, ConnectionState};
+use crate::db::{now_ms, Db};
+use crate::human::{ago, timestamp};
+use crate::model::JobState;
+use crate::status::{self, Status};
+
+/// How long one notification may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Something wrong that people should hear of, as found by one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incident {
+    /// `outage`, `failed`, `trash_only` or `stalled` (docs/STATUS.md#alerts).
+    pub name: &'static str,
+    pub since_ms: i64,
+    /// One sentence for people.
+    pub message: String,
+}
+
+/// The incidents of `s` at `now_ms` (an outage counts once older than `outage_after`;
+/// "nothing backed up" counts from the last backup, or from `started_ms` for a daemon
+/// that never backed anything up).
+pub fn incidents(
+    s: &Status,
+    outage_after: Duration,
+    stalled_after: Duration,
+    started_ms: i64,
+    now_ms: i64,
+) -> Vec<Incident> {
+    let mut found = Vec::new();
+    let server = s.server.as_deref().unwrap_or("the server");
+    match &s.connection {
+        Some(ConnectionState::Unreachable {
+            since_ms, error, ..
+        })
+        | Some(ConnectionState::Refused {
+            since_ms, error, ..
+        }) if now_ms - since_ms >= outage_after.as_millis() as i64 => {
+            let what = if matches!(s.connection, Some(ConnectionState::Refused { .. })) {
+                "refuses the credentials"
+            } else {
+                "is unreachable"
+            };
+            found.push(Incident {
+                name: "outage",
+                since_ms: *since_ms,
+                message: format!(
+                    "{server} {what} since {} ({}): nothing is backed up meanwhile. The last \
+                     error: {error}",
+                    timestamp(*since_ms),
+                    ago(*since_ms)
+                ),
+            });
+        }
+        _ => {}
+    }
+    let failed = s.count(JobState::Failed);
+    if failed > 0 {
+        let first = s
+            .failures
+            .iter()
+            .find(|f| f.state == JobState::Failed)
+            .map(|f| {
+                format!(
+                    "; the latest: {}: {}",
+                    f.path,
+                    f.reason.as_deref().unwrap_or("no reason recorded")
+                )
+            })
+            .unwrap_or_default();
+        found.push(Incident {
+            name: "failed",
+            since_ms: now_ms,
+            message: format!(
+                "{failed} files failed and are not backed up{first}. `immish-sync status` \
+                 lists them; `immish-sync retry` tries them again"
+            ),
+        });
+    }
+    if s.in_trash_only > 0 {
+        found.push(Incident {
+            name: "trash_only",
+            since_ms: now_ms,
+            message: format!(
+                "{} files are NOT backed up: their only copy on the server is in its trash, \
+                 which empties itself. Restore them on the server",
+                s.in_trash_only
+            ),
+        });
+    }
+    let waiting = s.queue_depth() + s.waiting.count;
+    // A daemon that just started gets the whole period before it is blamed.
+    let since = s.last_success_ms.unwrap_or(started_ms).max(started_ms);
+    if waiting > 0 && now_ms - since >= stalled_after.as_millis() as i64 {
+        let last = match s.last_success_ms {
+            Some(ms) => format!("since {} ({})", timestamp(ms), ago(ms)),
+            None => format!("since the daemon started {}", ago(started_ms)),
+        };
+        found.push(Incident {
+            name: "stalled",
+            since_ms: since,
+            message: format!("nothing was backed up {last}, and {waiting} files wait"),
+        });
+    }
+    found
+}
+
+/// What a resolved incident says.
+fn resolved_message(name: &str, since_ms: i64) -> String {
+    let what = match name {
+        "outage" => "the server answers again",
+        "failed" => "no file is failed any more",
+        "trash_only" => "no file depends on the server's trash any more",
+        "stalled" => "files are being backed up again",
+        _ => "the problem is gone",
+    };
+    format!(
+        "resolved: {what} (the incident began {})",
+        timestamp(since_ms)
+    )
+}
+
+/// The webhook's JSON document (docs/STATUS.md#alerts).
+#[derive(Debug, Serialize)]
+struct Webhook<'a> {
+    schema: u32,
+    /// `incident` or `resolved`.
+    event: &'a str,
+    incident: &'a str,
+    title: &'a str,
+    message: &'a str,
+    host: &'a str,
+    since_ms: i64,
+    at_ms: i64,
+}
+
+/// The alert task of a daemon.
+pub struct Alerts {
+    db: Db,
+    state_dir: PathBuf,
+    url: reqwest::Url,
+    kind: AlertKind,
+    token: Option<Secret>,
+    outage_after: Duration,
+    stalled_after: Duration,
+    every: Duration,
+    http: reqwest::Client,
+    host: String,
+}
+
+impl Alerts {
+    /// `None` when no `alerts.url` is set.
+    pub fn new(
+        config: &AlertsConfig,
+        db: Db,
+        state_dir: PathBuf,
+        every: Duration,
+    ) -> Option<Alerts> {
+        let url = config.url.clone()?;
+        let http = match reqwest::Client::builder().timeout(SEND_TIMEOUT).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the alerts' HTTP client; no alerts will be sent");
+                return None;
+            }
+        };
+        Some(Alerts {
+            db,
+            state_dir,
+            url,
+            kind: config.kind,
+            token: config.token.clone(),
+            outage_after: config.outage_after,
+            stalled_after: config.stalled_after,
+            every,
+            http,
+            host: hostname(),
+        })
+    }
+
+    /// Checks every `every` until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let started_ms = now_ms();
+        let mut open = match self.db.call(|c| meta::open_alerts(c)).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alerts already sent");
+                Vec::new()
+            }
+        };
+        let mut failing = false;
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let dir = self.state_dir.clone();
+            let status = match tokio::task::spawn_blocking(move || status::read(&dir)).await {
+                Ok(Ok(Some(s))) => s,
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "alerts: cannot read the state");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "alerts: the state read failed");
+                    continue;
+                }
+            };
+            let now = now_ms();
+            let found = incidents(
+                &status,
+                self.outage_after,
+                self.stalled_after,
+                started_ms,
+                now,
+            );
+            let before = open.clone();
+            for inc in &found {
+                if open.iter().any(|(n, _)| n == inc.name) {
+                    continue;
+                }
+                let title = format!(
+                    "immish-sync on {}: backups failing ({})",
+                    self.host, inc.name
+                );
+                match self
+                    .send("incident", inc.name, &title, &inc.message, inc.since_ms)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::warn!(incident = inc.name, "alert sent: {}", inc.message);
+                        open.push((inc.name.to_owned(), inc.since_ms));
+                        failing = false;
+                    }
+                    Err(e) => self.cannot_send(&mut failing, &e),
+                }
+            }
+            let cleared: Vec<(String, i64)> = open
+                .iter()
+                .filter(|(n, _)| !found.iter().any(|i| i.name == n))
+                .cloned()
+                .collect();
+            for (name, since) in cleared {
+                let title = format!("immish-sync on {}: resolved ({name})", self.host);
+                let message = resolved_message(&name, since);
+                match self.send("resolved", &name, &title, &message, since).await {
+                    Ok(()) => {
+                        tracing::info!(incident = %name, "alert sent: {message}");
+                        open.retain(|(n, _)| *n != name);
+                        failing = false;
+                    }
+                    Err(e) => self.cannot_send(&mut failing, &e),
+                }
+            }
+            if open != before {
+                let record = open.clone();
+                if let Err(e) = self
+                    .db
+                    .call(move |c| meta::set_open_alerts(c, &record))
+                    .await
+                {
+                    tracing::debug!(error = %e, "cannot record the alerts sent");
+                }
+            }
+        }
+    }
+
+    /// Logs a failed notification: a warning the first time, then quietly until one gets
+    /// through (it is tried again at every check).
+    fn cannot_send(&self, failing: &mut bool, e: &str) {
+        if *failing {
+            tracing::debug!("still cannot send an alert to {}: {e}", self.url);
+        } else {
+            tracing::warn!(
+                "cannot send an alert to {}: {e}; trying again at the next check",
+                self.url
+            );
+            *failing = true;
+        }
+    }
+
+    async fn send(
+        &self,
+        event: &str,
+        incident: &str,
+        title: &str,
+        message: &str,
+        since_ms: i64,
+    ) -> Result<(), String> {
+        let req = self.http.post(self.url.clone());
+        let req = match self.kind {
+            AlertKind::Webhook => req.json(&Webhook {
+                schema: 1,
+                event,
+                incident,
+                title,
+                message,
+                host: &self.host,
+                since_ms,
+                at_ms: now_ms(),
+            }),
+            AlertKind::Ntfy => req
+                .header("Title", title)
+                .header(
+                    "Priority",
+                    if event == "incident" {
+                        "high"
+                    } else {
+                        "default"
+                    },
+                )
+                .header(
+                    "Tags",
+                    if event == "incident" {
+                        "warning"
+                    } else {
+                        "white_check_mark"
+                    },
+                )
+                .body(message.to_owned()),
+            AlertKind::Gotify => req.json(&serde_json::json!({
+                "title": title,
+                "message": message,
+                "priority": if event == "incident" { 8 } else { 4 },
+            })),
+        };
+        let req = match (&self.token, self.kind) {
+            (Some(t), AlertKind::Gotify) => req.header("X-Gotify-Key", t.expose()),
+            (Some(t), _) => req.bearer_auth(t.expose()),
+            (None, _) => req,
+        };
+        let resp = req.send().await.map_err(|e| {
+            // Without the URL: it may carry a token (Gotify's ?token=).
+            e.without_url().to_string()
+        })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("it answered {}", resp.status()))
+        }
+    }
+}
+
+/// This machine's name, for the messages (several machines may alert one topic).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "this machine".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,239 @@
+//! `/metrics`: the Prometheus text format (version 0.0.4), every name prefixed
+//! `immish_sync_` (docs/STATUS.md#metrics). Like `status --json`, an interface: names and
+//! labels are only ever added.
+
+use std::fmt::Write as _;
+
+use crate::db::meta::ConnectionState;
+use crate::model::JobState;
+use crate::status::Status;
+
+/// One metric family: its `# HELP` and `# TYPE` lines, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "immish_sync_{name}");
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+    let _ = writeln!(out, "# HELP immish_sync_{name} {help}");
+    let _ = writeln!(out, "# TYPE immish_sync_{name} {kind}");
+    Family { out }
+}
+
+/// A label value: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.3}", ms as f64 / 1000.0)
+}
+
+/// The metrics of `s`; `healthy` is what `/healthz` answers.
+pub fn render(s: &Status, healthy: bool) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    family(o, "healthy", "gauge", "1 while /healthz answers 200.").sample(
+        "healthy",
+        &[],
+        u8::from(healthy),
+    );
+
+    let mut f = family(
+        o,
+        "files",
+        "gauge",
+        "Files present locally, by the state of their job.",
+    );
+    for c in &s.counts {
+        f.sample("files", &[("state", c.state.as_str())], c.count);
+    }
+    family(
+        o,
+        "files_missing",
+        "gauge",
+        "Files gone from their root locally.",
+    )
+    .sample("files_missing", &[], s.missing_files);
+    family(
+        o,
+        "files_held_back",
+        "gauge",
+        "Files not uploaded because their photo was deleted or trashed on the server.",
+    )
+    .sample("files_held_back", &[], s.held_back_deleted);
+    family(
+        o,
+        "files_trash_only",
+        "gauge",
+        "Files whose only server copy is in the server's trash (not backed up).",
+    )
+    .sample("files_trash_only", &[], s.in_trash_only);
+    family(
+        o,
+        "files_waiting",
+        "gauge",
+        "Files not taken yet because they look unfinished.",
+    )
+    .sample("files_waiting", &[], s.waiting.count);
+    family(
+        o,
+        "queue_depth",
+        "gauge",
+        "Files not backed up yet: queued, in flight, or waiting to retry.",
+    )
+    .sample("queue_depth", &[], s.queue_depth());
+
+    let mut f = family(o, "root_files", "gauge", "Files present in each root.");
+    for r in &s.roots {
+        f.sample("root_files", &[("root", &r.path)], r.files.files);
+    }
+    let mut f = family(
+        o,
+        "root_backed_up_files",
+        "gauge",
+        "Files of each root that are on the server.",
+    );
+    for r in &s.roots {
+        f.sample(
+            "root_backed_up_files",
+            &[("root", &r.path)],
+            r.files.backed_up,
+        );
+    }
+    let mut f = family(
+        o,
+        "root_paused",
+        "gauge",
+        "1 while a root is paused (missing, empty or unreadable).",
+    );
+    for r in &s.roots {
+        f.sample("root_paused", &[("root", &r.path)], u8::from(r.paused));
+    }
+
+    let live = s.activity.as_ref().map(|a| &a.live);
+    let n = |get: fn(&crate::db::meta::LiveState) -> u64| live.map_or(0, get);
+    family(
+        o,
+        "uploaded_files_total",
+        "counter",
+        "Files uploaded since the daemon started.",
+    )
+    .sample("uploaded_files_total", &[], n(|l| l.uploaded_files));
+    family(
+        o,
+        "uploaded_bytes_total",
+        "counter",
+        "Bytes of the files uploaded since the daemon started.",
+    )
+    .sample("uploaded_bytes_total", &[], n(|l| l.uploaded_bytes));
+    family(
+        o,
+        "duplicate_files_total",
+        "counter",
+        "Files found already on the server since the daemon started (not sent).",
+    )
+    .sample("duplicate_files_total", &[], n(|l| l.duplicates));
+    let mut f = family(
+        o,
+        "errors_total",
+        "counter",
+        "Upload errors since the daemon started: permanent (the file failed) or transient \
+         (retried).",
+    );
+    f.sample("errors_total", &[("kind", "permanent")], n(|l| l.failed));
+    f.sample("errors_total", &[("kind", "transient")], n(|l| l.retries));
+
+    if let Some(ms) = s.last_success_ms {
+        family(
+            o,
+            "last_success_timestamp_seconds",
+            "gauge",
+            "When a file was last backed up (unix time).",
+        )
+        .sample("last_success_timestamp_seconds", &[], seconds(ms));
+    }
+    if let Some(p) = &s.last_pull {
+        family(
+            o,
+            "last_pull_timestamp_seconds",
+            "gauge",
+            "When the last pull of the server's assets that completed began (unix time).",
+        )
+        .sample("last_pull_timestamp_seconds", &[], seconds(p.at_ms));
+    }
+    if let Some(l) = live {
+        family(
+            o,
+            "start_timestamp_seconds",
+            "gauge",
+            "When the daemon started (unix time).",
+        )
+        .sample("start_timestamp_seconds", &[], seconds(l.started_ms));
+    }
+
+    let (connected, outage, paused) = match &s.connection {
+        Some(ConnectionState::Connected { .. }) => (1, 0, 0),
+        Some(ConnectionState::Unreachable { .. } | ConnectionState::Refused { .. }) => (0, 1, 0),
+        Some(ConnectionState::Paused { .. }) => (1, 0, 1),
+        None => (0, 0, 0),
+    };
+    family(o, "connected", "gauge", "1 while the server answers.").sample(
+        "connected",
+        &[],
+        connected,
+    );
+    family(
+        o,
+        "outage",
+        "gauge",
+        "1 while the server is unreachable or refuses the credentials.",
+    )
+    .sample("outage", &[], outage);
+    if let Some(c) = &s.connection {
+        if outage == 1 {
+            family(
+                o,
+                "outage_since_timestamp_seconds",
+                "gauge",
+                "When the current outage began (unix time).",
+            )
+            .sample("outage_since_timestamp_seconds", &[], seconds(c.since_ms()));
+        }
+    }
+    let mut f = family(
+        o,
+        "paused",
+        "gauge",
+        "1 while uploads are paused, by who paused them: the user, or the daemon (server \
+         full, a permission missing).",
+    );
+    f.sample("paused", &[("by", "user")], u8::from(s.paused.is_some()));
+    f.sample("paused", &[("by", "daemon")], paused);
+    family(
+        o,
+        "failed_files",
+        "gauge",
+        "Files that failed for good (retried when they change, or with `retry`).",
+    )
+    .sample("failed_files", &[], s.count(JobState::Failed));
+    out
+}

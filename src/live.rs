@@ -1,0 +1,89 @@
+//! What the running daemon is doing, in memory and in the state database: its phase
+//! (connecting, scanning, watching), its counts since it started, and the address of its
+//! HTTP endpoint.
+//!
+//! Owns: the one [`Live`] of a daemon, shared by the engine (its counters, across the
+//! generations of the task tree), the HTTP endpoint (fresh numbers), and the task that
+//! records it every [`RECORD_EVERY`] in `meta` so that `status`, another process, can read
+//! it (docs/STATUS.md#daemon). Must not: decide anything; it only reports.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::meta::{self, LiveState};
+use crate::db::{now_ms, Db};
+use crate::pipeline::Stats;
+
+/// How often the live record is written. `status` calls a record older than
+/// [`crate::status::LIVE_STALE_MS`] stale.
+pub const RECORD_EVERY: Duration = Duration::from_secs(2);
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Live {
+    started_ms: i64,
+    stats: Arc<Stats>,
+    phase: Mutex<&'static str>,
+    http: OnceLock<SocketAddr>,
+}
+
+impl Live {
+    pub fn new() -> Arc<Live> {
+        Arc::new(Live {
+            started_ms: now_ms(),
+            stats: Arc::new(Stats::default()),
+            phase: Mutex::new("connecting"),
+            http: OnceLock::new(),
+        })
+    }
+
+    /// The engine's counters, kept across restarts of the task tree.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// `connecting`, `scanning` or `watching`.
+    pub fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    pub fn set_http(&self, addr: SocketAddr) {
+        let _ = self.http.set(addr);
+    }
+
+    pub fn snapshot(&self) -> LiveState {
+        let st = &self.stats;
+        LiveState {
+            at_ms: now_ms(),
+            started_ms: self.started_ms,
+            phase: (*self.phase.lock().unwrap_or_else(|p| p.into_inner())).to_owned(),
+            uploaded_files: st.uploaded.load(Relaxed),
+            uploaded_bytes: st.uploaded_bytes.load(Relaxed),
+            duplicates: st.duplicates.load(Relaxed),
+            failed: st.failed.load(Relaxed),
+            retries: st.retries.load(Relaxed),
+            http: self.http.get().map(|a| a.to_string()),
+        }
+    }
+
+    /// Records the snapshot every [`RECORD_EVERY`] until `shutdown`. A database that
+    /// cannot take the write is the engine's to report; this only tries again.
+    pub async fn record(self: Arc<Live>, db: Db, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(RECORD_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let snap = self.snapshot();
+            if let Err(e) = db.call(move |c| meta::set_live_state(c, &snap)).await {
+                tracing::debug!(error = %e, "cannot record the daemon's live state");
+            }
+        }
+    }
+}
