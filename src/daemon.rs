@@ -204,6 +204,10 @@ async fn start(
             capacity_pause: tuning.capacity_pause,
             outage_probe: tuning.outage_probe,
         },
+        dating: roots
+            .iter()
+            .map(|r| (r.path.clone(), r.dating.clone()))
+            .collect(),
     };
     let scanner = Scanner::new(
         db.clone(),
@@ -398,6 +402,9 @@ impl ScanSummary {
                 total.fresh += s.fresh;
                 total.waiting.extend(s.waiting.iter().cloned());
                 total.skipped.add(&s.skipped);
+                total.junk += s.junk;
+                total.ignored += s.ignored;
+                total.unmatched.extend(s.unmatched.iter().cloned());
             }
         }
         total

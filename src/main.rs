@@ -608,6 +608,23 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
             scanned.skipped
         );
     }
+    if scanned.junk + scanned.ignored > 0 {
+        sayln!(
+            "passed over: {} junk (skip_junk), {} by exclude, .immishignore or .nomedia",
+            scanned.junk,
+            scanned.ignored
+        );
+    }
+    for (root, outcome) in &s.roots {
+        if let immish_sync::scan::RootOutcome::Scanned(r) = outcome {
+            for p in &r.unmatched {
+                sayln!(
+                    "warning: root {}: exclude pattern {p:?} matched nothing",
+                    root.display()
+                );
+            }
+        }
+    }
     if !scanned.waiting.is_empty() {
         println!(
             "{} files look unfinished and were not taken this time (taken once whole, or after \

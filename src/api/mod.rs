@@ -119,6 +119,8 @@ pub struct UploadRequest {
     /// Unix nanoseconds; sent as `YYYY-MM-DDTHH:MM:SS.sssZ`.
     pub file_created_ns: i64,
     pub file_modified_ns: i64,
+    /// The XMP sidecar sent with the file as `sidecarData`, if it has one.
+    pub sidecar: Option<crate::sidecar::Sidecar>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

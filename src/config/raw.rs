@@ -95,6 +95,10 @@ pub(super) struct RawRoot {
     pub(super) include: Vec<String>,
     pub(super) exclude: Vec<String>,
     pub(super) hidden: bool,
+    pub(super) skip_junk: bool,
+    pub(super) junk_extra: Vec<String>,
+    pub(super) dates_from_names: bool,
+    pub(super) timezone: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -178,6 +182,10 @@ impl Default for RawRoot {
             include: Vec::new(),
             exclude: Vec::new(),
             hidden: false,
+            skip_junk: true,
+            junk_extra: Vec::new(),
+            dates_from_names: true,
+            timezone: None,
         }
     }
 }

@@ -21,6 +21,7 @@ mod gate;
 mod steps;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,8 @@ pub struct Settings {
     /// The device id the server sees (the config's, or the one generated at first start).
     pub device_id: String,
     pub pauses: PauseTimes,
+    /// How each root dates its files (`dates_from_names`, `timezone`), by root path.
+    pub dating: Vec<(PathBuf, crate::dates::Dating)>,
 }
 
 /// The wait before a job's next attempt after a transient failure.
@@ -303,6 +306,7 @@ impl Engine {
             api: self.api.clone(),
             stats: self.stats.clone(),
             retry: retry_backoff(&self.settings.upload),
+            dating: Arc::new(self.settings.dating.clone()),
         }
     }
 }

@@ -11,6 +11,7 @@ mod docs;
 mod faults;
 mod fixtures;
 mod honest;
+mod library_files;
 mod mirror;
 mod outage;
 mod peer;

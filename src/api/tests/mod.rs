@@ -61,6 +61,7 @@ fn test_file(name: &str, len: usize, seed: u8) -> TestFile {
             device_id: "immish-sync-test".to_owned(),
             file_created_ns: 1_700_000_000_123_456_789,
             file_modified_ns: -1,
+            sidecar: None,
         },
         data,
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::{log_db, path_of, verify, Ctx};
 use crate::api::UploadRequest;
+use crate::dates::Dating;
 use crate::db::now_ms;
 use crate::db::queue::{self, ClaimedJob};
 use crate::model::{Checksum, JobState};
@@ -22,7 +23,21 @@ pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Sign
         return Signal::Ok;
     };
     let file_id = job.file_id;
-    let req = upload_request(job, sum, device_id);
+    let mut req = upload_request(job, sum, device_id);
+    // The date and the sidecar are read here, once per upload attempt, from a bounded part
+    // of the file (docs/ARCHITECTURE.md#dates); a file linked by dedup is never read for them.
+    let dating = dating_of(&ctx.dating, &req.path);
+    let (path, mtime_ns) = (req.path.clone(), job.stat.mtime_ns);
+    if let Ok((created, sidecar)) = tokio::task::spawn_blocking(move || {
+        let created = crate::dates::created_at(&path, mtime_ns, &dating);
+        (created, crate::sidecar::find(&path))
+    })
+    .await
+    {
+        tracing::debug!(path = %req.path.display(), source = ?created.1, "fileCreatedAt");
+        req.file_created_ns = created.0;
+        req.sidecar = sidecar;
+    }
     let outcome = match ctx.api.upload(&req).await {
         Ok(o) => o,
         Err(e) => return ctx.job_error(job, "upload", e).await,
@@ -48,13 +63,6 @@ fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadReq
         .file_name()
         .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
         .unwrap_or_else(|| "unnamed".into());
-    // Birth time where the filesystem keeps it; Immich takes min(created, mtime) anyway.
-    let created_ns = std::fs::symlink_metadata(&path)
-        .ok()
-        .and_then(|m| m.created().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i64)
-        .map_or(job.stat.mtime_ns, |c| c.min(job.stat.mtime_ns));
     UploadRequest {
         path,
         size: job.stat.size,
@@ -62,9 +70,25 @@ fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadReq
         file_name,
         device_asset_id: device_asset_id(&job.path),
         device_id: device_id.to_string(),
-        file_created_ns: created_ns,
+        // The mtime until [`crate::dates::created_at`] says better.
+        file_created_ns: job.stat.mtime_ns,
         file_modified_ns: job.stat.mtime_ns,
+        sidecar: None,
     }
+}
+
+/// How the root holding `path` dates its files (the longest root path that is a prefix;
+/// the defaults with the machine's zone for a path under none, which does not happen).
+fn dating_of(dating: &[(std::path::PathBuf, Dating)], path: &Path) -> Dating {
+    dating
+        .iter()
+        .filter(|(root, _)| path.starts_with(root))
+        .max_by_key(|(root, _)| root.as_os_str().len())
+        .map(|(_, d)| d.clone())
+        .unwrap_or_else(|| Dating {
+            from_names: true,
+            timezone: crate::dates::local_zone(),
+        })
 }
 
 /// A stable id per file path (the same after a restart or a lost state directory).
