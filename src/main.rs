@@ -615,6 +615,13 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
             scanned.ignored
         );
     }
+    if scanned.late_sidecars > 0 {
+        sayln!(
+            "{} sidecars were created or edited after their photo was uploaded: not sent again \
+             (the log names them)",
+            scanned.late_sidecars
+        );
+    }
     for (root, outcome) in &s.roots {
         if let immish_sync::scan::RootOutcome::Scanned(r) = outcome {
             for p in &r.unmatched {

@@ -28,6 +28,7 @@ use crate::config::{RootConfig, ScanConfig, WatchConfig};
 use crate::dates::Dating;
 use crate::db::catalogue::{self, FileStat};
 use crate::db::meta::{self, RootState, SkippedEntries};
+use crate::db::sidecars::{self, SeenSidecar};
 use crate::db::waiting::{self, WaitKind, Waiting};
 use crate::db::{now_ms, Db, DbError};
 use crate::filter::{DirLook, Entry, Filter, FilterConfig, Levels, Skip};
@@ -149,6 +150,8 @@ pub struct RootScan {
     pub ignored: u64,
     /// The root's `exclude` patterns that matched nothing in this scan.
     pub unmatched: Vec<String>,
+    /// XMP sidecars created or edited after their photo was uploaded (reported once each).
+    pub late_sidecars: u64,
 }
 
 /// A file a scan left alone for looking unfinished, and why.
@@ -504,6 +507,17 @@ pub fn scan_root(
     report.queued += flush(db, &root_bytes, &mut batch)?;
     db.call_blocking(|c| waiting::replace_incomplete(c, &root_bytes, &unfinished))?;
     report.skipped = skipped;
+    let seen = std::mem::take(&mut tally.sidecars);
+    for late in db.call_blocking(move |c| sidecars::late(c, &seen))? {
+        report.late_sidecars += 1;
+        tracing::warn!(
+            sidecar = %String::from_utf8_lossy(&late.sidecar),
+            photo = %String::from_utf8_lossy(&late.photo),
+            "{} after its photo was uploaded: the photo is not uploaded again for it, and the \
+             server keeps what it read at the upload",
+            if late.added { "sidecar added" } else { "sidecar changed" }
+        );
+    }
     report.junk = tally.junk;
     report.ignored = tally.ignored;
     report.unmatched = tally
@@ -596,6 +610,12 @@ struct Tally {
     ignored: u64,
     /// Per `exclude` pattern: whether it matched anything.
     matched: Vec<bool>,
+    /// The XMP sidecars seen (never assets; compared with what their photos went up with).
+    sidecars: Vec<SeenSidecar>,
+}
+
+fn name_of(path: &Path) -> &[u8] {
+    path.file_name().map_or(&[], |n| n.as_bytes())
 }
 
 impl Tally {
@@ -690,6 +710,14 @@ fn walk(
             };
             if let Some(why) = root.filter.skip(&path, kind, &levels) {
                 tally.note(why);
+                if why == Skip::NotMedia && crate::sidecar::is_sidecar_name(name_of(&path)) {
+                    let stat = FileStat::from_metadata(&meta);
+                    tally.sidecars.push(SeenSidecar {
+                        path: path.into_os_string().into_vec(),
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                    });
+                }
                 continue;
             }
             if ft.is_dir() {

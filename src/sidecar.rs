@@ -23,6 +23,9 @@ pub struct Sidecar {
     /// Its name, for the part's `filename` (the server checks its extension).
     pub file_name: String,
     pub data: Vec<u8>,
+    /// Its size and mtime when read, recorded with the upload (a later change is reported).
+    pub size: u64,
+    pub mtime_ns: i64,
 }
 
 /// The sidecar paths of the photo at `path`, the more specific first: `IMG_1.jpg.xmp`,
@@ -81,6 +84,8 @@ pub fn find(path: &Path) -> Option<Sidecar> {
             path: c,
             file_name,
             data,
+            size: meta.len(),
+            mtime_ns: crate::db::catalogue::FileStat::from_metadata(&meta).mtime_ns,
         });
     }
     None

@@ -14,6 +14,7 @@ pub mod catalogue;
 pub mod meta;
 pub mod mirror;
 pub mod queue;
+pub mod sidecars;
 pub mod waiting;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_waiting.sql",
         include_str!("../../migrations/0005_waiting.sql"),
+    ),
+    (
+        "0008_sidecars.sql",
+        include_str!("../../migrations/0008_sidecars.sql"),
     ),
 ];
 

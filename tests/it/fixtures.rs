@@ -418,10 +418,10 @@ fn state_v3_opens_with_every_file_as_it_was() {
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(|c| {
         reads_as_it_was(c);
-        // Today's schema: 0005 added the table of waiting files.
+        // Today's schema: 0005 added the table of waiting files, 0008 the sidecars.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            5
+            6
         );
         // Every sentence became its code; the sentence itself is no longer stored.
         let stored: Vec<(String, Option<String>, Option<String>)> = c

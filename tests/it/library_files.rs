@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use immish_testserver::fixtures::{xmp_sidecar, Photo};
 use immish_testserver::{Dialect, UploadRecord};
 
-use crate::common::{jpeg, World};
+use crate::common::{eventually, jpeg, World};
 
 /// The `filename="…"` of every asset the server was sent.
 fn sent_names(w: &World) -> BTreeSet<String> {
@@ -239,4 +239,88 @@ async fn a_sidecar_goes_up_with_its_photo_before_the_filename_field() {
 
     let three = upload_of(&w, "IMG_3.jpg");
     assert!(!three.has_sidecar(), "{three:?}");
+}
+
+#[tokio::test]
+async fn a_sidecar_edited_or_added_later_is_reported_once_and_uploads_nothing() {
+    let w = World::new(Dialect::Immich).await;
+    w.write("IMG_1.jpg", &Photo::new("one").jpeg());
+    let xmp1 = w.write("IMG_1.jpg.xmp", xmp_sidecar(Some("first"), None).as_bytes());
+    w.write("IMG_2.jpg", &Photo::new("two").jpeg());
+    let first = w.scan().await;
+    assert_eq!(first.scanned().late_sidecars, 0);
+    assert_eq!(w.server.uploads().len(), 2);
+
+    // Edited (an mtime the first one did not have) and added.
+    std::fs::write(&xmp1, xmp_sidecar(Some("edited"), None)).unwrap();
+    set_mtime(&xmp1, 1_700_000_000);
+    w.write("IMG_2.xmp", xmp_sidecar(Some("late"), None).as_bytes());
+    let second = w.scan().await;
+    assert!(second.is_complete(), "{second:?}");
+    assert_eq!(second.scanned().late_sidecars, 2, "{:?}", second.scanned());
+    assert_eq!(
+        w.server.uploads().len(),
+        2,
+        "the photos are not uploaded again"
+    );
+    assert_eq!(w.server.asset_count(&w.server.admin_id()), 2);
+
+    let third = w.scan().await;
+    assert_eq!(
+        third.scanned().late_sidecars,
+        0,
+        "each change is reported once"
+    );
+}
+
+/// The watcher decides as the scanner does, and reads ignore files and `.nomedia` as they are
+/// when it looks: created while the daemon runs, in a new folder and in one it watched already.
+#[tokio::test]
+async fn the_watcher_honours_junk_nomedia_and_ignore_files_created_while_it_runs() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"auto\"\nsettle = \"300ms\"\npoll_settle = \"300ms\"\n\
+               [scan]\ninterval = \"1h\"\n"
+        .into();
+    w.write("seed.jpg", &jpeg("seed"));
+    std::fs::create_dir_all(w.root().join("old")).unwrap();
+    let running = w.start_daemon();
+    let uploaded = |name: &str| sent_names(&w).contains(name);
+    assert!(eventually(Duration::from_secs(30), || uploaded("seed.jpg")).await);
+
+    // A folder the watcher knew, then ignore rules in it and at the root.
+    w.write("old/.immishignore", b"drop_*\n");
+    w.write(".immishignore", b"/root_drop.jpg\n");
+    w.write(".nomedia_is_not_here.jpg", &jpeg("hidden"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    w.write("old/drop_1.jpg", &jpeg("ignored in a watched folder"));
+    w.write("root_drop.jpg", &jpeg("ignored at the root"));
+    // New folders: a .nomedia one, a junk one, one with its own ignore file.
+    w.write("quiet/.nomedia", b"");
+    w.write("quiet/IMG_q.jpg", &jpeg("nomedia"));
+    w.write("@eaDir/x.jpg", &jpeg("junk"));
+    w.write("new/.immishignore", b"*.jpg\n!keep*.jpg\n");
+    w.write("new/drop.jpg", &jpeg("ignored in a new folder"));
+    w.write("new/keep_1.jpg", &jpeg("kept in a new folder"));
+    w.write("old/keep_2.jpg", &jpeg("kept in a watched folder"));
+    w.write("last.jpg", &jpeg("written last"));
+
+    assert!(
+        eventually(Duration::from_secs(30), || [
+            "keep_1.jpg",
+            "keep_2.jpg",
+            "last.jpg"
+        ]
+        .iter()
+        .all(|n| uploaded(n)))
+        .await,
+        "{:?}",
+        sent_names(&w)
+    );
+    // The skipped ones were written before these and settle as fast; give them as long again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let want: BTreeSet<String> = ["seed.jpg", "keep_1.jpg", "keep_2.jpg", "last.jpg"]
+        .map(String::from)
+        .into();
+    assert_eq!(sent_names(&w), want);
+    running.stop().await;
 }

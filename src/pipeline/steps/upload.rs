@@ -13,6 +13,7 @@ use crate::api::UploadRequest;
 use crate::dates::Dating;
 use crate::db::now_ms;
 use crate::db::queue::{self, ClaimedJob};
+use crate::db::sidecars::{self, SeenSidecar};
 use crate::model::{Checksum, JobState};
 use crate::pipeline::gate::Signal;
 use crate::pipeline::Stats;
@@ -42,6 +43,18 @@ pub(crate) async fn upload(ctx: &Ctx, device_id: &str, job: &ClaimedJob) -> Sign
         Ok(o) => o,
         Err(e) => return ctx.job_error(job, "upload", e).await,
     };
+    // What it went up with, so that a sidecar edited later is reported
+    // (docs/ARCHITECTURE.md#sidecars).
+    let sent = req.sidecar.as_ref().map(|s| SeenSidecar {
+        path: s.path.as_os_str().as_bytes().to_vec(),
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+    });
+    log_db(
+        ctx.db
+            .call(move |c| sidecars::record(c, file_id, sent.as_ref(), now_ms()))
+            .await,
+    );
     if outcome.duplicate {
         Stats::add(&ctx.stats.duplicates, 1);
     } else {
