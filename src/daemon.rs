@@ -290,6 +290,10 @@ async fn start(
             capacity_pause: tuning.capacity_pause,
             outage_probe: tuning.outage_probe,
         },
+        dating: roots
+            .iter()
+            .map(|r| (r.path.clone(), r.dating.clone()))
+            .collect(),
     };
     let scanner = Scanner::new(
         db.clone(),
@@ -420,10 +424,11 @@ fn merge_passes(
     first: Vec<(PathBuf, RootOutcome)>,
     again: Vec<(PathBuf, RootOutcome)>,
 ) -> Vec<(PathBuf, RootOutcome)> {
-    let queued_before: std::collections::HashMap<PathBuf, u64> = first
+    // What was queued, and the late sidecars (each reported by one pass only), add up.
+    let queued_before: std::collections::HashMap<PathBuf, (u64, u64)> = first
         .into_iter()
         .filter_map(|(p, o)| match o {
-            RootOutcome::Scanned(s) => Some((p, s.queued)),
+            RootOutcome::Scanned(s) => Some((p, (s.queued, s.late_sidecars))),
             RootOutcome::Paused { .. } => None,
         })
         .collect();
@@ -431,7 +436,9 @@ fn merge_passes(
         .into_iter()
         .map(|(p, o)| match o {
             RootOutcome::Scanned(mut s) => {
-                s.queued += queued_before.get(&p).copied().unwrap_or(0);
+                let (queued, late) = queued_before.get(&p).copied().unwrap_or_default();
+                s.queued += queued;
+                s.late_sidecars += late;
                 (p, RootOutcome::Scanned(s))
             }
             paused => (p, paused),
@@ -488,6 +495,10 @@ impl ScanSummary {
                 total.fresh += s.fresh;
                 total.waiting.extend(s.waiting.iter().cloned());
                 total.skipped.add(&s.skipped);
+                total.junk += s.junk;
+                total.ignored += s.ignored;
+                total.unmatched.extend(s.unmatched.iter().cloned());
+                total.late_sidecars += s.late_sidecars;
             }
         }
         total

@@ -9,6 +9,9 @@
 //! - [`backoff`]: exponential backoff with jitter, the one formula every retry loop uses.
 //! - [`lock`]: one daemon per state directory, and the probe of who holds it.
 //! - [`scan`]: walking the roots and comparing with the catalogue.
+//! - [`filter`]: which entries a walk or the watcher looks at (junk, ignore files, patterns).
+//! - [`sidecar`]: the XMP file sent beside a photo.
+//! - [`dates`]: the `fileCreatedAt` of a file (capture time, name, mtime).
 //! - [`hash`]: streaming SHA-1 on the blocking pool.
 //! - [`complete`]: whether a media file is structurally complete (JPEG, PNG, ISO-BMFF, WebP).
 //! - [`api`]: the server client (discovery, auth, dialects, endpoints, error classes).
@@ -32,7 +35,9 @@ pub mod complete;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dates;
 pub mod db;
+pub mod filter;
 pub mod hash;
 pub mod http;
 pub mod human;
@@ -45,6 +50,7 @@ pub mod pipeline;
 pub mod scan;
 pub mod service;
 pub mod setup;
+pub mod sidecar;
 pub mod status;
 pub mod watch;
 

@@ -761,6 +761,30 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
             scanned.skipped
         );
     }
+    if scanned.junk + scanned.ignored > 0 {
+        sayln!(
+            "passed over: {} junk (skip_junk), {} by exclude, .immishignore or .nomedia",
+            scanned.junk,
+            scanned.ignored
+        );
+    }
+    if scanned.late_sidecars > 0 {
+        sayln!(
+            "{} sidecars were created or edited after their photo was uploaded: not sent again \
+             (the log names them)",
+            scanned.late_sidecars
+        );
+    }
+    for (root, outcome) in &s.roots {
+        if let immish_sync::scan::RootOutcome::Scanned(r) = outcome {
+            for p in &r.unmatched {
+                sayln!(
+                    "warning: root {}: exclude pattern {p:?} matched nothing",
+                    root.display()
+                );
+            }
+        }
+    }
     if !scanned.waiting.is_empty() {
         println!(
             "{} files look unfinished and were not taken this time (taken once whole, or after \

@@ -13,21 +13,25 @@
 //! Blocking: the walks ([`scan_root`], [`scan_subtree`]) run on the blocking pool;
 //! [`Scanner`], the pass over every root that `scan` and the daemon run, puts them there.
 
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::complete::Completeness;
 use crate::config::{RootConfig, ScanConfig, WatchConfig};
+use crate::dates::Dating;
 use crate::db::catalogue::{self, FileStat};
 use crate::db::meta::{self, RootState, SkippedEntries};
+use crate::db::sidecars::{self, SeenSidecar};
 use crate::db::waiting::{self, WaitKind, Waiting};
 use crate::db::{now_ms, Db, DbError};
+use crate::filter::{DirLook, Entry, Filter, FilterConfig, Levels, Skip};
 use crate::model::MediaTypes;
 
 /// Catalogue writes are committed this many files at a time.
@@ -35,37 +39,35 @@ const WRITE_BATCH: usize = 1000;
 /// Unreadable entries logged one by one per root and pass; the rest are counted.
 const ERRORS_LOGGED: usize = 5;
 
-/// A root with its filters compiled.
+/// A root with its filters compiled ([`Filter`], the one decision the scanner and the
+/// watcher share) and how its files are dated.
 #[derive(Clone, Debug)]
 pub struct Root {
     pub path: PathBuf,
     pub recursive: bool,
-    pub hidden: bool,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    pub filter: Filter,
+    pub dating: Dating,
 }
 
 impl Root {
-    /// Compiles the root's globs. The config was validated already, so a bad glob here is
+    /// Compiles the root's patterns. The config was validated already, so a bad one here is
     /// reported as an error string rather than trusted to be impossible.
     pub fn new(cfg: &RootConfig) -> Result<Root, String> {
-        let build = |globs: &[String]| -> Result<GlobSet, String> {
-            let mut b = GlobSetBuilder::new();
-            for g in globs {
-                b.add(Glob::new(g).map_err(|e| format!("glob {g:?}: {e}"))?);
-            }
-            b.build().map_err(|e| e.to_string())
-        };
         Ok(Root {
             path: cfg.path.clone(),
             recursive: cfg.recursive,
-            hidden: cfg.hidden,
-            include: if cfg.include.is_empty() {
-                None
-            } else {
-                Some(build(&cfg.include)?)
+            filter: Filter::new(&FilterConfig {
+                root: &cfg.path,
+                hidden: cfg.hidden,
+                skip_junk: cfg.skip_junk,
+                junk_extra: &cfg.junk_extra,
+                include: &cfg.include,
+                exclude: &cfg.exclude,
+            })?,
+            dating: Dating {
+                from_names: cfg.dates_from_names,
+                timezone: cfg.timezone.clone(),
             },
-            exclude: build(&cfg.exclude)?,
         })
     }
 
@@ -73,51 +75,29 @@ impl Root {
         self.path.as_os_str().as_bytes()
     }
 
-    /// Whether a path under this root passes the include/exclude globs (matched against the
-    /// path relative to the root).
-    pub fn wants(&self, path: &Path) -> bool {
-        let rel = path.strip_prefix(&self.path).unwrap_or(path);
-        if self.exclude.is_match(rel) {
-            return false;
-        }
-        self.include.as_ref().is_none_or(|inc| inc.is_match(rel))
-    }
-
-    /// Whether a directory entry name is skipped before looking further (hidden, temporary).
-    pub fn skips_name(&self, name: &[u8]) -> bool {
-        (!self.hidden && name.first() == Some(&b'.')) || is_temp_name(name)
-    }
-
-    /// Whether a walk of this root would look inside the directory `dir`: the root itself,
-    /// or (for a recursive root) a folder under it reached through no skipped name. Only the
-    /// path is looked at; whether it is a directory on this filesystem is the caller's part.
+    /// Whether a walk of this root would look inside the directory `dir`, by its path
+    /// alone: the root itself, or (for a recursive root) a folder under it reached through
+    /// no skipped folder. Whether it is a directory on this filesystem, and what ignore files
+    /// say ([`Filter::skipped_on_disk`]), is the caller's part.
     pub fn may_hold(&self, dir: &Path) -> bool {
         let Ok(rel) = dir.strip_prefix(&self.path) else {
             return false;
         };
-        let mut parts = rel.components().peekable();
-        if parts.peek().is_none() {
+        if rel.components().next().is_none() {
             return true;
         }
-        self.recursive
-            && parts.all(|c| match c {
-                Component::Normal(name) => !self.skips_name(name.as_bytes()),
-                _ => false,
-            })
+        self.recursive && self.filter.may_enter(dir)
     }
 
     /// Whether a file at `path` is a candidate by its path alone, by the rules of a walk: in
-    /// a folder the walk reaches, its name not skipped, a media type the server takes, and
-    /// wanted by the globs. The rest (a regular file, not empty, on the root's filesystem)
-    /// needs its `lstat`.
+    /// a folder the walk reaches, and not skipped by [`Filter::skip`]. The rest (a regular
+    /// file, not empty, on the root's filesystem, not under an ignore file or `.nomedia`)
+    /// needs the disk.
     pub fn is_candidate(&self, path: &Path, media: &MediaTypes) -> bool {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        let Some(dir) = path.parent() else {
             return false;
         };
-        self.may_hold(dir)
-            && !self.skips_name(name.as_bytes())
-            && media.is_supported(name.as_bytes())
-            && self.wants(path)
+        self.may_hold(dir) && self.filter.skip(path, Entry::File(media), &[]).is_none()
     }
 }
 
@@ -164,6 +144,14 @@ pub struct RootScan {
     pub errors: Vec<String>,
     /// Symlinks, FIFOs, sockets and device nodes passed over (never followed or read).
     pub skipped: SkippedEntries,
+    /// Files and folders skipped as junk (`skip_junk`, `junk_extra`).
+    pub junk: u64,
+    /// Files and folders skipped by `exclude`, an `.immishignore` or a `.nomedia`.
+    pub ignored: u64,
+    /// The root's `exclude` patterns that matched nothing in this scan.
+    pub unmatched: Vec<String>,
+    /// XMP sidecars created or edited after their photo was uploaded (reported once each).
+    pub late_sidecars: u64,
 }
 
 /// A file a scan left alone for looking unfinished, and why.
@@ -217,6 +205,9 @@ pub struct Scanner {
     interval: Duration,
     /// `watch.incomplete_limit`: a file that stays cut short this long is taken anyway.
     incomplete_limit: Duration,
+    /// `exclude` patterns already reported as matching nothing, per root: each is warned
+    /// about once per process, not at every rescan.
+    warned: Arc<Mutex<HashSet<(PathBuf, String)>>>,
 }
 
 impl Scanner {
@@ -235,6 +226,25 @@ impl Scanner {
             settle: watch.settle,
             interval: scan.interval,
             incomplete_limit: watch.incomplete_limit,
+            warned: Arc::default(),
+        }
+    }
+
+    /// Warns once about each `exclude` pattern of `root` that matched nothing in a scan
+    /// (a pattern that never matches is most likely a mistake, e.g. a path with a typo).
+    fn warn_unmatched(&self, root: &Path, unmatched: &[String]) {
+        let Ok(mut warned) = self.warned.lock() else {
+            return;
+        };
+        for pattern in unmatched {
+            if warned.insert((root.to_path_buf(), pattern.clone())) {
+                tracing::warn!(
+                    root = %root.display(),
+                    "exclude pattern {pattern:?} matched nothing in this scan (it is a \
+                     gitignore line relative to the root: a bare name matches at any depth, \
+                     a slash anchors it)"
+                );
+            }
         }
     }
 
@@ -309,8 +319,11 @@ impl Scanner {
                         still_changing = s.fresh,
                         unfinished = s.waiting.len(),
                         skipped = %s.skipped,
+                        junk = s.junk,
+                        ignored = s.ignored,
                         "scanned"
                     );
+                    self.warn_unmatched(&root.path, &s.unmatched);
                     RootState::Ok {
                         at_ms: Some(now_ms()),
                     }
@@ -445,13 +458,18 @@ pub fn scan_root(
     let mut report = RootScan::default();
     let mut batch: Vec<(Vec<u8>, FileStat)> = Vec::new();
     let mut skipped = SkippedEntries::default();
+    let mut tally = Tally {
+        matched: vec![false; root.filter.exclude().len()],
+        ..Tally::default()
+    };
     walk(
         root,
-        &root.path,
+        (&root.path, None),
         root_dev,
         media,
         cancel,
         (&mut report.errors, &mut skipped),
+        &mut tally,
         |path, stat| {
             report.files += 1;
             let path_bytes = path.into_os_string().into_vec();
@@ -502,6 +520,26 @@ pub fn scan_root(
     report.queued += flush(db, &root_bytes, &mut batch)?;
     db.call_blocking(|c| waiting::replace_incomplete(c, &root_bytes, &unfinished))?;
     report.skipped = skipped;
+    let seen = std::mem::take(&mut tally.sidecars);
+    for late in db.call_blocking(move |c| sidecars::late(c, &seen))? {
+        report.late_sidecars += 1;
+        tracing::warn!(
+            sidecar = %String::from_utf8_lossy(&late.sidecar),
+            photo = %String::from_utf8_lossy(&late.photo),
+            "{} after its photo was uploaded: the photo is not uploaded again for it, and the \
+             server keeps what it read at the upload",
+            if late.added { "sidecar added" } else { "sidecar changed" }
+        );
+    }
+    report.junk = tally.junk;
+    report.ignored = tally.ignored;
+    report.unmatched = tally
+        .matched
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !**m)
+        .map(|(i, _)| root.filter.exclude().pattern(i).to_string())
+        .collect();
 
     // What the catalogue knew and the walk did not see is gone locally. Only a complete
     // walk may say so; an unreadable subdirectory hides its files, so skip the marking then.
@@ -555,16 +593,21 @@ pub fn scan_subtree(
             return Ok(out);
         }
     }
+    // The ignore files and `.nomedia` of the folders above, and of `dir` itself.
+    let Ok(levels) = root.filter.levels_to(dir) else {
+        return Ok(out);
+    };
     let files = &mut out.files;
     // The watcher does not report what it passes over; the scans count it.
     let mut skipped = SkippedEntries::default();
     walk(
         root,
-        dir,
+        (dir, Some(levels)),
         root_dev,
         media,
         cancel,
         (&mut out.errors, &mut skipped),
+        &mut Tally::default(),
         |path, stat| {
             files.push((path, stat));
             Ok(())
@@ -573,25 +616,77 @@ pub fn scan_subtree(
     Ok(out)
 }
 
+/// What a walk passed over on purpose, for the scan summary.
+#[derive(Debug, Default)]
+struct Tally {
+    junk: u64,
+    ignored: u64,
+    /// Per `exclude` pattern: whether it matched anything.
+    matched: Vec<bool>,
+    /// The XMP sidecars seen (never assets; compared with what their photos went up with).
+    sidecars: Vec<SeenSidecar>,
+}
+
+fn name_of(path: &Path) -> &[u8] {
+    path.file_name().map_or(&[], |n| n.as_bytes())
+}
+
+impl Tally {
+    fn note(&mut self, why: Skip) {
+        match why {
+            Skip::Junk => self.junk += 1,
+            Skip::Excluded(i) => {
+                if let Some(m) = self.matched.get_mut(i) {
+                    *m = true;
+                }
+                self.ignored += 1;
+            }
+            w if w.counts_as_ignored() => self.ignored += 1,
+            _ => {}
+        }
+    }
+}
+
 /// The walk shared by [`scan_root`] and [`scan_subtree`]: every folder from `start` down
 /// (only `start` itself below a non-recursive root), symlinks never followed, other
-/// filesystems not entered, skipped names not looked into. Calls `found` with each candidate
+/// filesystems not entered, and what [`Filter::skip`] skips not looked into; a folder
+/// holding `.nomedia` is not read, and one holding an `.immishignore` adds its lines for
+/// everything below it. `start_levels` are the ignore files that apply in `start` when the
+/// caller read them already (a folder under the root). Calls `found` with each candidate
 /// file; unreadable entries go to `errors`, and symlinks, FIFOs, sockets and device nodes
 /// are counted in `skipped` (so that a tree of symlinks does not look like an empty backup).
+#[allow(clippy::too_many_arguments)]
 fn walk(
     root: &Root,
-    start: &Path,
+    (start, start_levels): (&Path, Option<Levels>),
     root_dev: u64,
     media: &MediaTypes,
     cancel: &CancellationToken,
     (errors, skipped): (&mut Vec<String>, &mut SkippedEntries),
+    tally: &mut Tally,
     mut found: impl FnMut(PathBuf, FileStat) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
-    let mut stack = vec![start.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    let looked = start_levels.is_some();
+    let mut stack: Vec<(PathBuf, Levels, bool)> = vec![(
+        start.to_path_buf(),
+        start_levels.unwrap_or_default(),
+        looked,
+    )];
+    while let Some((dir, levels, looked)) = stack.pop() {
         if cancel.is_cancelled() {
             return Err(ScanError::Cancelled);
         }
+        let levels = if looked {
+            levels
+        } else {
+            match root.filter.look_dir(&dir, &levels) {
+                DirLook::NoMedia => {
+                    tally.note(Skip::NoMedia);
+                    continue;
+                }
+                DirLook::Walk(l) => l,
+            }
+        };
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) => {
@@ -607,10 +702,6 @@ fn walk(
                     continue;
                 }
             };
-            let name = entry.file_name();
-            if root.skips_name(name.as_bytes()) {
-                continue;
-            }
             let path = entry.path();
             // lstat: a symlink is seen as a symlink and never followed.
             let meta = match std::fs::symlink_metadata(&path) {
@@ -623,9 +714,28 @@ fn walk(
                 }
             };
             let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                Entry::Dir
+            } else if ft.is_file() {
+                Entry::File(media)
+            } else {
+                Entry::Other
+            };
+            if let Some(why) = root.filter.skip(&path, kind, &levels) {
+                tally.note(why);
+                if why == Skip::NotMedia && crate::sidecar::is_sidecar_name(name_of(&path)) {
+                    let stat = FileStat::from_metadata(&meta);
+                    tally.sidecars.push(SeenSidecar {
+                        path: path.into_os_string().into_vec(),
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                    });
+                }
+                continue;
+            }
             if ft.is_dir() {
                 if root.recursive && meta.dev() == root_dev {
-                    stack.push(path);
+                    stack.push((path, levels.clone(), false));
                 }
                 continue;
             }
@@ -634,9 +744,6 @@ fn walk(
                 continue;
             }
             if meta.len() == 0 {
-                continue;
-            }
-            if !media.is_supported(name.as_bytes()) || !root.wants(&path) {
                 continue;
             }
             found(path, FileStat::from_metadata(&meta))?;
@@ -700,12 +807,9 @@ mod tests {
     #[test]
     fn event_paths_follow_the_rules_of_the_walk() {
         let cfg = |recursive| RootConfig {
-            path: "/photos".into(),
             recursive,
-            include: vec![],
             exclude: vec!["private/**".into()],
-            hidden: false,
-            library: Default::default(),
+            ..RootConfig::at("/photos")
         };
         let (deep, flat) = (
             Root::new(&cfg(true)).unwrap(),
@@ -716,6 +820,7 @@ mod tests {
         assert!(deep.may_hold(Path::new("/photos/2024/summer")));
         assert!(!deep.may_hold(Path::new("/photos/.thumbnails")));
         assert!(!deep.may_hold(Path::new("/photos/2024/.cache/x")));
+        assert!(!deep.may_hold(Path::new("/photos/2024/@eaDir/x")), "junk");
         assert!(!deep.may_hold(Path::new("/elsewhere")));
         assert!(flat.may_hold(Path::new("/photos")));
         assert!(!flat.may_hold(Path::new("/photos/2024")));
@@ -730,6 +835,8 @@ mod tests {
             "/photos/.cache/IMG_1.jpg",
             "/photos/notes.txt",
             "/photos/private/IMG_1.jpg",
+            "/photos/@eaDir/IMG_1.jpg",
+            "/photos/2024/._IMG_1.jpg",
             "/elsewhere/IMG_1.jpg",
         ] {
             assert!(!deep.is_candidate(Path::new(no), &media), "{no}");
@@ -737,18 +844,22 @@ mod tests {
     }
 
     #[test]
-    fn globs_match_relative_to_the_root() {
+    fn patterns_match_relative_to_the_root() {
         let root = Root::new(&RootConfig {
-            path: "/photos".into(),
-            recursive: true,
             include: vec!["**/*.jpg".into()],
-            exclude: vec!["private/**".into()],
-            hidden: false,
-            library: Default::default(),
+            exclude: vec!["private/**".into(), "@eaDir".into()],
+            skip_junk: false,
+            ..RootConfig::at("/photos")
         })
         .unwrap();
-        assert!(root.wants(Path::new("/photos/2024/a.jpg")));
-        assert!(!root.wants(Path::new("/photos/private/a.jpg")));
-        assert!(!root.wants(Path::new("/photos/2024/a.mp4")));
+        let media = MediaTypes::builtin();
+        let wants = |p: &str| root.is_candidate(Path::new(p), &media);
+        assert!(wants("/photos/2024/a.jpg"));
+        assert!(!wants("/photos/private/a.jpg"));
+        assert!(!wants("/photos/2024/a.mp4"));
+        assert!(
+            !wants("/photos/2024/@eaDir/a.jpg"),
+            "a bare name at any depth"
+        );
     }
 }

@@ -126,6 +126,8 @@ pub struct UploadRequest {
     pub file_modified_ns: i64,
     /// A Live Photo's still: its video, uploaded already (`livePhotoVideoId`).
     pub live_photo_video_id: Option<AssetId>,
+    /// The XMP sidecar sent with the file as `sidecarData`, if it has one.
+    pub sidecar: Option<crate::sidecar::Sidecar>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

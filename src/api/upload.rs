@@ -300,6 +300,18 @@ impl ApiClient {
             // hides the video) when the still arrives.
             form = form.text("livePhotoVideoId", video.0.clone());
         }
+        // The sidecar goes before `filename`: the server checks the extension of a
+        // `filename` sent before it for the sidecar too, and would reject `IMG.jpg` as a
+        // sidecar (docs/SERVER-API.md#multipart-fields).
+        if let Some(sc) = &req.sidecar {
+            let sidecar = Part::bytes(sc.data.clone())
+                .file_name(part_file_name(&sc.file_name))
+                .mime_str("application/octet-stream")
+                .map_err(|e| ApiError::Config {
+                    message: format!("internal: bad MIME type: {e}"),
+                })?;
+            form = form.part("sidecarData", sidecar);
+        }
         let form = form
             .text("filename", req.file_name.clone())
             .part("assetData", part);

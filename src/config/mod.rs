@@ -133,6 +133,15 @@ pub struct RootConfig {
     pub hidden: bool,
     /// Albums, Live Photos and stacks for this root's files (issue 11).
     pub library: LibraryConfig,
+    /// Skip the built-in junk list (`crate::filter::JUNK`) and `junk_extra`.
+    pub skip_junk: bool,
+    /// More junk names (gitignore lines), when `skip_junk`.
+    pub junk_extra: Vec<String>,
+    /// Take a date from the file name when the file has no capture time.
+    pub dates_from_names: bool,
+    /// The zone a capture time without an offset is read in (`timezone`, default the
+    /// machine's).
+    pub timezone: jiff::tz::TimeZone,
 }
 
 /// Which album a file joins by where it lies (`album` of a root).
@@ -188,6 +197,26 @@ impl LibraryConfig {
             "album={:?} sep={:?} name={:?} stacks={} primary={:?}",
             self.album, self.album_separator, self.album_name, self.stacks, self.stack_primary
         )
+    }
+}
+
+impl RootConfig {
+    /// A root at `path` with every other key at its default, dates read in UTC (for tests
+    /// and tools that build a root without a file).
+    pub fn at(path: impl Into<PathBuf>) -> RootConfig {
+        let d = raw::RawRoot::default();
+        RootConfig {
+            path: path.into(),
+            recursive: d.recursive,
+            include: d.include,
+            exclude: d.exclude,
+            hidden: d.hidden,
+            skip_junk: d.skip_junk,
+            junk_extra: d.junk_extra,
+            dates_from_names: d.dates_from_names,
+            timezone: jiff::tz::TimeZone::UTC,
+            library: LibraryConfig::default(),
+        }
     }
 }
 

@@ -102,6 +102,10 @@ pub(super) struct RawRoot {
     pub(super) album_name: Option<String>,
     pub(super) stacks: bool,
     pub(super) stack_primary: StackPrimary,
+    pub(super) skip_junk: bool,
+    pub(super) junk_extra: Vec<String>,
+    pub(super) dates_from_names: bool,
+    pub(super) timezone: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -212,6 +216,10 @@ impl Default for RawRoot {
             album_name: None,
             stacks: true,
             stack_primary: StackPrimary::Jpeg,
+            skip_junk: true,
+            junk_extra: Vec::new(),
+            dates_from_names: true,
+            timezone: None,
         }
     }
 }

@@ -302,16 +302,32 @@ impl Resolver<'_> {
                     ))
                 }
             };
-            for (name, globs) in [("include", &r.include), ("exclude", &r.exclude)] {
-                for glob in globs {
-                    if let Err(e) = globset::Glob::new(glob) {
-                        return Err(self.invalid(
-                            &[K("roots"), I(i), K(name)],
-                            format!("invalid glob {glob:?}: {}", e.kind()),
-                        ));
-                    }
+            for glob in &r.include {
+                if let Err(e) = globset::Glob::new(glob) {
+                    return Err(self.invalid(
+                        &[K("roots"), I(i), K("include")],
+                        format!("invalid glob {glob:?}: {}", e.kind()),
+                    ));
                 }
             }
+            // gitignore lines (docs/ARCHITECTURE.md#filters).
+            for (name, lines) in [("exclude", &r.exclude), ("junk_extra", &r.junk_extra)] {
+                if let Err(e) = crate::filter::Rules::new(lines) {
+                    return Err(self.invalid(&[K("roots"), I(i), K(name)], e));
+                }
+            }
+            let timezone = match r.timezone.as_deref().map(str::trim) {
+                None | Some("") => crate::dates::local_zone(),
+                Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+                    self.invalid(
+                        &[K("roots"), I(i), K("timezone")],
+                        format!(
+                            "unknown time zone {name:?} ({e}); use a name such as \
+                             \"Europe/Berlin\" or \"UTC\""
+                        ),
+                    )
+                })?,
+            };
             // Overlapping roots would see the same files twice, under two sets of filters.
             // They are compared as written and as resolved, since a symlink can make two
             // different names one folder (a root that does not exist yet resolves to itself).
@@ -359,6 +375,10 @@ impl Resolver<'_> {
                 exclude: r.exclude,
                 hidden: r.hidden,
                 library,
+                skip_junk: r.skip_junk,
+                junk_extra: r.junk_extra,
+                dates_from_names: r.dates_from_names,
+                timezone,
             });
         }
         Ok(roots)

@@ -1000,12 +1000,14 @@ fn the_example_documents_every_key_with_its_real_default() {
     assert!(raw.server.password.is_some() && raw.server.password_file.is_some());
     assert!(raw.server.ca_file.is_some() && raw.state.dir.is_some());
     assert_eq!(server, RawServer::default());
-    let root = raw.roots.into_iter().next().expect("a root");
-    assert!(root.album_name.is_some(), "the example shows album_name");
+    let first = raw.roots.into_iter().next().expect("a root");
+    assert!(first.album_name.is_some(), "the example shows album_name");
+    assert!(first.timezone.is_some(), "the example shows a timezone");
     let root = RawRoot {
         path: None,
         album_name: None,
-        ..root
+        timezone: None,
+        ..first
     };
     assert_eq!(root, RawRoot::default());
     assert!(raw.upload.device_id.is_some());

@@ -15,6 +15,7 @@ pub mod library;
 pub mod meta;
 pub mod mirror;
 pub mod queue;
+pub mod sidecars;
 pub mod waiting;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_library.sql",
         include_str!("../../migrations/0006_library.sql"),
+    ),
+    (
+        "0007_sidecars.sql",
+        include_str!("../../migrations/0007_sidecars.sql"),
     ),
 ];
 

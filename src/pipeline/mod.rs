@@ -21,6 +21,7 @@ mod gate;
 mod steps;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +77,8 @@ pub struct Settings {
     pub pauses: PauseTimes,
     /// The user's pauses (`immish-sync pause`), changed while the engine runs.
     pub hold: Hold,
+    /// How each root dates its files (`dates_from_names`, `timezone`), by root path.
+    pub dating: Vec<(PathBuf, crate::dates::Dating)>,
 }
 
 /// What the user paused (docs/ARCHITECTURE.md#control): with `all`, no check or upload
@@ -364,6 +367,7 @@ impl Engine {
             api: self.api.clone(),
             stats: self.stats.clone(),
             retry: retry_backoff(&self.settings.upload),
+            dating: Arc::new(self.settings.dating.clone()),
         }
     }
 }

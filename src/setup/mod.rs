@@ -106,14 +106,7 @@ mod tests {
 
     #[test]
     fn library_permissions_follow_the_roots_settings() {
-        let mut root = crate::config::RootConfig {
-            path: "/p".into(),
-            recursive: true,
-            include: vec![],
-            exclude: vec![],
-            hidden: false,
-            library: Default::default(),
-        };
+        let mut root = crate::config::RootConfig::at("/p");
         let names = |m: Vec<(&'static str, &'static str)>| {
             m.into_iter().map(|(p, _)| p).collect::<Vec<_>>()
         };

@@ -284,15 +284,7 @@ mod tests {
         tokio::task::JoinHandle<Result<(), WatchError>>,
     ) {
         let db = Db::open(&dir.join("state.sqlite3")).unwrap();
-        let root = Root::new(&crate::config::RootConfig {
-            path: dir.join("photos"),
-            recursive: true,
-            include: vec![],
-            exclude: vec![],
-            hidden: false,
-            library: Default::default(),
-        })
-        .unwrap();
+        let root = Root::new(&crate::config::RootConfig::at(dir.join("photos"))).unwrap();
         let cfg = WatchConfig {
             mode: WatchMode::Notify,
             settle: Duration::from_millis(100),

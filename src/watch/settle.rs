@@ -573,6 +573,7 @@ fn look(p: &Probe) -> Verdict {
         return Verdict::Drop;
     };
     if meta.is_dir() {
+        // The walk of the folder reads the ignore files and `.nomedia` on its way down.
         return if meta.dev() == p.root_dev && p.root.recursive && p.root.may_hold(&p.path) {
             Verdict::Dir
         } else {
@@ -580,6 +581,11 @@ fn look(p: &Probe) -> Verdict {
         };
     }
     if !p.candidate || !meta.is_file() || meta.len() == 0 || meta.dev() != p.root_dev {
+        return Verdict::Drop;
+    }
+    // What the path alone said was asked when the event came; the ignore files and the
+    // `.nomedia` of its folders are read here, on the blocking pool, as they are now.
+    if p.root.filter.skipped_on_disk(&p.path, false).is_some() {
         return Verdict::Drop;
     }
     Verdict::Wait(Seen {
@@ -622,17 +628,7 @@ mod tests {
         let photos = dir.path().join("photos");
         std::fs::create_dir_all(photos.join("sub")).unwrap();
         let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
-        let root = Arc::new(
-            Root::new(&crate::config::RootConfig {
-                path: photos.clone(),
-                recursive: true,
-                include: vec![],
-                exclude: vec![],
-                hidden: false,
-                library: Default::default(),
-            })
-            .unwrap(),
-        );
+        let root = Arc::new(Root::new(&crate::config::RootConfig::at(photos.clone())).unwrap());
         let file = photos.join("IMG_1.jpg");
         std::fs::write(&file, b"first").unwrap();
         let hour = Duration::from_secs(3600);
@@ -677,17 +673,7 @@ mod tests {
     fn photos_root(dir: &Path) -> Arc<Root> {
         let photos = dir.join("photos");
         std::fs::create_dir_all(&photos).unwrap();
-        Arc::new(
-            Root::new(&crate::config::RootConfig {
-                path: photos,
-                recursive: true,
-                include: vec![],
-                exclude: vec![],
-                hidden: false,
-                library: Default::default(),
-            })
-            .unwrap(),
-        )
+        Arc::new(Root::new(&crate::config::RootConfig::at(photos)).unwrap())
     }
 
     /// Looks twice, the quiet period (zero) apart: the verdict of the second look.

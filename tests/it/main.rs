@@ -17,6 +17,7 @@ mod fixtures;
 mod honest;
 mod library_groups;
 mod metrics;
+mod library_files;
 mod mirror;
 mod outage;
 mod peer;

@@ -62,6 +62,7 @@ fn test_file(name: &str, len: usize, seed: u8) -> TestFile {
             file_created_ns: 1_700_000_000_123_456_789,
             file_modified_ns: -1,
             live_photo_video_id: None,
+            sidecar: None,
         },
         data,
     }

@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     pub stats: Arc<Stats>,
     /// The wait before a job's next attempt after a transient failure.
     pub retry: Backoff,
+    /// How each root dates its files, by root path.
+    pub dating: Arc<Vec<(std::path::PathBuf, crate::dates::Dating)>>,
 }
 
 impl Ctx {

@@ -11,7 +11,10 @@ use std::path::Path;
 use super::verify::Uploaded;
 use super::{log_db, path_of, Ctx};
 use crate::api::UploadRequest;
+use crate::dates::Dating;
+use crate::db::now_ms;
 use crate::db::queue::ClaimedJob;
+use crate::db::sidecars::{self, SeenSidecar};
 use crate::library::{self, pairs::StillPlan};
 use crate::model::{AssetId, Checksum};
 use crate::pipeline::gate::Signal;
@@ -38,6 +41,20 @@ pub(crate) async fn upload(
             tracing::debug!(error = %e, "cannot look for a Live Photo video; uploading alone")
         }
     }
+    // The date and the sidecar are read here, once per upload attempt, from a bounded part
+    // of the file (docs/ARCHITECTURE.md#dates); a file linked by dedup is never read for them.
+    let dating = dating_of(&ctx.dating, &req.path);
+    let (path, mtime_ns) = (req.path.clone(), job.stat.mtime_ns);
+    if let Ok((created, sidecar)) = tokio::task::spawn_blocking(move || {
+        let created = crate::dates::created_at(&path, mtime_ns, &dating);
+        (created, crate::sidecar::find(&path))
+    })
+    .await
+    {
+        tracing::debug!(path = %req.path.display(), source = ?created.1, "fileCreatedAt");
+        req.file_created_ns = created.0;
+        req.sidecar = sidecar;
+    }
     let outcome = match ctx.api.upload(&req).await {
         Ok(o) => o,
         Err(e) => return (ctx.job_error(job, "upload", e).await, None),
@@ -46,6 +63,18 @@ pub(crate) async fn upload(
         let linked = library::linked_at_upload(&ctx.db, &job.path, &outcome.asset_id, &video.0);
         log_db(linked.await);
     }
+    // What it went up with, so that a sidecar edited later is reported
+    // (docs/ARCHITECTURE.md#sidecars).
+    let sent = req.sidecar.as_ref().map(|s| SeenSidecar {
+        path: s.path.as_os_str().as_bytes().to_vec(),
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+    });
+    log_db(
+        ctx.db
+            .call(move |c| sidecars::record(c, file_id, sent.as_ref(), now_ms()))
+            .await,
+    );
     if outcome.duplicate {
         Stats::add(&ctx.stats.duplicates, 1);
     } else {
@@ -68,13 +97,6 @@ fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadReq
         .file_name()
         .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
         .unwrap_or_else(|| "unnamed".into());
-    // Birth time where the filesystem keeps it; Immich takes min(created, mtime) anyway.
-    let created_ns = std::fs::symlink_metadata(&path)
-        .ok()
-        .and_then(|m| m.created().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i64)
-        .map_or(job.stat.mtime_ns, |c| c.min(job.stat.mtime_ns));
     UploadRequest {
         path,
         size: job.stat.size,
@@ -82,10 +104,26 @@ fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadReq
         file_name,
         device_asset_id: device_asset_id(&job.path),
         device_id: device_id.to_string(),
-        file_created_ns: created_ns,
+        // The mtime until [`crate::dates::created_at`] says better.
+        file_created_ns: job.stat.mtime_ns,
         file_modified_ns: job.stat.mtime_ns,
         live_photo_video_id: None,
+        sidecar: None,
     }
+}
+
+/// How the root holding `path` dates its files (the longest root path that is a prefix;
+/// the defaults with the machine's zone for a path under none, which does not happen).
+fn dating_of(dating: &[(std::path::PathBuf, Dating)], path: &Path) -> Dating {
+    dating
+        .iter()
+        .filter(|(root, _)| path.starts_with(root))
+        .max_by_key(|(root, _)| root.as_os_str().len())
+        .map(|(_, d)| d.clone())
+        .unwrap_or_else(|| Dating {
+            from_names: true,
+            timezone: crate::dates::local_zone(),
+        })
 }
 
 /// A stable id per file path (the same after a restart or a lost state directory).
