@@ -422,7 +422,7 @@ fn state_v3_opens_with_every_file_as_it_was() {
         // sidecars.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            6
+            7
         );
         // The upgrade notes nothing by itself; the first start sorts the root's backed-up
         // files (its settings are new), once.
