@@ -422,3 +422,22 @@ async fn a_link_that_failed_is_made_by_the_next_run() {
         "nothing uploaded twice"
     );
 }
+
+/// The next major's albums have no `ownerId` (the owner is an `albumUsers` entry): the
+/// user's album of that name is still read and used, not created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn albums_are_found_again_on_the_next_major_without_owner_id() {
+    let mut w = World::new(Dialect::ImmichNext).await;
+    w.extra = "album = \"folder\"\n".into();
+    let me = w.server.admin_id();
+    let existing = w.server.create_album(&me, "Trip");
+    let (a, b) = (jpeg("next a"), jpeg("next b"));
+    w.write("Trip/a.jpg", &a);
+    w.write("Trip/b.jpg", &b);
+    w.scan().await;
+    let all = albums(&w);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(w.server.albums(&me)[0].id, existing);
+    assert_eq!(album(&all, "Trip").len(), 2);
+    assert_eq!(w.server.requests("POST /albums"), 0);
+}
