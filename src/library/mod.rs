@@ -113,7 +113,13 @@ impl Library {
             tracing::error!(error = %e, "library: cannot read the state database");
         }
         loop {
-            let busy = match self.pass().await {
+            // A stop does not wait for a request in flight: what a pass sends is marked only
+            // after the server answered, so dropping it halfway loses nothing.
+            let pass = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.pass() => r,
+            };
+            let busy = match pass {
                 Ok(busy) => busy,
                 Err(e) => {
                     tracing::error!(error = %e, "library: cannot use the state database");
