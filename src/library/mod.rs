@@ -28,14 +28,18 @@ use crate::db::{now_ms, Db, DbError};
 use crate::model::AssetId;
 use pairs::StillPlan;
 
-/// Files sorted per transaction.
-const SORT_BATCH: usize = 500;
+/// Files sorted per transaction: small, so that the pipeline's own database work never
+/// waits long behind it.
+const SORT_BATCH: usize = 200;
 /// Asset ids per `PUT /albums/:id/assets` (the Immich CLI sends up to 1000 per call).
 const ALBUM_BATCH: usize = 1000;
 /// Groups sent per pass.
 const GROUP_BATCH: usize = 200;
 /// How often the daemon's library task looks for new work.
 const LOOK: Duration = Duration::from_secs(1);
+/// The pause between two rounds that found work: uploads come first, and albums may lag a
+/// little behind during a burst.
+const BUSY_PAUSE: Duration = Duration::from_millis(250);
 /// After a refusal for lack of a permission: when to try again (the user may fix the key;
 /// nothing tells when).
 const BLOCKED_RETRY: Duration = Duration::from_secs(600);
@@ -109,14 +113,20 @@ impl Library {
             tracing::error!(error = %e, "library: cannot read the state database");
         }
         loop {
-            let busy = match self.pass().await {
+            // A stop does not wait for a request in flight: what a pass sends is marked only
+            // after the server answered, so dropping it halfway loses nothing.
+            let pass = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.pass() => r,
+            };
+            let busy = match pass {
                 Ok(busy) => busy,
                 Err(e) => {
                     tracing::error!(error = %e, "library: cannot use the state database");
                     false
                 }
             };
-            let wait = if busy { Duration::ZERO } else { LOOK };
+            let wait = if busy { BUSY_PAUSE } else { LOOK };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -222,6 +232,11 @@ impl Library {
                 Ok(None) => return Ok(did),
                 Err(e) => {
                     self.failed(Area::Albums, &format!("find or create album {name:?}"), &e);
+                    // Without the album nothing else can be sent for it now; a refusal for
+                    // good is still looked at again later rather than every second.
+                    if !self.held(Area::Albums) {
+                        self.hold_for(Area::Albums, FAILED_RETRY);
+                    }
                     return Ok(did);
                 }
             };
@@ -244,7 +259,7 @@ impl Library {
                 }
                 Err(e) => {
                     self.failed(Area::Albums, &format!("add assets to album {name:?}"), &e);
-                    if e.class() != ErrorClass::Permanent || e.status() == Some(403) {
+                    if try_again_later(&e) {
                         return Ok(did);
                     }
                     // Refused for good: said, and not sent again.
@@ -339,7 +354,7 @@ impl Library {
                 }
                 Err(e) => {
                     self.failed(area, what, &e);
-                    if e.class() != ErrorClass::Permanent || e.status() == Some(403) {
+                    if try_again_later(&e) {
                         continue;
                     }
                 }
@@ -364,6 +379,13 @@ impl Library {
                 );
             }
             Some(BLOCKED_RETRY)
+        } else if e.status() == Some(404) {
+            // A server without the endpoint (an older or seed-style server): every request
+            // would meet it, so it is said once, like a missing permission.
+            if self.told.insert(format!("{area:?} missing")) {
+                tracing::warn!("library: the server cannot {what} ({e}); uploads go on without it");
+            }
+            Some(BLOCKED_RETRY)
         } else if e.class() == ErrorClass::Permanent {
             tracing::warn!("library: the server refused to {what}: {e}; not tried again");
             None
@@ -372,20 +394,32 @@ impl Library {
             Some(FAILED_RETRY)
         };
         if let Some(d) = until {
-            self.hold.retain(|(a, _)| *a != area);
-            self.hold.push((area, Instant::now() + d));
+            self.hold_for(area, d);
         }
     }
+
+    fn hold_for(&mut self, area: Area, d: Duration) {
+        self.hold.retain(|(a, _)| *a != area);
+        self.hold.push((area, Instant::now() + d));
+    }
+}
+
+/// Whether a failed request is tried again later rather than given up: anything but a
+/// permanent refusal of this request itself (a missing permission or endpoint is the key's or
+/// the server's, not the group's).
+fn try_again_later(e: &ApiError) -> bool {
+    e.class() != ErrorClass::Permanent || matches!(e.status(), Some(403 | 404))
 }
 
 /// For the upload step: whether the still of a Live Photo goes up with its video's id, alone,
 /// or waits a moment for the video (then the job is put back to wait, without counting an
-/// attempt). Anything but a JPEG/HEIC costs no query.
+/// attempt). Only a JPEG/HEIC with a video file beside it on disk costs a query: the
+/// database is shared with the rest of the pipeline.
 pub async fn plan_still(db: &Db, file_id: i64, path: &[u8]) -> Result<StillPlan, DbError> {
     let Some((prefix, ext)) = pairs::split_stem(path) else {
         return Ok(StillPlan::Alone);
     };
-    if !pairs::is_still_ext(&ext) {
+    if !pairs::is_still_ext(&ext) || !pairs::video_beside(prefix) {
         return Ok(StillPlan::Alone);
     }
     let prefix = prefix.to_vec();

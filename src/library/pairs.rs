@@ -34,6 +34,18 @@ pub fn is_still_ext(ext: &str) -> bool {
     LIVE_STILLS.contains(&ext)
 }
 
+/// Whether a video named like a Live Photo's exists on disk beside `prefix` (`dir/stem.`):
+/// a few `lstat`s, so that a still without one asks the database nothing. The usual spellings
+/// only; a video named otherwise (`.Mov`) is still linked after both are uploaded.
+pub fn video_beside(prefix: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    ["MOV", "mov", "MP4", "mp4"].iter().any(|ext| {
+        let mut p = prefix.to_vec();
+        p.extend_from_slice(ext.as_bytes());
+        std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&p)).is_ok_and(|m| m.is_file())
+    })
+}
+
 /// `dir/stem.` and the lower-case extension of a path, when its name has both.
 pub fn split_stem(path: &[u8]) -> Option<(&[u8], String)> {
     let name_start = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);

@@ -387,3 +387,57 @@ async fn a_key_without_library_permissions_is_told_once_and_uploads_go_on() {
         "{err2}"
     );
 }
+
+/// A link that fails (the server answers 503 between the two halves) is not lost: the
+/// decision is in the state database, and the next run links the pair without uploading
+/// anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_failed_is_made_by_the_next_run() {
+    let w = World::new(Dialect::Immich).await;
+    let (still, video) = (jpeg("heal still"), mp4("heal video"));
+    w.write("IMG_0007.HEIC", &still);
+    w.scan().await;
+    w.write("IMG_0007.MOV", &video);
+    w.server.fail_next(
+        "PUT /assets/:id",
+        1,
+        503,
+        Some("{\"message\":\"busy\"}"),
+        Some("application/json"),
+    );
+    w.scan().await;
+    assert_eq!(
+        asset_of(&w, &still).live_photo_video_id,
+        None,
+        "the link failed"
+    );
+    assert_eq!(w.server.requests("PUT /assets/:id"), 1);
+    w.scan().await;
+    let (s, v) = (asset_of(&w, &still), asset_of(&w, &video));
+    assert_eq!(s.live_photo_video_id.as_deref(), Some(v.id.as_str()));
+    assert_eq!(w.server.requests("PUT /assets/:id"), 2);
+    assert_eq!(
+        w.server.requests("POST /assets"),
+        2,
+        "nothing uploaded twice"
+    );
+}
+
+/// The next major's albums have no `ownerId` (the owner is an `albumUsers` entry): the
+/// user's album of that name is still read and used, not created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn albums_are_found_again_on_the_next_major_without_owner_id() {
+    let mut w = World::new(Dialect::ImmichNext).await;
+    w.extra = "album = \"folder\"\n".into();
+    let me = w.server.admin_id();
+    let existing = w.server.create_album(&me, "Trip");
+    let (a, b) = (jpeg("next a"), jpeg("next b"));
+    w.write("Trip/a.jpg", &a);
+    w.write("Trip/b.jpg", &b);
+    w.scan().await;
+    let all = albums(&w);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(w.server.albums(&me)[0].id, existing);
+    assert_eq!(album(&all, "Trip").len(), 2);
+    assert_eq!(w.server.requests("POST /albums"), 0);
+}
