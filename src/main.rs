@@ -320,7 +320,7 @@ fn demo(cli: &Cli, folder: Option<PathBuf>) -> ExitCode {
 fn demo(_cli: &Cli, _folder: Option<PathBuf>) -> ExitCode {
     eprintln!(
         "error: this immish-sync was built without the demo (cargo feature `demo`, left out of \
-         the packages). From a clone of the repository: `cargo run --release -- demo [FOLDER]`"
+         the packages). From a clone of the repository: `cargo run -- demo [FOLDER]`"
     );
     ExitCode::from(1)
 }
