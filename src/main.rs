@@ -236,17 +236,23 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli, &config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(dispatch(cli.command, config))
+}
+
+/// The runtime of the daemon's commands; when it cannot start, the message is printed and
+/// the exit code returned.
+fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 /// Runs `init` or `doctor`. Their output is their report, so the log is off unless -v asks
@@ -313,15 +319,9 @@ fn demo(cli: &Cli, folder: Option<PathBuf>) -> ExitCode {
         .with_ansi(journal::stderr_wants_colour())
         .with_target(false)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let options = immish_sync::demo::Options { folder };
     let result = runtime.block_on(async {
@@ -343,7 +343,7 @@ fn demo(cli: &Cli, folder: Option<PathBuf>) -> ExitCode {
 fn demo(_cli: &Cli, _folder: Option<PathBuf>) -> ExitCode {
     eprintln!(
         "error: this immish-sync was built without the demo (cargo feature `demo`, left out of \
-         the packages). From a clone of the repository: `cargo run --release -- demo [FOLDER]`"
+         the packages). From a clone of the repository: `cargo run -- demo [FOLDER]`"
     );
     ExitCode::from(1)
 }

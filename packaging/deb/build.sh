@@ -6,6 +6,8 @@
 # --profile debug packages target/debug/immish-sync (stripped of debug info): CI uses it
 # to check the package without a release build, which costs minutes on two cores. Releases
 # use the default, release. --no-build packages the binary that is already there.
+# The binary is built with --no-default-features: the package leaves out the demo (the cargo
+# feature `demo`, which carries the test server); its `immish-sync demo` says how to get it.
 # Prints the path of the .deb on the last line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +30,7 @@ case "$profile" in
 esac
 
 if [ "$build" = yes ]; then
-    cargo build --locked "${cargo_flags[@]}" -p immish-sync --bin immish-sync
+    cargo build --locked --no-default-features "${cargo_flags[@]}" -p immish-sync --bin immish-sync
 fi
 bin="target/$profile/immish-sync"
 [ -x "$bin" ] || { echo "no binary at $bin (drop --no-build)" >&2; exit 1; }

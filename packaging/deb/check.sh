@@ -16,6 +16,16 @@ while IFS= read -r want; do
     fi
 done < "$here/expected-paths"
 [ "$(dpkg-deb -f "$deb" Package)" = immish-sync ] || { echo "wrong Package: field" >&2; missing=1; }
+# The packaged binary carries no demo (built with --no-default-features): it says so.
+unpacked=$(mktemp -d)
+trap 'rm -rf "$unpacked"' EXIT
+dpkg-deb -x "$deb" "$unpacked"
+# (A binary that does carry it would run the demo until stopped: at most 10 s.)
+if demo_out=$(timeout 10 "$unpacked/usr/bin/immish-sync" demo 2>&1 </dev/null) \
+    || ! grep -q "built without the demo" <<<"$demo_out"; then
+    echo "the packaged binary should carry no demo, but \`immish-sync demo\` said: $demo_out" >&2
+    missing=1
+fi
 if [ "$missing" -ne 0 ]; then
     echo "contents of $deb:" >&2
     echo "$listed" >&2

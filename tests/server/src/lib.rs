@@ -11,7 +11,7 @@
 //!   `127.0.0.1:0` before spawning anything, so the server is usable as soon as the call
 //!   returns; no sleeps. Dropping the [`TestServer`] shuts it down (every connection and
 //!   socket included). It derefs to a [`ServerHandle`], which can be cloned into tasks.
-//! * **Standalone**: `cargo run -p immish-testserver -- --port 2283 [--dialect
+//! * **Standalone**: `cargo run -p immish-testserver -- --port 3283 [--dialect
 //!   immich|immich-next|seed] [--host 127.0.0.1] [--keep-bytes]` prints the URL, the seeded
 //!   user (`admin@example.com` / `admin-password`) and an API key with every permission.
 //! * **Remote control** of the standalone server through `/__admin/` (JSON, no auth, never

@@ -15,8 +15,9 @@ use immish_testserver::{Dialect, TestServer};
     about = "In-memory Immich-compatible server for immish-sync's tests, benchmarks and demos"
 )]
 struct Args {
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 2283)]
+    /// Port to listen on (0 picks a free one). Not Immich's own 2283, which a real server on
+    /// the same machine holds.
+    #[arg(long, default_value_t = 3283)]
     port: u16,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
