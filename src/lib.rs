@@ -21,6 +21,7 @@
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
 //! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
+//! - [`explain`]: `explain PATH`, why a file is (not) on the server.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod db;
+pub mod explain;
 pub mod hash;
 pub mod human;
 pub mod lock;

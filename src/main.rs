@@ -112,6 +112,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         root: Option<PathBuf>,
     },
+    /// Why a file is not on the server (excluded, waiting, queued, failed, held back), or
+    /// which asset it is. Exit 0 when it is on the server, 1 otherwise.
+    Explain { path: PathBuf },
     /// Have the running daemon walk every root (or one) now.
     Rescan {
         /// Only this root.
@@ -539,6 +542,20 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::Resume { root } => {
             control_command(control::resume(&config, root.as_deref()).await)
         }
+        Command::Explain { path } => match immish_sync::explain::explain(&config, &path) {
+            Ok(e) => {
+                say_lines(&e.lines);
+                if e.on_server {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Rescan { root } => {
             control_command(control::rescan(&config, root.as_deref()).await)
         }

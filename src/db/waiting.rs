@@ -165,6 +165,21 @@ pub fn list(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Waiti
     Ok((count, rows.collect::<rusqlite::Result<Vec<_>>>()?))
 }
 
+/// The file at `path`, if it waits.
+pub fn get(conn: &Connection, path: &[u8]) -> rusqlite::Result<Option<Waiting>> {
+    conn.prepare_cached("SELECT root, path, kind, reason, since_ms FROM waiting WHERE path = ?1")?
+        .query_row([path], |r| {
+            Ok(Waiting {
+                root: r.get(0)?,
+                path: r.get(1)?,
+                kind: WaitKind::parse(&r.get::<_, String>(2)?),
+                reason: r.get(3)?,
+                since_ms: r.get(4)?,
+            })
+        })
+        .optional()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
