@@ -22,6 +22,7 @@
 //!   tombstones of what the user deleted there).
 //! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
 //! - [`explain`]: `explain PATH`, why a file is (not) on the server.
+//! - [`dryrun`]: `scan --dry-run`, what a backup would send.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod db;
+pub mod dryrun;
 pub mod explain;
 pub mod hash;
 pub mod human;

@@ -88,7 +88,16 @@ enum Command {
     /// Run the daemon: scan, upload, rescan periodically, until SIGTERM or SIGINT.
     Run,
     /// Scan the roots once, upload what is missing, and exit (0 when all is backed up).
-    Scan,
+    Scan {
+        /// Only say what would be uploaded, per root (files, bytes, already backed up,
+        /// already on the server by the mirror, excluded): nothing is sent, the state is not
+        /// changed, the server is not contacted.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: list the files that would be uploaded.
+        #[arg(long, requires = "dry_run")]
+        list: bool,
+    },
     /// Show the queue, recent failures and the last backup (works while the daemon runs).
     Status,
     /// Check the config file (and, unless --offline, that the server accepts it).
@@ -486,7 +495,26 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::Scan => {
+        Command::Scan {
+            dry_run: true,
+            list,
+        } => match tokio::task::spawn_blocking(move || immish_sync::dryrun::dry_run(&config, list))
+            .await
+        {
+            Ok(Ok(d)) => {
+                say!("{}", d.render());
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("error: the dry run failed: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Scan { .. } => {
             let token = CancellationToken::new();
             cancel_on_signals(token.clone());
             match daemon::scan(config, token).await {

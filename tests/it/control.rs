@@ -485,3 +485,66 @@ async fn explain_answers_why_a_file_is_not_on_the_server() {
     assert!(out.contains("paused by the user"), "{out}");
     d.stop().await;
 }
+
+/// `scan --dry-run` says what a backup would send, per root, and sends nothing: no upload
+/// reaches the server, no state is created or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_counts_and_sends_nothing() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    let (a, b) = (jpeg("dry-a"), jpeg("dry-b"));
+    w.write("IMG_a.jpg", &a);
+    w.write("sub/IMG_b.jpg", &b);
+    w.write("notes.txt", b"not a photo");
+    w.write(".hidden/IMG_h.jpg", &jpeg("dry-h"));
+    w.write_config();
+
+    let (code, out) = cli(&w, &["scan", "--dry-run", "--list"]);
+    assert_eq!(code, Some(0), "{out}");
+    let root = w.root().display().to_string();
+    let line = out.lines().find(|l| l.starts_with("root ")).unwrap_or("");
+    assert!(
+        line.starts_with(&format!(
+            "root {root}: would upload 2 files ({})",
+            immish_sync::human::size((a.len() + b.len()) as u64)
+        )),
+        "{out}"
+    );
+    assert!(
+        line.contains("excluded 1 files, 1 folders not entered"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("  {root}/sub/IMG_b.jpg")),
+        "--list: {out}"
+    );
+    assert_eq!(w.server.upload_bodies(), 0, "nothing sent");
+    assert!(!w.state_dir().exists(), "no state created");
+
+    // Another client put `d` on the server; a real scan sends `a` and `b` and its pull
+    // mirrors `d`. Then `c` is new and `d` is local too.
+    let d = jpeg("dry-d");
+    w.server.insert(
+        &w.server.admin_id(),
+        immish_testserver::NewAsset::new("IMG_d.jpg", d.clone()),
+    );
+    let (code, out) = cli(&w, &["scan"]);
+    assert_eq!(code, Some(0), "{out}");
+    let uploads = w.server.upload_bodies();
+    assert_eq!(uploads, 2);
+    w.write("IMG_c.jpg", &jpeg("dry-c"));
+    w.write("IMG_d.jpg", &d);
+    let jobs = w.job_states();
+
+    let (code, out) = cli(&w, &["scan", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    let line = out.lines().find(|l| l.starts_with("root ")).unwrap_or("");
+    assert!(line.contains("would upload 1 files"), "c: {out}");
+    assert!(line.contains("already backed up 2"), "a, b: {out}");
+    assert!(
+        line.contains("already on the server 1"),
+        "d, by the mirror: {out}"
+    );
+    assert_eq!(w.server.upload_bodies(), uploads, "nothing sent");
+    assert_eq!(w.job_states(), jobs, "the queue is as it was");
+}
