@@ -24,6 +24,8 @@
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
 //! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
+//! - [`explain`]: `explain PATH`, why a file is (not) on the server.
+//! - [`dryrun`]: `scan --dry-run`, what a backup would send.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 //! - [`library`]: after the upload: albums, Live Photos and stacks.
 //! - `demo` (cargo feature `demo`): the daemon against the in-repo test server, in-process.
@@ -37,6 +39,8 @@ pub mod control;
 pub mod daemon;
 pub mod dates;
 pub mod db;
+pub mod dryrun;
+pub mod explain;
 pub mod filter;
 pub mod hash;
 pub mod http;

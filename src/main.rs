@@ -88,7 +88,16 @@ enum Command {
     /// Run the daemon: scan, upload, rescan periodically, until SIGTERM or SIGINT.
     Run,
     /// Scan the roots once, upload what is missing, and exit (0 when all is backed up).
-    Scan,
+    Scan {
+        /// Only say what would be uploaded, per root (files, bytes, already backed up,
+        /// already on the server by the mirror, excluded): nothing is sent, the state is not
+        /// changed, the server is not contacted.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: list the files that would be uploaded.
+        #[arg(long, requires = "dry_run")]
+        list: bool,
+    },
     /// Show the queue, recent failures and the last backup (works while the daemon runs).
     Status {
         /// Print JSON (its fields are documented in docs/STATUS.md and only ever added to).
@@ -116,6 +125,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         root: Option<PathBuf>,
     },
+    /// Why a file is not on the server (excluded, waiting, queued, failed, held back), or
+    /// which asset it is. Exit 0 when it is on the server, 1 otherwise.
+    Explain { path: PathBuf },
     /// Have the running daemon walk every root (or one) now.
     Rescan {
         /// Only this root.
@@ -552,7 +564,26 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 }
             }
         }
-        Command::Scan => {
+        Command::Scan {
+            dry_run: true,
+            list,
+        } => match tokio::task::spawn_blocking(move || immish_sync::dryrun::dry_run(&config, list))
+            .await
+        {
+            Ok(Ok(d)) => {
+                say!("{}", d.render());
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("error: the dry run failed: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Scan { .. } => {
             let token = CancellationToken::new();
             cancel_on_signals(token.clone());
             match daemon::scan(config, token).await {
@@ -623,6 +654,20 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::Resume { root } => {
             control_command(control::resume(&config, root.as_deref()).await)
         }
+        Command::Explain { path } => match immish_sync::explain::explain(&config, &path) {
+            Ok(e) => {
+                say_lines(&e.lines);
+                if e.on_server {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Rescan { root } => {
             control_command(control::rescan(&config, root.as_deref()).await)
         }

@@ -391,6 +391,48 @@ pub fn root_counts(conn: &Connection) -> rusqlite::Result<Vec<RootCounts>> {
     rows.collect()
 }
 
+/// What `scan --dry-run` asks of one catalogued file.
+#[derive(Clone, Debug)]
+pub struct DryRunFile {
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Valid for the stat above.
+    pub checksum: Option<Checksum>,
+    /// Its job is `done` (uploaded or linked).
+    pub done: bool,
+}
+
+/// Every catalogued file under `root` with its checksum and whether it is backed up.
+pub fn dry_run_root(
+    conn: &Connection,
+    root: &[u8],
+) -> rusqlite::Result<HashMap<Vec<u8>, DryRunFile>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.path, f.size, f.mtime_ns, f.checksum, j.state = 'done'
+         FROM files f LEFT JOIN jobs j ON j.file_id = f.id WHERE f.root = ?1",
+    )?;
+    let rows = stmt.query_map([root], |r| {
+        let sum: Option<Vec<u8>> = r.get(3)?;
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            DryRunFile {
+                size: r.get::<_, i64>(1)? as u64,
+                mtime_ns: r.get(2)?,
+                checksum: sum.as_deref().and_then(Checksum::from_slice),
+                done: r.get::<_, Option<bool>>(4)?.unwrap_or(false),
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Whether the server holds `sum` as far as this state knows: an asset we uploaded or
+/// linked, or a live asset of `owner` in the mirror.
+pub fn known_on_server(conn: &Connection, sum: &Checksum, owner: &str) -> rusqlite::Result<bool> {
+    Ok(known_asset(conn, sum)?.is_some()
+        || super::mirror::own_live_asset(conn, sum, owner)?.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

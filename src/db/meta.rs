@@ -74,6 +74,21 @@ fn delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Every key starting with `prefix`, in key order, as (the rest of the key, value).
+fn prefixed(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+    )?;
+    let rows = stmt.query_map([prefix], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    rows.map(|row| {
+        let (key, value) = row?;
+        Ok((key.strip_prefix(prefix).unwrap_or(&key).to_owned(), value))
+    })
+    .collect()
+}
+
 fn get_ms(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
     Ok(get(conn, key)?.and_then(|v| v.trim().parse().ok()))
 }
@@ -165,19 +180,10 @@ pub fn set_root_state(conn: &Connection, root: &Path, state: &RootState) -> rusq
 
 /// Every root ever recorded, by path (as displayed), in path order.
 pub fn root_states(conn: &Connection) -> rusqlite::Result<Vec<(String, RootState)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
-    )?;
-    let rows = stmt.query_map([ROOT_PREFIX], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (key, value) = row?;
-        let path = key.strip_prefix(ROOT_PREFIX).unwrap_or(&key).to_owned();
-        out.push((path, RootState::parse(&value)));
-    }
-    Ok(out)
+    Ok(prefixed(conn, ROOT_PREFIX)?
+        .into_iter()
+        .map(|(path, value)| (path, RootState::parse(&value)))
+        .collect())
 }
 
 /// What the user paused with `immish-sync pause` (docs/ARCHITECTURE.md#control), each with
@@ -219,24 +225,13 @@ fn user_pause_key(root: Option<&Path>) -> String {
 
 pub fn user_pauses(conn: &Connection) -> rusqlite::Result<UserPauses> {
     let all_since_ms = get_ms(conn, USER_PAUSE)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
-    )?;
-    let rows = stmt.query_map([USER_PAUSE_PREFIX], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut roots = Vec::new();
-    for row in rows {
-        let (key, value) = row?;
-        let path = key
-            .strip_prefix(USER_PAUSE_PREFIX)
-            .unwrap_or(&key)
-            .to_owned();
-        roots.push(UserPausedRoot {
+    let roots = prefixed(conn, USER_PAUSE_PREFIX)?
+        .into_iter()
+        .map(|(path, value)| UserPausedRoot {
             path,
             since_ms: value.trim().parse().unwrap_or(0),
-        });
-    }
+        })
+        .collect();
     Ok(UserPauses {
         all_since_ms,
         roots,

@@ -796,3 +796,27 @@ pub fn diff(
 
 #[cfg(test)]
 mod tests;
+
+/// How the mirror last saw one asset, for `explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssetSeen {
+    Live,
+    Trashed,
+    /// Deleted for good; when we learned it (unix ms).
+    Deleted(i64),
+}
+
+/// The mirror's view of asset `id`; `None` when it has no row for it.
+pub fn asset_seen(conn: &Connection, id: &str) -> rusqlite::Result<Option<AssetSeen>> {
+    conn.prepare_cached("SELECT is_trashed, deleted_at FROM remote_assets WHERE id = ?1")?
+        .query_row([id], |r| {
+            let trashed: i64 = r.get(0)?;
+            let deleted: Option<i64> = r.get(1)?;
+            Ok(match (deleted, trashed) {
+                (Some(at), _) => AssetSeen::Deleted(at),
+                (None, 0) => AssetSeen::Live,
+                (None, _) => AssetSeen::Trashed,
+            })
+        })
+        .optional()
+}

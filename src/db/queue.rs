@@ -770,3 +770,53 @@ mod tests {
         .unwrap();
     }
 }
+
+/// What the catalogue and the queue know of one file, for `explain`.
+#[derive(Clone, Debug)]
+pub struct FileFacts {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub asset_id: Option<String>,
+    pub missing: bool,
+    pub last_seen_ms: i64,
+    /// The job, when the file has one.
+    pub job: Option<JobReport>,
+    /// How a `done` job got there: uploaded, duplicate, linked.
+    pub outcome: Option<String>,
+}
+
+/// [`FileFacts`] of the file at `path`, if the catalogue has it.
+pub fn file_facts(conn: &Connection, path: &[u8]) -> rusqlite::Result<Option<FileFacts>> {
+    conn.prepare_cached(
+        "SELECT f.size, f.mtime_ns, f.asset_id, f.missing, f.last_seen,
+                j.state, j.reason, j.attempts, j.updated_at, j.next_attempt_at, j.skip_reason,
+                j.outcome
+         FROM files f LEFT JOIN jobs j ON j.file_id = f.id WHERE f.path = ?1",
+    )?
+    .query_row([path], |r| {
+        let state: Option<String> = r.get(5)?;
+        let skip = skip_reason_of(r.get(10)?);
+        let job = match state {
+            Some(state) => Some(JobReport {
+                path: path.to_vec(),
+                state: JobState::parse(&state).unwrap_or(JobState::Failed),
+                reason: shown_reason(skip, r.get(6)?),
+                skip,
+                attempts: r.get::<_, i64>(7)? as u32,
+                updated_at_ms: r.get(8)?,
+                next_attempt_at_ms: r.get(9)?,
+            }),
+            None => None,
+        };
+        Ok(FileFacts {
+            size: r.get::<_, i64>(0)? as u64,
+            mtime_ns: r.get(1)?,
+            asset_id: r.get(2)?,
+            missing: r.get::<_, i64>(3)? != 0,
+            last_seen_ms: r.get(4)?,
+            job,
+            outcome: r.get(11)?,
+        })
+    })
+    .optional()
+}

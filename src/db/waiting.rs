@@ -153,16 +153,31 @@ pub fn count_by_root(conn: &Connection) -> rusqlite::Result<Vec<(Vec<u8>, i64)>>
 }
 
 /// How many files wait, and up to `limit` of them, the longest waiting first. A database
-/// older than migration 0005 (read while an older daemon holds it) has none.
-pub fn list(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Waiting>)> {
-    let exists: Option<i64> = conn
+/// Whether the table exists (a read-only open of a database older than version 5 lacks it).
+fn has_table(conn: &Connection) -> rusqlite::Result<bool> {
+    Ok(conn
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'waiting'",
             [],
-            |r| r.get(0),
+            |r| r.get::<_, i64>(0),
         )
-        .optional()?;
-    if exists.is_none() {
+        .optional()?
+        .is_some())
+}
+
+fn waiting_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Waiting> {
+    Ok(Waiting {
+        root: r.get(0)?,
+        path: r.get(1)?,
+        kind: WaitKind::parse(&r.get::<_, String>(2)?),
+        reason: r.get(3)?,
+        since_ms: r.get(4)?,
+    })
+}
+
+/// older than migration 0005 (read while an older daemon holds it) has none.
+pub fn list(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Waiting>)> {
+    if !has_table(conn)? {
         return Ok((0, Vec::new()));
     }
     let count: i64 = conn.query_row("SELECT COUNT(*) FROM waiting", [], |r| r.get(0))?;
@@ -170,16 +185,18 @@ pub fn list(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Waiti
         "SELECT root, path, kind, reason, since_ms FROM waiting
          ORDER BY since_ms, path LIMIT ?1",
     )?;
-    let rows = q.query_map([limit as i64], |r| {
-        Ok(Waiting {
-            root: r.get(0)?,
-            path: r.get(1)?,
-            kind: WaitKind::parse(&r.get::<_, String>(2)?),
-            reason: r.get(3)?,
-            since_ms: r.get(4)?,
-        })
-    })?;
+    let rows = q.query_map([limit as i64], waiting_from_row)?;
     Ok((count, rows.collect::<rusqlite::Result<Vec<_>>>()?))
+}
+
+/// The file at `path`, if it waits.
+pub fn get(conn: &Connection, path: &[u8]) -> rusqlite::Result<Option<Waiting>> {
+    if !has_table(conn)? {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT root, path, kind, reason, since_ms FROM waiting WHERE path = ?1")?
+        .query_row([path], waiting_from_row)
+        .optional()
 }
 
 #[cfg(test)]

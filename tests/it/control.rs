@@ -393,3 +393,158 @@ async fn sighup_adds_a_root_and_refuses_a_broken_config() {
     assert!(!d.log().contains("panicked"), "{}", d.log());
     d.stop().await;
 }
+
+/// `explain PATH` gives one answer per case, exit 0 only for a file on the server, and
+/// works while the daemon runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_answers_why_a_file_is_not_on_the_server() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.upload = "concurrency = 1".into();
+    w.extra = "[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    // `[[roots]]` keys go right after the root's path: the exclude pattern is the root's.
+    let failed = w.write("IMG_fail.jpg", &jpeg("explain-fail"));
+    w.write_config();
+    let text = std::fs::read_to_string(w.config_path()).unwrap().replace(
+        &format!("path = \"{}\"\n", w.root().display()),
+        &format!(
+            "path = \"{}\"\nexclude = [\"skip/**\"]\n",
+            w.root().display()
+        ),
+    );
+    std::fs::write(w.config_path(), text).unwrap();
+    w.server.fail_with("POST /assets", 1, Failure::nginx_413());
+    let cfg = immish_sync::config::load(&w.config_path()).unwrap();
+    let scan = |cfg: immish_sync::config::Config| {
+        immish_sync::daemon::scan_with(
+            cfg,
+            World::tuning(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+    };
+    scan(cfg.clone()).await.unwrap();
+    let ok = w.write("IMG_ok.jpg", &jpeg("explain-ok"));
+    let hidden = w.write(".secret/IMG_h.jpg", &jpeg("explain-hidden"));
+    let skipped = w.write("skip/IMG_s.jpg", &jpeg("explain-skip"));
+    let text_file = w.write("notes.txt", b"not a photo");
+    scan(cfg.clone()).await.unwrap();
+    let unseen = w.write("IMG_new.jpg", &jpeg("explain-new"));
+    let explain = |p: &Path| cli(&w, &["explain", p.to_str().unwrap()]);
+
+    let (code, out) = explain(&ok);
+    assert_eq!(code, Some(0), "{out}");
+    let id = &w.server.assets(&w.server.admin_id())[0].id;
+    assert!(out.contains("on the server: uploaded as asset"), "{out}");
+    assert!(out.contains(id.as_str()), "names the asset {id}: {out}");
+
+    let (code, out) = explain(&failed);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("failed"), "{out}");
+    assert!(out.contains("413"), "the last error: {out}");
+    assert!(out.contains("immish-sync retry"), "{out}");
+
+    let (code, out) = explain(&hidden);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("excluded: hidden"), "{out}");
+
+    let (code, out) = explain(&skipped);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("exclude = \"skip/**\""),
+        "names the pattern: {out}"
+    );
+
+    let (code, out) = explain(&text_file);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not a photo or video type"), "{out}");
+
+    let (code, out) = explain(&unseen);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not seen yet"), "{out}");
+
+    let elsewhere = w.dir.path().join("IMG_elsewhere.jpg");
+    std::fs::write(&elsewhere, jpeg("elsewhere")).unwrap();
+    let (code, out) = explain(&elsewhere);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not under any root"), "{out}");
+
+    // While the daemon runs (and holds the lock), with the agent paused.
+    let (code, out) = cli(&w, &["pause"]);
+    assert_eq!(code, Some(0), "{out}");
+    let d = w.start_daemon();
+    socket_ready(&w).await;
+    let (code, out) = explain(&ok);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        eventually(Duration::from_secs(20), || w.state_of(&unseen).as_deref()
+            == Some("checking"))
+        .await
+    );
+    let (code, out) = explain(&unseen);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("queued (checking"), "{out}");
+    assert!(out.contains("paused by the user"), "{out}");
+    d.stop().await;
+}
+
+/// `scan --dry-run` says what a backup would send, per root, and sends nothing: no upload
+/// reaches the server, no state is created or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_counts_and_sends_nothing() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    let (a, b) = (jpeg("dry-a"), jpeg("dry-b"));
+    w.write("IMG_a.jpg", &a);
+    w.write("sub/IMG_b.jpg", &b);
+    w.write("notes.txt", b"not a photo");
+    w.write(".hidden/IMG_h.jpg", &jpeg("dry-h"));
+    w.write_config();
+
+    let (code, out) = cli(&w, &["scan", "--dry-run", "--list"]);
+    assert_eq!(code, Some(0), "{out}");
+    let root = w.root().display().to_string();
+    let line = out.lines().find(|l| l.starts_with("root ")).unwrap_or("");
+    assert!(
+        line.starts_with(&format!(
+            "root {root}: would upload 2 files ({})",
+            immish_sync::human::size((a.len() + b.len()) as u64)
+        )),
+        "{out}"
+    );
+    assert!(
+        line.contains("excluded 1 files, 1 folders not entered"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("  {root}/sub/IMG_b.jpg")),
+        "--list: {out}"
+    );
+    assert_eq!(w.server.upload_bodies(), 0, "nothing sent");
+    assert!(!w.state_dir().exists(), "no state created");
+
+    // Another client put `d` on the server; a real scan sends `a` and `b` and its pull
+    // mirrors `d`. Then `c` is new and `d` is local too.
+    let d = jpeg("dry-d");
+    w.server.insert(
+        &w.server.admin_id(),
+        immish_testserver::NewAsset::new("IMG_d.jpg", d.clone()),
+    );
+    let (code, out) = cli(&w, &["scan"]);
+    assert_eq!(code, Some(0), "{out}");
+    let uploads = w.server.upload_bodies();
+    assert_eq!(uploads, 2);
+    w.write("IMG_c.jpg", &jpeg("dry-c"));
+    w.write("IMG_d.jpg", &d);
+    let jobs = w.job_states();
+
+    let (code, out) = cli(&w, &["scan", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    let line = out.lines().find(|l| l.starts_with("root ")).unwrap_or("");
+    assert!(line.contains("would upload 1 files"), "c: {out}");
+    assert!(line.contains("already backed up 2"), "a, b: {out}");
+    assert!(
+        line.contains("already on the server 1"),
+        "d, by the mirror: {out}"
+    );
+    assert_eq!(w.server.upload_bodies(), uploads, "nothing sent");
+    assert_eq!(w.job_states(), jobs, "the queue is as it was");
+}
