@@ -248,6 +248,33 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
 }
 
 impl Status {
+    /// A state with nothing in it (for tests of what reads a status).
+    #[cfg(test)]
+    pub(crate) fn empty() -> Status {
+        Status {
+            schema: SCHEMA,
+            daemon: None,
+            server: Some("http://h/api".into()),
+            last_success_ms: None,
+            roots: vec![],
+            counts: JobState::ALL
+                .iter()
+                .map(|&state| StateCount { state, count: 0 })
+                .collect(),
+            failures: vec![],
+            held_back_deleted: 0,
+            waiting: WaitingFiles::default(),
+            connection: None,
+            missing_files: 0,
+            in_trash_only: 0,
+            server_info: None,
+            last_pull: None,
+            last_pull_error: None,
+            paused: None,
+            activity: None,
+        }
+    }
+
     /// Shows `live` as what the daemon does now (the daemon's own, fresher numbers, for
     /// the HTTP endpoint; or the record read from the database).
     pub fn set_live(&mut self, live: LiveState) {
