@@ -737,6 +737,40 @@ mod tests {
         assert_eq!(v["waiting"]["count"], 0);
     }
 
+    /// A running daemon's live record becomes one line of what it does, and the address of
+    /// its status page; a record that stopped moving says the daemon does not answer.
+    #[test]
+    fn the_text_says_what_the_daemon_is_doing() {
+        let mut s = sample();
+        for c in &mut s.counts {
+            if c.state == JobState::Uploading {
+                c.count = 2;
+            }
+        }
+        s.set_live(LiveState {
+            at_ms: db::now_ms(),
+            phase: "watching".into(),
+            http: Some("127.0.0.1:9464".into()),
+            ..Default::default()
+        });
+        let text = s.render();
+        assert!(text.contains("doing:        uploading 2 files\n"), "{text}");
+        assert!(
+            text.contains("status page:  http://127.0.0.1:9464/\n"),
+            "{text}"
+        );
+        s.set_live(LiveState {
+            at_ms: db::now_ms() - 2 * LIVE_STALE_MS,
+            ..Default::default()
+        });
+        assert!(
+            s.render().contains("doing:        not answering"),
+            "{}",
+            s.render()
+        );
+        assert_eq!(serde_json::to_value(&s).unwrap()["activity"]["stale"], true);
+    }
+
     #[test]
     fn waiting_files_are_counted_and_named_with_their_reason() {
         let mut s = sample();
