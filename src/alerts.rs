@@ -372,3 +372,101 @@ fn hostname() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const NOW: i64 = 1_000 * MIN;
+
+    fn status() -> Status {
+        Status::empty()
+    }
+
+    fn names(s: &Status, started_ms: i64) -> Vec<&'static str> {
+        incidents(
+            s,
+            Duration::from_secs(15 * 60),
+            Duration::from_secs(6 * 3600),
+            started_ms,
+            NOW,
+        )
+        .into_iter()
+        .map(|i| i.name)
+        .collect()
+    }
+
+    fn set(s: &mut Status, state: JobState, n: i64) {
+        for c in &mut s.counts {
+            if c.state == state {
+                c.count = n;
+            }
+        }
+    }
+
+    #[test]
+    fn an_outage_is_an_incident_only_once_it_lasted_outage_after() {
+        let mut s = status();
+        s.connection = Some(ConnectionState::Unreachable {
+            since_ms: NOW - 14 * MIN,
+            next_try_ms: None,
+            error: "connection refused".into(),
+        });
+        assert!(names(&s, 0).is_empty());
+        s.connection = Some(ConnectionState::Unreachable {
+            since_ms: NOW - 16 * MIN,
+            next_try_ms: None,
+            error: "connection refused".into(),
+        });
+        let found = incidents(
+            &s,
+            Duration::from_secs(15 * 60),
+            Duration::from_secs(6 * 3600),
+            0,
+            NOW,
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "outage");
+        assert_eq!(found[0].since_ms, NOW - 16 * MIN);
+        assert!(found[0].message.contains("connection refused"), "{found:?}");
+        // A pause of the daemon's own (the server is full) is not an outage.
+        s.connection = Some(ConnectionState::Paused {
+            since_ms: 0,
+            until_ms: None,
+            reason: "full".into(),
+        });
+        assert!(names(&s, 0).is_empty());
+    }
+
+    #[test]
+    fn nothing_backed_up_while_files_wait_counts_from_the_later_of_backup_and_start() {
+        let mut s = status();
+        s.last_success_ms = Some(NOW - 7 * 60 * MIN);
+        // Nothing waits: no incident, however old the last backup.
+        assert!(names(&s, 0).is_empty());
+        set(&mut s, JobState::Queued, 3);
+        assert_eq!(names(&s, 0), ["stalled"]);
+        // A daemon started an hour ago gets its six hours.
+        assert!(names(&s, NOW - 60 * MIN).is_empty());
+        s.last_success_ms = Some(NOW - MIN);
+        assert!(names(&s, 0).is_empty());
+        // Unfinished files wait too.
+        set(&mut s, JobState::Queued, 0);
+        s.last_success_ms = None;
+        s.waiting.count = 1;
+        assert_eq!(names(&s, NOW - 7 * 60 * MIN), ["stalled"]);
+    }
+
+    #[test]
+    fn failed_files_and_trash_only_copies_are_incidents() {
+        let mut s = status();
+        set(&mut s, JobState::Failed, 2);
+        s.in_trash_only = 1;
+        assert_eq!(names(&s, NOW), ["failed", "trash_only"]);
+        // Done files are no incident at all.
+        let mut s = status();
+        set(&mut s, JobState::Done, 100);
+        assert!(names(&s, NOW).is_empty());
+    }
+}

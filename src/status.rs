@@ -257,6 +257,33 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
 }
 
 impl Status {
+    /// A state with nothing in it (for tests of what reads a status).
+    #[cfg(test)]
+    pub(crate) fn empty() -> Status {
+        Status {
+            schema: SCHEMA,
+            daemon: None,
+            server: Some("http://h/api".into()),
+            last_success_ms: None,
+            roots: vec![],
+            counts: JobState::ALL
+                .iter()
+                .map(|&state| StateCount { state, count: 0 })
+                .collect(),
+            failures: vec![],
+            held_back_deleted: 0,
+            waiting: WaitingFiles::default(),
+            connection: None,
+            missing_files: 0,
+            in_trash_only: 0,
+            server_info: None,
+            last_pull: None,
+            last_pull_error: None,
+            paused: None,
+            activity: None,
+        }
+    }
+
     /// Shows `live` as what the daemon does now (the daemon's own, fresher numbers, for
     /// the HTTP endpoint; or the record read from the database).
     pub fn set_live(&mut self, live: LiveState) {
@@ -732,6 +759,40 @@ mod tests {
         );
         assert_eq!(v["held_back_deleted"], 0);
         assert_eq!(v["waiting"]["count"], 0);
+    }
+
+    /// A running daemon's live record becomes one line of what it does, and the address of
+    /// its status page; a record that stopped moving says the daemon does not answer.
+    #[test]
+    fn the_text_says_what_the_daemon_is_doing() {
+        let mut s = sample();
+        for c in &mut s.counts {
+            if c.state == JobState::Uploading {
+                c.count = 2;
+            }
+        }
+        s.set_live(LiveState {
+            at_ms: db::now_ms(),
+            phase: "watching".into(),
+            http: Some("127.0.0.1:9464".into()),
+            ..Default::default()
+        });
+        let text = s.render();
+        assert!(text.contains("doing:        uploading 2 files\n"), "{text}");
+        assert!(
+            text.contains("status page:  http://127.0.0.1:9464/\n"),
+            "{text}"
+        );
+        s.set_live(LiveState {
+            at_ms: db::now_ms() - 2 * LIVE_STALE_MS,
+            ..Default::default()
+        });
+        assert!(
+            s.render().contains("doing:        not answering"),
+            "{}",
+            s.render()
+        );
+        assert_eq!(serde_json::to_value(&s).unwrap()["activity"]["stale"], true);
     }
 
     #[test]

@@ -308,3 +308,48 @@ pub fn health(
     }
     Ok("ok".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(connection: Option<ConnectionState>) -> Status {
+        let mut s = Status::empty();
+        s.connection = connection;
+        s
+    }
+
+    #[test]
+    fn health_names_why_the_daemon_is_not_healthy() {
+        let connected = Some(ConnectionState::Connected { since_ms: 0 });
+        assert!(health(&Ok(Some(status(connected.clone()))), &[]).is_ok());
+        let e = health(&Ok(Some(status(connected.clone()))), &["engine"]).unwrap_err();
+        assert!(e.starts_with("engine not making progress"), "{e}");
+        let e = health(&Ok(None), &[]).unwrap_err();
+        assert!(e.starts_with("starting"), "{e}");
+        let out = Some(ConnectionState::Unreachable {
+            since_ms: 0,
+            next_try_ms: None,
+            error: "timed out".into(),
+        });
+        let e = health(&Ok(Some(status(out))), &[]).unwrap_err();
+        assert!(e.starts_with("outage") && e.contains("timed out"), "{e}");
+        // A pause on purpose (the server is full) is alive.
+        let paused = Some(ConnectionState::Paused {
+            since_ms: 0,
+            until_ms: None,
+            reason: "full".into(),
+        });
+        assert!(health(&Ok(Some(status(paused))), &[]).is_ok());
+        let e = health(&Err(DbError::Join("gone".into())), &[]).unwrap_err();
+        assert!(e.starts_with("database error"), "{e}");
+        // A daemon whose live record stopped moving hangs.
+        let mut s = status(connected);
+        s.set_live(crate::db::meta::LiveState {
+            at_ms: 0,
+            ..Default::default()
+        });
+        let e = health(&Ok(Some(s)), &[]).unwrap_err();
+        assert!(e.starts_with("engine not making progress"), "{e}");
+    }
+}
