@@ -153,11 +153,11 @@ impl Inner {
                 missing,
             });
         }
+        // Said once, with its trade-off, by `init` and `doctor` (setup::key_power_advice):
+        // the `all` key that live events need can delete too, and a warning on every start
+        // would only teach people to ignore warnings.
         if has("asset.delete") {
-            tracing::warn!(
-                "the API key can delete assets (`all` or `asset.delete`); immish-sync never \
-                 deletes, so a key without that permission is safer"
-            );
+            tracing::debug!("the API key can delete assets (`all` or `asset.delete`)");
         }
         Ok(Some(me.permissions))
     }
