@@ -12,6 +12,7 @@
 #              re-scan, `run` idle (peak RSS, start-up), state database bytes per file
 #   --million  also 1,000,000 files of that kind in 10,000 folders (about 4 GB of disk,
 #              ~20 minutes)
+#   --no-build use the release binaries already in target/ as they are
 # environment (all optional):
 #   BENCH_DIR  where the data goes (default: a new directory under /tmp, removed at the end;
 #              a given one is kept, and data already there is reused)
@@ -26,10 +27,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=1 LARGE=0 MILLION=0
+LARGE=0 MILLION=0 BUILD=1
 for a in "$@"; do
   case $a in
-    --quick) QUICK=1 ;;
+    --quick) ;;
+    --no-build) BUILD=0 ;;
     --large) LARGE=1 ;;
     --million) MILLION=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -56,9 +58,13 @@ LOG=$WORK/bench.log
 : > "$LOG"
 
 . benches/lib.sh
-echo "building release binaries" >&2
-bench_build
-cargo build --release --quiet --example hash-bench
+if [ "$BUILD" = 1 ]; then
+  echo "building release binaries" >&2
+  bench_build
+  cargo build --release --quiet --example hash-bench
+fi
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/immish-sync SRV=$TARGET/release/immish-testserver
 HASHBIN=${CARGO_TARGET_DIR:-target}/release/examples/hash-bench
 # Another daemon binary to measure (an older build, to compare), if given.
 BIN=${IMMISH_SYNC_BIN:-$BIN}
@@ -142,36 +148,38 @@ with open(out, "w") as f:
                 continue
             i += 1
             p = os.path.join(d, name)
+            if i > 1:
+                f.write("next\n")  # between transfers: a trailing one would be a transfer without a URL
             f.write(f'url = "http://127.0.0.1:{port}/api/assets"\n'
                     f'header = "x-api-key: {key}"\n'
                     f'form = "deviceAssetId=curl-{i}"\nform = "deviceId=bench"\n'
                     'form = "fileCreatedAt=2024-01-01T00:00:00.000Z"\n'
                     'form = "fileModifiedAt=2024-01-01T00:00:00.000Z"\n'
                     f'form = "assetData=@{p};filename={name}"\n'
-                    'output = "/dev/null"\nnext\n')
+                    'output = "/dev/null"\n')
 PY
 }
 
-# Uploads every file under DIR to a fresh server with curl --parallel; prints "US RSS".
+# Uploads every file under DIR to a fresh server with curl --parallel; sets M="US RSS".
+# (Functions that start a server set M rather than print: a $(...) subshell would stop the
+# server it started when it ends.)
 curl_parallel() {
-  local dir=$1 n=$2 m got
+  local dir=$1 n=$2 got
   fresh_server "$dir" "$WORK/unused-state"
   curl_config "$dir" "$WORK/curl.cfg"
-  m=$(measure curl -s --parallel --parallel-max 8 --config "$WORK/curl.cfg")
+  M=$(measure curl -s --parallel --parallel-max 8 --config "$WORK/curl.cfg")
   got=$(bodies)
   [ "$got" -ge "$n" ] || echo "warning: curl delivered $got of $n bodies" >&2
-  echo "$m"
 }
 
-# First scan of DIR against a fresh server with a new state dir; prints "US RSS".
+# First scan of DIR against a fresh server with a new state dir; sets M="US RSS".
 first_scan() {
-  local dir=$1 n=$2 state=$3 m got
+  local dir=$1 n=$2 state=$3 got
   rm -rf "$state"
   fresh_server "$dir" "$state"
-  m=$(measure "$BIN" --config "$WORK/config.toml" scan)
+  M=$(measure "$BIN" --config "$WORK/config.toml" scan)
   got=$(bodies)
   [ "$got" -ge "$n" ] || echo "warning: immish-sync delivered $got of $n bodies" >&2
-  echo "$m"
 }
 
 warm() { find "$1" -type f -print0 | xargs -0 cat > /dev/null; }
@@ -187,7 +195,7 @@ scan_goal() {
   local first=() rss=() rescan=() findt=() sha=() up=() i m
   warm "$dir"
   for i in $(seq "$REPS"); do
-    m=$(first_scan "$dir" "$n" "$WORK/state"); first+=("${m% *}"); rss+=("${m#* }")
+    first_scan "$dir" "$n" "$WORK/state"; first+=("${M% *}"); rss+=("${M#* }")
     # The first re-scan makes the mirror's first full pull of what was uploaded (the empty
     # inventory before the upload left no watermark); the next one is the steady state.
     measure "$BIN" --config "$WORK/config.toml" scan > /dev/null
@@ -196,7 +204,7 @@ scan_goal() {
     if [ "$with_sha" = 1 ]; then
       m=$(measure sh -c "find '$dir' -type f -print0 | xargs -0 -P2 -n 200 sha1sum"); sha+=("${m% *}")
     fi
-    m=$(curl_parallel "$dir" "$n"); up+=("${m% *}")
+    curl_parallel "$dir" "$n"; up+=("${M% *}")
   done
   local F R FI U S floor desc
   F=$(median "${first[@]}") R=$(median "${rescan[@]}") FI=$(median "${findt[@]}") U=$(median "${up[@]}")
@@ -241,7 +249,7 @@ upload_goal() {
   ln -f "$WORK/hash/a.mp4" "$dir/big.mp4"
   cat "$dir/big.mp4" > /dev/null
   for i in $(seq "$REPS"); do
-    m=$(first_scan "$dir" 1 "$WORK/ustate"); full+=("${m% *}"); frss+=("${m#* }")
+    first_scan "$dir" 1 "$WORK/ustate"; full+=("${M% *}"); frss+=("${M#* }")
     # Another server (a new identity): the cached checksum stays, so this is the upload and
     # its verification alone.
     fresh_server "$dir" "$WORK/ustate"
@@ -287,8 +295,8 @@ many_goal() {
   local rescan=() findt=()
   gen_files "$dir" "$n" 200 1200 "$folders"
   warm "$dir"
-  m=$(first_scan "$dir" "$n" "$state")
-  local F=${m% *} FR=${m#* }
+  first_scan "$dir" "$n" "$state"
+  local F=${M% *} FR=${M#* }
   measure "$BIN" --config "$WORK/config.toml" scan > /dev/null
   for i in $(seq "$REPS"); do
     m=$(measure "$BIN" --config "$WORK/config.toml" scan); rescan+=("${m% *}")

@@ -276,6 +276,7 @@ impl Status {
             connection: None,
             missing_files: 0,
             in_trash_only: 0,
+            user_paused: meta::UserPauses::default(),
             server_info: None,
             last_pull: None,
             last_pull_error: None,

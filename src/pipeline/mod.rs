@@ -51,6 +51,11 @@ const UPLOAD_BACKLOG: usize = 1000;
 /// small files are hashed and recorded many to a task, not one each.
 const HASH_BATCH: usize = 64;
 const HASH_BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// A verification batch starts once this many uploads wait, when no upload is in flight, or
+/// when the oldest has waited [`VERIFY_WAIT`]: one bulk check for many uploads, and no upload
+/// waits long for its verdict behind a large one still being sent.
+const VERIFY_BATCH: usize = 64;
+const VERIFY_WAIT: Duration = Duration::from_millis(500);
 /// How long in-flight work may take to finish after a stop was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle engine looks at the queue without being woken.
@@ -342,7 +347,7 @@ impl Engine {
             run.start_hashing(now).await?;
             run.start_check(now).await?;
             run.start_uploads();
-            run.start_verify();
+            run.start_verify(now);
             run.start_probe(now);
             let sleep_until = match run.next(now).await? {
                 Next::Idle => break EngineEnd::Idle,
@@ -380,6 +385,8 @@ struct Run<'e> {
     backlog: VecDeque<ClaimedJob>,
     /// Uploads the server answered, waiting for the next verification batch.
     to_verify: Vec<steps::verify::Uploaded>,
+    /// When the oldest of `to_verify` came.
+    to_verify_since: Option<Instant>,
     /// Hashing tasks (each a batch of jobs) in flight.
     hashing: usize,
     uploading: usize,
@@ -404,6 +411,7 @@ impl<'e> Run<'e> {
             tasks: JoinSet::new(),
             backlog: VecDeque::new(),
             to_verify: Vec::new(),
+            to_verify_since: None,
             hashing: 0,
             uploading: 0,
             checking: false,
@@ -506,12 +514,19 @@ impl<'e> Run<'e> {
 
     /// ④ Verification of what the server answered, one batch at a time: whatever waits
     /// when the last batch is done goes in the next (docs/ARCHITECTURE.md#verification).
-    fn start_verify(&mut self) {
+    fn start_verify(&mut self, now: Instant) {
         if !self.gate.is_open() || self.verifying || self.to_verify.is_empty() {
+            return;
+        }
+        let due = self
+            .to_verify_since
+            .is_none_or(|t| now.saturating_duration_since(t) >= VERIFY_WAIT);
+        if self.to_verify.len() < VERIFY_BATCH && self.uploading > 0 && !due {
             return;
         }
         let n = self.to_verify.len().min(CHECK_BATCH);
         let batch: Vec<_> = self.to_verify.drain(..n).collect();
+        self.to_verify_since = (!self.to_verify.is_empty()).then_some(now);
         self.verifying = true;
         let ctx = self.engine.ctx();
         self.tasks
@@ -537,6 +552,9 @@ impl<'e> Run<'e> {
             || !self.to_verify.is_empty();
         let mut wake_at = self.gate.wake_at();
         let mut wake_by = |t: Instant| wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+        if let (Some(since), false) = (self.to_verify_since, self.verifying) {
+            wake_by(since + VERIFY_WAIT);
+        }
         let holds = self.engine.settings.hold.get();
         let backlog_held = self.backlog.iter().all(|j| !holds.lets(&j.path));
         if !busy && backlog_held {
@@ -618,12 +636,18 @@ impl<'e> Run<'e> {
                 if matches!(signal, Signal::Pause(_)) {
                     self.backlog.push_front(*job);
                 }
-                self.to_verify.extend(uploaded.map(|u| *u));
+                if let Some(u) = uploaded {
+                    self.to_verify_since.get_or_insert_with(Instant::now);
+                    self.to_verify.push(*u);
+                }
                 self.gate.apply(signal, Instant::now());
             }
             Done::Verify { signal, again } => {
                 self.verifying = false;
-                self.to_verify.extend(again);
+                if !again.is_empty() {
+                    self.to_verify_since.get_or_insert_with(Instant::now);
+                    self.to_verify.extend(again);
+                }
                 self.gate.apply(signal, Instant::now());
             }
             Done::Probe(res) => {
