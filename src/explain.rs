@@ -15,9 +15,9 @@ use std::path::{Component, Path, PathBuf};
 use crate::config::{Config, RootConfig};
 use crate::db::mirror::AssetSeen;
 use crate::db::{self, meta, queue, waiting, Db, DbError};
+use crate::filter::{Entry, Skip};
 use crate::human::{ago, duration, timestamp};
 use crate::model::{JobState, MediaTypes, SkipReason};
-use crate::filter::{Entry, Skip};
 use crate::scan::Root;
 
 /// The answer.
