@@ -11,6 +11,7 @@
 //! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
 
 pub mod catalogue;
+pub mod edited;
 pub mod library;
 pub mod meta;
 pub mod mirror;
@@ -48,6 +49,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_library.sql",
         include_str!("../../migrations/0006_library.sql"),
+    ),
+    (
+        "0012_edited.sql",
+        include_str!("../../migrations/0012_edited.sql"),
     ),
 ];
 

@@ -382,7 +382,7 @@ fn reads_as_it_was(c: &Connection) {
     );
 
     // `diff` shows why a local file is not on the server.
-    let (local_only, _) = mirror::diff(c, OWNER, DEVICE).unwrap();
+    let local_only = mirror::diff(c, OWNER, DEVICE).unwrap().local_only;
     let state_of = |n: &str| {
         local_only
             .iter()
