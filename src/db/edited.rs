@@ -32,14 +32,28 @@ pub fn uploaded(conn: &Connection, file_id: i64, now_ms: i64) -> rusqlite::Resul
     Ok(())
 }
 
+/// A reader of a database an older daemon still holds sees no `edited` table: no edits.
+fn has_table(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'edited')",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
 /// How many times a file's new bytes went up as a new asset beside the old one.
 pub fn count(conn: &Connection) -> rusqlite::Result<i64> {
+    if !has_table(conn)? {
+        return Ok(0);
+    }
     conn.prepare_cached("SELECT COUNT(*) FROM edited WHERE uploaded_at IS NOT NULL")?
         .query_row([], |r| r.get(0))
 }
 
 /// Old assets of files still present locally whose bytes changed since: asset id → the path.
 pub fn changed_assets(conn: &Connection) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+    if !has_table(conn)? {
+        return Ok(Vec::new());
+    }
     let mut stmt = conn.prepare(
         "SELECT e.old_asset_id, f.path FROM edited e JOIN files f ON f.id = e.file_id
          WHERE f.missing = 0",

@@ -418,10 +418,11 @@ fn state_v3_opens_with_every_file_as_it_was() {
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(|c| {
         reads_as_it_was(c);
-        // Today's schema: 0005 added the table of waiting files, 0006 the library's.
+        // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0012
+        // the edited files'.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            6
+            7
         );
         // The upgrade notes nothing by itself; the first start sorts the root's backed-up
         // files (its settings are new), once.
