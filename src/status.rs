@@ -71,6 +71,9 @@ pub struct Status {
     pub paused: Option<UserPause>,
     /// What the running daemon is doing; `null` when no daemon runs.
     pub activity: Option<Activity>,
+    /// Files whose changed bytes went up as a new asset beside the old one
+    /// (docs/ARCHITECTURE.md#edited-files).
+    pub edited_files: i64,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -234,6 +237,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 stale: false,
                 live,
             }),
+            edited_files: crate::db::edited::count(c)?,
         })
     })?;
     let mut status = Status {
@@ -509,6 +513,14 @@ impl Status {
                 "missing", self.missing_files
             );
         }
+        if self.edited_files > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<10} {} (changed after upload: the new version went up as a new asset, \
+                 the old one stays on the server)",
+                "edited", self.edited_files
+            );
+        }
         if self.in_trash_only > 0 {
             let _ = writeln!(
                 out,
@@ -634,6 +646,7 @@ mod tests {
             last_pull_error: None,
             paused: None,
             activity: None,
+            edited_files: 0,
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

@@ -99,13 +99,18 @@ pub fn upsert_and_queue(
     stat: &FileStat,
     now_ms: i64,
 ) -> rusqlite::Result<i64> {
-    let existing: Option<(i64, FileStat)> = conn
-        .prepare_cached("SELECT id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE path = ?1")?
-        .query_row([path], |r| Ok((r.get(0)?, stat_from_row(r, 1)?)))
+    let existing: Option<(i64, FileStat, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT id, dev, ino, size, mtime_ns, ctime_ns, asset_id FROM files WHERE path = ?1",
+        )?
+        .query_row([path], |r| Ok((r.get(0)?, stat_from_row(r, 1)?, r.get(6)?)))
         .optional()?;
     let id = match existing {
-        Some((id, old)) => {
+        Some((id, old, asset)) => {
             if old != *stat {
+                if let Some(asset) = asset {
+                    super::edited::note(conn, id, &asset, now_ms)?;
+                }
                 conn.prepare_cached(
                     "UPDATE files SET dev=?2, ino=?3, size=?4, mtime_ns=?5, ctime_ns=?6,
                          checksum=NULL, asset_id=NULL, last_seen=?7, missing=0, root=?8
@@ -291,7 +296,7 @@ pub fn remember_asset(
 pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute_batch(
         "DELETE FROM known_assets; UPDATE files SET asset_id = NULL;
-         DELETE FROM remote_assets; DELETE FROM tombstones;",
+         DELETE FROM remote_assets; DELETE FROM tombstones; DELETE FROM edited;",
     )?;
     super::library::forget_server(conn)?;
     conn.execute(

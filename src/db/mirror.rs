@@ -684,14 +684,18 @@ pub struct RemoteOnly {
     pub path: Option<Vec<u8>>,
 }
 
+/// What [`diff`] found: the two lists of `immish-sync diff`, and assets of files whose bytes
+/// changed since (present locally as a newer version).
+pub struct Diff {
+    pub local_only: Vec<LocalOnly>,
+    pub remote_only: Vec<RemoteOnly>,
+    pub changed: Vec<RemoteOnly>,
+}
+
 /// The two lists of `immish-sync diff`: local files whose content is neither an existing
 /// asset of `owner` in the mirror nor one we uploaded or linked, and existing assets that came from this machine
 /// (`device_id`, or backed up from one of our files) whose every local copy is gone.
-pub fn diff(
-    conn: &Connection,
-    owner: &str,
-    device_id: &str,
-) -> rusqlite::Result<(Vec<LocalOnly>, Vec<RemoteOnly>)> {
+pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result<Diff> {
     // Content the server holds: own existing assets of the mirror, and what we uploaded or
     // linked (the mirror may not have pulled our latest uploads yet; what the user deleted
     // has left `known_assets`).
@@ -759,6 +763,10 @@ pub fn diff(
         }
     }
     let mut remote_only = Vec::new();
+    // Old assets of files whose bytes changed since (docs/ARCHITECTURE.md#edited-files).
+    let changed: HashMap<String, Vec<u8>> =
+        super::edited::changed_assets(conn)?.into_iter().collect();
+    let mut changed_list = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT id, checksum, original_file_name, device_id FROM remote_assets
          WHERE deleted_at IS NULL AND (owner_id = ?1 OR ?1 = '') ORDER BY original_file_name, id",
@@ -783,7 +791,13 @@ pub fn diff(
             continue;
         }
         let still_here = sum.as_ref().is_some_and(|s| present.contains_key(s));
-        if !still_here {
+        if let (false, Some(p)) = (still_here, changed.get(&id)) {
+            changed_list.push(RemoteOnly {
+                id: AssetId(id),
+                original_file_name: name,
+                path: Some(p.clone()),
+            });
+        } else if !still_here {
             remote_only.push(RemoteOnly {
                 id: AssetId(id),
                 original_file_name: name,
@@ -791,7 +805,11 @@ pub fn diff(
             });
         }
     }
-    Ok((local_only, remote_only))
+    Ok(Diff {
+        local_only,
+        remote_only,
+        changed: changed_list,
+    })
 }
 
 #[cfg(test)]

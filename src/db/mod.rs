@@ -11,6 +11,7 @@
 //! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
 
 pub mod catalogue;
+pub mod edited;
 pub mod library;
 pub mod meta;
 pub mod mirror;
@@ -53,6 +54,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_sidecars.sql",
         include_str!("../../migrations/0007_sidecars.sql"),
+    ),
+    (
+        "0008_edited.sql",
+        include_str!("../../migrations/0008_edited.sql"),
     ),
 ];
 

@@ -145,6 +145,9 @@ impl MirrorReport {
 pub struct Diff {
     pub local_only: Vec<LocalOnly>,
     pub remote_only: Vec<RemoteOnly>,
+    /// Assets of files whose bytes changed since they were backed up: the new version is
+    /// (or will be) another asset; the old one stays (docs/ARCHITECTURE.md#edited-files).
+    pub changed: Vec<RemoteOnly>,
     /// The mirror has been filled at least once (else the lists mean nothing).
     pub pulled: bool,
 }
@@ -164,10 +167,11 @@ pub fn diff(state_dir: &Path, device_id: Option<&str>) -> Result<Option<Diff>, D
             None => meta::device_id(c)?.unwrap_or_default(),
         };
         let pulled = meta::last_pull(c)?.is_some();
-        let (local_only, remote_only) = store::diff(c, &owner, &device)?;
+        let d = store::diff(c, &owner, &device)?;
         Ok(Some(Diff {
-            local_only,
-            remote_only,
+            local_only: d.local_only,
+            remote_only: d.remote_only,
+            changed: d.changed,
             pulled,
         }))
     })
@@ -204,6 +208,25 @@ impl Diff {
                 .map(|p| format!(", was {}", String::from_utf8_lossy(p)))
                 .unwrap_or_default();
             let _ = writeln!(out, "  {}  (asset {}{was})", a.original_file_name, a.id);
+        }
+        if !self.changed.is_empty() {
+            let _ = writeln!(
+                out,
+                "on the server from this machine, local file changed: {}",
+                self.changed.len()
+            );
+            for a in &self.changed {
+                let now = a
+                    .path
+                    .as_deref()
+                    .map(|p| format!(", now {}", String::from_utf8_lossy(p)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {}  (asset {}, the old version{now})",
+                    a.original_file_name, a.id
+                );
+            }
         }
         out
     }

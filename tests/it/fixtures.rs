@@ -382,7 +382,7 @@ fn reads_as_it_was(c: &Connection) {
     );
 
     // `diff` shows why a local file is not on the server.
-    let (local_only, _) = mirror::diff(c, OWNER, DEVICE).unwrap();
+    let local_only = mirror::diff(c, OWNER, DEVICE).unwrap().local_only;
     let state_of = |n: &str| {
         local_only
             .iter()
@@ -419,10 +419,10 @@ fn state_v3_opens_with_every_file_as_it_was() {
     db.call_blocking(|c| {
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
-        // sidecars.
+        // sidecars, 0008 the edited files'.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            7
+            8
         );
         // The upgrade notes nothing by itself; the first start sorts the root's backed-up
         // files (its settings are new), once.

@@ -12,6 +12,7 @@ use super::verify::Uploaded;
 use super::{log_db, path_of, Ctx};
 use crate::api::UploadRequest;
 use crate::dates::Dating;
+use crate::db::edited;
 use crate::db::now_ms;
 use crate::db::queue::ClaimedJob;
 use crate::db::sidecars::{self, SeenSidecar};
@@ -55,10 +56,32 @@ pub(crate) async fn upload(
         req.file_created_ns = created.0;
         req.sidecar = sidecar;
     }
+    // An edited file goes up as a new asset; the old one stays (docs/ARCHITECTURE.md#edited-files).
+    let edited_from = match ctx.db.call(move |c| edited::pending(c, file_id)).await {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot look for the asset an edited file was");
+            None
+        }
+    };
+    if let Some(old) = &edited_from {
+        tracing::info!(
+            "{} changed since it was uploaded as asset {old}; uploading the new version as a \
+             new asset",
+            req.file_name
+        );
+    }
     let outcome = match ctx.api.upload(&req).await {
         Ok(o) => o,
         Err(e) => return (ctx.job_error(job, "upload", e).await, None),
     };
+    if edited_from.is_some() && !outcome.duplicate {
+        log_db(
+            ctx.db
+                .call(move |c| edited::uploaded(c, file_id, now_ms()))
+                .await,
+        );
+    }
     if let (Some(video), false) = (&req.live_photo_video_id, outcome.duplicate) {
         let linked = library::linked_at_upload(&ctx.db, &job.path, &outcome.asset_id, &video.0);
         log_db(linked.await);
