@@ -281,6 +281,7 @@ impl Status {
             missing_files: 0,
             in_trash_only: 0,
             user_paused: meta::UserPauses::default(),
+            edited_files: 0,
             server_info: None,
             last_pull: None,
             last_pull_error: None,
