@@ -140,6 +140,8 @@ pub struct Tuning {
     pub outage_probe: Backoff,
     /// How often the alerts look for incidents (docs/STATUS.md#alerts).
     pub alert_check: Duration,
+    /// How often a progress line is logged while files wait (docs/ARCHITECTURE.md#progress).
+    pub progress_every: Duration,
 }
 
 impl Default for Tuning {
@@ -151,6 +153,7 @@ impl Default for Tuning {
             connect_retry_max: Duration::from_secs(300),
             outage_probe: pipeline::OUTAGE_PROBE,
             alert_check: Duration::from_secs(30),
+            progress_every: Duration::from_secs(30),
         }
     }
 }
@@ -302,6 +305,8 @@ async fn start(
         &config.scan,
         &config.watch,
     );
+    // docs/ARCHITECTURE.md#bandwidth-cap
+    api.upload_meter().set_max_rate(config.upload.max_rate);
     Ok(Some(Started {
         control,
         control_socket,
@@ -567,7 +572,16 @@ pub async fn scan_with(
     let mode = Mode::UntilIdle {
         max_attempts: config.upload.scan_max_attempts,
     };
+    let progress_done = shutdown.child_token();
+    let _progress = AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
+        s.db.clone(),
+        engine.stats(),
+        s.api.clone(),
+        tuning.progress_every,
+        progress_done.clone(),
+    )));
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
+    progress_done.cancel();
     let (roots, end) = (roots?, end?);
     // What the server holds now joins its albums and groups before `scan` returns.
     Library::new(s.db.clone(), s.api.clone(), &config.roots)
@@ -662,6 +676,14 @@ pub async fn run_reloading(
         return Ok(());
     };
     live.set_phase("watching");
+    live.set_api(s.api.clone());
+    let _progress = AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
+        s.db.clone(),
+        live.stats(),
+        s.api.clone(),
+        tuning.progress_every,
+        shutdown.clone(),
+    )));
     let _recorder = AbortOnDropHandle::new(tokio::spawn(
         live.clone().record(s.db.clone(), shutdown.clone()),
     ));

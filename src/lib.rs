@@ -51,6 +51,7 @@ pub mod lock;
 pub mod mirror;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod scan;
 pub mod service;
 pub mod setup;

@@ -29,6 +29,8 @@ pub struct Live {
     stats: Arc<Stats>,
     phase: Mutex<&'static str>,
     http: OnceLock<SocketAddr>,
+    /// The connected client, whose upload meter says what is in flight.
+    api: OnceLock<crate::api::ApiClient>,
 }
 
 impl Live {
@@ -38,6 +40,7 @@ impl Live {
             stats: Arc::new(Stats::default()),
             phase: Mutex::new("connecting"),
             http: OnceLock::new(),
+            api: OnceLock::new(),
         })
     }
 
@@ -55,8 +58,17 @@ impl Live {
         let _ = self.http.set(addr);
     }
 
+    pub fn set_api(&self, api: crate::api::ApiClient) {
+        let _ = self.api.set(api);
+    }
+
     pub fn snapshot(&self) -> LiveState {
         let st = &self.stats;
+        let flight = self
+            .api
+            .get()
+            .map(|a| a.upload_meter().in_flight())
+            .unwrap_or_default();
         LiveState {
             at_ms: now_ms(),
             started_ms: self.started_ms,
@@ -67,6 +79,9 @@ impl Live {
             failed: st.failed.load(Relaxed),
             retries: st.retries.load(Relaxed),
             http: self.http.get().map(|a| a.to_string()),
+            sending_files: flight.files,
+            sending_bytes: flight.sent,
+            sending_total_bytes: flight.size,
         }
     }
 

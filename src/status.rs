@@ -330,7 +330,14 @@ impl Status {
         let plural = |k: i64| if k == 1 { "file" } else { "files" };
         let sending = n(JobState::Uploading) + n(JobState::Verifying);
         let hashing = n(JobState::Hashing) + n(JobState::Checking);
-        if sending > 0 {
+        if sending > 0 && a.live.sending_total_bytes > 0 {
+            format!(
+                "uploading {sending} {} ({} of {} sent)",
+                plural(sending),
+                crate::human::megabytes(a.live.sending_bytes),
+                crate::human::megabytes(a.live.sending_total_bytes)
+            )
+        } else if sending > 0 {
             format!("uploading {sending} {}", plural(sending))
         } else if hashing > 0 {
             format!("checking {hashing} {}", plural(hashing))
@@ -346,6 +353,12 @@ impl Status {
         } else {
             "idle, watching for new files".to_owned()
         }
+    }
+
+    /// Bytes sent so far of the uploads in flight, as the daemon last recorded them (0
+    /// without a running daemon).
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.activity.as_ref().map_or(0, |a| a.live.sending_bytes)
     }
 
     /// Files not backed up yet (queued, in flight, or waiting to retry).

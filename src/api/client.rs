@@ -42,6 +42,8 @@ pub(super) struct Inner {
     pub(super) tls: Arc<rustls::ClientConfig>,
     /// `server.connect_timeout`, for the live-event socket (reqwest has its own copy).
     pub(super) connect_timeout: Duration,
+    /// Bytes in flight and the bandwidth cap of this client's uploads.
+    pub(super) meter: Arc<super::UploadMeter>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -119,6 +121,7 @@ impl ApiClient {
             key_permissions: None,
             tls,
             connect_timeout: server.connect_timeout,
+            meter: Arc::default(),
         };
         match server.credentials.clone() {
             Credentials::ApiKey(key) => {
@@ -143,6 +146,11 @@ impl ApiClient {
         Ok(ApiClient {
             inner: Arc::new(inner),
         })
+    }
+
+    /// What the uploads are sending now, and their shared cap (`upload.max_rate`).
+    pub fn upload_meter(&self) -> &super::UploadMeter {
+        &self.inner.meter
     }
 
     /// Which API shape the server speaks.

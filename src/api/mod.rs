@@ -22,6 +22,8 @@ use std::path::PathBuf;
 
 use crate::model::{AssetId, Checksum};
 
+pub use meter::{InFlight, UploadMeter};
+
 mod albums;
 mod assets;
 mod auth;
@@ -30,6 +32,7 @@ mod discovery;
 mod dto;
 mod endpoint;
 pub mod error;
+mod meter;
 mod server;
 pub mod socket;
 mod stacks;

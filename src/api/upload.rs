@@ -275,6 +275,12 @@ impl ApiClient {
             Arc::clone(&abort),
             stop,
         );
+        let stream = super::meter::metered(
+            stream,
+            req.size,
+            Arc::clone(&self.inner.meter),
+            Arc::clone(&progress),
+        );
         let part = Part::stream_with_length(Body::wrap_stream(stream), req.size)
             .file_name(part_file_name(&req.file_name))
             .mime_str("application/octet-stream")

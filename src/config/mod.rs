@@ -231,6 +231,8 @@ pub struct UploadConfig {
     pub retry_max: Duration,
     /// `scan` gives up waiting on a file after this many attempts (the daemon keeps trying).
     pub scan_max_attempts: u32,
+    /// `upload.max_rate`: bytes per second across all uploads (docs/ARCHITECTURE.md#bandwidth-cap).
+    pub max_rate: Option<u64>,
 }
 
 #[derive(Clone, Debug)]

@@ -118,6 +118,8 @@ pub(super) struct RawUpload {
     pub(super) retry_max: RawDuration,
     #[serde(deserialize_with = "positive_u32")]
     pub(super) scan_max_attempts: u32,
+    /// docs/ARCHITECTURE.md#bandwidth-cap
+    pub(super) max_rate: Option<RawRate>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -232,6 +234,7 @@ impl Default for RawUpload {
             retry_initial: RawDuration::secs(1),
             retry_max: RawDuration::secs(10 * 60),
             scan_max_attempts: 5,
+            max_rate: None,
         }
     }
 }
@@ -383,5 +386,71 @@ fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         _ => Err(de::Error::custom(format!(
             "must be a whole number of at least 1, got {n}"
         ))),
+    }
+}
+
+/// A rate in bytes per second: an integer, or a string like `"2MB/s"`, `"500 KiB/s"`
+/// ([`parse_rate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RawRate(pub(super) u64);
+
+/// Bytes per second from `"2MB/s"`, `"1.5 MiB/s"`, `"800kB/s"` or `"100000"` (decimal units
+/// are powers of 1000, binary ones of 1024; the `/s` may be left out). Zero is refused: a cap
+/// of nothing would stop every upload.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "invalid rate {s:?}: expected bytes per second like \"2MB/s\", \"500KiB/s\" or \
+             \"1000000\""
+        )
+    };
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let rate = num * mult;
+    if !rate.is_finite() || rate < 1.0 || rate > u64::MAX as f64 {
+        return Err(format!(
+            "invalid rate {s:?}: must be at least 1 byte per second"
+        ));
+    }
+    Ok(rate as u64)
+}
+
+impl<'de> Deserialize<'de> for RawRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = RawRate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate: integer bytes per second or a string like \"2MB/s\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRate, E> {
+                match u64::try_from(v) {
+                    Ok(n) if n > 0 => Ok(RawRate(n)),
+                    _ => Err(E::custom(format!("rate must be positive, got {v}"))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRate, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRate, E> {
+                parse_rate(v).map(RawRate).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }

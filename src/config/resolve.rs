@@ -86,6 +86,7 @@ impl Resolver<'_> {
                 retry_initial,
                 retry_max,
                 scan_max_attempts: u.scan_max_attempts,
+                max_rate: u.max_rate.map(|r| r.0),
             },
             hash: HashConfig {
                 concurrency: raw.hash.concurrency,

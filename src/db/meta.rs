@@ -509,6 +509,14 @@ pub struct LiveState {
     /// The address of the HTTP endpoint (`[metrics] listen`), once bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// Uploads in flight now: how many, bytes of them sent so far, and their total size
+    /// (docs/STATUS.md#daemon).
+    #[serde(default)]
+    pub sending_files: u64,
+    #[serde(default)]
+    pub sending_bytes: u64,
+    #[serde(default)]
+    pub sending_total_bytes: u64,
 }
 
 pub fn live_state(conn: &Connection) -> rusqlite::Result<Option<LiveState>> {

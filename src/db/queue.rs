@@ -647,6 +647,28 @@ pub(super) fn read_v3_jobs_as_v4(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// What is left to back up, for the progress lines (docs/ARCHITECTURE.md#progress): files
+/// still `queued`…`verifying` or waiting to `retry`, their bytes, and the files `done`, read
+/// together so that a file is never counted as both.
+pub fn pending_work(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.prepare_cached(
+        "SELECT COUNT(*), COALESCE(SUM(f.size), 0),
+                (SELECT COUNT(*) FROM jobs WHERE state = 'done')
+         FROM jobs j JOIN files f ON f.id = j.file_id
+         WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+}
+
+/// Files backed up (`done`) and files that `failed`, for the line that ends a batch.
+pub fn done_and_failed(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'done'),
+                (SELECT COUNT(*) FROM jobs WHERE state = 'failed')",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -728,6 +728,7 @@ mod tests {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
             scan_max_attempts: 3,
+            max_rate: None,
         };
         let p = retry_backoff(&upload);
         for attempt in 1..=40 {

@@ -101,6 +101,7 @@ impl World {
                 Duration::from_secs(2),
             ),
             alert_check: Duration::from_millis(200),
+            progress_every: Duration::from_millis(300),
         }
     }
 
