@@ -1010,10 +1010,11 @@ fn the_example_documents_every_key_with_its_real_default() {
         ..first
     };
     assert_eq!(root, RawRoot::default());
-    assert!(raw.upload.device_id.is_some());
+    assert!(raw.upload.device_id.is_some() && raw.upload.max_rate.is_some());
     assert_eq!(
         RawUpload {
             device_id: None,
+            max_rate: None,
             ..raw.upload
         },
         RawUpload::default()
