@@ -4,19 +4,7 @@ use std::process::{Command, Output, Stdio};
 
 use immish_testserver::{Dialect, Failure};
 
-use crate::common::{jpeg, World};
-
-const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
-
-fn run(w: &World, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(w.config_path())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run immish-sync")
-}
+use crate::common::{jpeg, run, World, BIN};
 
 fn text(o: &Output) -> (String, String) {
     (

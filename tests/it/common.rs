@@ -5,6 +5,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use immish_sync::config::{self, Config};
@@ -244,4 +245,18 @@ fn watch_defaults(extra: &str) -> String {
     } else {
         format!("{extra}\n[watch]\nsettle = \"0s\"\n")
     }
+}
+
+/// The daemon's binary, as cargo built it for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
+
+/// Runs the binary with the world's config and `args`, stdin closed.
+pub fn run(w: &World, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(w.config_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run immish-sync")
 }

@@ -4,24 +4,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use immish_testserver::{Dialect, Failure};
 
-use crate::common::{eventually, jpeg, World};
-
-const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
-
-fn run(w: &World, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(w.config_path())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run immish-sync")
-}
+use crate::common::{eventually, jpeg, run, World, BIN};
 
 /// Runs the binary; returns (exit code, stdout + stderr).
 fn cli(w: &World, args: &[&str]) -> (Option<i32>, String) {

@@ -14,19 +14,7 @@ use immish_sync::status;
 use immish_testserver::Dialect;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, jpeg, sha1_hex, World};
-
-const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
-
-fn run(w: &World, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(w.config_path())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run immish-sync")
-}
+use crate::common::{eventually, jpeg, run, sha1_hex, World, BIN};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
