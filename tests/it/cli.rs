@@ -130,7 +130,14 @@ async fn status_works_while_the_daemon_runs() {
             == 1)
         .await
     );
-    let out = run(&w, &["status"]);
+    // The asset is on the server as soon as its body arrived; the daemon records the backup
+    // only after verifying it, so `status` may say "never" for a moment: ask until it doesn't.
+    let mut out = run(&w, &["status"]);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while text(&out).0.contains("last backup:  never") && std::time::Instant::now() < give_up {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        out = run(&w, &["status"]);
+    }
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
