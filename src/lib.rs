@@ -47,6 +47,7 @@ pub mod http;
 pub mod human;
 pub mod library;
 pub mod live;
+pub mod logfilter;
 pub mod lock;
 pub mod mirror;
 pub mod model;
