@@ -33,11 +33,22 @@ mod tests {
     #[test]
     fn the_caps_parse_and_survive_any_level() {
         for cap in CAPS {
-            assert!(cap.parse::<tracing_subscriber::filter::Directive>().is_ok(), "{cap}");
+            assert!(
+                cap.parse::<tracing_subscriber::filter::Directive>().is_ok(),
+                "{cap}"
+            );
         }
-        for level in ["trace", "tungstenite=trace", "info,tungstenite::handshake=trace", "bogus=="] {
+        for level in [
+            "trace",
+            "tungstenite=trace",
+            "info,tungstenite::handshake=trace",
+            "bogus==",
+        ] {
             let shown = env_filter(level).to_string();
-            assert!(shown.contains("tungstenite::handshake::client=debug"), "{level}: {shown}");
+            assert!(
+                shown.contains("tungstenite::handshake::client=debug"),
+                "{level}: {shown}"
+            );
         }
     }
 }

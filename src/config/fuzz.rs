@@ -71,7 +71,13 @@ fn load_checked(text: &str, path: &Path, env: &[(String, String)]) -> Result<(),
         ConfigError::Syntax { origin, message } => {
             prop_assert!(origin_ok(origin), "{shown}");
             prop_assert!(
-                matches!(origin, Origin::File { position: Some(_), .. }),
+                matches!(
+                    origin,
+                    Origin::File {
+                        position: Some(_),
+                        ..
+                    }
+                ),
                 "a syntax error names its line: {shown}"
             );
             prop_assert!(!message.trim().is_empty(), "{shown}");
@@ -91,7 +97,11 @@ fn load_checked(text: &str, path: &Path, env: &[(String, String)]) -> Result<(),
         ConfigError::InsecurePermissions { key, .. } => prop_assert!(!key.is_empty(), "{shown}"),
         ConfigError::Read { .. } => prop_assert!(false, "the text was given: {shown}"),
     }
-    prop_assert!(shown.len() < 16 * 1024, "a message stays readable: {} bytes", shown.len());
+    prop_assert!(
+        shown.len() < 16 * 1024,
+        "a message stays readable: {} bytes",
+        shown.len()
+    );
     Ok(())
 }
 
@@ -127,16 +137,36 @@ fn value() -> impl Strategy<Value = toml::Value> {
         "(https?://|ftp://|)[a-z0-9.:\\[\\]@%/-]{0,30}",
         "(/|~/|\\./|)[a-z*?\\[\\]{}!/.]{0,20}",
         prop::sample::select(vec![
-            "", " ", "0", "-1", "off", "all", "trace", "info,immish_sync=debug", "=", "[",
-            "**", "*.{jpg", "\u{0}", "1e400", "NaN",
+            "",
+            " ",
+            "0",
+            "-1",
+            "off",
+            "all",
+            "trace",
+            "info,immish_sync=debug",
+            "=",
+            "[",
+            "**",
+            "*.{jpg",
+            "\u{0}",
+            "1e400",
+            "NaN",
         ])
         .prop_map(str::to_owned),
     ];
     let leaf = prop_oneof![
         string.prop_map(toml::Value::String),
         any::<i64>().prop_map(toml::Value::Integer),
-        prop_oneof![Just(0i64), Just(1), Just(-1), Just(i64::MAX), Just(i64::MIN), 0i64..100_000]
-            .prop_map(toml::Value::Integer),
+        prop_oneof![
+            Just(0i64),
+            Just(1),
+            Just(-1),
+            Just(i64::MAX),
+            Just(i64::MIN),
+            0i64..100_000
+        ]
+        .prop_map(toml::Value::Integer),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(toml::Value::Float),
@@ -161,15 +191,21 @@ fn env_var(keys: Vec<(String, String)>) -> impl Strategy<Value = (String, String
                 format!("IMMISH_SYNC__{}__{}", s.to_uppercase(), k.to_uppercase())
             }
         }),
-        (prop::sample::select(keys), prop_oneof![Just(0usize), Just(1), Just(2), Just(usize::MAX), any::<usize>()])
+        (
+            prop::sample::select(keys),
+            prop_oneof![
+                Just(0usize),
+                Just(1),
+                Just(2),
+                Just(usize::MAX),
+                any::<usize>()
+            ]
+        )
             .prop_map(|((_, k), i)| format!("IMMISH_SYNC__ROOTS__{i}__{}", k.to_uppercase())),
         "IMMISH_SYNC__[A-Za-z0-9_]{0,24}",
         "immish_sync__\\PC{0,12}",
     ];
-    let value = prop_oneof![
-        "\\PC{0,20}",
-        value().prop_map(|v| v.to_string()),
-    ];
+    let value = prop_oneof!["\\PC{0,20}", value().prop_map(|v| v.to_string()),];
     (name, value)
 }
 
@@ -265,8 +301,15 @@ fn the_example_documents_keys_for_every_section() {
 fn a_variable_naming_nothing_says_so() {
     let file = File::new();
     let env = vec![("IMMISH_SYNC__".to_owned(), String::new())];
-    let e = load_from_str(&base("[[roots]]\npath = \"/srv/photos\"\n"), &file.path, &env)
-        .expect_err("refused")
-        .to_string();
-    assert!(e.contains("IMMISH_SYNC__: (no section or key): empty name part"), "{e}");
+    let e = load_from_str(
+        &base("[[roots]]\npath = \"/srv/photos\"\n"),
+        &file.path,
+        &env,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        e.contains("IMMISH_SYNC__: (no section or key): empty name part"),
+        "{e}"
+    );
 }

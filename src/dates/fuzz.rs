@@ -36,8 +36,20 @@ fn media_bytes() -> impl Strategy<Value = Vec<u8>> {
         any::<u32>().prop_map(|n| n.to_le_bytes().to_vec()),
         (0u32..64).prop_map(|n| n.to_be_bytes().to_vec()),
         prop::sample::select(vec![
-            &b"Exif\0\0"[..], b"II*\0", b"MM\0*", b"meta", b"moov", b"mvhd", b"iinf", b"infe",
-            b"iloc", b"\x87\x69", b"\x90\x03", b"\0\x02", b"\xFF\xDA", b"\xFF\xD9",
+            &b"Exif\0\0"[..],
+            b"II*\0",
+            b"MM\0*",
+            b"meta",
+            b"moov",
+            b"mvhd",
+            b"iinf",
+            b"infe",
+            b"iloc",
+            b"\x87\x69",
+            b"\x90\x03",
+            b"\0\x02",
+            b"\xFF\xDA",
+            b"\xFF\xD9",
         ])
         .prop_map(<[u8]>::to_vec),
     ];

@@ -18,10 +18,21 @@ use crate::model::MediaTypes;
 /// One path component: any bytes but `/` and NUL, often not UTF-8.
 fn component() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        prop::collection::vec(any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..12),
+        prop::collection::vec(
+            any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+            1..12
+        ),
         "[a-zA-Z0-9_.*?\\[\\]{}!#\\\\ -]{1,10}".prop_map(String::into_bytes),
-        prop::sample::select(vec![".", "..", ".hidden", "@eaDir", "IMG_1.jpg", "a.part", "\u{e9}t\u{e9}"])
-            .prop_map(|s| s.as_bytes().to_vec()),
+        prop::sample::select(vec![
+            ".",
+            "..",
+            ".hidden",
+            "@eaDir",
+            "IMG_1.jpg",
+            "a.part",
+            "\u{e9}t\u{e9}"
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
         Just(vec![0xFF, 0xFE, b'.', b'j', b'p', b'g']),
     ]
 }

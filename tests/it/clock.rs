@@ -67,9 +67,11 @@ fn total_requests(w: &World) -> u64 {
 
 fn mirrored(w: &World, id: &str) -> bool {
     w.db()
-        .query_row("SELECT COUNT(*) FROM remote_assets WHERE id = ?1", [id], |r| {
-            r.get::<_, i64>(0)
-        })
+        .query_row(
+            "SELECT COUNT(*) FROM remote_assets WHERE id = ?1",
+            [id],
+            |r| r.get::<_, i64>(0),
+        )
         .map(|n| n == 1)
         .unwrap_or(false)
 }
@@ -90,8 +92,8 @@ async fn a_run_with_the_clock_off_by(offset: &str, side: &str) {
 
     // The process really runs on a skewed clock, and doctor says by how much.
     let out = skewed(&lib, offset, &w, &["doctor"]).output().unwrap();
-    let doctor = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let doctor =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let clock_line = doctor
         .lines()
         .find(|l| l.contains("clock"))
@@ -110,7 +112,10 @@ async fn a_run_with_the_clock_off_by(offset: &str, side: &str) {
         .expect("start immish-sync run");
     let owner = w.server.admin_id();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let uploaded = eventually(Duration::from_secs(90), || w.server.asset_count(&owner) >= 3).await;
+    let uploaded = eventually(Duration::from_secs(90), || {
+        w.server.asset_count(&owner) >= 3
+    })
+    .await;
     assert!(uploaded, "uploads go up on a skewed clock:\n{}", log_text());
 
     // A pull after an asset arrives from another client sees it.
@@ -119,9 +124,10 @@ async fn a_run_with_the_clock_off_by(offset: &str, side: &str) {
     })
     .await;
     assert!(first_pull, "the mirror pulls:\n{}", log_text());
-    let id = w
-        .server
-        .insert(&owner, NewAsset::new("phone.jpg", jpeg(&format!("phone-{offset}"))));
+    let id = w.server.insert(
+        &owner,
+        NewAsset::new("phone.jpg", jpeg(&format!("phone-{offset}"))),
+    );
     let seen = eventually(Duration::from_secs(60), || mirrored(&w, &id)).await;
     assert!(
         seen,
@@ -141,7 +147,10 @@ async fn a_run_with_the_clock_off_by(offset: &str, side: &str) {
     );
 
     // SAFETY: a signal to our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
     let mut status = None;
     let stopped = eventually(Duration::from_secs(30), || {
         status = child.try_wait().unwrap();
@@ -154,7 +163,12 @@ async fn a_run_with_the_clock_off_by(offset: &str, side: &str) {
     assert!(stopped, "stops on SIGTERM");
 
     // Once each: three bodies, three assets.
-    assert_eq!(w.server.upload_bodies(), 3, "{:?}", w.server.request_counts());
+    assert_eq!(
+        w.server.upload_bodies(),
+        3,
+        "{:?}",
+        w.server.request_counts()
+    );
     assert_eq!(w.server.asset_count(&owner), 4);
     eprintln!("clock {offset}: {during} requests in 5 s idle; doctor: {clock_line}");
 }

@@ -29,4 +29,5 @@ mod scan;
 mod secrets;
 mod service;
 mod setup;
+mod soak;
 mod watch;

@@ -35,11 +35,12 @@ impl Seen {
 
     fn assert_none_of(&self, secrets: &BTreeSet<String>) {
         for secret in secrets {
-            assert!(secret.len() >= 12, "a secret too short to look for: {secret:?}");
+            assert!(
+                secret.len() >= 12,
+                "a secret too short to look for: {secret:?}"
+            );
             for (what, bytes) in &self.outputs {
-                let found = bytes
-                    .windows(secret.len())
-                    .any(|w| w == secret.as_bytes());
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
                 assert!(
                     !found,
                     "a secret ({}…) is in {what}:\n{}",
@@ -121,11 +122,17 @@ async fn whole_run_at_trace(login: Login) {
     let (creds, owner) = match login {
         Login::Key => {
             secrets.insert(w.server.api_key());
-            (format!("api_key = \"{}\"", w.server.api_key()), w.server.admin_id())
+            (
+                format!("api_key = \"{}\"", w.server.api_key()),
+                w.server.admin_id(),
+            )
         }
         Login::Password => {
             secrets.insert(password.clone());
-            (format!("email = \"{email}\"\npassword = \"{password}\""), user)
+            (
+                format!("email = \"{email}\"\npassword = \"{password}\""),
+                user,
+            )
         }
     };
     let text = format!(
@@ -142,7 +149,9 @@ async fn whole_run_at_trace(login: Login) {
         w.write(format!("IMG_{i}.jpg"), &jpeg(&format!("secret-{i}")));
     }
 
-    let mut seen = Seen { outputs: Vec::new() };
+    let mut seen = Seen {
+        outputs: Vec::new(),
+    };
     output_of(&w, &["check-config"], &mut seen);
     output_of(&w, &["-vv", "doctor"], &mut seen);
 
@@ -160,10 +169,16 @@ async fn whole_run_at_trace(login: Login) {
         w.server.asset_count(&owner) >= 3
     })
     .await;
-    assert!(uploaded, "{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+    assert!(
+        uploaded,
+        "{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
     // Live events: the socket's handshake carries the credential too.
     assert!(
-        w.server.wait_for_websockets(1, Duration::from_secs(60)).await,
+        w.server
+            .wait_for_websockets(1, Duration::from_secs(60))
+            .await,
         "the live-event socket connects"
     );
     // A file the watcher sees while running.
@@ -173,7 +188,11 @@ async fn whole_run_at_trace(login: Login) {
         w.server.asset_count(&owner) >= 4
     })
     .await;
-    assert!(watched, "{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+    assert!(
+        watched,
+        "{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
 
     for args in [
         &["status"][..],
@@ -197,12 +216,21 @@ async fn whole_run_at_trace(login: Login) {
         b"{\"op\":\"secrets\"}\n",
     ] {
         let answer = ask_socket(&w.state_dir(), line);
-        seen.add(format!("the control socket's answer to {:?}", String::from_utf8_lossy(line)), answer);
+        seen.add(
+            format!(
+                "the control socket's answer to {:?}",
+                String::from_utf8_lossy(line)
+            ),
+            answer,
+        );
     }
     collect(&mut tokens);
 
     // SAFETY: a signal to our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
     let mut status = None;
     let stopped = eventually(Duration::from_secs(30), || {
         status = child.try_wait().unwrap();

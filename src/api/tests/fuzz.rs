@@ -15,11 +15,45 @@ use super::*;
 
 /// Field names the parsers look for, so that arbitrary objects often hit them.
 const FIELDS: &[&str] = &[
-    "id", "ownerId", "checksum", "originalFileName", "fileCreatedAt", "updatedAt", "visibility",
-    "isArchived", "isTrashed", "deviceId", "deviceAssetId", "type", "data", "ack", "assetId",
-    "deletedAt", "message", "error", "major", "minor", "patch", "results", "action", "reason",
-    "assets", "items", "nextPage", "accessToken", "userId", "status", "duplicate", "res", "api",
-    "endpoint", "pingInterval", "pingTimeout", "sid", "statusCode", "correlationId",
+    "id",
+    "ownerId",
+    "checksum",
+    "originalFileName",
+    "fileCreatedAt",
+    "updatedAt",
+    "visibility",
+    "isArchived",
+    "isTrashed",
+    "deviceId",
+    "deviceAssetId",
+    "type",
+    "data",
+    "ack",
+    "assetId",
+    "deletedAt",
+    "message",
+    "error",
+    "major",
+    "minor",
+    "patch",
+    "results",
+    "action",
+    "reason",
+    "assets",
+    "items",
+    "nextPage",
+    "accessToken",
+    "userId",
+    "status",
+    "duplicate",
+    "res",
+    "api",
+    "endpoint",
+    "pingInterval",
+    "pingTimeout",
+    "sid",
+    "statusCode",
+    "correlationId",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -55,12 +89,11 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         json_value().prop_map(|v| v.to_string().into_bytes()),
-        (json_value(), any::<prop::sample::Index>())
-            .prop_map(|(v, at)| {
-                let s = v.to_string().into_bytes();
-                let cut = at.index(s.len() + 1);
-                s[..cut].to_vec()
-            }),
+        (json_value(), any::<prop::sample::Index>()).prop_map(|(v, at)| {
+            let s = v.to_string().into_bytes();
+            let cut = at.index(s.len() + 1);
+            s[..cut].to_vec()
+        }),
         prop::collection::vec(any::<u8>(), 0..200),
         "<(html|HTML|title|h1)>\\PC{0,40}(</title>|</h1>|)\\PC{0,20}".prop_map(String::into_bytes),
     ]
@@ -79,7 +112,12 @@ fn info() -> RequestInfo {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -317,7 +355,11 @@ fn an_absurd_ping_interval_is_capped() {
     let d = silence_of(&json!({"pingInterval": 0, "pingTimeout": 0}));
     assert_eq!(d, Duration::from_secs(1));
     let d = silence_of(&json!({}));
-    assert_eq!(d, Duration::from_secs(46), "socket.io's 25 s + 20 s, and a second");
+    assert_eq!(
+        d,
+        Duration::from_secs(46),
+        "socket.io's 25 s + 20 s, and a second"
+    );
 }
 
 /// Found by `the_well_known_endpoint_never_leaves_the_servers_origin`: another port on the
@@ -345,4 +387,15 @@ fn an_array_is_not_an_asset() {
         ServerEvent::parse("on_upload_success", json!(["x", "o"])),
         ServerEvent::Other(_)
     ));
+}
+
+/// Found by `error_bodies_become_one_short_line` (5,000 cases): a body of NULs around a tab
+/// became the message " ".
+#[test]
+fn control_characters_leave_no_stray_space() {
+    assert_eq!(error::server_message(b"\0\t\0"), "");
+    assert_eq!(
+        error::server_message(b"\x01bad\x02 \x7fgateway\x00"),
+        "bad gateway"
+    );
 }

@@ -289,7 +289,12 @@ impl ServerHandle {
     /// Every live session token (logins by any client), for tests that look for them where
     /// they must not be.
     pub fn session_tokens(&self) -> Vec<String> {
-        self.app.lock().sessions.iter().map(|s| s.token.clone()).collect()
+        self.app
+            .lock()
+            .sessions
+            .iter()
+            .map(|s| s.token.clone())
+            .collect()
     }
 
     /// Makes the session's next `/sync/stream` a lone `SyncResetV1`, until it is acked or a
