@@ -94,7 +94,7 @@ proptest! {
     fn a_name_matches_at_any_depth_whatever_the_bytes_around_it(
         name in name(), above in rel_path(), dir in any::<bool>(),
     ) {
-        let rules = Rules::new(&[name.clone()]).expect("a plain name compiles");
+        let rules = Rules::new(std::slice::from_ref(&name)).expect("a plain name compiles");
         let path = above.join(&name);
         prop_assert_eq!(rules.decide(&path, dir), Some((0, true)), "{:?}", path);
         let longer = above.join(format!("{name}x"));

@@ -208,7 +208,7 @@ proptest! {
     #[test]
     fn checksums_read_hex_and_base64_and_nothing_else(bytes in any::<[u8; 20]>(), junk in "\\PC{0,44}") {
         let c = Checksum(bytes);
-        prop_assert_eq!(Checksum::parse(&c.to_hex()), Some(c.clone()));
+        prop_assert_eq!(Checksum::parse(&c.to_hex()), Some(c));
         prop_assert_eq!(Checksum::parse(&c.to_base64()), Some(c));
         if let Some(p) = Checksum::parse(&junk) {
             prop_assert!(junk.len() == 28 || junk.len() == 40, "{junk:?} -> {p:?}");
