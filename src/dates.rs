@@ -223,6 +223,9 @@ fn parse_offset(s: &str) -> Option<jiff::tz::Offset> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use jiff::civil::date;

@@ -529,6 +529,9 @@ fn read_ignore_file(file: &Path, len: u64) -> Rules {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

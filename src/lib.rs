@@ -48,6 +48,7 @@ pub mod human;
 pub mod library;
 pub mod live;
 pub mod lock;
+pub mod logfilter;
 pub mod mirror;
 pub mod model;
 pub mod pipeline;

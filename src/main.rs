@@ -271,7 +271,7 @@ fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// (the api's own warnings, e.g. about a key that can delete, are said by them, once).
 fn setup(command: Command, path: PathBuf, level: &str) -> ExitCode {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_env_filter(immish_sync::logfilter::env_filter(level))
         .with_writer(std::io::stderr)
         .try_init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -326,7 +326,7 @@ fn demo(cli: &Cli, folder: Option<PathBuf>) -> ExitCode {
         (false, _) => "trace",
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_env_filter(immish_sync::logfilter::env_filter(level))
         .with_writer(std::io::stderr)
         .with_ansi(journal::stderr_wants_colour())
         .with_target(false)
@@ -367,8 +367,7 @@ fn init_logging(cli: &Cli, config: &Config) {
         (false, 1) => "debug".to_string(),
         (false, _) => "trace".to_string(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = immish_sync::logfilter::env_filter(&level);
     // Colour only on a terminal: escapes in a file, a pipe or the journal are noise.
     let journal = journal::stderr_is_journal();
     let ansi = !journal && journal::stderr_wants_colour();

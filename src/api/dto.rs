@@ -156,8 +156,13 @@ impl AssetDto {
 }
 
 /// Reads an `AssetResponseDto` (either dialect), as returned by `GET /assets/:id`, in
-/// `/search/metadata` pages and in socket events. `None` when it has no `id`.
+/// `/search/metadata` pages and in socket events. `None` when it is not an object with an
+/// `id`.
 pub(crate) fn asset_from_json(value: Value) -> Option<RemoteAsset> {
+    // serde reads a struct from an array too (by position): `["x"]` is no asset.
+    if !value.is_object() {
+        return None;
+    }
     serde_json::from_value::<AssetDto>(value)
         .ok()
         .map(AssetDto::into_remote)

@@ -379,12 +379,17 @@ fn html_title(html: &str) -> Option<String> {
 }
 
 fn one_line(s: &str) -> String {
-    let mut out: String = s
+    // Control characters go first (whitespace ones become spaces), so that removing one
+    // never leaves a space at an end.
+    let visible: String = s
+        .chars()
+        .filter(|c| !c.is_control() || c.is_whitespace())
+        .collect();
+    let mut out: String = visible
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .chars()
-        .filter(|c| !c.is_control())
         .take(MAX_MESSAGE_CHARS + 1)
         .collect();
     if out.chars().count() > MAX_MESSAGE_CHARS {

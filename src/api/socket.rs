@@ -34,6 +34,8 @@ const CONFIRM_AFTER: Duration = Duration::from_secs(2);
 /// socket.io's defaults, for an open packet that does not say.
 const DEFAULT_PING_INTERVAL: Duration = Duration::from_millis(25_000);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_millis(20_000);
+/// The longest ping interval or timeout believed from a server (issue 13, fuzzing).
+const MAX_PING: Duration = Duration::from_secs(10 * 60);
 /// Largest frame accepted (the server's `maxHttpBufferSize` is 1 MB).
 const MAX_MESSAGE: usize = 4 << 20;
 /// How long leaving politely may take before the connection is just dropped.
@@ -181,14 +183,7 @@ impl ApiClient {
                 "the server did not open an Engine.IO session".to_owned(),
             ));
         };
-        let ms = |key: &str, default: Duration| {
-            info.get(key)
-                .and_then(Value::as_u64)
-                .map_or(default, Duration::from_millis)
-        };
-        let silence = ms("pingInterval", DEFAULT_PING_INTERVAL)
-            + ms("pingTimeout", DEFAULT_PING_TIMEOUT)
-            + Duration::from_secs(1);
+        let silence = silence_of(&info);
         ws.send(Message::text("40"))
             .await
             .map_err(|e| SocketError::Lost(e.to_string()))?;
@@ -325,9 +320,25 @@ fn connect_error(e: tungstenite::Error) -> SocketError {
     }
 }
 
+/// How long a server may stay silent before it is taken for gone: its ping interval and
+/// timeout from the open packet (socket.io's defaults where it does not say), and a second.
+/// Each is capped at [`MAX_PING`]: a server announcing a ping every thousand years would
+/// otherwise never be found dead.
+pub(super) fn silence_of(open: &Value) -> Duration {
+    let ms = |key: &str, default: Duration| {
+        open.get(key)
+            .and_then(Value::as_u64)
+            .map_or(default, Duration::from_millis)
+            .min(MAX_PING)
+    };
+    ms("pingInterval", DEFAULT_PING_INTERVAL)
+        + ms("pingTimeout", DEFAULT_PING_TIMEOUT)
+        + Duration::from_secs(1)
+}
+
 /// One Engine.IO / Socket.IO packet, as far as a listening client cares.
 #[derive(Debug, PartialEq)]
-enum Packet {
+pub(super) enum Packet {
     /// `0{…}`
     Open(Value),
     /// `1`
@@ -345,7 +356,7 @@ enum Packet {
     Other,
 }
 
-fn parse_packet(text: &str) -> Packet {
+pub(super) fn parse_packet(text: &str) -> Packet {
     match text.as_bytes().first() {
         Some(b'0') => Packet::Open(serde_json::from_str(&text[1..]).unwrap_or(Value::Null)),
         Some(b'1') => Packet::Close,

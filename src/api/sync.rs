@@ -183,7 +183,7 @@ fn bad(info: &RequestInfo, detail: String) -> ApiError {
     }
 }
 
-fn parse_line(raw: &[u8], info: &RequestInfo) -> Result<SyncLine> {
+pub(super) fn parse_line(raw: &[u8], info: &RequestInfo) -> Result<SyncLine> {
     let line: dto::SyncStreamLine = serde_json::from_slice(raw)
         .map_err(|e| bad(info, format!("a sync stream line is not JSON: {e}")))?;
     let row = parse_row(&line.kind, line.data)

@@ -76,7 +76,10 @@ pub(super) fn env_overrides(env: &[(String, String)]) -> Result<Vec<EnvOverride>
         let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         let malformed = |why: &str| ConfigError::Invalid {
             origin: Origin::Env { var: var.clone() },
-            key: parts.join("."),
+            // `IMMISH_SYNC__` alone names nothing; say so rather than print an empty key.
+            key: Some(parts.join("."))
+                .filter(|k| !k.trim().is_empty())
+                .unwrap_or_else(|| "(no section or key)".to_owned()),
             message: format!(
                 "{why}; name overrides IMMISH_SYNC__SECTION__KEY, e.g. \
                  IMMISH_SYNC__UPLOAD__CONCURRENCY=8, or IMMISH_SYNC__ROOTS__0__PATH=/photos \

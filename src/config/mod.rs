@@ -36,6 +36,8 @@ mod secret;
 mod url;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::io;

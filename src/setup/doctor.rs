@@ -326,7 +326,14 @@ pub fn clock_offset(server: OffsetDateTime, sent: SystemTime, received: SystemTi
 pub fn judge_clock(offset: f64) -> Check {
     let off = offset.abs();
     let side = if offset > 0.0 { "behind" } else { "ahead of" };
-    let shown = human::duration(Duration::from_secs_f64(off.min(1e12)));
+    // `Date` has one-second resolution: beyond two minutes, the nearest minute is what is
+    // known (two days read `48h`, not `172801s`).
+    let shown_secs = if off >= 120.0 {
+        (off / 60.0).round() * 60.0
+    } else {
+        off
+    };
+    let shown = human::duration(Duration::from_secs_f64(shown_secs.min(1e12)));
     let message = format!("this machine's clock is {shown} {side} the server's");
     let fix = "synchronise the clock with NTP (`timedatectl set-ntp true`, or chrony) on this \
                machine and on the server";
@@ -688,6 +695,11 @@ mod tests {
         let f = judge_clock(-7200.0);
         assert_eq!(f.level, Level::Fail);
         assert!(f.message.contains("ahead of"), "{f}");
+        // Two days, as a `Date` header with its one-second resolution measures them.
+        for off in [172_799.4, 172_800.0, 172_801.3] {
+            let d = judge_clock(-off);
+            assert!(d.message.contains("48h ahead of"), "{d}");
+        }
     }
 
     #[test]

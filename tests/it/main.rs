@@ -6,6 +6,7 @@
 mod after_upload;
 mod alerts;
 mod cli;
+mod clock;
 mod common;
 mod complete;
 mod control;
@@ -25,6 +26,8 @@ mod outage;
 mod peer;
 mod progress;
 mod scan;
+mod secrets;
 mod service;
 mod setup;
+mod soak;
 mod watch;

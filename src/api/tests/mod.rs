@@ -72,6 +72,7 @@ mod raw;
 
 mod assets;
 mod connect;
+mod fuzz;
 mod socket;
 mod sync;
 mod testserver;

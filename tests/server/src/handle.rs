@@ -286,6 +286,17 @@ impl ServerHandle {
         Some(db.create_session(&user_id))
     }
 
+    /// Every live session token (logins by any client), for tests that look for them where
+    /// they must not be.
+    pub fn session_tokens(&self) -> Vec<String> {
+        self.app
+            .lock()
+            .sessions
+            .iter()
+            .map(|s| s.token.clone())
+            .collect()
+    }
+
     /// Makes the session's next `/sync/stream` a lone `SyncResetV1`, until it is acked or a
     /// stream is requested with `reset: true`. Returns false for an unknown token.
     pub fn force_sync_reset(&self, session_token: &str) -> bool {
