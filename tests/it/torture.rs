@@ -82,37 +82,41 @@ async fn sigkill_at_random_moments_of_a_backup_loses_and_doubles_nothing() {
     w.write_config();
     let log = w.dir.path().join("daemon.log");
     // Uploads take a little while, so that kills find some in flight.
-    w.server.delay(UPLOAD_ROUTE, Duration::from_millis(20));
+    w.server.delay(UPLOAD_ROUTE, Duration::from_millis(40));
 
     let mut in_flight_total = 0u64;
     for k in 0..kills {
+        // Upload requests of this run: those it started, less those answered before the kill.
+        let started_at_spawn = w.server.requests(UPLOAD_ROUTE);
+        let ended_at_spawn = upload_requests_ended(&w);
         let mut child = spawn_run(&w, &log);
         let before = w.server.upload_bodies();
         // Half the kills land at a random moment after the start (start-up, the scan,
         // hashing, the first checks), half a random number of uploads further on.
-        let what = if rng.random_bool(0.5) {
+        let left = files as u64 - before.min(files as u64);
+        let what = if left == 0 || rng.random_bool(0.5) {
             let ms = rng.random_range(0..1500u64);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             format!("{ms} ms after the start")
         } else {
-            let left = files as u64 - before.min(files as u64);
-            let step = rng.random_range(1..=(2 * left / (kills - k) as u64).max(1));
+            let step = rng.random_range(1..=(2 * left / (kills - k) as u64).clamp(1, left));
             let server = &w.server;
             let reached = eventually(Duration::from_secs(120), || {
                 server.upload_bodies() >= before + step
             })
             .await;
-            assert!(reached, "kill {k}: uploads never reached {}", before + step);
+            assert!(reached, "kill {}: uploads never reached {}", k + 1, before + step);
             let ms = rng.random_range(0..40u64);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            format!("{step} bodies and {ms} ms after the start")
+            format!("{step} more bodies, then {ms} ms")
         };
         let ended = upload_requests_ended(&w);
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         // Requests the killed daemon had sent may still reach the server's handler.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let in_flight = w.server.requests(UPLOAD_ROUTE) - ended;
+        let in_flight = (w.server.requests(UPLOAD_ROUTE) - started_at_spawn)
+            .saturating_sub(ended - ended_at_spawn);
         in_flight_total += in_flight;
         eprintln!(
             "kill {}: {what}; {} bodies so far, {in_flight} uploads in flight",
