@@ -398,8 +398,8 @@ async fn scan(config: immish_sync::config::Config) -> immish_sync::daemon::ScanS
 }
 
 /// A connection that stops forwarding in the middle of an upload body, and stays open. The
-/// daemon's no-progress timeout ends the request, the file is sent again on a new connection
-/// and arrives once.
+/// daemon's no-progress timeout ends the request (its log says so), the file is sent again on
+/// a new connection and arrives once. The binary's `scan`, so that the log is what a user sees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_mid_upload_fires_the_stall_timeout_and_the_file_arrives_once() {
     let (w, proxy) = world_behind(None).await;
@@ -407,12 +407,32 @@ async fn a_stall_mid_upload_fires_the_stall_timeout_and_the_file_arrives_once() 
     // writes really block.
     let file = big_jpeg("stalled", 40 << 20);
     w.write("IMG_stall.jpg", &file);
-    let config = config_via(&w, &proxy, Duration::from_secs(3));
+    let _ = config_via(&w, &proxy, Duration::from_secs(3));
     proxy.stall_after(2 << 20, 1);
 
-    let s = scan(config).await;
-    assert!(s.is_complete(), "{s:?}");
+    let out = tokio::task::spawn_blocking({
+        let config = w.config_path();
+        move || {
+            Command::new(BIN)
+                .arg("--config")
+                .arg(config)
+                .arg("scan")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run immish-sync scan")
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(240), out)
+        .await
+        .expect("the scan must end")
+        .expect("scan task");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(proxy.stalled(), 1, "the stall struck");
+    assert!(
+        stderr.contains("no progress for 3 s"),
+        "the stall timeout ended the stalled upload: {stderr}"
+    );
     assert_each_once(&w, &[file]);
     // The stalled body never completed; the second one did. No third.
     assert!(
@@ -420,7 +440,10 @@ async fn a_stall_mid_upload_fires_the_stall_timeout_and_the_file_arrives_once() 
         "bodies: {}",
         w.server.upload_bodies()
     );
-    assert_eq!(w.state_of(&w.root().join("IMG_stall.jpg")).as_deref(), Some("done"));
+    assert_eq!(
+        w.state_of(&w.root().join("IMG_stall.jpg")).as_deref(),
+        Some("done")
+    );
 }
 
 /// Connections reset (RST) in the middle of upload bodies, several times over: every file
