@@ -72,7 +72,16 @@ impl Namespaces {
             "netns", &ns.server,
         ])?;
         for (n, dev, ip) in [(&ns.daemon, &va, DAEMON_IP), (&ns.server, &vb, SERVER_IP)] {
-            sh(&["ip", "-n", n, "addr", "add", &format!("{ip}/24"), "dev", dev])?;
+            sh(&[
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ])?;
             sh(&["ip", "-n", n, "link", "set", dev, "up"])?;
             sh(&["ip", "-n", n, "link", "set", "lo", "up"])?;
         }
@@ -83,7 +92,15 @@ impl Namespaces {
     /// immish`).
     fn rules(&self, rules: &str) -> Result<(), String> {
         let _ = sh(&[
-            "ip", "netns", "exec", &self.server, "nft", "delete", "table", "inet", "immish",
+            "ip",
+            "netns",
+            "exec",
+            &self.server,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "immish",
         ]);
         let script = format!("table inet immish {{\n{rules}\n}}\n");
         let mut child = Command::new("ip")
@@ -302,7 +319,11 @@ async fn packet_loss_then_a_blackhole_lose_and_double_nothing() {
         server.asset_count(&admin),
         not_done()
     );
-    assert_eq!(status.code(), Some(0), "SIGTERM ends the daemon cleanly\n{tail}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM ends the daemon cleanly\n{tail}"
+    );
     assert!(
         text.contains("no progress for 5 s"),
         "the stall timeout fired during the blackhole\n{tail}"

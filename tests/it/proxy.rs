@@ -176,8 +176,13 @@ impl Conn {
         let after = before + n as u64;
         let mut guard = self.shared.faults.lock().unwrap_or_else(|p| p.into_inner());
         let f = &mut *guard;
-        for (kind, slot) in [(Strikes::Reset, &mut f.reset), (Strikes::Stall, &mut f.stall)] {
-            let Some(strike) = slot.as_mut() else { continue };
+        for (kind, slot) in [
+            (Strikes::Reset, &mut f.reset),
+            (Strikes::Stall, &mut f.stall),
+        ] {
+            let Some(strike) = slot.as_mut() else {
+                continue;
+            };
             if strike.times == 0 || after < strike.after {
                 continue;
             }
@@ -317,8 +322,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Conn>, 
                 } else {
                     let now = Instant::now();
                     let start = f.link_free[dir].map_or(now, |t| t.max(now));
-                    let end = start
-                        + Duration::from_secs_f64(chunk.len() as f64 / f.rate as f64);
+                    let end = start + Duration::from_secs_f64(chunk.len() as f64 / f.rate as f64);
                     f.link_free[dir] = Some(end);
                     Some(end)
                 }
@@ -476,7 +480,12 @@ async fn resets_mid_body_lose_and_double_nothing() {
 async fn latency_and_a_bandwidth_cap_slow_a_backup_but_it_completes_once_each() {
     let (w, proxy) = world_behind(None).await;
     let files: Vec<Vec<u8>> = (0..20)
-        .map(|i| big_jpeg(&format!("slow-{i}"), if i == 0 { 24 << 20 } else { 256 << 10 }))
+        .map(|i| {
+            big_jpeg(
+                &format!("slow-{i}"),
+                if i == 0 { 24 << 20 } else { 256 << 10 },
+            )
+        })
         .collect();
     for (i, b) in files.iter().enumerate() {
         w.write(format!("IMG_{i:02}.jpg"), b);
@@ -487,7 +496,10 @@ async fn latency_and_a_bandwidth_cap_slow_a_backup_but_it_completes_once_each() 
 
     let started = std::time::Instant::now();
     let s = scan(config).await;
-    eprintln!("20 files through 200 ms and 2 MiB/s in {:?}", started.elapsed());
+    eprintln!(
+        "20 files through 200 ms and 2 MiB/s in {:?}",
+        started.elapsed()
+    );
     assert!(s.is_complete(), "{s:?}");
     assert_each_once(&w, &files);
     assert_eq!(w.server.upload_bodies(), 20, "no body sent twice");

@@ -105,7 +105,12 @@ async fn sigkill_at_random_moments_of_a_backup_loses_and_doubles_nothing() {
                 server.upload_bodies() >= before + step
             })
             .await;
-            assert!(reached, "kill {}: uploads never reached {}", k + 1, before + step);
+            assert!(
+                reached,
+                "kill {}: uploads never reached {}",
+                k + 1,
+                before + step
+            );
             let ms = rng.random_range(0..40u64);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             format!("{step} more bodies, then {ms} ms")
@@ -148,7 +153,11 @@ async fn sigkill_at_random_moments_of_a_backup_loses_and_doubles_nothing() {
         w.server.asset_count(&admin),
         not_done(&w)
     );
-    assert_eq!(status.code(), Some(0), "SIGTERM ends the last run cleanly\n{tail}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM ends the last run cleanly\n{tail}"
+    );
 
     let assets = w.server.assets(&admin);
     let got: BTreeSet<String> = assets.iter().map(|a| a.checksum_hex.clone()).collect();
