@@ -135,13 +135,16 @@ async fn outage_in_the_middle(files: usize, outage: Duration, socket: bool) {
         "every job done: {states:?}"
     );
     // While the server was away: no upload work once the failures that opened the outage
-    // landed (each of them may have freed a slot that was refilled before the breaker
-    // opened; 12 were seen, more than threshold + slots, so some failure in between
-    // reset the breaker's count), and about one probe per wait. Since verification goes in
-    // batches (issue 12) the batches in flight fail too: up to 21 requests were seen in the
-    // first 3 s (10 uploads, 11 bulk checks), hence three times threshold + slots. Not
-    // explained yet: why a failed verification batch is tried that often before the breaker
-    // opens (docs/RELIABILITY.md lists it). What matters most is checked next: nothing after.
+    // landed, and about one probe per wait. The opening is larger than threshold + slots
+    // because of what each task sends: an upload whose connection broke after it was made
+    // asks once, with a bulk check, whether the server stored it after all
+    // (docs/RELIABILITY.md#5xx-resets-and-restarts), so every failed upload is two requests
+    // on these routes; and every failure before the breaker opens frees a slot (upload,
+    // dedup check or verify batch) that is filled again. 21 were seen (10 uploads, each with
+    // its check, and one verify batch); a traced run showed 8 uploads and 1 verify batch
+    // failing. Twice threshold + slots would be the bound if no stale success ever reset the
+    // breaker's count, but one can (12 uploads were seen once), hence three times. What
+    // matters most is checked next: nothing after.
     let tries = |from: &BTreeMap<String, u64>, to: &BTreeMap<String, u64>| -> u64 {
         UPLOAD_ROUTES.iter().map(|r| added(from, to, r)).sum()
     };
