@@ -38,6 +38,7 @@ use crate::scan::{PassError, Root, RootOutcome, RootScan, Scanner};
 use crate::service;
 use crate::watch::{WatchError, Watcher};
 
+mod accounts;
 mod side;
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +185,26 @@ async fn start(
     retry_connect: bool,
     shutdown: &CancellationToken,
 ) -> Result<Option<Started>, DaemonError> {
+    let opened = open(config, retry_connect, shutdown).await?;
+    finish(opened, config, tuning, retry_connect, shutdown).await
+}
+
+/// What start-up holds before it connects.
+struct Opened {
+    lock: StateLock,
+    db: Db,
+    roots: Vec<Root>,
+    hold: Hold,
+    control: Control,
+    control_socket: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// The local half of start-up: roots, state directory, lock, database, control socket.
+async fn open(
+    config: &Config,
+    retry_connect: bool,
+    shutdown: &CancellationToken,
+) -> Result<Opened, DaemonError> {
     let roots = config
         .roots
         .iter()
@@ -235,6 +256,32 @@ async fn start(
             crate::human::timestamp(r.since_ms)
         );
     }
+    Ok(Opened {
+        lock,
+        db,
+        roots,
+        hold,
+        control,
+        control_socket,
+    })
+}
+
+/// The other half of start-up: connecting, and what the server tells.
+async fn finish(
+    opened: Opened,
+    config: &Config,
+    tuning: &Tuning,
+    retry_connect: bool,
+    shutdown: &CancellationToken,
+) -> Result<Option<Started>, DaemonError> {
+    let Opened {
+        lock,
+        db,
+        roots,
+        hold,
+        control,
+        control_socket,
+    } = opened;
     let Some(api) = connect(config, tuning, &db, retry_connect, shutdown).await? else {
         if let Some((stop, task)) = control_socket {
             stop.cancel();
@@ -523,6 +570,18 @@ pub async fn scan_with(
     tuning: Tuning,
     shutdown: CancellationToken,
 ) -> Result<ScanSummary, DaemonError> {
+    if config.accounts.is_empty() {
+        return scan_one(config, tuning, shutdown).await;
+    }
+    accounts::scan_all(config, tuning, shutdown).await
+}
+
+/// One account's `scan`.
+async fn scan_one(
+    config: Config,
+    tuning: Tuning,
+    shutdown: CancellationToken,
+) -> Result<ScanSummary, DaemonError> {
     let t0 = Instant::now();
     let Some(s) = start(&config, &tuning, false, &shutdown).await? else {
         return Err(DaemonError::Task("cancelled".into()));
@@ -656,19 +715,50 @@ pub async fn run_reloading(
     let live = Live::new();
     // The endpoint, progress lines and alerts (docs/ARCHITECTURE.md#task-tree).
     let (_side, connected) = side::start(&config, &tuning, &live, &shutdown).await?;
-    let Some(mut s) = start(&config, &tuning, true, &shutdown).await? else {
+    let result = if config.accounts.is_empty() {
+        let opened = open(&config, true, &shutdown).await?;
+        run_account(
+            opened,
+            config,
+            tuning,
+            live,
+            shutdown,
+            reloads,
+            Some(connected),
+        )
+        .await
+    } else {
+        accounts::run_all(config, tuning, live, shutdown, reloads, connected).await
+    };
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+/// One account's daemon, from its opened state to its stop: connect, then the task tree
+/// in generations. `connected` (the default account's) starts the side services.
+async fn run_account(
+    opened: Opened,
+    config: Config,
+    tuning: Tuning,
+    live: Arc<Live>,
+    shutdown: CancellationToken,
+    reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
+    connected: Option<side::Connected>,
+) -> Result<(), DaemonError> {
+    let Some(mut s) = finish(opened, &config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
-    live.set_phase("watching");
-    live.set_api(s.api.clone());
-    let _ = connected.send((s.db.clone(), s.api.clone()));
+    if let Some(connected) = connected {
+        live.set_phase("watching");
+        live.set_api(s.api.clone());
+        let _ = connected.send((s.db.clone(), s.api.clone()));
+    }
     // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
     // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
     let result = run_generations(config, &tuning, &mut s, &live, &shutdown, reloads).await;
     s.close_control().await;
-    if result.is_ok() {
-        tracing::info!("stopped");
-    }
     result
 }
 
