@@ -41,6 +41,8 @@ use crate::watch::{WatchError, Watcher};
 mod accounts;
 mod side;
 
+pub use accounts::{account_dir, ACCOUNTS_DIR};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]

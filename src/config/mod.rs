@@ -478,6 +478,12 @@ pub fn load_from_str(
     // The file on its own: errors carry toml's position.
     let from_file: RawConfig = toml::from_str(text).map_err(|e| file.deserialize_error(&e))?;
     secret::check_inline_secrets(&file, &SERVER)?;
+    for i in 0..from_file.accounts.len() {
+        secret::check_inline_secrets(
+            &file,
+            &[locate::Seg::Key("accounts"), locate::Seg::Index(i)],
+        )?;
+    }
 
     let overrides = env_overrides(env)?;
     let env_keys = claimed_keys(&overrides, from_file.roots.len());
