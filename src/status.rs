@@ -671,6 +671,7 @@ mod tests {
             paused: None,
             activity: None,
             edited_files: 0,
+            accounts: Vec::new(),
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,
