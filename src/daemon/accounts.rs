@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{open, run_account, scan_one, side, DaemonError, Reloaded, ScanSummary, Tuning};
 use crate::config::Config;
@@ -139,10 +140,15 @@ pub(super) async fn run_all(
             None
         };
         let (tuning, live, all) = (tuning.clone(), live.clone(), all.clone());
-        tasks.spawn(async move {
-            let r = run_account(o, c, tuning, live, all, rx, side).await;
-            (name, r)
-        });
+        // Every log line of an account names it.
+        let span = span_of(name.as_deref());
+        tasks.spawn(
+            async move {
+                let r = run_account(o, c, tuning, live, all, rx, side).await;
+                (name, r)
+            }
+            .instrument(span),
+        );
     }
     let mut first = Ok(());
     while let Some(done) = tasks.join_next().await {
@@ -164,6 +170,14 @@ pub(super) async fn run_all(
     first
 }
 
+/// The span of an account's work: `account{name=ann}` before each of its log lines.
+fn span_of(name: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        "account",
+        name = name.unwrap_or(crate::config::DEFAULT_ACCOUNT)
+    )
+}
+
 /// `scan` with `[[accounts]]`: one account after the other, in one summary.
 pub(super) async fn scan_all(
     config: Config,
@@ -175,7 +189,9 @@ pub(super) async fn scan_all(
         let Some(c) = project(&config, name.as_deref()) else {
             continue;
         };
-        let s = scan_one(c, tuning.clone(), shutdown.clone()).await?;
+        let s = scan_one(c, tuning.clone(), shutdown.clone())
+            .instrument(span_of(name.as_deref()))
+            .await?;
         total = Some(match total {
             None => s,
             Some(t) => add(t, s),
