@@ -396,3 +396,21 @@ async fn an_accounts_key_comes_from_its_own_sources() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_each_accounts_key() {
+    let f = Family::new().await;
+    f.w.write_config();
+    assert!(f.w.server.revoke_api_key(&f.ann_key));
+    let out = crate::common::run(&f.w, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a revoked key fails doctor: {text}");
+    let line = |who: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("(account {who})")) && l.contains("key"))
+            .unwrap_or_else(|| panic!("no key line for {who} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("ann").starts_with("fail"), "{text}");
+    assert!(!line("ben").starts_with("fail"), "{text}");
+}
