@@ -22,7 +22,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::api::{ApiClient, ApiError, ErrorClass};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, StateConfig, WatchMode};
-use crate::control::{self, Control, RescanOf, Rescans};
+use crate::control::{self, reload, Control, RescanOf, Rescans};
 use crate::db::meta::{self, ConnectionState, ServerIdentity};
 use crate::db::queue::{self, JobReport};
 use crate::db::{self, now_ms, Db, DbError};
@@ -37,6 +37,11 @@ use crate::pipeline::{
 use crate::scan::{PassError, Root, RootOutcome, RootScan, Scanner};
 use crate::service;
 use crate::watch::{WatchError, Watcher};
+
+mod accounts;
+mod side;
+
+pub use accounts::{account_dir, ACCOUNTS_DIR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -182,6 +187,26 @@ async fn start(
     retry_connect: bool,
     shutdown: &CancellationToken,
 ) -> Result<Option<Started>, DaemonError> {
+    let opened = open(config, retry_connect, shutdown).await?;
+    finish(opened, config, tuning, retry_connect, shutdown).await
+}
+
+/// What start-up holds before it connects.
+struct Opened {
+    lock: StateLock,
+    db: Db,
+    roots: Vec<Root>,
+    hold: Hold,
+    control: Control,
+    control_socket: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// The local half of start-up: roots, state directory, lock, database, control socket.
+async fn open(
+    config: &Config,
+    retry_connect: bool,
+    shutdown: &CancellationToken,
+) -> Result<Opened, DaemonError> {
     let roots = config
         .roots
         .iter()
@@ -233,6 +258,32 @@ async fn start(
             crate::human::timestamp(r.since_ms)
         );
     }
+    Ok(Opened {
+        lock,
+        db,
+        roots,
+        hold,
+        control,
+        control_socket,
+    })
+}
+
+/// The other half of start-up: connecting, and what the server tells.
+async fn finish(
+    opened: Opened,
+    config: &Config,
+    tuning: &Tuning,
+    retry_connect: bool,
+    shutdown: &CancellationToken,
+) -> Result<Option<Started>, DaemonError> {
+    let Opened {
+        lock,
+        db,
+        roots,
+        hold,
+        control,
+        control_socket,
+    } = opened;
     let Some(api) = connect(config, tuning, &db, retry_connect, shutdown).await? else {
         if let Some((stop, task)) = control_socket {
             stop.cancel();
@@ -521,6 +572,18 @@ pub async fn scan_with(
     tuning: Tuning,
     shutdown: CancellationToken,
 ) -> Result<ScanSummary, DaemonError> {
+    if config.accounts.is_empty() {
+        return scan_one(config, tuning, shutdown).await;
+    }
+    accounts::scan_all(config, tuning, shutdown).await
+}
+
+/// One account's `scan`.
+async fn scan_one(
+    config: Config,
+    tuning: Tuning,
+    shutdown: CancellationToken,
+) -> Result<ScanSummary, DaemonError> {
     let t0 = Instant::now();
     let Some(s) = start(&config, &tuning, false, &shutdown).await? else {
         return Err(DaemonError::Task("cancelled".into()));
@@ -641,7 +704,7 @@ pub async fn run_with(
 }
 
 /// A config read again (SIGHUP): the new one, or why it is refused (file, line, key).
-pub type Reloaded = Result<Config, String>;
+pub use crate::control::reload::Reloaded;
 
 /// [`run_with`], taking new configs from `reloads` while it runs
 /// (docs/ARCHITECTURE.md#reload).
@@ -652,127 +715,67 @@ pub async fn run_reloading(
     reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
     let live = Live::new();
-    // The endpoint answers from the start: a server down at boot is what /healthz is for.
-    // Its tasks end with `shutdown`, like every other.
-    let _http = match config.metrics.listen {
-        Some(addr) => {
-            // /healthz tells a loop that stopped making progress (docs/STATUS.md#healthz).
-            service::watch_loops(HEALTH_LOOP_BUDGET);
-            let endpoint = crate::http::Endpoint::bind(addr, &config, live.clone())
-                .await
-                .map_err(|source| DaemonError::Listen { addr, source })?;
-            live.set_http(endpoint.local_addr());
-            tracing::info!(
-                "status page at http://{}/ (/metrics, /healthz, /status.json)",
-                endpoint.local_addr()
-            );
-            Some(AbortOnDropHandle::new(tokio::spawn(
-                endpoint.serve(shutdown.clone()),
-            )))
-        }
-        None => None,
+    // The endpoint, progress lines and alerts (docs/ARCHITECTURE.md#task-tree).
+    let (_side, connected) = side::start(&config, &tuning, &live, &shutdown).await?;
+    let result = if config.accounts.is_empty() {
+        let opened = open(&config, true, &shutdown).await?;
+        run_account(
+            opened,
+            config,
+            tuning,
+            live,
+            shutdown,
+            reloads,
+            Some(connected),
+        )
+        .await
+    } else {
+        accounts::run_all(config, tuning, live, shutdown, reloads, connected).await
     };
-    let Some(mut s) = start(&config, &tuning, true, &shutdown).await? else {
-        return Ok(());
-    };
-    live.set_phase("watching");
-    live.set_api(s.api.clone());
-    let _progress = AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
-        s.db.clone(),
-        live.stats(),
-        s.api.clone(),
-        tuning.progress_every,
-        shutdown.clone(),
-    )));
-    let _recorder = AbortOnDropHandle::new(tokio::spawn(
-        live.clone().record(s.db.clone(), shutdown.clone()),
-    ));
-    let _alerts = crate::alerts::Alerts::new(
-        &config.alerts,
-        s.db.clone(),
-        config.state.dir.clone(),
-        tuning.alert_check,
-    )
-    .map(|a| AbortOnDropHandle::new(tokio::spawn(a.run(shutdown.clone()))));
-    // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
-    // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
-    let result = run_generations(config, &tuning, &mut s, &live, &shutdown, reloads).await;
-    s.close_control().await;
     if result.is_ok() {
         tracing::info!("stopped");
     }
     result
 }
 
-/// The next config read again, or never without a channel.
-async fn next_reload(reloads: &mut Option<tokio::sync::mpsc::Receiver<Reloaded>>) -> Reloaded {
-    if let Some(r) = reloads {
-        if let Some(new) = r.recv().await {
-            return new;
-        }
-    }
-    std::future::pending().await
-}
-
-/// Checks a config read again against the running one: `Some` when the new generation
-/// should take it. Logs what is refused, what applies and what needs a restart.
-fn consider_reload(running: &Config, new: Reloaded) -> Option<(Config, Vec<Root>)> {
-    let new = match new {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
-            return None;
-        }
+/// One account's daemon, from its opened state to its stop: connect, then the task tree
+/// in generations. `connected` (the default account's) starts the side services.
+async fn run_account(
+    opened: Opened,
+    config: Config,
+    tuning: Tuning,
+    live: Arc<Live>,
+    shutdown: CancellationToken,
+    reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
+    connected: Option<side::Connected>,
+) -> Result<(), DaemonError> {
+    let Some(mut s) = finish(opened, &config, &tuning, true, &shutdown).await? else {
+        return Ok(());
     };
-    let plan = match control::reload::plan(running, &new) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
-            return None;
-        }
-    };
-    if !plan.needs_restart.is_empty() {
-        tracing::warn!(
-            "SIGHUP: {} changed in the config: that takes effect only after a restart; the \
-             running values are kept",
-            plan.needs_restart.join(", ")
-        );
+    if let Some(connected) = connected {
+        live.set_phase("watching");
+        live.set_api(s.api.clone());
+        let _ = connected.send((s.db.clone(), s.api.clone()));
     }
-    if plan.applies.is_empty() {
-        tracing::info!("SIGHUP: config read again; nothing that applies without a restart changed");
-        return None;
-    }
-    tracing::info!(
-        "SIGHUP: applying the new config ({}): restarting the watcher, scanner and engine",
-        plan.applies.join("; ")
-    );
-    Some((new, plan.roots))
+    // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
+    // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
+    let result = run_generations(config, &tuning, &mut s, &live, &shutdown, reloads).await;
+    s.close_control().await;
+    result
 }
 
 /// Takes the reloadable parts of `new` into the started daemon (the server, state and
-/// log settings stay as they are).
+/// log settings stay as they are; docs/ARCHITECTURE.md#reload).
 fn apply_reload(config: &mut Config, s: &mut Started, new: Config, roots: Vec<Root>) {
-    s.pipeline.hash = new.hash.clone();
-    let device_id = s.pipeline.upload.device_id.clone();
-    s.pipeline.upload = new.upload.clone();
-    s.pipeline.upload.device_id = device_id;
-    s.pipeline.mirror = new.mirror.clone();
+    reload::apply(config, &mut s.pipeline, new);
     s.scanner = Scanner::new(
         s.db.clone(),
         roots.clone(),
         s.media.clone(),
-        &new.scan,
-        &new.watch,
+        &config.scan,
+        &config.watch,
     );
     s.roots = roots;
-    config.roots = new.roots;
-    config.scan = new.scan;
-    config.watch = new.watch;
-    config.hash = new.hash;
-    let device_id = config.upload.device_id.clone();
-    config.upload = new.upload;
-    config.upload.device_id = device_id;
-    config.mirror = new.mirror;
 }
 
 async fn run_generations(
@@ -797,8 +800,8 @@ async fn run_generations(
             loop {
                 tokio::select! {
                     r = &mut tree => break r,
-                    new = next_reload(&mut reloads) => {
-                        if let Some(taken) = consider_reload(&config, new) {
+                    new = reload::next(&mut reloads) => {
+                        if let Some(taken) = reload::consider(&config, new) {
                             reload = Some(taken);
                             generation.cancel();
                         }

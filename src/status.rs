@@ -33,6 +33,8 @@ pub const SCHEMA: u32 = 1;
 /// A daemon whose live record is older than this is shown as not answering.
 pub const LIVE_STALE_MS: i64 = 30_000;
 
+mod accounts;
+
 /// Everything `status` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
@@ -74,6 +76,10 @@ pub struct Status {
     /// Files whose changed bytes went up as a new asset beside the old one
     /// (docs/ARCHITECTURE.md#edited-files).
     pub edited_files: i64,
+    /// The other `[[accounts]]` with state here, each with the fields above for its own
+    /// state (docs/STATUS.md#accounts); empty without them. The fields above are
+    /// `[server]`'s account.
+    pub accounts: Vec<accounts::AccountStatus>,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -238,6 +244,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 live,
             }),
             edited_files: crate::db::edited::count(c)?,
+            accounts: Vec::new(),
         })
     })?;
     let mut status = Status {
@@ -257,6 +264,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
     if let Some(live) = status.activity.as_ref().map(|a| a.live.clone()) {
         status.set_live(live);
     }
+    status.accounts = accounts::read(state_dir)?;
     Ok(Some(status))
 }
 
@@ -287,6 +295,7 @@ impl Status {
             last_pull_error: None,
             paused: None,
             activity: None,
+            accounts: Vec::new(),
         }
     }
 
@@ -578,6 +587,7 @@ impl Status {
                 );
             }
         }
+        accounts::render(&self.accounts, &mut out);
         out
     }
 }
@@ -661,6 +671,7 @@ mod tests {
             paused: None,
             activity: None,
             edited_files: 0,
+            accounts: Vec::new(),
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

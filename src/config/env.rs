@@ -90,12 +90,14 @@ pub(super) fn env_overrides(env: &[(String, String)]) -> Result<Vec<EnvOverride>
             return Err(malformed("empty name part"));
         }
         let (section, index, key) = match parts.as_slice() {
-            [roots, index, key] if roots == "roots" => match index.parse::<usize>() {
-                Ok(i) => (roots.clone(), Some(i), key.clone()),
-                Err(_) => return Err(malformed("the root's index must be a number")),
+            [list, index, key] if is_list(list) => match index.parse::<usize>() {
+                Ok(i) => (list.clone(), Some(i), key.clone()),
+                Err(_) => return Err(malformed("the index of a list entry must be a number")),
             },
-            [roots, _] if roots == "roots" => {
-                return Err(malformed("roots is a list, so the variable needs an index"))
+            [list, _] if is_list(list) => {
+                return Err(malformed(&format!(
+                    "{list} is a list, so the variable needs an index"
+                )))
             }
             [section, key] => (section.clone(), None, key.clone()),
             _ => return Err(malformed("expected a section and a key")),
@@ -112,6 +114,11 @@ pub(super) fn env_overrides(env: &[(String, String)]) -> Result<Vec<EnvOverride>
         (&a.section, a.index, &a.key, &a.var).cmp(&(&b.section, b.index, &b.key, &b.var))
     });
     Ok(out)
+}
+
+/// The sections written `[[…]]`, whose variables carry an index.
+fn is_list(section: &str) -> bool {
+    section == "roots" || section == "accounts"
 }
 
 /// A variable's value as TOML (`8`, `true`, `["*.tmp"]`, `"quoted"`), or else as the
@@ -188,9 +195,15 @@ fn set_override(
         (None, toml::Value::Table(t)) => t,
         (Some(i), toml::Value::Array(roots)) => {
             if i > roots.len() {
+                let what = if o.section == "roots" {
+                    "root(s)"
+                } else {
+                    "account(s)"
+                };
                 return Err(o.error(format!(
-                    "there is no root {i}: the file and earlier variables define {} \
-                     root(s), so use an index from 0 to {}",
+                    "there is no {} {i}: the file and earlier variables define {} \
+                     {what}, so use an index from 0 to {}",
+                    o.section.trim_end_matches('s'),
                     roots.len(),
                     roots.len()
                 )));
@@ -200,7 +213,7 @@ fn set_override(
             }
             match &mut roots[i] {
                 toml::Value::Table(t) => t,
-                _ => return Err(o.error("roots must be written [[roots]]".to_owned())),
+                _ => return Err(o.error(format!("{0} must be written [[{0}]]", o.section))),
             }
         }
         _ => {
@@ -224,7 +237,7 @@ pub(super) fn claimed_keys(
     let mut env_keys = BTreeMap::new();
     for o in overrides {
         env_keys.insert(o.key_name(), o.var.clone());
-        if let Some(i) = o.index.filter(|&i| i >= file_roots) {
+        if let Some(i) = o.index.filter(|&i| i >= file_roots && o.section == "roots") {
             env_keys
                 .entry(format!("roots[{i}]"))
                 .or_insert(o.var.clone());

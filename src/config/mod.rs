@@ -28,6 +28,7 @@
 //! - `secret`: where a credential comes from, and the permission checks;
 //! - `url`: [`ServerUrl`], the server's URL, parsed once.
 
+mod accounts;
 mod env;
 mod locate;
 mod raw;
@@ -52,6 +53,7 @@ use locate::{file_origin, syntax_message, Located};
 use raw::RawConfig;
 use resolve::{Resolver, SERVER};
 
+pub use accounts::DEFAULT_ACCOUNT;
 pub use locate::{Origin, Position};
 pub use raw::parse_duration;
 pub use secret::Secret;
@@ -98,7 +100,21 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub alerts: AlertsConfig,
+    /// `[[accounts]]`: the users besides `[server]`'s (docs/ARCHITECTURE.md#accounts).
+    pub accounts: Vec<AccountConfig>,
 }
+
+/// One `[[accounts]]` table: a name and how to reach and log in as that user.
+#[derive(Clone, Debug)]
+pub struct AccountConfig {
+    /// Unique, made of `[A-Za-z0-9_-]` (it names a folder under the state directory).
+    pub name: String,
+    /// `[server]` with this account's URL and credentials.
+    pub server: ServerConfig,
+}
+
+/// The prefix of an account's systemd credential: `immish-sync-api-key-<name>`.
+pub const ACCOUNT_KEY_CREDENTIAL_PREFIX: &str = "immish-sync-api-key-";
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -144,6 +160,8 @@ pub struct RootConfig {
     /// The zone a capture time without an offset is read in (`timezone`, default the
     /// machine's).
     pub timezone: jiff::tz::TimeZone,
+    /// `account`: the `[[accounts]]` name its files belong to; `None` = `[server]`'s.
+    pub account: Option<String>,
 }
 
 /// Which album a file joins by where it lies (`album` of a root).
@@ -218,6 +236,7 @@ impl RootConfig {
             dates_from_names: d.dates_from_names,
             timezone: jiff::tz::TimeZone::UTC,
             library: LibraryConfig::default(),
+            account: None,
         }
     }
 }
@@ -461,6 +480,12 @@ pub fn load_from_str(
     // The file on its own: errors carry toml's position.
     let from_file: RawConfig = toml::from_str(text).map_err(|e| file.deserialize_error(&e))?;
     secret::check_inline_secrets(&file, &SERVER)?;
+    for i in 0..from_file.accounts.len() {
+        secret::check_inline_secrets(
+            &file,
+            &[locate::Seg::Key("accounts"), locate::Seg::Index(i)],
+        )?;
+    }
 
     let overrides = env_overrides(env)?;
     let env_keys = claimed_keys(&overrides, from_file.roots.len());

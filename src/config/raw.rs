@@ -64,6 +64,22 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     pub(super) metrics: RawMetrics,
     pub(super) alerts: RawAlerts,
+    /// `[[accounts]]`: more users of the server (docs/ARCHITECTURE.md#accounts).
+    pub(super) accounts: Vec<RawAccount>,
+}
+
+/// `[[accounts]]`: another user, with the credential keys of `[server]` and its own URL
+/// (default the `[server]` one).
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAccount {
+    pub(super) name: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) api_key: Option<RawSecret>,
+    pub(super) api_key_file: Option<String>,
+    pub(super) email: Option<String>,
+    pub(super) password: Option<RawSecret>,
+    pub(super) password_file: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -106,6 +122,8 @@ pub(super) struct RawRoot {
     pub(super) junk_extra: Vec<String>,
     pub(super) dates_from_names: bool,
     pub(super) timezone: Option<String>,
+    /// The `[[accounts]]` name its files belong to; `None` = `[server]`'s.
+    pub(super) account: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -222,6 +240,7 @@ impl Default for RawRoot {
             junk_extra: Vec::new(),
             dates_from_names: true,
             timezone: None,
+            account: None,
         }
     }
 }

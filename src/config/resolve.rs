@@ -45,6 +45,8 @@ impl Resolver<'_> {
             },
         };
         let roots = self.roots(raw.roots)?;
+        let accounts = self.accounts(&raw.accounts, &server)?;
+        self.root_accounts(&roots, &accounts)?;
 
         let u = raw.upload;
         let device_id = match u.device_id {
@@ -120,6 +122,7 @@ impl Resolver<'_> {
             log,
             metrics,
             alerts,
+            accounts,
         })
     }
 
@@ -380,6 +383,7 @@ impl Resolver<'_> {
                 junk_extra: r.junk_extra,
                 dates_from_names: r.dates_from_names,
                 timezone,
+                account: r.account.map(|a| a.trim().to_owned()),
             });
         }
         Ok(roots)

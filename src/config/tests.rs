@@ -950,6 +950,8 @@ fn example_uncommented() -> String {
     EXAMPLE
         .lines()
         .map(|line| match line.strip_prefix("# ") {
+            // The commented-out [[accounts]] table, at the end of the file.
+            Some(table @ "[[accounts]]") => table,
             Some(rest)
                 if rest.split_once(" = ").is_some_and(|(k, _)| {
                     !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
@@ -1003,10 +1005,12 @@ fn the_example_documents_every_key_with_its_real_default() {
     let first = raw.roots.into_iter().next().expect("a root");
     assert!(first.album_name.is_some(), "the example shows album_name");
     assert!(first.timezone.is_some(), "the example shows a timezone");
+    assert!(first.account.is_some(), "the example shows account");
     let root = RawRoot {
         path: None,
         album_name: None,
         timezone: None,
+        account: None,
         ..first
     };
     assert_eq!(root, RawRoot::default());
@@ -1033,6 +1037,13 @@ fn the_example_documents_every_key_with_its_real_default() {
         },
         RawMetrics::default()
     );
+    let a = raw
+        .accounts
+        .first()
+        .expect("the example shows [[accounts]]");
+    assert!(a.name.is_some() && a.url.is_some() && a.api_key.is_some());
+    assert!(a.api_key_file.is_some() && a.email.is_some());
+    assert!(a.password.is_some() && a.password_file.is_some());
     assert!(raw.alerts.url.is_some() && raw.alerts.token_file.is_some());
     assert_eq!(
         RawAlerts {

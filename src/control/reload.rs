@@ -3,13 +3,83 @@
 //! Owns: comparing the running config with the new one, section by section, into what the
 //! daemon applies by starting a new generation of its task tree (roots and their globs,
 //! `[scan]`, `[watch]`, `[hash]`, `[upload]` but its device id, `[mirror]`) and what only a
-//! restart applies (`[server]`, `[state]`, `[log]`, `upload.device_id`).
+//! restart applies (`[server]`, `[state]`, `[log]`, `upload.device_id`); deciding, with a log
+//! line, whether a config read again is taken; and taking it into the running config and the
+//! engine's settings.
 //!
 //! Must not: read the file (main does, with the same checks as at start, so a broken file
-//! is refused before it gets here) or touch the running parts.
+//! is refused before it gets here), or start and stop the running parts (the daemon does,
+//! between generations).
 
 use crate::config::{Config, RootConfig};
+use crate::pipeline;
 use crate::scan::Root;
+
+/// A config read again (SIGHUP): the new one, or why it is refused (file, line, key).
+pub type Reloaded = Result<Config, String>;
+
+/// The next config read again, or never without a channel.
+pub async fn next(reloads: &mut Option<tokio::sync::mpsc::Receiver<Reloaded>>) -> Reloaded {
+    if let Some(r) = reloads {
+        if let Some(new) = r.recv().await {
+            return new;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Checks a config read again against the running one: `Some` when the new generation
+/// should take it. Logs what is refused, what applies and what needs a restart.
+pub fn consider(running: &Config, new: Reloaded) -> Option<(Config, Vec<Root>)> {
+    let new = match new {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
+            return None;
+        }
+    };
+    let plan = match plan(running, &new) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
+            return None;
+        }
+    };
+    if !plan.needs_restart.is_empty() {
+        tracing::warn!(
+            "SIGHUP: {} changed in the config: that takes effect only after a restart; the \
+             running values are kept",
+            plan.needs_restart.join(", ")
+        );
+    }
+    if plan.applies.is_empty() {
+        tracing::info!("SIGHUP: config read again; nothing that applies without a restart changed");
+        return None;
+    }
+    tracing::info!(
+        "SIGHUP: applying the new config ({}): restarting the watcher, scanner and engine",
+        plan.applies.join("; ")
+    );
+    Some((new, plan.roots))
+}
+
+/// Takes the reloadable parts of `new` into the running `config` and the engine's
+/// `settings` (the server, state and log settings and the device id stay as they are).
+pub fn apply(config: &mut Config, settings: &mut pipeline::Settings, new: Config) {
+    settings.hash = new.hash.clone();
+    let device_id = settings.upload.device_id.clone();
+    settings.upload = new.upload.clone();
+    settings.upload.device_id = device_id;
+    settings.mirror = new.mirror.clone();
+    config.roots = new.roots;
+    config.scan = new.scan;
+    config.watch = new.watch;
+    config.hash = new.hash;
+    let device_id = config.upload.device_id.clone();
+    config.upload = new.upload;
+    config.upload.device_id = device_id;
+    config.mirror = new.mirror;
+}
 
 /// What a new config would do.
 #[derive(Debug)]

@@ -144,6 +144,15 @@ pub async fn run(path: &Path) -> u8 {
     for c in server_checks(&config).await {
         emit(c);
     }
+    // Each [[accounts]] table's server and key, named (docs/ARCHITECTURE.md#accounts).
+    for account in &config.accounts {
+        let mut own = config.clone();
+        own.server = account.server.clone();
+        for mut c in server_checks(&own).await {
+            c.subject = format!("{} (account {})", c.subject, account.name);
+            emit(c);
+        }
+    }
     for c in local_checks(&config) {
         emit(c);
     }

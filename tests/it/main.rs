@@ -3,6 +3,7 @@
 //!
 //! One test binary (faster to link); one module per area.
 
+mod accounts;
 mod after_upload;
 mod alerts;
 mod cli;

@@ -255,6 +255,15 @@ impl ServerHandle {
             .create_api_key(user_id, "test key", permissions)
     }
 
+    /// Deletes the API key with this secret, like `DELETE /api-keys/:id`: requests with it
+    /// answer 401 from then on. Returns false for an unknown secret.
+    pub fn revoke_api_key(&self, secret: &str) -> bool {
+        let mut db = self.app.lock();
+        let before = db.api_keys.len();
+        db.api_keys.retain(|k| k.secret != secret);
+        db.api_keys.len() != before
+    }
+
     /// `sharer_id` shares its library with `shared_with_id`, shown in the timeline: the
     /// sharer's assets then appear in `shared_with_id`'s `/search/metadata` results.
     pub fn add_partner(&self, sharer_id: &str, shared_with_id: &str) {
