@@ -74,6 +74,9 @@ pub struct Status {
     /// Files whose changed bytes went up as a new asset beside the old one
     /// (docs/ARCHITECTURE.md#edited-files).
     pub edited_files: i64,
+    /// Files archived or deleted locally after upload, and files held back from it
+    /// (docs/ARCHITECTURE.md#after-upload).
+    pub after_upload: crate::db::after_upload::Counts,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -238,6 +241,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 live,
             }),
             edited_files: crate::db::edited::count(c)?,
+            after_upload: crate::db::after_upload::counts(c)?,
         })
     })?;
     let mut status = Status {
@@ -282,6 +286,7 @@ impl Status {
             in_trash_only: 0,
             user_paused: meta::UserPauses::default(),
             edited_files: 0,
+            after_upload: Default::default(),
             server_info: None,
             last_pull: None,
             last_pull_error: None,
@@ -535,6 +540,20 @@ impl Status {
                 "edited", self.edited_files
             );
         }
+        let au = &self.after_upload;
+        for (n, label, what) in [
+            (au.archived, "archived", "moved to the archive folder after upload"),
+            (au.deleted, "removed", "deleted locally after upload; the server holds them"),
+            (
+                au.held,
+                "kept",
+                "not archived or deleted after upload yet: see the log for why",
+            ),
+        ] {
+            if n > 0 {
+                let _ = writeln!(out, "  {label:<10} {n} ({what})");
+            }
+        }
         if self.in_trash_only > 0 {
             let _ = writeln!(
                 out,
@@ -661,6 +680,7 @@ mod tests {
             paused: None,
             activity: None,
             edited_files: 0,
+            after_upload: Default::default(),
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

@@ -86,6 +86,29 @@ fn best<'a>(list: &[&str], files: &[(&'a Sibling, String)]) -> Option<&'a Siblin
         .map(|(_, _, s)| s)
 }
 
+/// The files `ext` (of `prefix`) would form a Live Photo or a stack with, in any state
+/// (queued, failed…): what must be safe on the server before the after-upload task removes
+/// this one (docs/ARCHITECTURE.md#after-upload).
+pub fn partners<'a>(prefix: &[u8], ext: &str, siblings: &'a [Sibling]) -> Vec<&'a Sibling> {
+    let is = |list: &[&str], e: &str| list.contains(&e);
+    siblings
+        .iter()
+        .filter(|s| {
+            let Some(rest) = s.path.strip_prefix(prefix) else {
+                return false;
+            };
+            if rest.is_empty() || rest.contains(&b'.') || rest.contains(&b'/') {
+                return false;
+            }
+            let other = String::from_utf8_lossy(rest).to_ascii_lowercase();
+            (is(&LIVE_STILLS, ext) && is(&LIVE_VIDEOS, &other))
+                || (is(&LIVE_VIDEOS, ext) && is(&LIVE_STILLS, &other))
+                || (is(&STACK_TOPS, ext) && is(&RAWS, &other))
+                || (is(&RAWS, ext) && is(&STACK_TOPS, &other))
+        })
+        .collect()
+}
+
 /// The Live Photo among these siblings: (still, video).
 pub fn live_pair<'a>(prefix: &[u8], siblings: &'a [Sibling]) -> Option<(&'a Sibling, &'a Sibling)> {
     let files = with_ext(prefix, siblings);
