@@ -134,7 +134,9 @@ impl AfterUpload {
             match state {
                 Recovered::Done => {
                     tracing::info!(path = %path, action = %intent.action, "after upload: finished what the last run left");
-                    self.db.call(move |c| store::finish(c, id, now_ms())).await?;
+                    self.db
+                        .call(move |c| store::finish(c, id, now_ms()))
+                        .await?;
                 }
                 Recovered::Again => {
                     self.db.call(move |c| store::drop_intent(c, id)).await?;
@@ -157,7 +159,10 @@ impl AfterUpload {
             total.acted += r.acted;
         }
         if total.acted > 0 {
-            tracing::info!(files = total.acted, "after upload: backed-up files archived or deleted");
+            tracing::info!(
+                files = total.acted,
+                "after upload: backed-up files archived or deleted"
+            );
         }
         Ok(total)
     }
@@ -221,10 +226,8 @@ impl AfterUpload {
         // the trash?
         let verdicts = self.fresh_look(&picked).await;
         let mut acted = 0;
-        for ((cand, id), (target, verdict)) in picked
-            .iter()
-            .zip(ids)
-            .zip(plans.into_iter().zip(verdicts))
+        for ((cand, id), (target, verdict)) in
+            picked.iter().zip(ids).zip(plans.into_iter().zip(verdicts))
         {
             let path = lossy(&cand.path);
             if let Err((why, wait)) = verdict {
@@ -237,17 +240,20 @@ impl AfterUpload {
             }
             let (c2, t2) = (cand.clone(), target.clone());
             let db = self.db.clone();
-            let result =
-                tokio::task::spawn_blocking(move || act_on(&db, id, &c2, t2.as_deref()))
-                    .await
-                    .map_err(|e| DbError::Join(e.to_string()))?;
+            let result = tokio::task::spawn_blocking(move || act_on(&db, id, &c2, t2.as_deref()))
+                .await
+                .map_err(|e| DbError::Join(e.to_string()))?;
             match result {
                 Ok(Acted::Done(to)) => {
                     match &to {
-                        Some(t) => tracing::debug!(path = %path, to = %lossy(t), "after upload: archived"),
+                        Some(t) => {
+                            tracing::debug!(path = %path, to = %lossy(t), "after upload: archived")
+                        }
                         None => tracing::debug!(path = %path, "after upload: deleted"),
                     }
-                    self.db.call(move |c| store::finish(c, id, now_ms())).await?;
+                    self.db
+                        .call(move |c| store::finish(c, id, now_ms()))
+                        .await?;
                     acted += 1;
                 }
                 Ok(Acted::Held(why)) => {
@@ -287,16 +293,14 @@ impl AfterUpload {
         let mut out = Vec::with_capacity(picked.len());
         for (cand, (_, answer)) in picked.iter().zip(answers) {
             out.push(match answer {
-                CheckResult::Accept => Err((
-                    "the server no longer holds its bytes".to_owned(),
-                    HOLD_MS,
-                )),
+                CheckResult::Accept => {
+                    Err(("the server no longer holds its bytes".to_owned(), HOLD_MS))
+                }
                 CheckResult::Duplicate {
                     is_trashed: true, ..
                 } => Err(("its asset is in the server's trash".to_owned(), HOLD_MS)),
                 CheckResult::Duplicate {
-                    asset_id: Some(id),
-                    ..
+                    asset_id: Some(id), ..
                 } if id.0 == cand.asset_id => Ok(()),
                 CheckResult::Duplicate {
                     asset_id: Some(id), ..
@@ -550,7 +554,10 @@ mod tests {
             numbered(Path::new("/a/IMG_1.jpg"), 2),
             PathBuf::from("/a/IMG_1 (2).jpg")
         );
-        assert_eq!(numbered(Path::new("/a/README"), 3), PathBuf::from("/a/README (3)"));
+        assert_eq!(
+            numbered(Path::new("/a/README"), 3),
+            PathBuf::from("/a/README (3)")
+        );
     }
 
     #[test]
@@ -559,7 +566,9 @@ mod tests {
         let src = dir.path().join("IMG_1.jpg");
         let dst = dir.path().join("archive/IMG_1.jpg");
         std::fs::write(&src, b"bytes").unwrap();
-        let sum = crate::hash::hash_file(&src, &CancellationToken::new()).unwrap().0;
+        let sum = crate::hash::hash_file(&src, &CancellationToken::new())
+            .unwrap()
+            .0;
         let intent = |action: &str| Intent {
             id: 1,
             file_id: Some(1),

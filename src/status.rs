@@ -542,8 +542,16 @@ impl Status {
         }
         let au = &self.after_upload;
         for (n, label, what) in [
-            (au.archived, "archived", "moved to the archive folder after upload"),
-            (au.deleted, "removed", "deleted locally after upload; the server holds them"),
+            (
+                au.archived,
+                "archived",
+                "moved to the archive folder after upload",
+            ),
+            (
+                au.deleted,
+                "removed",
+                "deleted locally after upload; the server holds them",
+            ),
             (
                 au.held,
                 "kept",

@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::{AfterUpload, AlbumMode, AlertKind, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY};
+use super::{
+    AfterUpload, AlbumMode, AlertKind, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY,
+};
 
 /// Parses a duration as written in the config: integer seconds (`"90"`) or a whole number
 /// with one unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`.

@@ -15,10 +15,9 @@ use super::raw::{RawAlerts, RawConfig, RawDuration, RawMetrics, RawRoot, RawServ
 use super::secret::{self, CredentialTable};
 use super::url::ServerUrl;
 use super::{
-    default_state_dir_in, is_root, AfterUpload, AfterUploadAction, AfterUploadConfig,
-    AlertsConfig, Config, ConfigError, HashConfig, LibraryConfig,
-    LogConfig, MetricsConfig, MirrorConfig, RootConfig, ScanConfig, ServerConfig, StateConfig,
-    UploadConfig, WatchConfig,
+    default_state_dir_in, is_root, AfterUpload, AfterUploadAction, AfterUploadConfig, AlertsConfig,
+    Config, ConfigError, HashConfig, LibraryConfig, LogConfig, MetricsConfig, MirrorConfig,
+    RootConfig, ScanConfig, ServerConfig, StateConfig, UploadConfig, WatchConfig,
 };
 
 use Seg::{Index as I, Key as K};
@@ -468,7 +467,8 @@ impl Resolver<'_> {
             let Ok(rel) = rel else {
                 continue;
             };
-            let walked = crate::scan::Root::new(root).map_or(true, |r| r.may_hold(&root.path.join(&rel)));
+            let walked =
+                crate::scan::Root::new(root).map_or(true, |r| r.may_hold(&root.path.join(&rel)));
             if walked || j != i {
                 return Err(self.invalid(
                     &key,

@@ -1003,10 +1003,12 @@ fn the_example_documents_every_key_with_its_real_default() {
     let first = raw.roots.into_iter().next().expect("a root");
     assert!(first.album_name.is_some(), "the example shows album_name");
     assert!(first.timezone.is_some(), "the example shows a timezone");
+    assert!(first.archive_dir.is_some(), "the example shows an archive_dir");
     let root = RawRoot {
         path: None,
         album_name: None,
         timezone: None,
+        archive_dir: None,
         ..first
     };
     assert_eq!(root, RawRoot::default());
@@ -1130,11 +1132,20 @@ fn after_upload_keys_are_checked_and_named() {
     );
     assert_contains(
         &e,
-        &["roots[0].archive_dir", "/srv/photos/done", "roots[0] (/srv/photos)", "exclude"],
+        &[
+            "roots[0].archive_dir",
+            "/srv/photos/done",
+            "roots[0] (/srv/photos)",
+            "exclude",
+        ],
     );
     // ... unless that root does not walk it.
     for skip in ["exclude = [\"/done/\"]\n", "hidden = false\n"] {
-        let name = if skip.starts_with("exclude") { "done" } else { ".done" };
+        let name = if skip.starts_with("exclude") {
+            "done"
+        } else {
+            ".done"
+        };
         let text = format!(
             "{BASE}{skip}after_upload = \"archive\"\narchive_dir = \"/srv/photos/{name}\"\n"
         );

@@ -97,7 +97,8 @@ pub fn is_safe(conn: &Connection, file_id: i64) -> rusqlite::Result<bool> {
         "SELECT EXISTS (SELECT 1 FROM files f JOIN jobs j ON j.file_id = f.id
                         WHERE f.id = ?1 AND {SAFE})"
     );
-    conn.prepare_cached(&sql)?.query_row([file_id], |r| r.get(0))
+    conn.prepare_cached(&sql)?
+        .query_row([file_id], |r| r.get(0))
 }
 
 /// Records the intent to act on `c` (in one transaction with the others of a batch): any

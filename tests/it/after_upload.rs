@@ -154,15 +154,29 @@ async fn archive_moves_a_verified_upload_with_its_path_below_the_root() {
     let s = status_of(&w);
     assert_eq!((s.after_upload.archived, s.after_upload.deleted), (1, 0));
     assert_eq!(s.missing_files, 0, "not counted as gone locally");
-    assert!(s.render().contains("  archived   1 (moved to the archive folder"), "{}", s.render());
+    assert!(
+        s.render()
+            .contains("  archived   1 (moved to the archive folder"),
+        "{}",
+        s.render()
+    );
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["after_upload"]["archived"], 1);
 
     let diff = mirror::report::diff(&w.state_dir(), None).unwrap().unwrap();
-    assert!(diff.remote_only.is_empty(), "not 'gone': {:?}", diff.remote_only);
+    assert!(
+        diff.remote_only.is_empty(),
+        "not 'gone': {:?}",
+        diff.remote_only
+    );
     assert_eq!(diff.archived.len(), 1);
     assert_eq!(diff.archived[0].id.0, assets[0].id);
-    assert!(diff.render().contains("local file archived after upload: 1"), "{}", diff.render());
+    assert!(
+        diff.render()
+            .contains("local file archived after upload: 1"),
+        "{}",
+        diff.render()
+    );
 
     // Another scan finds nothing to do: the archive is not a root.
     w.server.reset_counters();
@@ -182,14 +196,25 @@ async fn delete_waits_for_a_verified_copy_and_never_follows_a_corrupt_one() {
     let src = w.write("IMG_2.jpg", &bytes);
     w.server.corrupt_uploads(true);
     let summary = w.scan().await;
-    assert!(!summary.is_complete(), "the corrupt copy fails verification");
-    assert_eq!(read(&src), Some(bytes.clone()), "not deleted: the server's copy is corrupt");
+    assert!(
+        !summary.is_complete(),
+        "the corrupt copy fails verification"
+    );
+    assert_eq!(
+        read(&src),
+        Some(bytes.clone()),
+        "not deleted: the server's copy is corrupt"
+    );
     assert_eq!(status_of(&w).after_upload.deleted, 0);
 
     w.server.corrupt_uploads(false);
     w.write_config();
     let out = run(&w, &["retry"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(w.scan().await.is_complete());
     assert!(!src.exists(), "deleted once a sound copy was verified");
     let good = w
@@ -200,7 +225,11 @@ async fn delete_waits_for_a_verified_copy_and_never_follows_a_corrupt_one() {
         .expect("the sound copy is on the server");
     let s = status_of(&w);
     assert_eq!(s.after_upload.deleted, 1);
-    assert!(s.render().contains("  removed    1 (deleted locally"), "{}", s.render());
+    assert!(
+        s.render().contains("  removed    1 (deleted locally"),
+        "{}",
+        s.render()
+    );
     let diff = mirror::report::diff(&w.state_dir(), None).unwrap().unwrap();
     // The corrupt copy is gone locally (no file has its bytes); the sound one was removed.
     assert!(
@@ -249,8 +278,10 @@ async fn a_file_whose_asset_was_trashed_just_before_the_action_is_kept() {
 async fn a_file_only_linked_by_dedup_is_kept_unless_configured() {
     let mut w = World::new(Dialect::Immich).await;
     let bytes = jpeg("from the phone");
-    w.server
-        .insert(&w.server.admin_id(), NewAsset::new("IMG_4.jpg", bytes.clone()));
+    w.server.insert(
+        &w.server.admin_id(),
+        NewAsset::new("IMG_4.jpg", bytes.clone()),
+    );
     after_upload(&mut w, "archive", false);
     let src = w.write("IMG_4.jpg", &bytes);
     assert!(w.scan().await.is_complete());
@@ -282,12 +313,24 @@ async fn a_live_photo_still_waits_for_its_video_to_be_safe() {
         .into_iter()
         .map(|a| a.checksum_hex)
         .collect();
-    assert_eq!(ups, vec![sha1_hex(&still)], "the still alone is on the server");
-    assert_eq!(read(&s_path), Some(still.clone()), "the still stays: its video is not safe");
+    assert_eq!(
+        ups,
+        vec![sha1_hex(&still)],
+        "the still alone is on the server"
+    );
+    assert_eq!(
+        read(&s_path),
+        Some(still.clone()),
+        "the still stays: its video is not safe"
+    );
     assert_eq!(read(&v_path), Some(video.clone()));
 
     let out = run(&w, &["retry"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(w.scan().await.is_complete());
     assert!(!s_path.exists() && !v_path.exists());
     assert_eq!(read(&archive(&w).join("IMG_5.HEIC")), Some(still));
@@ -312,7 +355,11 @@ async fn kill_9_between_intent_and_action_loses_nothing() {
     child.kill().expect("kill -9");
     let _ = child.wait();
     assert!(seen, "the intent was recorded");
-    assert_eq!(read(&src), Some(bytes.clone()), "not acted on before the fresh look");
+    assert_eq!(
+        read(&src),
+        Some(bytes.clone()),
+        "not acted on before the fresh look"
+    );
 
     w.server
         .delay("POST /assets/bulk-upload-check", Duration::ZERO);
@@ -320,7 +367,11 @@ async fn kill_9_between_intent_and_action_loses_nothing() {
     assert!(w.scan().await.is_complete());
     assert!(!src.exists());
     assert_eq!(read(&archive(&w).join("IMG_6.jpg")), Some(bytes));
-    assert_eq!(w.server.requests("POST /assets"), 0, "nothing uploaded again");
+    assert_eq!(
+        w.server.requests("POST /assets"),
+        0,
+        "nothing uploaded again"
+    );
     assert_eq!(w.server.assets(&w.server.admin_id()).len(), 1);
     assert_eq!(open_intents(&w), 0);
     assert_eq!(status_of(&w).after_upload.archived, 1);
