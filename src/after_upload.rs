@@ -281,7 +281,7 @@ impl AfterUpload {
         let items: Vec<(String, Checksum)> = picked
             .iter()
             .enumerate()
-            .map(|(i, c)| (i.to_string(), c.checksum.clone()))
+            .map(|(i, c)| (i.to_string(), c.checksum))
             .collect();
         let answers = match self.api.bulk_upload_check(&items).await {
             Ok(a) => a,
@@ -575,7 +575,7 @@ mod tests {
             path: src.as_os_str().as_bytes().to_vec(),
             action: action.into(),
             target: Some(dst.as_os_str().as_bytes().to_vec()),
-            checksum: sum.clone(),
+            checksum: sum,
             asset_id: "a".into(),
         };
         // Not acted on yet: looked at anew, fresh look included.

@@ -458,7 +458,7 @@ fn service_install(config: &Config, user: bool, dry_run: bool) -> ExitCode {
         &state_dir,
         key_file.as_deref(),
     )
-    .with_writable(&after_upload_paths(&config, absolute));
+    .with_writable(&after_upload_paths(config, absolute));
     let text = unit::render(&spec);
     let Some(target) = unit::install_path(user) else {
         eprintln!("error: neither XDG_CONFIG_HOME nor HOME is set: cannot place a user unit");

@@ -1003,7 +1003,10 @@ fn the_example_documents_every_key_with_its_real_default() {
     let first = raw.roots.into_iter().next().expect("a root");
     assert!(first.album_name.is_some(), "the example shows album_name");
     assert!(first.timezone.is_some(), "the example shows a timezone");
-    assert!(first.archive_dir.is_some(), "the example shows an archive_dir");
+    assert!(
+        first.archive_dir.is_some(),
+        "the example shows an archive_dir"
+    );
     let root = RawRoot {
         path: None,
         album_name: None,
