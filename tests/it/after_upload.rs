@@ -422,3 +422,47 @@ async fn a_move_done_before_a_crash_is_recorded_at_the_next_start() {
     let diff = mirror::report::diff(&w.state_dir(), None).unwrap().unwrap();
     assert!(diff.remote_only.is_empty(), "{:?}", diff.remote_only);
 }
+
+/// `service install` grants write access to exactly the root that archives and its archive
+/// folder; another root stays read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_install_grants_the_archiving_root_and_its_archive() {
+    let mut w = World::new(Dialect::Immich).await;
+    std::fs::create_dir_all(archive(&w)).unwrap();
+    let other = w.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    after_upload(&mut w, "archive", false);
+    w.extra
+        .push_str(&format!("[[roots]]\npath = \"{}\"\n", other.display()));
+    w.write_config();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(w.config_path())
+        .args(["service", "install", "--dry-run"])
+        .env("XDG_CONFIG_HOME", w.dir.path().join("xdg"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{unit} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        unit.contains(&format!("\nReadWritePaths=-{}\n", w.root().display())),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("\nReadWritePaths=-{}\n", archive(&w).display())),
+        "{unit}"
+    );
+    assert!(
+        !unit.contains(&format!("ReadOnlyPaths=-{}\n", w.root().display())),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("\nReadOnlyPaths=-{}\n", other.display())),
+        "{unit}"
+    );
+}
