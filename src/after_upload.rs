@@ -367,6 +367,14 @@ fn partners_safe(c: &rusqlite::Connection, cand: &Candidate) -> rusqlite::Result
             return Ok(false);
         }
     }
+    // The frames of a burst stack, likewise.
+    if let Some((folder, token, _)) = pairs::burst_of(&cand.path) {
+        for f in library::in_folder_with(c, folder, &token)? {
+            if f.file_id != cand.file_id && !store::is_safe(c, f.file_id)? {
+                return Ok(false);
+            }
+        }
+    }
     Ok(true)
 }
 
