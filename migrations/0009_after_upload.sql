@@ -31,3 +31,7 @@ CREATE TABLE after_upload (
 );
 CREATE UNIQUE INDEX after_upload_file ON after_upload(file_id) WHERE state <> 'done';
 CREATE INDEX after_upload_asset ON after_upload(asset_id);
+
+-- When a sidecar's change after its photo went up was reported (by a scan or the watcher),
+-- so that `status` can count them (docs/ARCHITECTURE.md#sidecars).
+ALTER TABLE sidecars ADD COLUMN reported_ms INTEGER;

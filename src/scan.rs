@@ -536,13 +536,7 @@ pub fn scan_root(
     let seen = std::mem::take(&mut tally.sidecars);
     for late in db.call_blocking(move |c| sidecars::late(c, &seen))? {
         report.late_sidecars += 1;
-        tracing::warn!(
-            sidecar = %String::from_utf8_lossy(&late.sidecar),
-            photo = %String::from_utf8_lossy(&late.photo),
-            "{} after its photo was uploaded: the photo is not uploaded again for it, and the \
-             server keeps what it read at the upload",
-            if late.added { "sidecar added" } else { "sidecar changed" }
-        );
+        sidecars::tell(&late);
     }
     report.junk = tally.junk;
     report.ignored = tally.ignored;

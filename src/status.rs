@@ -77,6 +77,9 @@ pub struct Status {
     /// Files archived or deleted locally after upload, and files held back from it
     /// (docs/ARCHITECTURE.md#after-upload).
     pub after_upload: crate::db::after_upload::Counts,
+    /// Photos whose XMP sidecar was created or edited after they went up (reported, not
+    /// sent again; docs/ARCHITECTURE.md#sidecars).
+    pub late_sidecars: i64,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -242,6 +245,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             }),
             edited_files: crate::db::edited::count(c)?,
             after_upload: crate::db::after_upload::counts(c)?,
+            late_sidecars: crate::db::sidecars::reported(c)?,
         })
     })?;
     let mut status = Status {
@@ -287,6 +291,7 @@ impl Status {
             user_paused: meta::UserPauses::default(),
             edited_files: 0,
             after_upload: Default::default(),
+            late_sidecars: 0,
             server_info: None,
             last_pull: None,
             last_pull_error: None,
@@ -540,6 +545,14 @@ impl Status {
                 "edited", self.edited_files
             );
         }
+        if self.late_sidecars > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<10} {} (XMP sidecars created or edited after their photo went up: not \
+                 sent again, the server keeps what it read at the upload)",
+                "sidecars", self.late_sidecars
+            );
+        }
         let au = &self.after_upload;
         for (n, label, what) in [
             (
@@ -689,6 +702,7 @@ mod tests {
             activity: None,
             edited_files: 0,
             after_upload: Default::default(),
+            late_sidecars: 0,
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,
