@@ -174,12 +174,21 @@ impl AfterUpload {
         let picked = self
             .db
             .call(move |c| {
+                // Page on past files that wait for a partner, so that they never starve the
+                // ones after them.
                 let now = now_ms();
-                let all = store::candidates(c, &rb, linked, now, BATCH)?;
-                let mut ready = Vec::with_capacity(all.len());
-                for cand in all {
-                    if partners_safe(c, &cand)? {
-                        ready.push(cand);
+                let (mut ready, mut after) = (Vec::new(), 0);
+                loop {
+                    let page = store::candidates(c, &rb, linked, now, after, BATCH)?;
+                    let full = page.len() == BATCH;
+                    for cand in page {
+                        after = cand.file_id;
+                        if ready.len() < BATCH && partners_safe(c, &cand)? {
+                            ready.push(cand);
+                        }
+                    }
+                    if !full || ready.len() >= BATCH {
+                        break;
                     }
                 }
                 Ok(ready)

@@ -47,24 +47,26 @@ const SAFE: &str = "j.state = 'done' AND f.missing = 0 AND f.checksum IS NOT NUL
 
 /// Up to `limit` files of `root` that may be acted on: safe (see [`SAFE`]), uploaded by us
 /// (or only linked, with `linked`), with no intent open and not held back until later.
+/// Pages through the catalogue by file id: those after `after_id`.
 pub fn candidates(
     conn: &Connection,
     root: &[u8],
     linked: bool,
     now_ms: i64,
+    after_id: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<Candidate>> {
     let sql = format!(
         "SELECT f.id, f.path, f.checksum, f.asset_id, f.dev, f.ino, f.size, f.mtime_ns,
                 f.ctime_ns
          FROM files f JOIN jobs j ON j.file_id = f.id
-         WHERE f.root = ?1 AND (j.outcome = 'uploaded' OR ?2) AND {SAFE}
+         WHERE f.root = ?1 AND f.id > ?5 AND (j.outcome = 'uploaded' OR ?2) AND {SAFE}
            AND NOT EXISTS (SELECT 1 FROM after_upload a WHERE a.file_id = f.id
                            AND (a.state = 'intent' OR a.retry_at > ?3))
          ORDER BY f.id LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![root, linked, now_ms, limit as i64], |r| {
+    let rows = stmt.query_map(params![root, linked, now_ms, limit as i64, after_id], |r| {
         let sum: Vec<u8> = r.get(2)?;
         Ok((
             Candidate {
