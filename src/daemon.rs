@@ -650,6 +650,11 @@ async fn scan_one(
     Library::new(s.db.clone(), s.api.clone(), &config.roots)
         .drain(&shutdown)
         .await?;
+    // Then, for roots that ask for it, backed-up files are archived or deleted
+    // (docs/ARCHITECTURE.md#after-upload).
+    crate::after_upload::AfterUpload::new(s.db.clone(), s.api.clone(), &config.roots)
+        .drain(&shutdown)
+        .await?;
     let backlog = s.db.call(|c| queue::backlog(c, SUMMARY_PROBLEMS)).await?;
     let ((trash_only_total, trash_only), held_back) =
         s.db.call(|c| {
@@ -941,6 +946,9 @@ async fn run_tree(
     // the daemon.
     let library = Library::new(s.db.clone(), s.api.clone(), &config.roots);
     let library = tokio::spawn(library.run(shutdown.clone()));
+    let after_upload =
+        crate::after_upload::AfterUpload::new(s.db.clone(), s.api.clone(), &config.roots);
+    let after_upload = tokio::spawn(after_upload.run(shutdown.clone()));
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();
@@ -964,6 +972,9 @@ async fn run_tree(
     }
     if let Err(e) = library.await {
         tracing::error!(error = %e, "the library task failed");
+    }
+    if let Err(e) = after_upload.await {
+        tracing::error!(error = %e, "the after-upload task failed");
     }
     if result.is_ok() {
         tracing::debug!("the task tree stopped");

@@ -28,8 +28,10 @@
 //! - [`dryrun`]: `scan --dry-run`, what a backup would send.
 //! - [`setup`]: `init` (writing a checked config) and `doctor` (checking an install).
 //! - [`library`]: after the upload: albums, Live Photos and stacks.
+//! - [`after_upload`]: archiving or deleting a local file once the server holds it.
 //! - `demo` (cargo feature `demo`): the daemon against the in-repo test server, in-process.
 
+pub mod after_upload;
 pub mod alerts;
 pub mod api;
 pub mod backoff;

@@ -412,6 +412,19 @@ fn generate(what: &Generate) -> ExitCode {
 }
 
 /// `service install`: the unit for this binary, this config file, its roots and state.
+/// What `after_upload` makes the service write to: each root that archives or deletes, and
+/// each archive folder (docs/ARCHITECTURE.md#after-upload).
+fn after_upload_paths(config: &Config, absolute: impl Fn(&Path) -> PathBuf) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for r in config.roots.iter().filter(|r| r.after_upload.removes()) {
+        out.push(absolute(&r.path));
+        if let immish_sync::config::AfterUploadAction::Archive(dir) = &r.after_upload.action {
+            out.push(absolute(dir));
+        }
+    }
+    out
+}
+
 fn service_install(config: &Config, user: bool, dry_run: bool) -> ExitCode {
     let exe = match std::env::current_exe().and_then(|p| p.canonicalize()) {
         Ok(p) => p,
@@ -443,7 +456,8 @@ fn service_install(config: &Config, user: bool, dry_run: bool) -> ExitCode {
         &roots,
         &state_dir,
         key_file.as_deref(),
-    );
+    )
+    .with_writable(&after_upload_paths(config, absolute));
     let text = unit::render(&spec);
     let Some(target) = unit::install_path(user) else {
         eprintln!("error: neither XDG_CONFIG_HOME nor HOME is set: cannot place a user unit");

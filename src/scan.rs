@@ -47,6 +47,9 @@ pub struct Root {
     pub recursive: bool,
     pub filter: Filter,
     pub dating: Dating,
+    /// Its files are archived or deleted after upload (docs/ARCHITECTURE.md#after-upload),
+    /// so an empty root is its normal state, not an unmounted disk.
+    pub empties: bool,
 }
 
 impl Root {
@@ -68,7 +71,13 @@ impl Root {
                 from_names: cfg.dates_from_names,
                 timezone: cfg.timezone.clone(),
             },
+            empties: cfg.after_upload.removes(),
         })
+    }
+
+    /// [`probe_root`], with an empty folder taken as it is for a root that [`Self::empties`].
+    pub fn probe(&self) -> Result<std::fs::Metadata, String> {
+        probe_root_with(&self.path, self.empties)
     }
 
     pub fn path_bytes(&self) -> &[u8] {
@@ -371,14 +380,18 @@ pub struct Subtree {
 /// says why not, for the "paused" report: a missing or empty root is most likely an
 /// unmounted disk, and its files must not be taken for deleted.
 pub fn probe_root(path: &Path) -> Result<std::fs::Metadata, String> {
+    probe_root_with(path, false)
+}
+
+fn probe_root_with(path: &Path, empty_ok: bool) -> Result<std::fs::Metadata, String> {
     let meta = match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => m,
         Ok(_) => return Err("not a directory".into()),
         Err(e) => return Err(format!("cannot read it ({e})")),
     };
     match std::fs::read_dir(path).map(|mut d| d.next().is_none()) {
-        Ok(true) => Err("it is empty (an unmounted disk?)".into()),
-        Ok(false) => Ok(meta),
+        Ok(true) if !empty_ok => Err("it is empty (an unmounted disk?)".into()),
+        Ok(_) => Ok(meta),
         Err(e) => Err(format!("cannot list it ({e})")),
     }
 }
@@ -441,7 +454,7 @@ pub fn scan_root(
     cancel: &CancellationToken,
 ) -> Result<RootOutcome, ScanError> {
     let settle = wait.settle;
-    let root_meta = match probe_root(&root.path) {
+    let root_meta = match root.probe() {
         Ok(m) => m,
         Err(reason) => return Ok(RootOutcome::Paused { reason }),
     };
@@ -523,13 +536,7 @@ pub fn scan_root(
     let seen = std::mem::take(&mut tally.sidecars);
     for late in db.call_blocking(move |c| sidecars::late(c, &seen))? {
         report.late_sidecars += 1;
-        tracing::warn!(
-            sidecar = %String::from_utf8_lossy(&late.sidecar),
-            photo = %String::from_utf8_lossy(&late.photo),
-            "{} after its photo was uploaded: the photo is not uploaded again for it, and the \
-             server keeps what it read at the upload",
-            if late.added { "sidecar added" } else { "sidecar changed" }
-        );
+        sidecars::tell(&late);
     }
     report.junk = tally.junk;
     report.ignored = tally.ignored;

@@ -80,6 +80,12 @@ pub struct Status {
     /// state (docs/STATUS.md#accounts); empty without them. The fields above are
     /// `[server]`'s account.
     pub accounts: Vec<accounts::AccountStatus>,
+    /// Files archived or deleted locally after upload, and files held back from it
+    /// (docs/ARCHITECTURE.md#after-upload).
+    pub after_upload: crate::db::after_upload::Counts,
+    /// Photos whose XMP sidecar was created or edited after they went up (reported, not
+    /// sent again; docs/ARCHITECTURE.md#sidecars).
+    pub late_sidecars: i64,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -245,6 +251,8 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             }),
             edited_files: crate::db::edited::count(c)?,
             accounts: Vec::new(),
+            after_upload: crate::db::after_upload::counts(c)?,
+            late_sidecars: crate::db::sidecars::reported(c)?,
         })
     })?;
     let mut status = Status {
@@ -290,6 +298,8 @@ impl Status {
             in_trash_only: 0,
             user_paused: meta::UserPauses::default(),
             edited_files: 0,
+            after_upload: Default::default(),
+            late_sidecars: 0,
             server_info: None,
             last_pull: None,
             last_pull_error: None,
@@ -544,6 +554,36 @@ impl Status {
                 "edited", self.edited_files
             );
         }
+        if self.late_sidecars > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<10} {} (XMP sidecars created or edited after their photo went up: not \
+                 sent again, the server keeps what it read at the upload)",
+                "sidecars", self.late_sidecars
+            );
+        }
+        let au = &self.after_upload;
+        for (n, label, what) in [
+            (
+                au.archived,
+                "archived",
+                "moved to the archive folder after upload",
+            ),
+            (
+                au.deleted,
+                "removed",
+                "deleted locally after upload; the server holds them",
+            ),
+            (
+                au.held,
+                "kept",
+                "not archived or deleted after upload yet: see the log for why",
+            ),
+        ] {
+            if n > 0 {
+                let _ = writeln!(out, "  {label:<10} {n} ({what})");
+            }
+        }
         if self.in_trash_only > 0 {
             let _ = writeln!(
                 out,
@@ -672,6 +712,8 @@ mod tests {
             activity: None,
             edited_files: 0,
             accounts: Vec::new(),
+            after_upload: Default::default(),
+            late_sidecars: 0,
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

@@ -151,6 +151,9 @@ pub struct RootConfig {
     pub hidden: bool,
     /// Albums, Live Photos and stacks for this root's files (issue 11).
     pub library: LibraryConfig,
+    /// What happens to a local file once the server holds its verified bytes
+    /// (docs/ARCHITECTURE.md#after-upload).
+    pub after_upload: AfterUploadConfig,
     /// Skip the built-in junk list (`crate::filter::JUNK`) and `junk_extra`.
     pub skip_junk: bool,
     /// More junk names (gitignore lines), when `skip_junk`.
@@ -237,7 +240,47 @@ impl RootConfig {
             timezone: jiff::tz::TimeZone::UTC,
             library: LibraryConfig::default(),
             account: None,
+            after_upload: AfterUploadConfig::default(),
         }
+    }
+}
+
+/// `after_upload` of a root, as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterUpload {
+    /// Leave the file where it is (the default).
+    #[default]
+    Keep,
+    /// Move it under `archive_dir`, keeping its path below the root.
+    Archive,
+    /// Delete it.
+    Delete,
+}
+
+/// What happens to a root's files once the server holds their verified bytes
+/// (docs/ARCHITECTURE.md#after-upload).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AfterUploadConfig {
+    pub action: AfterUploadAction,
+    /// Also for files only linked by dedup to an asset already on the server
+    /// (`after_upload_linked`).
+    pub linked: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AfterUploadAction {
+    #[default]
+    Keep,
+    /// Absolute; outside every root's walk (checked by the config).
+    Archive(PathBuf),
+    Delete,
+}
+
+impl AfterUploadConfig {
+    /// Whether the daemon ever removes a file of this root (and needs write access to it).
+    pub fn removes(&self) -> bool {
+        self.action != AfterUploadAction::Keep
     }
 }
 

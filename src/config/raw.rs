@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::{AlbumMode, AlertKind, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY};
+use super::{
+    AfterUpload, AlbumMode, AlertKind, LogFormat, StackPrimary, WatchMode, MAX_CONCURRENCY,
+};
 
 /// Parses a duration as written in the config: integer seconds (`"90"`) or a whole number
 /// with one unit: `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"`.
@@ -124,6 +126,10 @@ pub(super) struct RawRoot {
     pub(super) timezone: Option<String>,
     /// The `[[accounts]]` name its files belong to; `None` = `[server]`'s.
     pub(super) account: Option<String>,
+    /// docs/ARCHITECTURE.md#after-upload
+    pub(super) after_upload: AfterUpload,
+    pub(super) archive_dir: Option<String>,
+    pub(super) after_upload_linked: bool,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -241,6 +247,9 @@ impl Default for RawRoot {
             dates_from_names: true,
             timezone: None,
             account: None,
+            after_upload: AfterUpload::Keep,
+            archive_dir: None,
+            after_upload_linked: false,
         }
     }
 }

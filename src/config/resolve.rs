@@ -15,9 +15,9 @@ use super::raw::{RawAlerts, RawConfig, RawDuration, RawMetrics, RawRoot, RawServ
 use super::secret::{self, CredentialTable};
 use super::url::ServerUrl;
 use super::{
-    default_state_dir_in, is_root, AlertsConfig, Config, ConfigError, HashConfig, LibraryConfig,
-    LogConfig, MetricsConfig, MirrorConfig, RootConfig, ScanConfig, ServerConfig, StateConfig,
-    UploadConfig, WatchConfig,
+    default_state_dir_in, is_root, AfterUpload, AfterUploadAction, AfterUploadConfig, AlertsConfig,
+    Config, ConfigError, HashConfig, LibraryConfig, LogConfig, MetricsConfig, MirrorConfig,
+    RootConfig, ScanConfig, ServerConfig, StateConfig, UploadConfig, WatchConfig,
 };
 
 use Seg::{Index as I, Key as K};
@@ -372,6 +372,7 @@ impl Resolver<'_> {
                 }
             }
             let library = self.library(i, &r)?;
+            let after_upload = self.after_upload(i, &r)?;
             roots.push(RootConfig {
                 path,
                 recursive: r.recursive,
@@ -384,9 +385,109 @@ impl Resolver<'_> {
                 dates_from_names: r.dates_from_names,
                 timezone,
                 account: r.account.map(|a| a.trim().to_owned()),
+                after_upload,
             });
         }
+        for (i, root) in roots.iter().enumerate() {
+            if let AfterUploadAction::Archive(dir) = &root.after_upload.action {
+                self.archive_outside_roots(i, dir, &roots)?;
+            }
+        }
         Ok(roots)
+    }
+
+    /// A root's `after_upload`, `archive_dir` and `after_upload_linked`
+    /// (docs/ARCHITECTURE.md#after-upload).
+    fn after_upload(&self, i: usize, r: &RawRoot) -> Result<AfterUploadConfig, ConfigError> {
+        let dir_key = [K("roots"), I(i), K("archive_dir")];
+        let dir = match r.archive_dir.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                return Err(self.invalid(
+                    &dir_key,
+                    "blank; name the folder files are moved to, or leave the key out",
+                ))
+            }
+            Some(d) => Some(self.absolute(&dir_key, d)?),
+        };
+        let action = match (r.after_upload, dir) {
+            (AfterUpload::Archive, Some(d)) => AfterUploadAction::Archive(d),
+            (AfterUpload::Archive, None) => {
+                return Err(self.invalid(
+                    &[K("roots"), I(i), K("after_upload")],
+                    "\"archive\" needs archive_dir = \"/absolute/folder\" in the same root, \
+                     the folder backed-up files are moved to",
+                ))
+            }
+            (other, Some(_)) => {
+                return Err(self.invalid(
+                    &dir_key,
+                    format!(
+                        "set, but after_upload is {:?}; archive_dir is only used with \
+                         after_upload = \"archive\"",
+                        format!("{other:?}").to_ascii_lowercase()
+                    ),
+                ))
+            }
+            (AfterUpload::Keep, None) => AfterUploadAction::Keep,
+            (AfterUpload::Delete, None) => AfterUploadAction::Delete,
+        };
+        Ok(AfterUploadConfig {
+            action,
+            linked: r.after_upload_linked,
+        })
+    }
+
+    /// An archive folder the scan would walk would have its files found and backed up
+    /// again: it must lie outside every root, or inside its own root in a folder the root
+    /// does not walk (excluded, hidden, junk). Nor may it hold a root.
+    fn archive_outside_roots(
+        &self,
+        i: usize,
+        dir: &Path,
+        roots: &[RootConfig],
+    ) -> Result<(), ConfigError> {
+        let key = [K("roots"), I(i), K("archive_dir")];
+        let real = real_path(dir);
+        for (j, root) in roots.iter().enumerate() {
+            let root_real = real_path(&root.path);
+            let holds = root.path.starts_with(dir) || root_real.starts_with(&real);
+            if holds {
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "{} contains roots[{j}] ({}): files moved there could land in a root \
+                         and be backed up again; choose a folder outside every root",
+                        dir.display(),
+                        root.path.display()
+                    ),
+                ));
+            }
+            // The path as written, else as resolved (a symlink into the root).
+            let rel = dir
+                .strip_prefix(&root.path)
+                .or_else(|_| real.strip_prefix(&root_real))
+                .map(Path::to_path_buf);
+            let Ok(rel) = rel else {
+                continue;
+            };
+            let walked =
+                crate::scan::Root::new(root).map_or(true, |r| r.may_hold(&root.path.join(&rel)));
+            if walked || j != i {
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "{} is inside roots[{j}] ({}), whose scan would back its files up \
+                         again; choose a folder outside every root, or exclude it in its own \
+                         root (exclude = [\"/{}/\"])",
+                        dir.display(),
+                        root.path.display(),
+                        rel.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn log_level(&self, level: String) -> Result<String, ConfigError> {

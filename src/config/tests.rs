@@ -1006,11 +1006,16 @@ fn the_example_documents_every_key_with_its_real_default() {
     assert!(first.album_name.is_some(), "the example shows album_name");
     assert!(first.timezone.is_some(), "the example shows a timezone");
     assert!(first.account.is_some(), "the example shows account");
+    assert!(
+        first.archive_dir.is_some(),
+        "the example shows an archive_dir"
+    );
     let root = RawRoot {
         path: None,
         album_name: None,
         timezone: None,
         account: None,
+        archive_dir: None,
         ..first
     };
     assert_eq!(root, RawRoot::default());
@@ -1092,4 +1097,85 @@ fn library_keys_are_checked_and_named() {
     assert_contains(&e, &["roots[0].album_separator", "empty"]);
     let e = dir.error(&format!("{BASE}album_name = \"  \"\n"), &env);
     assert_contains(&e, &["roots[0].album_name", "blank"]);
+}
+
+/// `after_upload`: keep by default; archive needs a folder outside every root's walk (or
+/// excluded in its own root), and the errors name the key and both folders.
+#[test]
+fn after_upload_keys_are_checked_and_named() {
+    let dir = Dir::new();
+    let env = [("IMMISH_SYNC__SERVER__API_KEY", "k")];
+    let c = dir.load(BASE, &env).expect("defaults");
+    assert_eq!(c.roots[0].after_upload, AfterUploadConfig::default());
+    assert!(!c.roots[0].after_upload.removes());
+
+    let text = format!(
+        "{BASE}after_upload = \"archive\"\narchive_dir = \"/srv/archive\"\nafter_upload_linked = true\n"
+    );
+    let c = dir.load(&text, &env).expect("archive");
+    assert_eq!(
+        c.roots[0].after_upload,
+        AfterUploadConfig {
+            action: AfterUploadAction::Archive(PathBuf::from("/srv/archive")),
+            linked: true,
+        }
+    );
+    let c = dir
+        .load(&format!("{BASE}after_upload = \"delete\"\n"), &env)
+        .expect("delete");
+    assert_eq!(c.roots[0].after_upload.action, AfterUploadAction::Delete);
+
+    let e = dir.error(&format!("{BASE}after_upload = \"move\"\n"), &env);
+    assert_contains(&e, &["after_upload", "move"]);
+    let e = dir.error(&format!("{BASE}after_upload = \"archive\"\n"), &env);
+    assert_contains(&e, &["roots[0].after_upload", "archive_dir"]);
+    let e = dir.error(
+        &format!("{BASE}after_upload = \"delete\"\narchive_dir = \"/srv/archive\"\n"),
+        &env,
+    );
+    assert_contains(&e, &["roots[0].archive_dir", "only used with"]);
+    let e = dir.error(
+        &format!("{BASE}after_upload = \"archive\"\narchive_dir = \"archive\"\n"),
+        &env,
+    );
+    assert_contains(&e, &["roots[0].archive_dir", "absolute"]);
+    // Inside the root it archives from: walked, so refused, naming both.
+    let e = dir.error(
+        &format!("{BASE}after_upload = \"archive\"\narchive_dir = \"/srv/photos/done\"\n"),
+        &env,
+    );
+    assert_contains(
+        &e,
+        &[
+            "roots[0].archive_dir",
+            "/srv/photos/done",
+            "roots[0] (/srv/photos)",
+            "exclude",
+        ],
+    );
+    // ... unless that root does not walk it.
+    for skip in ["exclude = [\"/done/\"]\n", "hidden = false\n"] {
+        let name = if skip.starts_with("exclude") {
+            "done"
+        } else {
+            ".done"
+        };
+        let text = format!(
+            "{BASE}{skip}after_upload = \"archive\"\narchive_dir = \"/srv/photos/{name}\"\n"
+        );
+        dir.load(&text, &env)
+            .unwrap_or_else(|e| panic!("{skip}: {}", printed_once(e)));
+    }
+    // In another root, or holding one: refused.
+    let two = format!(
+        "{BASE}after_upload = \"archive\"\narchive_dir = \"/srv/inbox/old\"\n\
+         [[roots]]\npath = \"/srv/inbox\"\nexclude = [\"/old/\"]\n"
+    );
+    let e = dir.error(&two, &env);
+    assert_contains(&e, &["roots[0].archive_dir", "roots[1] (/srv/inbox)"]);
+    let e = dir.error(
+        &format!("{BASE}after_upload = \"archive\"\narchive_dir = \"/srv\"\n"),
+        &env,
+    );
+    assert_contains(&e, &["roots[0].archive_dir", "contains roots[0]"]);
 }

@@ -1,7 +1,9 @@
 //! The capture time written inside a media file, read from a bounded part of it: EXIF
 //! `DateTimeOriginal` (else `CreateDate`) with its `OffsetTime…` and sub-seconds, from a
 //! JPEG's APP1 segment, a TIFF-based raw file, or the `Exif` item of a HEIF/HEIC; and the
-//! creation time of a QuickTime/MP4 movie header (`moov/mvhd`, UTC by definition).
+//! QuickTime creation date of a movie (`com.apple.quicktime.creationdate` in
+//! `moov/meta`, with its offset), else the creation time of its movie header (`moov/mvhd`,
+//! UTC by definition).
 //!
 //! Hand-written on purpose (docs/ARCHITECTURE.md#dates): the crates that read all of these
 //! bring a date library, a parser combinator crate in two versions and a regex engine.
@@ -211,29 +213,146 @@ fn bmff(f: &mut Budget) -> Option<Stated> {
     None
 }
 
-/// The creation time of `moov/mvhd`. Zero (unset) counts as none.
+/// A movie's capture time: the QuickTime `com.apple.quicktime.creationdate` of `moov/meta`
+/// (an ISO 8601 time with the camera's offset, written by iPhones and many Android phones)
+/// when the file has one, else the creation time of `moov/mvhd` (UTC; zero, unset, counts
+/// as none). The movie header is often the time the file was written (an export, a
+/// transcode), the QuickTime key the time it was shot.
 fn mvhd(f: &mut Budget, mut at: u64, end: u64) -> Option<Stated> {
+    let mut header = None;
     for _ in 0..BOXES_MAX {
         if at >= end {
-            return None;
+            break;
         }
-        let (kind, body, next) = box_at(f, at, end)?;
-        if &kind == b"mvhd" {
-            let b = f.read_at(body, 12)?;
-            let secs = match b.first()? {
-                0 => u64::from(be32(&b, 4)?),
-                1 => be64(&b, 4)?,
-                _ => return None,
-            };
-            let unix = i64::try_from(secs).ok()?.checked_sub(QT_EPOCH)?;
-            if secs == 0 || unix <= 0 {
-                return None;
+        let Some((kind, body, next)) = box_at(f, at, end) else {
+            break;
+        };
+        match &kind {
+            b"mvhd" => header = movie_header_time(f, body),
+            b"meta" => {
+                if let Some(s) = quicktime_creation_date(f, body, next) {
+                    return Some(s);
+                }
             }
-            return jiff::Timestamp::from_second(unix).ok().map(Stated::Instant);
+            _ => {}
         }
         at = next;
     }
+    header
+}
+
+fn movie_header_time(f: &mut Budget, body: u64) -> Option<Stated> {
+    let b = f.read_at(body, 12)?;
+    let secs = match b.first()? {
+        0 => u64::from(be32(&b, 4)?),
+        1 => be64(&b, 4)?,
+        _ => return None,
+    };
+    let unix = i64::try_from(secs).ok()?.checked_sub(QT_EPOCH)?;
+    if secs == 0 || unix <= 0 {
+        return None;
+    }
+    jiff::Timestamp::from_second(unix).ok().map(Stated::Instant)
+}
+
+/// The key QuickTime metadata names a capture time with.
+const QT_CREATION_DATE: &[u8] = b"com.apple.quicktime.creationdate";
+/// A QuickTime `meta` box read at most this far.
+const QT_META_MAX: u64 = 64 * 1024;
+
+/// `moov/meta` in QuickTime's form: `hdlr` (`mdta`), `keys` (the key names, numbered from 1)
+/// and `ilst` (one box per key number, holding a `data` box). The value of
+/// [`QT_CREATION_DATE`], when it is UTF-8 text that parses.
+fn quicktime_creation_date(f: &mut Budget, body: u64, end: u64) -> Option<Stated> {
+    let meta = f.read_at(body, (end - body).min(QT_META_MAX))?;
+    // QuickTime writes `meta` as a plain box; ISO-BMFF as a full box (version and flags
+    // first). Which one it is shows in where the first child's type lies.
+    let start = if meta.get(4..8) == Some(b"hdlr") {
+        0
+    } else {
+        4
+    };
+    let (mut keys, mut ilst) = (None, None);
+    let mut at = start;
+    for _ in 0..BOXES_MAX {
+        let Some((kind, child)) = child_box(&meta, at) else {
+            break;
+        };
+        match kind {
+            b"keys" => keys = Some(child),
+            b"ilst" => ilst = Some(child),
+            _ => {}
+        }
+        at += 8 + child.len();
+    }
+    let index = key_index(keys?)?;
+    let mut at = 0;
+    let ilst = ilst?;
+    for _ in 0..BOXES_MAX {
+        let (kind, item) = child_box(ilst, at)?;
+        at += 8 + item.len();
+        if u32::from_be_bytes(kind.try_into().ok()?) != index {
+            continue;
+        }
+        let (data_kind, data) = child_box(item, 0)?;
+        // `data`: a type (1 = UTF-8) and a locale, then the value.
+        if data_kind != b"data" || be32(data, 0)? != 1 {
+            return None;
+        }
+        let text = std::str::from_utf8(data.get(8..)?).ok()?;
+        return quicktime_time(text.trim_end_matches('\0').trim());
+    }
     None
+}
+
+/// The child box at `at` of an in-memory box body: its type and body (32-bit sizes only,
+/// as QuickTime metadata uses).
+fn child_box(b: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
+    let size = usize::try_from(be32(b, at)?).ok()?;
+    let kind = b.get(at + 4..at + 8)?;
+    let body = b.get(at + 8..at.checked_add(size)?)?;
+    Some((kind, body))
+}
+
+/// The 1-based number of [`QT_CREATION_DATE`] in a `keys` box (a full box: version and
+/// flags, a count, then per key its size, namespace and name).
+fn key_index(keys: &[u8]) -> Option<u32> {
+    let count = be32(keys, 4)?;
+    let mut at = 8usize;
+    for i in 1..=count.min(BOXES_MAX as u32) {
+        let size = usize::try_from(be32(keys, at)?).ok()?;
+        if size < 8 {
+            return None;
+        }
+        if keys.get(at + 8..at.checked_add(size)?)? == QT_CREATION_DATE {
+            return Some(i);
+        }
+        at += size;
+    }
+    None
+}
+
+/// `2024-05-01T12:34:56+0200` (also `+02:00`, `Z`, fractions of a second): an instant; the
+/// same without an offset: a local time.
+fn quicktime_time(s: &str) -> Option<Stated> {
+    let b = s.as_bytes();
+    // `+HHMM` at the end: jiff wants `+HH:MM`.
+    let normalised = match b.len().checked_sub(5).map(|i| (i, &b[i..])) {
+        Some((i, [sign, h1, h2, m1, m2]))
+            if matches!(sign, b'+' | b'-')
+                && [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()) =>
+        {
+            format!("{}:{}", &s[..i + 3], &s[i + 3..])
+        }
+        _ => s.to_owned(),
+    };
+    if let Ok(t) = normalised.parse::<jiff::Timestamp>() {
+        return Some(Stated::Instant(t));
+    }
+    normalised
+        .parse::<jiff::civil::DateTime>()
+        .ok()
+        .map(Stated::Local)
 }
 
 /// HEIF: the item of type `Exif` in `iinf`, its extent in `iloc`, then the TIFF it holds
@@ -398,6 +517,85 @@ mod tests {
         let mut zero = bx(b"ftyp", b"isom\0\0\x02\0isom");
         zero.extend(bx(b"moov", &bx(b"mvhd", &[0; 100])));
         assert_eq!(capture_time(write(&zero).path()), None);
+    }
+
+    /// A QuickTime `moov/meta` with `hdlr`, `keys` and `ilst`, holding `date` under the
+    /// creation-date key (second of two keys, as phones write a make first).
+    fn qt_meta(date: &str, full_box: bool) -> Vec<u8> {
+        let mut keys = vec![0, 0, 0, 0, 0, 0, 0, 2];
+        for k in [&b"com.apple.quicktime.make"[..], QT_CREATION_DATE] {
+            keys.extend_from_slice(&((k.len() + 8) as u32).to_be_bytes());
+            keys.extend_from_slice(b"mdta");
+            keys.extend_from_slice(k);
+        }
+        let data = |v: &[u8]| {
+            let mut d = vec![0, 0, 0, 1, 0, 0, 0, 0];
+            d.extend_from_slice(v);
+            bx(b"data", &d)
+        };
+        let mut ilst = bx(&1u32.to_be_bytes(), &data(b"Apple"));
+        ilst.extend(bx(&2u32.to_be_bytes(), &data(date.as_bytes())));
+        let mut hdlr = vec![0; 8];
+        hdlr.extend_from_slice(b"mdta");
+        hdlr.extend_from_slice(&[0; 13]);
+        let mut meta = if full_box { vec![0; 4] } else { Vec::new() };
+        meta.extend(bx(b"hdlr", &hdlr));
+        meta.extend(bx(b"keys", &keys));
+        meta.extend(bx(b"ilst", &ilst));
+        bx(b"meta", &meta)
+    }
+
+    fn movie(header_secs: i64, meta: Option<Vec<u8>>) -> Vec<u8> {
+        let mut mvhd = vec![0, 0, 0, 0];
+        mvhd.extend_from_slice(&((header_secs + QT_EPOCH) as u32).to_be_bytes());
+        mvhd.extend_from_slice(&[0; 92]);
+        let mut moov = bx(b"mvhd", &mvhd);
+        moov.extend(bx(b"trak", &[0; 64]));
+        moov.extend(meta.unwrap_or_default());
+        let mut file = bx(b"ftyp", b"qt  \0\0\x02\0qt  ");
+        file.extend(bx(b"mdat", &[7; 4000]));
+        file.extend(bx(b"moov", &moov));
+        file
+    }
+
+    /// The QuickTime creation date, with its offset, wins over the movie header (here the
+    /// time of a later export); without an offset it is a local time; without the key the
+    /// header stands.
+    #[test]
+    fn the_quicktime_creation_date_is_preferred_over_the_movie_header() {
+        let shot = jiff::Timestamp::from_second(1_714_559_696).unwrap(); // 10:34:56Z
+        let exported = 1_720_000_000;
+        for (date, full) in [
+            ("2024-05-01T12:34:56+0200", false),
+            ("2024-05-01T12:34:56+02:00", true),
+            ("2024-05-01T10:34:56Z", false),
+        ] {
+            let f = write(&movie(exported, Some(qt_meta(date, full))));
+            assert_eq!(
+                capture_time(f.path()),
+                Some(Stated::Instant(shot)),
+                "{date}"
+            );
+        }
+        let f = write(&movie(
+            exported,
+            Some(qt_meta("2024-05-01T12:34:56", false)),
+        ));
+        assert_eq!(
+            capture_time(f.path()),
+            Some(Stated::Local("2024-05-01T12:34:56".parse().unwrap()))
+        );
+        let header = Some(Stated::Instant(
+            jiff::Timestamp::from_second(exported).unwrap(),
+        ));
+        assert_eq!(capture_time(write(&movie(exported, None)).path()), header);
+        // A value that is no date leaves the header.
+        let f = write(&movie(exported, Some(qt_meta("yesterday", false))));
+        assert_eq!(capture_time(f.path()), header);
+        // A cut-short meta box (its size claims more than is there) is no date, no panic.
+        let mut cut = movie(exported, Some(qt_meta("2024-05-01T12:34:56Z", false)));
+        cut.truncate(cut.len() - 20);
+        let _ = capture_time(write(&cut).path());
     }
 
     #[test]

@@ -86,6 +86,38 @@ pub fn with_prefix(conn: &Connection, prefix: &[u8]) -> rusqlite::Result<Vec<Sib
     rows.collect()
 }
 
+/// Every present file directly in `folder` (with its slash) whose name holds `token`: the
+/// frames of one burst (docs/ARCHITECTURE.md#library). A range on the unique path index.
+pub fn in_folder_with(
+    conn: &Connection,
+    folder: &[u8],
+    token: &[u8],
+) -> rusqlite::Result<Vec<Sibling>> {
+    let Some((&last, head)) = folder.split_last() else {
+        return Ok(Vec::new());
+    };
+    let mut upper = head.to_vec();
+    upper.push(last.saturating_add(1));
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.id, f.path, CASE WHEN j.state = 'done' THEN f.asset_id END, j.state
+         FROM files f JOIN jobs j ON j.file_id = f.id
+         WHERE f.path >= ?1 AND f.path < ?2 AND f.missing = 0
+           AND instr(substr(f.path, ?3), ?4) > 0 AND instr(substr(f.path, ?3), X'2F') = 0",
+    )?;
+    let rows = stmt.query_map(
+        params![folder, upper, folder.len() as i64 + 1, token],
+        |r| {
+            Ok(Sibling {
+                file_id: r.get(0)?,
+                path: r.get(1)?,
+                asset_id: r.get(2)?,
+                state: r.get(3)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
 /// What sorting a batch of files decided, written in one transaction with the removal of
 /// their notes: album memberships (name, asset) and groups.
 pub fn record_sorted(

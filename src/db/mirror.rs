@@ -690,6 +690,10 @@ pub struct Diff {
     pub local_only: Vec<LocalOnly>,
     pub remote_only: Vec<RemoteOnly>,
     pub changed: Vec<RemoteOnly>,
+    /// Assets whose local file was moved to the archive, or deleted, after upload
+    /// (docs/ARCHITECTURE.md#after-upload): not "gone".
+    pub archived: Vec<RemoteOnly>,
+    pub removed: Vec<RemoteOnly>,
 }
 
 /// The two lists of `immish-sync diff`: local files whose content is neither an existing
@@ -767,6 +771,8 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
     let changed: HashMap<String, Vec<u8>> =
         super::edited::changed_assets(conn)?.into_iter().collect();
     let mut changed_list = Vec::new();
+    let released = super::after_upload::released(conn)?;
+    let (mut archived, mut removed) = (Vec::new(), Vec::new());
     let mut stmt = conn.prepare(
         "SELECT id, checksum, original_file_name, device_id FROM remote_assets
          WHERE deleted_at IS NULL AND (owner_id = ?1 OR ?1 = '') ORDER BY original_file_name, id",
@@ -791,7 +797,18 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
             continue;
         }
         let still_here = sum.as_ref().is_some_and(|s| present.contains_key(s));
-        if let (false, Some(p)) = (still_here, changed.get(&id)) {
+        if let (false, Some((action, p))) = (still_here, released.get(&id)) {
+            let a = RemoteOnly {
+                id: AssetId(id),
+                original_file_name: name,
+                path: Some(p.clone()),
+            };
+            if action == "archive" {
+                archived.push(a);
+            } else {
+                removed.push(a);
+            }
+        } else if let (false, Some(p)) = (still_here, changed.get(&id)) {
             changed_list.push(RemoteOnly {
                 id: AssetId(id),
                 original_file_name: name,
@@ -809,6 +826,8 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
         local_only,
         remote_only,
         changed: changed_list,
+        archived,
+        removed,
     })
 }
 

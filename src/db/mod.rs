@@ -10,6 +10,7 @@
 //! live here. Must not: call the network or hold a `Connection` or `Transaction` across an
 //! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
 
+pub mod after_upload;
 pub mod catalogue;
 pub mod edited;
 pub mod library;
@@ -58,6 +59,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0008_edited.sql",
         include_str!("../../migrations/0008_edited.sql"),
+    ),
+    (
+        "0009_after_upload.sql",
+        include_str!("../../migrations/0009_after_upload.sql"),
     ),
 ];
 

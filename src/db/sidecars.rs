@@ -112,7 +112,9 @@ pub fn late(c: &mut Connection, seen: &[SeenSidecar]) -> rusqlite::Result<Vec<La
                 Some(_) => continue,
             };
             tx.execute(
-                "UPDATE sidecars SET path = ?2, size = ?3, mtime_ns = ?4 WHERE file_id = ?1",
+                "UPDATE sidecars SET path = ?2, size = ?3, mtime_ns = ?4,
+                     reported_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000
+                 WHERE file_id = ?1",
                 params![file_id, s.path, s.size as i64, s.mtime_ns],
             )?;
             out.push(LateSidecar {
@@ -134,4 +136,30 @@ pub fn sent_with(c: &Connection, file_id: i64) -> rusqlite::Result<Option<Option
         |r| r.get(0),
     )
     .optional()
+}
+
+/// How many photos had their sidecar created or edited after they went up (each reported
+/// once per change), for `status`. 0 on a database an older daemon holds.
+pub fn reported(c: &Connection) -> rusqlite::Result<i64> {
+    let has: bool = c
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM pragma_table_info('sidecars') WHERE name = 'reported_ms')",
+        )?
+        .query_row([], |r| r.get(0))?;
+    if !has {
+        return Ok(0);
+    }
+    c.prepare_cached("SELECT COUNT(*) FROM sidecars WHERE reported_ms IS NOT NULL")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Says what [`late`] found: one warning per sidecar, naming both files.
+pub fn tell(late: &LateSidecar) {
+    tracing::warn!(
+        sidecar = %String::from_utf8_lossy(&late.sidecar),
+        photo = %String::from_utf8_lossy(&late.photo),
+        "{} after its photo was uploaded: the photo is not uploaded again for it, and the \
+         server keeps what it read at the upload",
+        if late.added { "sidecar added" } else { "sidecar changed" }
+    );
 }

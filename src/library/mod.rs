@@ -203,6 +203,11 @@ impl Library {
                         groups.extend(pairs::groups_of(t.file_id, prefix, &siblings, stacks));
                         live_video = pairs::is_live_video(t.file_id, prefix, &siblings);
                     }
+                    if let (true, Some((folder, token, _))) = (cfg.stacks, pairs::burst_of(&t.path))
+                    {
+                        let frames = library::in_folder_with(c, folder, &token)?;
+                        groups.extend(pairs::burst_group(t.file_id, folder, &token, &frames));
+                    }
                     if !live_video {
                         for name in albums::album_names(cfg, &t.root, &t.path) {
                             members.push((name, asset.clone()));

@@ -86,6 +86,107 @@ fn best<'a>(list: &[&str], files: &[(&'a Sibling, String)]) -> Option<&'a Siblin
         .map(|(_, _, s)| s)
 }
 
+/// The files `ext` (of `prefix`) would form a Live Photo or a stack with, in any state
+/// (queued, failed…): what must be safe on the server before the after-upload task removes
+/// this one (docs/ARCHITECTURE.md#after-upload).
+pub fn partners<'a>(prefix: &[u8], ext: &str, siblings: &'a [Sibling]) -> Vec<&'a Sibling> {
+    let is = |list: &[&str], e: &str| list.contains(&e);
+    siblings
+        .iter()
+        .filter(|s| {
+            let Some(rest) = s.path.strip_prefix(prefix) else {
+                return false;
+            };
+            if rest.is_empty() || rest.contains(&b'.') || rest.contains(&b'/') {
+                return false;
+            }
+            let other = String::from_utf8_lossy(rest).to_ascii_lowercase();
+            (is(&LIVE_STILLS, ext) && is(&LIVE_VIDEOS, &other))
+                || (is(&LIVE_VIDEOS, ext) && is(&LIVE_STILLS, &other))
+                || (is(&STACK_TOPS, ext) && is(&RAWS, &other))
+                || (is(&RAWS, ext) && is(&STACK_TOPS, &other))
+        })
+        .collect()
+}
+
+/// The least digits after `BURST` for a name to count as a burst frame: the shortest
+/// camera burst id seen is a date (`20240501`); fewer could be anything.
+const BURST_DIGITS: usize = 8;
+
+/// The burst a file belongs to by its name (docs/ARCHITECTURE.md#library): a `BURST` token
+/// (upper case, at the start of the name or after `_`) followed by at least 8 digits, as
+/// Google Camera and Pixel phones name burst frames (`IMG_20240501_123456_BURST20240501123456.jpg`,
+/// `..._BURST20240501123456_COVER.jpg`). Returns the folder (with its slash), the token
+/// (`BURST` and its digits: the burst's id) and whether the frame is the cover (`_COVER`
+/// after the token).
+pub fn burst_of(path: &[u8]) -> Option<(&[u8], Vec<u8>, bool)> {
+    let name_start = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let name = &path[name_start..];
+    let mut from = 0;
+    while let Some(at) = find(&name[from..], b"BURST").map(|i| i + from) {
+        let after = at + b"BURST".len();
+        let digits = name[after..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let starts = at == 0 || name[at - 1] == b'_';
+        if starts && digits >= BURST_DIGITS {
+            let token = name[at..after + digits].to_vec();
+            let cover = find(&name[after + digits..], b"_COVER").is_some();
+            return Some((&path[..name_start], token, cover));
+        }
+        from = after;
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The key of a burst's group in `library_groups`: the folder, a NUL (never in a path, so
+/// no file stem can collide with it) and the token.
+pub fn burst_key(folder: &[u8], token: &[u8]) -> Vec<u8> {
+    let mut k = folder.to_vec();
+    k.push(0);
+    k.extend_from_slice(token);
+    k
+}
+
+/// The burst's frames among `siblings` (files of `folder` whose name holds `token`), cover
+/// first, then by name; those skipped or failed left out.
+pub fn burst_members<'a>(folder: &[u8], token: &[u8], siblings: &'a [Sibling]) -> Vec<&'a Sibling> {
+    let mut members: Vec<(bool, &Sibling)> = siblings
+        .iter()
+        .filter(|s| s.state != "skipped" && s.state != "failed")
+        .filter_map(|s| {
+            let (f, t, cover) = burst_of(&s.path)?;
+            (f == folder && t == token).then_some((!cover, s))
+        })
+        .collect();
+    members.sort_by(|a, b| (a.0, &a.1.path).cmp(&(b.0, &b.1.path)));
+    members.into_iter().map(|(_, s)| s).collect()
+}
+
+/// The burst stack `file_id` takes part in, as far as the server holds its frames: once the
+/// top frame and one more are backed up (it grows as the others arrive, like a RAW stack).
+pub fn burst_group(
+    file_id: i64,
+    folder: &[u8],
+    token: &[u8],
+    siblings: &[Sibling],
+) -> Option<Group> {
+    let members = burst_members(folder, token, siblings);
+    let involved = members.iter().any(|m| m.file_id == file_id);
+    let assets: Vec<String> = members.iter().filter_map(|m| m.asset_id.clone()).collect();
+    let top_up = members.first().is_some_and(|m| m.asset_id.is_some());
+    (involved && top_up && assets.len() >= 2).then(|| Group {
+        kind: "stack".into(),
+        stem: burst_key(folder, token),
+        assets,
+    })
+}
+
 /// The Live Photo among these siblings: (still, video).
 pub fn live_pair<'a>(prefix: &[u8], siblings: &'a [Sibling]) -> Option<(&'a Sibling, &'a Sibling)> {
     let files = with_ext(prefix, siblings);
@@ -279,5 +380,61 @@ mod tests {
         assert_eq!(still_plan(1, p, &s, 0), StillPlan::WithVideo("v".into()));
         s[1] = sib(2, "/p/IMG_1.MOV", None, "failed");
         assert_eq!(still_plan(1, p, &s, 0), StillPlan::Alone);
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+
+    fn sib(id: i64, path: &str, asset: Option<&str>) -> Sibling {
+        Sibling {
+            file_id: id,
+            path: path.as_bytes().to_vec(),
+            asset_id: asset.map(str::to_owned),
+            state: if asset.is_some() { "done" } else { "queued" }.into(),
+        }
+    }
+
+    #[test]
+    fn burst_names_are_read_by_their_token() {
+        let (folder, token, cover) =
+            burst_of(b"/p/2024/IMG_20240501_123456_BURST20240501123456_COVER.jpg").unwrap();
+        assert_eq!(
+            (folder, token.as_slice(), cover),
+            (&b"/p/2024/"[..], &b"BURST20240501123456"[..], true)
+        );
+        let (_, t2, c2) = burst_of(b"/p/2024/00001IMG_00001_BURST20240501123456.jpg").unwrap();
+        assert_eq!((t2, c2), (token, false));
+        for no in [
+            "/p/IMG_1234.jpg",
+            "/p/BURST123.jpg",                // too few digits
+            "/p/MYBURST20240501123.jpg",      // not at a word start
+            "/p/BURST20240501/IMG_1.jpg",     // a folder's name, not the file's
+            "/p/IMG_burst20240501123456.jpg", // lower case
+        ] {
+            assert!(burst_of(no.as_bytes()).is_none(), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_burst_is_stacked_with_its_cover_on_top_once_two_frames_are_up() {
+        let f = b"/p/";
+        let t = b"BURST20240501123456";
+        let frames = [
+            sib(1, "/p/IMG_1_BURST20240501123456.jpg", Some("a1")),
+            sib(2, "/p/IMG_2_BURST20240501123456_COVER.jpg", None),
+            sib(3, "/p/IMG_3_BURST20240501123456.jpg", Some("a3")),
+            sib(4, "/p/IMG_4_BURST20240509999999.jpg", Some("other")),
+        ];
+        // The cover is not up yet: no stack (its top would change later).
+        assert_eq!(burst_group(1, f, t, &frames), None);
+        let mut frames = frames.to_vec();
+        frames[1] = sib(2, "/p/IMG_2_BURST20240501123456_COVER.jpg", Some("a2"));
+        let g = burst_group(3, f, t, &frames).unwrap();
+        assert_eq!(g.assets, ["a2", "a1", "a3"]);
+        assert_eq!(g.kind, "stack");
+        assert_eq!(g.stem, burst_key(f, t));
+        assert_eq!(burst_group(4, f, t, &frames), None, "another burst's frame");
     }
 }

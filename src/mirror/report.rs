@@ -148,6 +148,10 @@ pub struct Diff {
     /// Assets of files whose bytes changed since they were backed up: the new version is
     /// (or will be) another asset; the old one stays (docs/ARCHITECTURE.md#edited-files).
     pub changed: Vec<RemoteOnly>,
+    /// Assets whose local file was archived, or deleted, after upload
+    /// (docs/ARCHITECTURE.md#after-upload).
+    pub archived: Vec<RemoteOnly>,
+    pub removed: Vec<RemoteOnly>,
     /// The mirror has been filled at least once (else the lists mean nothing).
     pub pulled: bool,
 }
@@ -172,6 +176,8 @@ pub fn diff(state_dir: &Path, device_id: Option<&str>) -> Result<Option<Diff>, D
             local_only: d.local_only,
             remote_only: d.remote_only,
             changed: d.changed,
+            archived: d.archived,
+            removed: d.removed,
             pulled,
         }))
     })
@@ -226,6 +232,27 @@ impl Diff {
                     "  {}  (asset {}, the old version{now})",
                     a.original_file_name, a.id
                 );
+            }
+        }
+        for (list, what) in [
+            (&self.archived, "archived after upload"),
+            (&self.removed, "removed after upload"),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "on the server from this machine, local file {what}: {}",
+                list.len()
+            );
+            for a in list {
+                let was = a
+                    .path
+                    .as_deref()
+                    .map(|p| format!(", was {}", String::from_utf8_lossy(p)))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  {}  (asset {}{was})", a.original_file_name, a.id);
             }
         }
         out

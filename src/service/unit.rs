@@ -27,6 +27,9 @@ pub struct UnitSpec {
     pub state: StateDir,
     /// Where the API key file is, handed over as a credential (system units).
     pub key_file: Option<String>,
+    /// Paths the service may write besides its state: roots with `after_upload` archive or
+    /// delete, and their archive folders (docs/ARCHITECTURE.md#after-upload).
+    pub writable: Vec<String>,
 }
 
 /// How the unit grants the state directory.
@@ -47,6 +50,7 @@ impl UnitSpec {
             roots: vec!["/srv/photos".into()],
             state: StateDir::Managed("immish-sync".into()),
             key_file: Some("/etc/immish-sync/api-key".into()),
+            writable: Vec::new(),
         }
     }
 
@@ -59,6 +63,7 @@ impl UnitSpec {
             roots: vec!["%h/Pictures".into()],
             state: StateDir::Path("%h/.local/state/immish-sync".into()),
             key_file: None,
+            writable: Vec::new(),
         }
     }
 
@@ -92,7 +97,15 @@ impl UnitSpec {
             } else {
                 key_file.map(escape_path)
             },
+            writable: Vec::new(),
         }
+    }
+
+    /// The same unit, allowed to write `paths` too (roots the daemon archives or deletes
+    /// from, archive folders).
+    pub fn with_writable(mut self, paths: &[PathBuf]) -> UnitSpec {
+        self.writable = paths.iter().map(|p| escape_path(p)).collect();
+        self
     }
 }
 
@@ -317,8 +330,21 @@ pub fn render(spec: &UnitSpec) -> String {
         "# them. The leading \"-\" keeps the unit starting when a root is not mounted (a missing",
     );
     line(w, "# root is paused, not treated as deleted).");
-    for r in &spec.roots {
+    for r in spec.roots.iter().filter(|r| !spec.writable.contains(r)) {
         let _ = writeln!(w, "ReadOnlyPaths=-{r}");
+    }
+    if !spec.writable.is_empty() {
+        line(
+            w,
+            "# after_upload = \"archive\" or \"delete\": the only paths the daemon removes files",
+        );
+        line(
+            w,
+            "# from or moves them to. An archive folder must exist before the service starts.",
+        );
+        for p in &spec.writable {
+            let _ = writeln!(w, "ReadWritePaths=-{p}");
+        }
     }
     line(w, "PrivateTmp=yes");
     if !spec.user {
@@ -474,6 +500,25 @@ mod tests {
                 "{system_only} in a user unit:\n{u}"
             );
         }
+    }
+
+    #[test]
+    fn roots_that_archive_or_delete_and_their_archives_are_writable() {
+        let spec = UnitSpec::for_machine(
+            false,
+            Path::new("/usr/bin/immish-sync"),
+            Path::new("/etc/immish-sync/config.toml"),
+            &[PathBuf::from("/srv/photos"), PathBuf::from("/srv/inbox")],
+            Path::new("/var/lib/immish-sync"),
+            None,
+        )
+        .with_writable(&[PathBuf::from("/srv/inbox"), PathBuf::from("/srv/archive")]);
+        let u = render(&spec);
+        assert!(u.contains("\nReadOnlyPaths=-/srv/photos\n"), "{u}");
+        assert!(!u.contains("ReadOnlyPaths=-/srv/inbox"), "{u}");
+        assert!(u.contains("\nReadWritePaths=-/srv/inbox\n"), "{u}");
+        assert!(u.contains("\nReadWritePaths=-/srv/archive\n"), "{u}");
+        assert_eq!(u.matches("ReadWritePaths=").count(), 2, "{u}");
     }
 
     #[test]

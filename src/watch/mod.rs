@@ -59,6 +59,12 @@ use roots::{Health, Roots};
 use settle::{News, Settling, Stated};
 use walk::{Walked, Walks};
 
+/// Sidecar paths waiting to be compared with what their photos went up with (beyond it,
+/// the next scan finds the change).
+const SIDECARS_PENDING_MAX: usize = 4096;
+/// A sidecar is compared this long after its last event, so that one save is one report.
+const SIDECAR_QUIET: Duration = Duration::from_secs(1);
+
 /// Events buffered between notify's thread and the watcher task. When it is full the
 /// callback drops the event and marks its root for a rescan instead.
 pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
@@ -213,12 +219,18 @@ struct State {
     roots: Roots,
     settling: Settling,
     walks: Walks,
+    db: Db,
+    /// XMP sidecars that changed, and when they are due to be compared
+    /// (docs/ARCHITECTURE.md#sidecars).
+    sidecars: std::collections::HashMap<PathBuf, Instant>,
 }
 
 impl State {
     fn new(w: Watcher, tx: mpsc::Sender<RawEvent>) -> State {
         let shared = Arc::new(Shared::new(w.roots.len()));
         State {
+            db: w.db.clone(),
+            sidecars: std::collections::HashMap::new(),
             settling: Settling::new(&w.cfg, w.db.clone()),
             walks: Walks::new(w.db.clone(), w.media.clone()),
             roots: Roots::new(w.roots, w.cfg, w.db, tx, shared.clone()),
@@ -266,6 +278,20 @@ impl State {
     /// Something happened to `path`: (re)start its settle wait.
     fn note_path(&mut self, root: usize, path: &Path, news: News, losses: u64, now: Instant) {
         let r = self.roots.root(root);
+        // A sidecar is never an asset; a change to one is compared with what its photo
+        // went up with, and reported.
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default();
+        if crate::sidecar::is_sidecar_name(name)
+            && path.parent().is_some_and(|d| r.may_hold(d))
+            && (self.sidecars.len() < SIDECARS_PENDING_MAX || self.sidecars.contains_key(path))
+        {
+            self.sidecars
+                .insert(path.to_path_buf(), now + SIDECAR_QUIET);
+            return;
+        }
         if let Err(Full) = self
             .settling
             .note((root, r), &self.media, path, (news, losses), now)
@@ -286,6 +312,7 @@ impl State {
     /// set-ups, walks, then stat batches.
     fn start_work(&mut self, now: Instant, tasks: &mut Jobs, cancel: &CancellationToken) {
         self.roots.start_work(now, tasks);
+        self.compare_sidecars(now, tasks);
         let backlog_low = self.settling.backlog_low();
         self.walks
             .start(now, &mut self.roots, backlog_low, tasks, cancel);
@@ -304,6 +331,44 @@ impl State {
         );
     }
 
+    /// Sidecars quiet for [`SIDECAR_QUIET`]: their stat compared, on the blocking pool, with
+    /// the one their photo went up with; a change is logged and counted for `status` (the
+    /// photo is not uploaded again: its bytes did not change).
+    fn compare_sidecars(&mut self, now: Instant, tasks: &mut Jobs) {
+        let due: Vec<PathBuf> = self
+            .sidecars
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for p in &due {
+            self.sidecars.remove(p);
+        }
+        let db = self.db.clone();
+        tasks.spawn_blocking(move || {
+            use std::os::unix::ffi::OsStringExt;
+            let seen: Vec<crate::db::sidecars::SeenSidecar> = due
+                .into_iter()
+                .filter_map(|p| {
+                    let m = std::fs::symlink_metadata(&p).ok().filter(|m| m.is_file())?;
+                    let st = crate::db::catalogue::FileStat::from_metadata(&m);
+                    Some(crate::db::sidecars::SeenSidecar {
+                        path: p.into_os_string().into_vec(),
+                        size: st.size,
+                        mtime_ns: st.mtime_ns,
+                    })
+                })
+                .collect();
+            for late in db.call_blocking(move |c| crate::db::sidecars::late(c, &seen))? {
+                crate::db::sidecars::tell(&late);
+            }
+            Ok(Done::Noted)
+        });
+    }
+
     /// The next moment something is due that this loop, not a finishing job, must start.
     fn next_deadline(&self) -> Option<Instant> {
         let now = Instant::now();
@@ -312,6 +377,7 @@ impl State {
             self.roots.next_check(),
             self.walks.next_due(now, &self.roots, backlog_low),
             self.settling.next_due(),
+            self.sidecars.values().min().copied(),
         ]
         .into_iter()
         .flatten()

@@ -25,7 +25,7 @@ use super::bridge::{self, RawEvent, Shared};
 use super::{Done, Jobs};
 use crate::config::{WatchConfig, WatchMode};
 use crate::db::{self, now_ms, Db};
-use crate::scan::{self, Root};
+use crate::scan::Root;
 
 /// Paused roots are looked at this often, or every `poll_interval` if that is shorter.
 const PAUSED_RECHECK_MAX: Duration = Duration::from_secs(10);
@@ -522,7 +522,7 @@ impl Roots {
 /// Whether `root` is there, and on what (blocking). `remote`: find out whether it is on a
 /// network or FUSE filesystem (only `watch.mode = "auto"` acts on it).
 fn health(root: &Root, remote: bool) -> Result<Health, String> {
-    scan::probe_root(&root.path).map(|m| Health {
+    root.probe().map(|m| Health {
         dev: m.dev(),
         ino: m.ino(),
         remote_fs: if remote {

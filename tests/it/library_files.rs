@@ -324,3 +324,47 @@ async fn the_watcher_honours_junk_nomedia_and_ignore_files_created_while_it_runs
     assert_eq!(sent_names(&w), want);
     running.stop().await;
 }
+
+/// A sidecar edited while the daemon runs: the watcher compares it with the one the photo
+/// went up with, `status` counts it (with no scan in between), and the photo is not
+/// uploaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_edited_while_the_daemon_runs_is_counted_and_uploads_nothing() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[watch]\nmode = \"notify\"\nsettle = \"300ms\"\n[scan]\ninterval = \"1h\"\n".into();
+    w.write("IMG_1.jpg", &Photo::new("one").jpeg());
+    let xmp = w.write("IMG_1.jpg.xmp", xmp_sidecar(Some("first"), None).as_bytes());
+    let running = w.start_daemon();
+    assert!(eventually(Duration::from_secs(60), || w.server.uploads().len() == 1).await);
+    let status = || immish_sync::status::read(&w.state_dir()).unwrap().unwrap();
+    let photo = w.root().join("IMG_1.jpg");
+    assert!(
+        eventually(Duration::from_secs(60), || w.state_of(&photo).as_deref()
+            == Some("done"))
+        .await
+    );
+    assert_eq!(status().late_sidecars, 0);
+
+    std::fs::write(
+        &xmp,
+        xmp_sidecar(Some("edited in the running daemon"), None),
+    )
+    .unwrap();
+    set_mtime(&xmp, 1_700_000_000);
+    assert!(
+        eventually(Duration::from_secs(60), || status().late_sidecars == 1).await,
+        "the watcher reports the edited sidecar"
+    );
+    assert!(
+        status().render().contains("  sidecars   1 (XMP sidecars"),
+        "{}",
+        status().render()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.server.uploads().len(),
+        1,
+        "the photo is not uploaded again"
+    );
+    running.stop().await;
+}

@@ -441,3 +441,43 @@ async fn albums_are_found_again_on_the_next_major_without_owner_id() {
     assert_eq!(album(&all, "Trip").len(), 2);
     assert_eq!(w.server.requests("POST /albums"), 0);
 }
+
+/// Burst frames (Google Camera / Pixel names: one `BURST<digits>` id) become one stack with
+/// the `_COVER` frame on top; another burst in the same folder and a look-alike name stay
+/// apart; `stacks = false` leaves them all apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_frames_are_stacked_with_the_cover_on_top() {
+    for extra in ["", "stacks = false\n"] {
+        let mut w = World::new(Dialect::Immich).await;
+        w.extra = extra.into();
+        let frames: Vec<Vec<u8>> = (0..3).map(|i| jpeg(&format!("frame {i}"))).collect();
+        w.write("2024/00000IMG_00000_BURST20240501123456.jpg", &frames[0]);
+        w.write(
+            "2024/00001IMG_00001_BURST20240501123456_COVER.jpg",
+            &frames[1],
+        );
+        w.write("2024/00002IMG_00002_BURST20240501123456.jpg", &frames[2]);
+        let other = jpeg("another burst");
+        w.write("2024/00000IMG_00000_BURST20240501999999.jpg", &other);
+        let lookalike = jpeg("look-alike");
+        w.write("2024/MYBURST20240501123456.jpg", &lookalike);
+        w.scan().await;
+        let ids: Vec<AssetView> = frames.iter().map(|f| asset_of(&w, f)).collect();
+        assert_eq!(asset_of(&w, &other).stack_id, None);
+        assert_eq!(asset_of(&w, &lookalike).stack_id, None);
+        if !extra.is_empty() {
+            assert!(ids.iter().all(|a| a.stack_id.is_none()));
+            assert_eq!(w.server.requests("POST /stacks"), 0);
+            continue;
+        }
+        let stack = ids[0].stack_id.clone().expect("the frames are stacked");
+        assert!(ids
+            .iter()
+            .all(|a| a.stack_id.as_deref() == Some(stack.as_str())));
+        assert_eq!(
+            w.server.stack_primary(&stack).as_ref(),
+            Some(&ids[1].id),
+            "the cover on top"
+        );
+    }
+}
