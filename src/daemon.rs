@@ -938,6 +938,8 @@ async fn run_tree(
     // the daemon.
     let library = Library::new(s.db.clone(), s.api.clone(), &config.roots);
     let library = tokio::spawn(library.run(shutdown.clone()));
+    // docs/ARCHITECTURE.md#pull: copies of the server's originals; never fails the daemon.
+    let pull = tokio::spawn(crate::originals::Originals::from_config(s.db.clone(), s.api.clone(), config).run(shutdown.clone()));
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();
@@ -961,6 +963,9 @@ async fn run_tree(
     }
     if let Err(e) = library.await {
         tracing::error!(error = %e, "the library task failed");
+    }
+    if let Err(e) = pull.await {
+        tracing::error!(error = %e, "the pull task failed");
     }
     if result.is_ok() {
         tracing::debug!("the task tree stopped");

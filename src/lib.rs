@@ -50,6 +50,7 @@ pub mod live;
 pub mod lock;
 pub mod mirror;
 pub mod model;
+pub mod originals;
 pub mod pipeline;
 pub mod progress;
 pub mod scan;

@@ -64,6 +64,8 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     pub(super) metrics: RawMetrics,
     pub(super) alerts: RawAlerts,
+    /// `[[pull]]`: local copies of the server's originals (docs/ARCHITECTURE.md#pull).
+    pub(super) pull: Vec<RawPull>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -183,6 +185,19 @@ pub(super) struct RawAlerts {
     pub(super) stalled_after: RawDuration,
 }
 
+/// One `[[pull]]` table: a folder that keeps the original of every asset of an account.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawPull {
+    pub(super) path: Option<String>,
+    pub(super) account: Option<String>,
+    pub(super) layout: String,
+    pub(super) on_server_delete: super::OnServerDelete,
+    #[serde(deserialize_with = "positive_u32")]
+    pub(super) deleted_keep_days: u32,
+    pub(super) max_rate: Option<RawRate>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Defaults: the only place they are written. config.example.toml repeats them for readers, and
 // a test keeps the two in step.
@@ -284,6 +299,19 @@ impl Default for RawAlerts {
             token_file: None,
             outage_after: RawDuration::secs(15 * 60),
             stalled_after: RawDuration::secs(6 * 60 * 60),
+        }
+    }
+}
+
+impl Default for RawPull {
+    fn default() -> Self {
+        RawPull {
+            path: None,
+            account: None,
+            layout: "{year}/{month}/{filename}".into(),
+            on_server_delete: super::OnServerDelete::Keep,
+            deleted_keep_days: 30,
+            max_rate: None,
         }
     }
 }

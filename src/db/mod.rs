@@ -15,6 +15,7 @@ pub mod edited;
 pub mod library;
 pub mod meta;
 pub mod mirror;
+pub mod pull;
 pub mod queue;
 pub mod sidecars;
 pub mod waiting;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_edited.sql",
         include_str!("../../migrations/0008_edited.sql"),
     ),
+    ("0010_pull.sql", include_str!("../../migrations/0010_pull.sql")),
 ];
 
 /// The database file's name inside the state directory.
