@@ -74,6 +74,9 @@ pub struct Status {
     /// Files whose changed bytes went up as a new asset beside the old one
     /// (docs/ARCHITECTURE.md#edited-files).
     pub edited_files: i64,
+    /// `[[pull]]` folders and their copies (docs/STATUS.md#status-json); empty when none
+    /// ever pulled.
+    pub pull: Vec<crate::db::pull::FolderCounts>,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -238,6 +241,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
                 live,
             }),
             edited_files: crate::db::edited::count(c)?,
+            pull: crate::db::pull::counts(c)?,
         })
     })?;
     let mut status = Status {
@@ -282,6 +286,7 @@ impl Status {
             in_trash_only: 0,
             user_paused: meta::UserPauses::default(),
             edited_files: 0,
+            pull: vec![],
             server_info: None,
             last_pull: None,
             last_pull_error: None,
@@ -553,6 +558,9 @@ impl Status {
             );
         }
         self.waiting.render(&mut out);
+        for p in &self.pull {
+            render_pull(p, &mut out);
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "recent problems:");
             for f in &self.failures {
@@ -579,6 +587,24 @@ impl Status {
             }
         }
         out
+    }
+}
+
+/// One `[[pull]]` folder's line (docs/STATUS.md#pull).
+fn render_pull(p: &crate::db::pull::FolderCounts, out: &mut String) {
+    let mut line = format!(
+        "pull:         {}: {} pulled, {} pending, {} failed",
+        p.path, p.pulled, p.pending, p.failed
+    );
+    if p.kept > 0 {
+        line.push_str(&format!(", {} kept after deletion on the server", p.kept));
+    }
+    if p.moved > 0 {
+        line.push_str(&format!(", {} moved to .deleted/", p.moved));
+    }
+    let _ = writeln!(out, "{line}");
+    if let (true, Some(e)) = (p.failed > 0, &p.last_error) {
+        let _ = writeln!(out, "  last failure: {e}");
     }
 }
 
@@ -661,6 +687,7 @@ mod tests {
             paused: None,
             activity: None,
             edited_files: 0,
+            pull: vec![],
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

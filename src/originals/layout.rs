@@ -310,7 +310,7 @@ mod tests {
         );
         assert_eq!(
             collision_name(Path::new("README"), id, true),
-            Path::new(format!("README~{id}"))
+            Path::new(&format!("README~{id}"))
         );
     }
 }
