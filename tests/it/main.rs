@@ -21,6 +21,7 @@ mod library_groups;
 mod limits;
 mod metrics;
 mod mirror;
+mod originals;
 mod outage;
 mod peer;
 mod progress;
