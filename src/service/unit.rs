@@ -27,6 +27,9 @@ pub struct UnitSpec {
     pub state: StateDir,
     /// Where the API key file is, handed over as a credential (system units).
     pub key_file: Option<String>,
+    /// The `[[pull]]` folders, the only other places the service writes
+    /// (docs/ARCHITECTURE.md#pull).
+    pub pull: Vec<String>,
 }
 
 /// How the unit grants the state directory.
@@ -47,6 +50,7 @@ impl UnitSpec {
             roots: vec!["/srv/photos".into()],
             state: StateDir::Managed("immish-sync".into()),
             key_file: Some("/etc/immish-sync/api-key".into()),
+            pull: Vec::new(),
         }
     }
 
@@ -59,6 +63,7 @@ impl UnitSpec {
             roots: vec!["%h/Pictures".into()],
             state: StateDir::Path("%h/.local/state/immish-sync".into()),
             key_file: None,
+            pull: Vec::new(),
         }
     }
 
@@ -92,7 +97,14 @@ impl UnitSpec {
             } else {
                 key_file.map(escape_path)
             },
+            pull: Vec::new(),
         }
+    }
+
+    /// The same unit, granted write access to the `[[pull]]` folders.
+    pub fn with_pull_folders(mut self, folders: &[PathBuf]) -> UnitSpec {
+        self.pull = folders.iter().map(|p| escape_path(p)).collect();
+        self
     }
 }
 
@@ -320,6 +332,19 @@ pub fn render(spec: &UnitSpec) -> String {
     for r in &spec.roots {
         let _ = writeln!(w, "ReadOnlyPaths=-{r}");
     }
+    if !spec.pull.is_empty() {
+        line(
+            w,
+            "# The [[pull]] folders: copies of the server's originals are written there. Create",
+        );
+        line(
+            w,
+            "# each before the first start (\"-\": a missing one does not stop the unit).",
+        );
+        for p in &spec.pull {
+            let _ = writeln!(w, "ReadWritePaths=-{p}");
+        }
+    }
     line(w, "PrivateTmp=yes");
     if !spec.user {
         line(w, "PrivateDevices=yes");
@@ -474,6 +499,22 @@ mod tests {
                 "{system_only} in a user unit:\n{u}"
             );
         }
+    }
+
+    #[test]
+    fn pull_folders_are_granted_write_access() {
+        let spec = UnitSpec::for_machine(
+            false,
+            Path::new("/usr/bin/immish-sync"),
+            Path::new("/etc/immish-sync/config.toml"),
+            &[PathBuf::from("/srv/photos")],
+            Path::new("/var/lib/immish-sync"),
+            None,
+        )
+        .with_pull_folders(&[PathBuf::from("/srv/copy of photos")]);
+        let u = render(&spec);
+        assert!(u.contains("\nReadWritePaths=-\"/srv/copy of photos\"\n"), "{u}");
+        assert!(u.contains("\nReadOnlyPaths=-/srv/photos\n"), "{u}");
     }
 
     #[test]
