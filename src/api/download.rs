@@ -39,6 +39,28 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// The video of a Live Photo still (`livePhotoVideoId` of `GET /assets/:id`, permission
+    /// `asset.read`); `None` for any other asset, or one the server no longer has.
+    pub async fn live_photo_video_of(&self, still: &AssetId) -> Result<Option<AssetId>> {
+        let (rb, info) = self.request(Method::GET, &format!("/assets/{}", still.0));
+        match self
+            .inner
+            .transport
+            .json::<serde_json::Value>(rb, &info)
+            .await
+        {
+            Ok(v) => Ok(v
+                .get("livePhotoVideoId")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(|s| AssetId(s.to_owned()))),
+            Err(e) if matches!(e.status(), Some(400 | 404)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Download {
     /// The next chunk, `None` at the end; no chunk within the stall timeout is an error.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {

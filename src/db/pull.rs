@@ -105,24 +105,55 @@ pub struct Due {
     pub rel_path: PathBuf,
     pub checksum: Checksum,
     pub attempts: u32,
+    /// A photo by its name's extension, and not hidden: it may be a Live Photo's still.
+    pub is_image: bool,
 }
 
-/// Pending rows, and failed ones due by `now`, of live assets: at most `limit`.
+/// Pending rows, and failed ones due by `now`, of live assets: at most `limit`. Hidden
+/// assets (the videos of Live Photos) only when nothing else is due, so that each still has
+/// placed its video beside it ([`place_beside`]) before the video is downloaded.
 pub fn due(c: &Connection, folder: &Path, now: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
+    let first = due_of(c, folder, now, limit, false)?;
+    if !first.is_empty() {
+        return Ok(first);
+    }
+    due_of(c, folder, now, limit, true)
+}
+
+fn due_of(
+    c: &Connection,
+    folder: &Path,
+    now: i64,
+    limit: usize,
+    hidden: bool,
+) -> rusqlite::Result<Vec<Due>> {
     let mut st = c.prepare(&format!(
-        "SELECT p.asset_id, p.rel_path, r.checksum, p.attempts FROM pulled p
+        "SELECT p.asset_id, p.rel_path, r.checksum, p.attempts, r.original_file_name
+         FROM pulled p
          JOIN remote_assets r ON r.id = p.asset_id
          WHERE p.folder = ?1 AND {LIVE}
            AND (p.state = 'pending' OR (p.state = 'failed' AND p.next_attempt_at <= ?2))
+           AND (coalesce(r.visibility, '') = 'hidden') = ?4
          ORDER BY p.state = 'failed', p.next_attempt_at, p.rowid LIMIT ?3"
     ))?;
-    let rows = st.query_map(params![bytes(folder), now, limit as i64], |r| {
+    let rows = st.query_map(params![bytes(folder), now, limit as i64, hidden], |r| {
         let sum: Vec<u8> = r.get(2)?;
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, sum, r.get::<_, u32>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            sum,
+            r.get::<_, u32>(3)?,
+            r.get::<_, String>(4)?,
+        ))
     })?;
+    let images = crate::model::MediaTypes::builtin().image;
     let mut out = Vec::new();
     for row in rows {
-        let (id, rel, sum, attempts) = row?;
+        let (id, rel, sum, attempts, name) = row?;
+        let ext = name
+            .rfind('.')
+            .map(|at| name[at..].to_ascii_lowercase())
+            .unwrap_or_default();
         // A checksum that is not 20 bytes cannot be verified against: such a row is never
         // due (the mirror only stores SHA-1s).
         if let Some(checksum) = Checksum::from_slice(&sum) {
@@ -131,6 +162,7 @@ pub fn due(c: &Connection, folder: &Path, now: i64, limit: usize) -> rusqlite::R
                 rel_path: path(rel),
                 checksum,
                 attempts,
+                is_image: !hidden && images.contains(&ext),
             });
         }
     }
@@ -199,6 +231,54 @@ pub fn relocate(
         return Ok(Some(new));
     }
     Ok(None)
+}
+
+/// A Live Photo's video goes beside its still: the still's path with the video's
+/// extension (`2024/03/IMG_1.HEIC` → `2024/03/IMG_1.MOV`), while the video is not pulled
+/// yet and that path is free. Returns the video's path when it moved.
+pub fn place_beside(
+    c: &Connection,
+    folder: &Path,
+    still_rel: &Path,
+    video: &AssetId,
+) -> rusqlite::Result<Option<PathBuf>> {
+    let row: Option<(Vec<u8>, String)> = c
+        .query_row(
+            "SELECT rel_path, state FROM pulled WHERE folder = ?1 AND asset_id = ?2",
+            params![bytes(folder), video.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((rel, state)) = row else {
+        return Ok(None);
+    };
+    if state != PullState::Pending.as_str() && state != PullState::Failed.as_str() {
+        return Ok(None);
+    }
+    let rel = path(rel);
+    let Some(ext) = rel.extension() else {
+        return Ok(None);
+    };
+    let new = still_rel.with_extension(ext);
+    if new == rel {
+        return Ok(None);
+    }
+    let taken: bool = c
+        .query_row(
+            "SELECT 1 FROM pulled WHERE folder = ?1 AND rel_path = ?2",
+            params![bytes(folder), bytes(&new)],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if taken {
+        return Ok(None);
+    }
+    c.execute(
+        "UPDATE pulled SET rel_path = ?3 WHERE folder = ?1 AND asset_id = ?2",
+        params![bytes(folder), video.0, bytes(&new)],
+    )?;
+    Ok(Some(new))
 }
 
 /// A row whose asset the server deleted for good (or that left the mirror).

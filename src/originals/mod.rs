@@ -340,6 +340,7 @@ impl Originals {
                 None => return Err(PullError::Taken(target)),
             }
         }
+        self.pair_live_photo(folder, &rel, due).await?;
         let dir = target.parent().unwrap_or(folder).to_owned();
         tokio::fs::create_dir_all(&dir).await.map_err(io(&dir))?;
         let temp = temp_path(folder, &rel, &due.asset_id);
@@ -357,6 +358,26 @@ impl Originals {
         synced.map_err(io(&dir))?;
         tracing::debug!(asset_id = %due.asset_id.0, path = %target.display(), "pulled");
         self.record_pulled(folder, &due.asset_id).await
+    }
+
+    /// A Live Photo's still places its video beside it (same stem), before either is
+    /// downloaded: hidden assets are due only after the others. Only images are asked.
+    async fn pair_live_photo(&self, folder: &Path, rel: &Path, due: &Due) -> Result<(), PullError> {
+        if !due.is_image {
+            return Ok(());
+        }
+        let Some(video) = self.api.live_photo_video_of(&due.asset_id).await? else {
+            return Ok(());
+        };
+        let (f, r) = (folder.to_owned(), rel.to_owned());
+        let moved = self
+            .db
+            .call(move |c| pull::place_beside(c, &f, &r, &video))
+            .await?;
+        if let Some(p) = moved {
+            tracing::debug!(path = %p.display(), "pull: a Live Photo's video goes beside its still");
+        }
+        Ok(())
     }
 
     /// Streams the original into `temp` (created or truncated), hashing it on the way and

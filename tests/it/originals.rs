@@ -28,8 +28,16 @@ fn copy_dir(w: &World, i: usize) -> PathBuf {
     w.dir.path().join("copies").join(i.to_string())
 }
 
-/// Every file below `dir` (relative path → bytes), `.deleted/` included.
+/// Every file below `dir` (relative path → bytes), `.deleted/` included, temporary
+/// downloads not.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut all = all_files(dir);
+    all.retain(|p, _| !p.to_string_lossy().contains(".immish-pull-"));
+    all
+}
+
+/// Every file below `dir`, temporary downloads too.
+fn all_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -49,7 +57,7 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    files(dir)
+    all_files(dir)
         .into_keys()
         .filter(|p| p.to_string_lossy().contains(".immish-pull-"))
         .collect()
@@ -357,4 +365,37 @@ async fn an_account_the_config_does_not_have_is_a_config_error() {
     w.extra = format!("\n[[pull]]\npath = \"{}\"\naccount = \"default\"\n", copy.display());
     w.write_config();
     assert!(run(&w, &["check-config", "--offline"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_photos_video_is_laid_out_beside_its_still() {
+    let w = world(&[""]).await;
+    let admin = w.server.admin_id();
+    // The phone named the halves apart and dated the video a month off: the pair still
+    // lands side by side, by the still's place.
+    let video = crate::common::mp4("live");
+    let video_id = w.server.insert(
+        &admin,
+        NewAsset::new("VID_0009.MOV", video.clone()).file_created_at("2024-02-29T23:59:59.000Z"),
+    );
+    let still = jpeg("live still");
+    w.server.insert(
+        &admin,
+        NewAsset::new("IMG_0009.jpg", still.clone())
+            .file_created_at("2024-03-01T00:00:01.000Z")
+            .live_photo_video(&video_id),
+    );
+    assert_eq!(
+        w.server.asset(&video_id).map(|a| a.visibility),
+        Some(Visibility::Hidden),
+        "the test server links the pair"
+    );
+    let copies = copy_dir(&w, 0);
+    let d = w.start_daemon();
+    let both = eventually(Duration::from_secs(90), || files(&copies).len() == 2).await;
+    d.stop().await;
+    let got = files(&copies);
+    assert!(both, "{:?}", got.keys());
+    assert_eq!(got.get(Path::new("2024/03/IMG_0009.jpg")), Some(&still));
+    assert_eq!(got.get(Path::new("2024/03/IMG_0009.MOV")), Some(&video), "{:?}", got.keys());
 }
