@@ -399,3 +399,78 @@ async fn a_live_photos_video_is_laid_out_beside_its_still() {
     assert_eq!(got.get(Path::new("2024/03/IMG_0009.jpg")), Some(&still));
     assert_eq!(got.get(Path::new("2024/03/IMG_0009.MOV")), Some(&video), "{:?}", got.keys());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_asset_download_is_named_once_and_backups_go_on() {
+    let w = world(&[""]).await;
+    let admin = w.server.admin_id();
+    w.server
+        .insert(&admin, NewAsset::new("PXL_1.jpg", jpeg("phone")).file_created_at("2024-01-01T00:00:00Z"));
+    let narrow = w
+        .server
+        .create_api_key(&admin, &["asset.upload", "asset.read", "user.read"]);
+    let text = std::fs::read_to_string(w.write_config())
+        .unwrap()
+        .replace(&w.server.api_key(), &narrow);
+    std::fs::write(w.config_path(), text).unwrap();
+    let ours = jpeg("ours");
+    w.write("a/DSC_2.jpg", &ours);
+
+    let doctor = run(&w, &["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(report.contains("asset.download"), "doctor names it: {report}");
+
+    let log = w.dir.path().join("daemon.log");
+    let mut child = daemon_cmd(&w)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start immish-sync");
+    let server = &w.server;
+    let want = sha1_hex(&ours);
+    let uploaded = eventually(Duration::from_secs(90), || {
+        server.assets(&admin).iter().any(|a| a.checksum_hex == want)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(uploaded, "backups go on: {text}");
+    assert_eq!(w.server.requests(ORIGINAL), 0, "no download is tried");
+    assert_eq!(
+        text.matches("lacks asset.download").count(),
+        1,
+        "said once: {text}"
+    );
+    assert!(files(&copy_dir(&w, 0)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rate_bounds_what_a_pull_downloads() {
+    // 8 originals of 100 kB at 200 kB/s: at least 3.75 s (the bucket saves up a quarter
+    // second). Only a lower bound is asserted: a loaded machine can only make it slower.
+    let w = world(&["max_rate = 200000"]).await;
+    let admin = w.server.admin_id();
+    let mut total = 0;
+    for i in 0..8 {
+        let mut bytes = jpeg(&format!("big {i}"));
+        bytes.resize(100_000, i as u8);
+        total += bytes.len();
+        w.server.insert(
+            &admin,
+            NewAsset::new(format!("BIG_{i}.jpg"), bytes).file_created_at("2024-06-01T00:00:00Z"),
+        );
+    }
+    let copies = copy_dir(&w, 0);
+    let d = w.start_daemon();
+    let server = &w.server;
+    assert!(eventually(Duration::from_secs(60), || server.requests(ORIGINAL) >= 1).await);
+    let started = std::time::Instant::now();
+    let all = eventually(Duration::from_secs(120), || files(&copies).len() == 8).await;
+    let took = started.elapsed();
+    d.stop().await;
+    assert!(all, "{:?}", files(&copies).keys());
+    let floor = Duration::from_secs_f64(total as f64 / 200_000.0 - 0.25 - 0.6);
+    assert!(took >= floor, "{total} bytes in {took:?}, under the cap's {floor:?}");
+    eprintln!("max_rate 200000: {total} bytes in {took:?}");
+}
