@@ -431,11 +431,21 @@ async fn a_key_without_asset_download_is_named_once_and_backups_go_on() {
         server.assets(&admin).iter().any(|a| a.checksum_hex == want)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both assets in the mirror, and then more than one idle look of the pull (5 s) later:
+    // a download would have been tried by now.
+    let mirrored = eventually(Duration::from_secs(60), || {
+        w.db()
+            .query_row("SELECT count(*) FROM remote_assets", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(uploaded, "backups go on: {text}");
+    assert!(mirrored, "the mirror must hold both assets");
     assert_eq!(w.server.requests(ORIGINAL), 0, "no download is tried");
     assert_eq!(
         text.matches("lacks asset.download").count(),
