@@ -939,7 +939,10 @@ async fn run_tree(
     let library = Library::new(s.db.clone(), s.api.clone(), &config.roots);
     let library = tokio::spawn(library.run(shutdown.clone()));
     // docs/ARCHITECTURE.md#pull: copies of the server's originals; never fails the daemon.
-    let pull = tokio::spawn(crate::originals::Originals::from_config(s.db.clone(), s.api.clone(), config).run(shutdown.clone()));
+    let pull = tokio::spawn(
+        crate::originals::Originals::from_config(s.db.clone(), s.api.clone(), config)
+            .run(shutdown.clone()),
+    );
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();

@@ -1057,7 +1057,11 @@ fn the_example_documents_every_pull_key_with_its_real_default() {
         .collect::<Vec<_>>()
         .join("\n");
     let raw: RawConfig = toml::from_str(&block).unwrap_or_else(|e| panic!("{block}: {e}"));
-    let pull = raw.pull.into_iter().next().expect("a [[pull]] table in the example");
+    let pull = raw
+        .pull
+        .into_iter()
+        .next()
+        .expect("a [[pull]] table in the example");
     assert!(pull.path.is_some() && pull.account.is_some() && pull.max_rate.is_some());
     assert_eq!(
         super::raw::RawPull {

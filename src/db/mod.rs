@@ -60,7 +60,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_edited.sql",
         include_str!("../../migrations/0008_edited.sql"),
     ),
-    ("0010_pull.sql", include_str!("../../migrations/0010_pull.sql")),
+    (
+        "0010_pull.sql",
+        include_str!("../../migrations/0010_pull.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

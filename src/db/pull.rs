@@ -58,7 +58,12 @@ const LIVE: &str = "r.deleted_at IS NULL AND r.is_trashed = 0 AND r.checksum IS 
 /// or, when another asset of the folder has it, [`collision_name`]'s; assets are taken in
 /// the order of their date and id, so that which of two namesakes keeps the plain name does
 /// not depend on when each was seen.
-pub fn plan(c: &mut Connection, folder: &Path, layout: &Layout, now: i64) -> rusqlite::Result<usize> {
+pub fn plan(
+    c: &mut Connection,
+    folder: &Path,
+    layout: &Layout,
+    now: i64,
+) -> rusqlite::Result<usize> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let todo: Vec<(String, String, Option<String>)> = {
         let mut st = tx.prepare(&format!(
@@ -430,7 +435,8 @@ pub fn counts(c: &Connection) -> rusqlite::Result<Vec<FolderCounts>> {
             path: String::from_utf8_lossy(&folder).into_owned(),
             ..FolderCounts::default()
         };
-        let mut st = c.prepare("SELECT state, count(*) FROM pulled WHERE folder = ?1 GROUP BY state")?;
+        let mut st =
+            c.prepare("SELECT state, count(*) FROM pulled WHERE folder = ?1 GROUP BY state")?;
         let rows = st.query_map(params![folder], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
         for row in rows {
             let (state, n): (String, i64) = row?;

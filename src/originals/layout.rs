@@ -63,20 +63,21 @@ impl Layout {
         let mut segments = Vec::new();
         for seg in text.split('/') {
             if seg.is_empty() {
-                return Err(format!("{text:?} has an empty folder name (\"//\" or a trailing /)"));
+                return Err(format!(
+                    "{text:?} has an empty folder name (\"//\" or a trailing /)"
+                ));
             }
             if seg == "." || seg == ".." {
-                return Err(format!("{text:?}: \"{seg}\" is not allowed as a folder name"));
+                return Err(format!(
+                    "{text:?}: \"{seg}\" is not allowed as a folder name"
+                ));
             }
             segments.push(parse_segment(text, seg)?);
         }
         let last = segments.last().map(Vec::as_slice).unwrap_or_default();
-        let names_file = last.iter().any(|p| {
-            matches!(
-                p,
-                Piece::Field(Field::Filename | Field::Stem | Field::Id)
-            )
-        });
+        let names_file = last
+            .iter()
+            .any(|p| matches!(p, Piece::Field(Field::Filename | Field::Stem | Field::Id)));
         if !names_file {
             return Err(format!(
                 "{text:?}: the last part (the file's name) must use {{filename}}, {{stem}} or \
@@ -236,7 +237,13 @@ impl Date {
                 .filter(|d| d.iter().all(u8::is_ascii_digit))
                 .map(|_| s[r].to_owned())
         };
-        match (digits(0..4), b.get(4), digits(5..7), b.get(7), digits(8..10)) {
+        match (
+            digits(0..4),
+            b.get(4),
+            digits(5..7),
+            b.get(7),
+            digits(8..10),
+        ) {
             (Some(year), Some(b'-'), Some(month), Some(b'-'), Some(day)) => {
                 Date { year, month, day }
             }
@@ -270,7 +277,10 @@ mod tests {
     #[test]
     fn values_cannot_leave_the_folder_or_hide_in_deleted() {
         let l = Layout::parse("{filename}").unwrap();
-        assert_eq!(l.render(&at("../../etc/passwd", None)), Path::new(".._.._etc_passwd"));
+        assert_eq!(
+            l.render(&at("../../etc/passwd", None)),
+            Path::new(".._.._etc_passwd")
+        );
         assert_eq!(
             l.render(&at("..", None)),
             Path::new("1a2b3c4d-0000-4000-8000-000000000001")

@@ -215,7 +215,9 @@ impl Originals {
         let cfg = self.folders[i].cfg.clone();
         let folder = cfg.path.clone();
         if !self.folders[i].swept {
-            tokio::fs::create_dir_all(&folder).await.map_err(io(&folder))?;
+            tokio::fs::create_dir_all(&folder)
+                .await
+                .map_err(io(&folder))?;
             self.sweep(&folder).await?;
             self.folders[i].swept = true;
         }
@@ -305,13 +307,18 @@ impl Originals {
         let folder = folder.to_owned();
         let removed = tokio::task::spawn_blocking(move || {
             rows.iter()
-                .filter(|r| std::fs::remove_file(temp_path(&folder, &r.rel_path, &r.asset_id)).is_ok())
+                .filter(|r| {
+                    std::fs::remove_file(temp_path(&folder, &r.rel_path, &r.asset_id)).is_ok()
+                })
                 .count()
         })
         .await
         .unwrap_or(0);
         if removed > 0 {
-            tracing::info!(files = removed, "pull: removed downloads cut short by the last stop");
+            tracing::info!(
+                files = removed,
+                "pull: removed downloads cut short by the last stop"
+            );
         }
         Ok(())
     }
@@ -349,7 +356,9 @@ impl Originals {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(e);
         }
-        tokio::fs::rename(&temp, &target).await.map_err(io(&target))?;
+        tokio::fs::rename(&temp, &target)
+            .await
+            .map_err(io(&target))?;
         // The rename itself must survive a power cut: the folder's entry is synced too.
         let d = dir.clone();
         let synced = tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all())

@@ -513,7 +513,10 @@ mod tests {
         )
         .with_pull_folders(&[PathBuf::from("/srv/copy of photos")]);
         let u = render(&spec);
-        assert!(u.contains("\nReadWritePaths=-\"/srv/copy of photos\"\n"), "{u}");
+        assert!(
+            u.contains("\nReadWritePaths=-\"/srv/copy of photos\"\n"),
+            "{u}"
+        );
         assert!(u.contains("\nReadOnlyPaths=-/srv/photos\n"), "{u}");
     }
 

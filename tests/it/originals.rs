@@ -17,8 +17,10 @@ async fn world(pulls: &[&str]) -> World {
     let mut w = World::with_server(server);
     for (i, lines) in pulls.iter().enumerate() {
         let path = w.dir.path().join("copies").join(i.to_string());
-        w.extra
-            .push_str(&format!("\n[[pull]]\npath = \"{}\"\n{lines}\n", path.display()));
+        w.extra.push_str(&format!(
+            "\n[[pull]]\npath = \"{}\"\n{lines}\n",
+            path.display()
+        ));
     }
     w.extra.push_str("\n[mirror]\npull_interval = \"1s\"\n");
     w
@@ -106,12 +108,18 @@ async fn a_pull_of_500_assets_killed_midway_ends_with_each_original_once_and_no_
     w.server.delay(ORIGINAL, Duration::from_millis(30));
     let mut child = daemon_cmd(&w).spawn().expect("start immish-sync");
     let server = &w.server;
-    let reached = eventually(Duration::from_secs(120), || server.requests(ORIGINAL) >= 150).await;
+    let reached = eventually(Duration::from_secs(120), || {
+        server.requests(ORIGINAL) >= 150
+    })
+    .await;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     assert!(reached, "downloads never reached 150");
     let midway = files(&copies).len();
-    assert!(midway < 500, "the kill came too late to test anything ({midway} files)");
+    assert!(
+        midway < 500,
+        "the kill came too late to test anything ({midway} files)"
+    );
 
     w.server.delay(ORIGINAL, Duration::ZERO);
     let mut child = daemon_cmd(&w).spawn().expect("start immish-sync again");
@@ -129,7 +137,11 @@ async fn a_pull_of_500_assets_killed_midway_ends_with_each_original_once_and_no_
     let status = status_json(&w);
     child.kill().expect("SIGKILL");
     let _ = child.wait();
-    assert!(done, "not every original arrived: {} files", files(&copies).len());
+    assert!(
+        done,
+        "not every original arrived: {} files",
+        files(&copies).len()
+    );
     assert!(st, "status: {}", status["pull"]);
     assert_eq!(status["pull"][0]["pending"], 0, "{}", status["pull"]);
     assert_eq!(status["pull"][0]["failed"], 0, "{}", status["pull"]);
@@ -139,7 +151,11 @@ async fn a_pull_of_500_assets_killed_midway_ends_with_each_original_once_and_no_
     let sums: BTreeSet<String> = got.values().map(|b| sha1_hex(b)).collect();
     assert_eq!(sums, want, "each asset's exact bytes, once");
     for rel in got.keys() {
-        assert!(rel.starts_with("2020/01"), "laid out by date: {}", rel.display());
+        assert!(
+            rel.starts_with("2020/01"),
+            "laid out by date: {}",
+            rel.display()
+        );
     }
     // Incremental: what was in place before the kill was not fetched again (at most the
     // downloads in flight at the kill were).
@@ -184,7 +200,11 @@ async fn a_corrupted_download_is_never_renamed_into_place_and_is_tried_again() {
     })
     .await;
     d.stop().await;
-    assert!(fixed, "the good download must land: {:?}", files(&copies).keys());
+    assert!(
+        fixed,
+        "the good download must land: {:?}",
+        files(&copies).keys()
+    );
     assert_eq!(files(&copies).len(), 1);
 }
 
@@ -194,12 +214,14 @@ async fn an_asset_deleted_on_the_server_stays_or_with_move_goes_to_deleted() {
     let admin = w.server.admin_id();
     let (a, b) = (jpeg("stays"), jpeg("goes"));
     let date = "2024-05-01T08:00:00.000Z";
-    let trashed = w
-        .server
-        .insert(&admin, NewAsset::new("A.jpg", a.clone()).file_created_at(date));
-    let deleted = w
-        .server
-        .insert(&admin, NewAsset::new("B.jpg", b.clone()).file_created_at(date));
+    let trashed = w.server.insert(
+        &admin,
+        NewAsset::new("A.jpg", a.clone()).file_created_at(date),
+    );
+    let deleted = w.server.insert(
+        &admin,
+        NewAsset::new("B.jpg", b.clone()).file_created_at(date),
+    );
     let d = w.start_daemon();
     let (keep, mv) = (copy_dir(&w, 0), copy_dir(&w, 1));
     let all = eventually(Duration::from_secs(90), || {
@@ -215,15 +237,30 @@ async fn an_asset_deleted_on_the_server_stays_or_with_move_goes_to_deleted() {
     })
     .await;
     // The keep folder's next look at the mirror records its copy as kept.
-    let seen = eventually(Duration::from_secs(60), || status_json(&w)["pull"][0]["kept"] == 1).await;
+    let seen = eventually(Duration::from_secs(60), || {
+        status_json(&w)["pull"][0]["kept"] == 1
+    })
+    .await;
     d.stop().await;
     assert!(seen, "{}", status_json(&w)["pull"]);
     assert!(moved, "{:?}", files(&mv).keys());
     let kept = files(&keep);
-    assert_eq!(kept.get(Path::new("2024/05/A.jpg")), Some(&a), "trashed: stays");
-    assert_eq!(kept.get(Path::new("2024/05/B.jpg")), Some(&b), "deleted: stays");
+    assert_eq!(
+        kept.get(Path::new("2024/05/A.jpg")),
+        Some(&a),
+        "trashed: stays"
+    );
+    assert_eq!(
+        kept.get(Path::new("2024/05/B.jpg")),
+        Some(&b),
+        "deleted: stays"
+    );
     let m = files(&mv);
-    assert_eq!(m.get(Path::new("2024/05/A.jpg")), Some(&a), "trashed: stays");
+    assert_eq!(
+        m.get(Path::new("2024/05/A.jpg")),
+        Some(&a),
+        "trashed: stays"
+    );
     assert_eq!(m.get(Path::new(".deleted/2024/05/B.jpg")), Some(&b));
     assert_eq!(m.len(), 2, "{:?}", m.keys());
     let status = status_json(&w);
@@ -258,8 +295,16 @@ async fn colliding_names_get_the_asset_id_and_a_date_edit_moves_nothing() {
     };
     let suffixed = format!("2024/03/IMG_0001~{}.jpg", &other[..8]);
     let before = files(&copies);
-    assert_eq!(before.get(Path::new("2024/03/IMG_0001.jpg")), Some(plain_bytes));
-    assert_eq!(before.get(Path::new(&suffixed)), Some(other_bytes), "{:?}", before.keys());
+    assert_eq!(
+        before.get(Path::new("2024/03/IMG_0001.jpg")),
+        Some(plain_bytes)
+    );
+    assert_eq!(
+        before.get(Path::new(&suffixed)),
+        Some(other_bytes),
+        "{:?}",
+        before.keys()
+    );
 
     // A date edit on the server, then a new asset: the new one arrives, the old ones stay.
     assert!(w.server.update(
@@ -279,7 +324,10 @@ async fn colliding_names_get_the_asset_id_and_a_date_edit_moves_nothing() {
     d.stop().await;
     let after = files(&copies);
     assert!(third, "{:?}", after.keys());
-    assert_eq!(after.get(Path::new("2024/03/IMG_0001.jpg")), Some(plain_bytes));
+    assert_eq!(
+        after.get(Path::new("2024/03/IMG_0001.jpg")),
+        Some(plain_bytes)
+    );
     assert_eq!(after.get(Path::new(&suffixed)), Some(other_bytes));
     assert_eq!(after.get(Path::new("2019/12/IMG_0001.jpg")), Some(&three));
 }
@@ -305,7 +353,8 @@ async fn a_phones_uploads_and_our_own_are_both_pulled() {
     assert!(both, "{:?}", got.keys());
     assert_eq!(got.get(Path::new("2024/01/PXL_20240101.jpg")), Some(&phone));
     assert!(
-        got.iter().any(|(p, b)| p.ends_with("DSC_1.jpg") && b == &ours),
+        got.iter()
+            .any(|(p, b)| p.ends_with("DSC_1.jpg") && b == &ours),
         "{:?}",
         got.keys()
     );
@@ -332,9 +381,10 @@ async fn a_pull_folder_overlapping_a_root_is_a_config_error_naming_both() {
         std::fs::create_dir_all(&pull).ok();
         w2.extra = format!("{base}\n[[pull]]\npath = \"{}\"\n", pull.display());
         // The same root as `w`, so that the paths are the ones created above.
-        let text = std::fs::read_to_string(w2.write_config())
-            .unwrap()
-            .replace(&w2.root().display().to_string(), &root.display().to_string());
+        let text = std::fs::read_to_string(w2.write_config()).unwrap().replace(
+            &w2.root().display().to_string(),
+            &root.display().to_string(),
+        );
         std::fs::write(w2.config_path(), text).unwrap();
         let out = run(&w2, &["check-config", "--offline"]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -348,21 +398,31 @@ async fn a_pull_folder_overlapping_a_root_is_a_config_error_naming_both() {
     ok.extra = format!("{base}\n[[pull]]\npath = \"{}\"\n", outside.display());
     ok.write_config();
     let out = run(&ok, &["check-config", "--offline"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_the_config_does_not_have_is_a_config_error() {
     let mut w = World::with_server(TestServer::builder().start().await);
     let copy = w.dir.path().join("copy");
-    w.extra = format!("\n[[pull]]\npath = \"{}\"\naccount = \"ann\"\n", copy.display());
+    w.extra = format!(
+        "\n[[pull]]\npath = \"{}\"\naccount = \"ann\"\n",
+        copy.display()
+    );
     w.write_config();
     let out = run(&w, &["check-config", "--offline"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("pull[0].account"), "{err}");
     assert!(err.contains("accounts are not configured"), "{err}");
-    w.extra = format!("\n[[pull]]\npath = \"{}\"\naccount = \"default\"\n", copy.display());
+    w.extra = format!(
+        "\n[[pull]]\npath = \"{}\"\naccount = \"default\"\n",
+        copy.display()
+    );
     w.write_config();
     assert!(run(&w, &["check-config", "--offline"]).status.success());
 }
@@ -397,15 +457,22 @@ async fn a_live_photos_video_is_laid_out_beside_its_still() {
     let got = files(&copies);
     assert!(both, "{:?}", got.keys());
     assert_eq!(got.get(Path::new("2024/03/IMG_0009.jpg")), Some(&still));
-    assert_eq!(got.get(Path::new("2024/03/IMG_0009.MOV")), Some(&video), "{:?}", got.keys());
+    assert_eq!(
+        got.get(Path::new("2024/03/IMG_0009.MOV")),
+        Some(&video),
+        "{:?}",
+        got.keys()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_without_asset_download_is_named_once_and_backups_go_on() {
     let w = world(&[""]).await;
     let admin = w.server.admin_id();
-    w.server
-        .insert(&admin, NewAsset::new("PXL_1.jpg", jpeg("phone")).file_created_at("2024-01-01T00:00:00Z"));
+    w.server.insert(
+        &admin,
+        NewAsset::new("PXL_1.jpg", jpeg("phone")).file_created_at("2024-01-01T00:00:00Z"),
+    );
     let narrow = w
         .server
         .create_api_key(&admin, &["asset.upload", "asset.read", "user.read"]);
@@ -418,7 +485,10 @@ async fn a_key_without_asset_download_is_named_once_and_backups_go_on() {
 
     let doctor = run(&w, &["doctor"]);
     let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
-    assert!(report.contains("asset.download"), "doctor names it: {report}");
+    assert!(
+        report.contains("asset.download"),
+        "doctor names it: {report}"
+    );
 
     let log = w.dir.path().join("daemon.log");
     let mut child = daemon_cmd(&w)
@@ -435,7 +505,9 @@ async fn a_key_without_asset_download_is_named_once_and_backups_go_on() {
     // a download would have been tried by now.
     let mirrored = eventually(Duration::from_secs(60), || {
         w.db()
-            .query_row("SELECT count(*) FROM remote_assets", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM remote_assets", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .unwrap_or(0)
             >= 2
     })
@@ -481,6 +553,9 @@ async fn max_rate_bounds_what_a_pull_downloads() {
     d.stop().await;
     assert!(all, "{:?}", files(&copies).keys());
     let floor = Duration::from_secs_f64(total as f64 / 200_000.0 - 0.25 - 0.6);
-    assert!(took >= floor, "{total} bytes in {took:?}, under the cap's {floor:?}");
+    assert!(
+        took >= floor,
+        "{total} bytes in {took:?}, under the cap's {floor:?}"
+    );
     eprintln!("max_rate 200000: {total} bytes in {took:?}");
 }

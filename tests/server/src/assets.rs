@@ -866,7 +866,9 @@ pub(crate) async fn original(
     // offered as the file name.
     let disposition = format!(
         "attachment; filename=\"{}\"",
-        asset.original_file_name.replace(['"', '\\', '\r', '\n'], "_")
+        asset
+            .original_file_name
+            .replace(['"', '\\', '\r', '\n'], "_")
     );
     Ok((
         [
