@@ -294,8 +294,10 @@ pub struct Gone {
     pub state: String,
 }
 
-/// Rows in `states` whose asset is deleted on the server (the mirror says so, or no longer
-/// has it). A trashed asset is not gone: the trash can be restored.
+/// Rows in `states` whose asset the mirror knows was deleted for good (`deleted_at`). A
+/// trashed asset is not gone (the trash can be restored), and neither is one the mirror
+/// has no row for: the mirror is emptied when the configured server or user changes, and
+/// that must not send a whole folder to `.deleted/`.
 pub fn gone(c: &Connection, folder: &Path, states: &[PullState]) -> rusqlite::Result<Vec<Gone>> {
     let list = states
         .iter()
@@ -304,9 +306,8 @@ pub fn gone(c: &Connection, folder: &Path, states: &[PullState]) -> rusqlite::Re
         .join(",");
     let mut st = c.prepare(&format!(
         "SELECT p.asset_id, p.rel_path, p.state FROM pulled p
-         LEFT JOIN remote_assets r ON r.id = p.asset_id
-         WHERE p.folder = ?1 AND p.state IN ({list})
-           AND (r.id IS NULL OR r.deleted_at IS NOT NULL)"
+         JOIN remote_assets r ON r.id = p.asset_id
+         WHERE p.folder = ?1 AND p.state IN ({list}) AND r.deleted_at IS NOT NULL"
     ))?;
     let rows = st.query_map(params![bytes(folder)], |r| {
         Ok(Gone {
