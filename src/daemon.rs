@@ -949,6 +949,11 @@ async fn run_tree(
     let after_upload =
         crate::after_upload::AfterUpload::new(s.db.clone(), s.api.clone(), &config.roots);
     let after_upload = tokio::spawn(after_upload.run(shutdown.clone()));
+    // docs/ARCHITECTURE.md#pull: copies of the server's originals; never fails the daemon.
+    let pull = tokio::spawn(
+        crate::originals::Originals::from_config(s.db.clone(), s.api.clone(), config)
+            .run(shutdown.clone()),
+    );
     let result = tokio::select! {
         r = &mut scanner => {
             shutdown.cancel();
@@ -975,6 +980,9 @@ async fn run_tree(
     }
     if let Err(e) = after_upload.await {
         tracing::error!(error = %e, "the after-upload task failed");
+    }
+    if let Err(e) = pull.await {
+        tracing::error!(error = %e, "the pull task failed");
     }
     if result.is_ok() {
         tracing::debug!("the task tree stopped");

@@ -53,6 +53,7 @@ pub mod lock;
 pub mod logfilter;
 pub mod mirror;
 pub mod model;
+pub mod originals;
 pub mod pipeline;
 pub mod progress;
 pub mod scan;

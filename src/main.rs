@@ -457,7 +457,14 @@ fn service_install(config: &Config, user: bool, dry_run: bool) -> ExitCode {
         &state_dir,
         key_file.as_deref(),
     )
-    .with_writable(&after_upload_paths(config, absolute));
+    .with_writable(&after_upload_paths(config, absolute))
+    .with_pull_folders(
+        &config
+            .pull
+            .iter()
+            .map(|p| absolute(&p.path))
+            .collect::<Vec<_>>(),
+    );
     let text = unit::render(&spec);
     let Some(target) = unit::install_path(user) else {
         eprintln!("error: neither XDG_CONFIG_HOME nor HOME is set: cannot place a user unit");

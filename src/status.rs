@@ -86,6 +86,9 @@ pub struct Status {
     /// Photos whose XMP sidecar was created or edited after they went up (reported, not
     /// sent again; docs/ARCHITECTURE.md#sidecars).
     pub late_sidecars: i64,
+    /// `[[pull]]` folders and their copies (docs/STATUS.md#status-json); empty when none
+    /// ever pulled.
+    pub pull: Vec<crate::db::pull::FolderCounts>,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -253,6 +256,7 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             accounts: Vec::new(),
             after_upload: crate::db::after_upload::counts(c)?,
             late_sidecars: crate::db::sidecars::reported(c)?,
+            pull: crate::db::pull::counts(c)?,
         })
     })?;
     let mut status = Status {
@@ -300,6 +304,7 @@ impl Status {
             edited_files: 0,
             after_upload: Default::default(),
             late_sidecars: 0,
+            pull: vec![],
             server_info: None,
             last_pull: None,
             last_pull_error: None,
@@ -602,6 +607,9 @@ impl Status {
             );
         }
         self.waiting.render(&mut out);
+        for p in &self.pull {
+            render_pull(p, &mut out);
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "recent problems:");
             for f in &self.failures {
@@ -629,6 +637,24 @@ impl Status {
         }
         accounts::render(&self.accounts, &mut out);
         out
+    }
+}
+
+/// One `[[pull]]` folder's line (docs/STATUS.md#pull).
+fn render_pull(p: &crate::db::pull::FolderCounts, out: &mut String) {
+    let mut line = format!(
+        "pull:         {}: {} pulled, {} pending, {} failed",
+        p.path, p.pulled, p.pending, p.failed
+    );
+    if p.kept > 0 {
+        line.push_str(&format!(", {} kept after deletion on the server", p.kept));
+    }
+    if p.moved > 0 {
+        line.push_str(&format!(", {} moved to .deleted/", p.moved));
+    }
+    let _ = writeln!(out, "{line}");
+    if let (true, Some(e)) = (p.failed > 0, &p.last_error) {
+        let _ = writeln!(out, "  last failure: {e}");
     }
 }
 
@@ -714,6 +740,7 @@ mod tests {
             accounts: Vec::new(),
             after_upload: Default::default(),
             late_sidecars: 0,
+            pull: vec![],
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

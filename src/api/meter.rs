@@ -75,7 +75,7 @@ impl UploadMeter {
 
     /// Takes `n` bytes from the bucket; returns how long to wait before sending them
     /// (zero without a cap). The bucket may go into debt: the wait pays it back.
-    fn take(&self, n: u64) -> Duration {
+    pub(crate) fn take(&self, n: u64) -> Duration {
         let rate = self.rate.load(Relaxed);
         if rate == 0 {
             return Duration::ZERO;

@@ -102,6 +102,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `[[accounts]]`: the users besides `[server]`'s (docs/ARCHITECTURE.md#accounts).
     pub accounts: Vec<AccountConfig>,
+    /// `[[pull]]`: folders that keep a verified copy of the server's originals
+    /// (docs/ARCHITECTURE.md#pull); empty = off.
+    pub pull: Vec<PullConfig>,
 }
 
 /// One `[[accounts]]` table: a name and how to reach and log in as that user.
@@ -398,6 +401,35 @@ pub struct AlertsConfig {
     pub outage_after: Duration,
     /// Files waiting while nothing was backed up for this long is an incident.
     pub stalled_after: Duration,
+}
+
+/// What a pull folder does with its copy of an asset deleted on the server
+/// (`on_server_delete`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnServerDelete {
+    /// The copy stays where it is: the server deleting an asset never deletes a local copy.
+    Keep,
+    /// The copy goes to `<path>/.deleted/`, same relative path, and is removed after
+    /// `deleted_keep_days`.
+    Move,
+}
+
+/// One `[[pull]]` folder (docs/ARCHITECTURE.md#pull).
+#[derive(Clone, Debug)]
+pub struct PullConfig {
+    /// Absolute; overlaps no root and no other pull folder (checked as written and through
+    /// symlinks). Created when missing.
+    pub path: PathBuf,
+    /// The account whose assets it holds; `None` = `[server]`'s.
+    pub account: Option<String>,
+    /// Where each asset goes below `path`.
+    pub layout: crate::originals::Layout,
+    pub on_server_delete: OnServerDelete,
+    /// How long a copy moved to `.deleted/` is kept.
+    pub deleted_keep: Duration,
+    /// Bytes per second for this folder's downloads; `None` = no cap.
+    pub max_rate: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     /// `[[accounts]]`: more users of the server (docs/ARCHITECTURE.md#accounts).
     pub(super) accounts: Vec<RawAccount>,
+    /// `[[pull]]`: local copies of the server's originals (docs/ARCHITECTURE.md#pull).
+    pub(super) pull: Vec<RawPull>,
 }
 
 /// `[[accounts]]`: another user, with the credential keys of `[server]` and its own URL
@@ -207,6 +209,19 @@ pub(super) struct RawAlerts {
     pub(super) stalled_after: RawDuration,
 }
 
+/// One `[[pull]]` table: a folder that keeps the original of every asset of an account.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawPull {
+    pub(super) path: Option<String>,
+    pub(super) account: Option<String>,
+    pub(super) layout: String,
+    pub(super) on_server_delete: super::OnServerDelete,
+    #[serde(deserialize_with = "positive_u32")]
+    pub(super) deleted_keep_days: u32,
+    pub(super) max_rate: Option<RawRate>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Defaults: the only place they are written. config.example.toml repeats them for readers, and
 // a test keeps the two in step.
@@ -312,6 +327,19 @@ impl Default for RawAlerts {
             token_file: None,
             outage_after: RawDuration::secs(15 * 60),
             stalled_after: RawDuration::secs(6 * 60 * 60),
+        }
+    }
+}
+
+impl Default for RawPull {
+    fn default() -> Self {
+        RawPull {
+            path: None,
+            account: None,
+            layout: "{year}/{month}/{filename}".into(),
+            on_server_delete: super::OnServerDelete::Keep,
+            deleted_keep_days: 30,
+            max_rate: None,
         }
     }
 }

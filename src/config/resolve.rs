@@ -76,6 +76,7 @@ impl Resolver<'_> {
 
         let metrics = self.metrics(&raw.metrics)?;
         let alerts = self.alerts(&raw.alerts)?;
+        let pull = self.pulls(raw.pull, &roots, &accounts)?;
 
         Ok(Config {
             source: Some(self.file.path.to_owned()),
@@ -123,6 +124,7 @@ impl Resolver<'_> {
             metrics,
             alerts,
             accounts,
+            pull,
         })
     }
 
@@ -488,6 +490,100 @@ impl Resolver<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `[[pull]]` tables (docs/ARCHITECTURE.md#pull): an absolute folder that overlaps no
+    /// root (its copies would be uploaded again, or a root's files overwritten) and no other
+    /// pull folder, an account this config has, and a layout that names each file.
+    fn pulls(
+        &self,
+        raw: Vec<super::raw::RawPull>,
+        roots: &[RootConfig],
+        accounts: &[super::AccountConfig],
+    ) -> Result<Vec<super::PullConfig>, ConfigError> {
+        let mut pulls: Vec<super::PullConfig> = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = [K("pull"), I(i), K("path")];
+            let path = match p.path.as_deref() {
+                Some(v) if !v.trim().is_empty() => self.absolute(&key, v)?,
+                _ => {
+                    return Err(self.invalid(
+                        &key,
+                        "missing; every [[pull]] needs path = \"/absolute/folder\"",
+                    ))
+                }
+            };
+            let account = match p.account.as_deref().map(str::trim) {
+                None | Some("default") => None,
+                Some(name) if accounts.iter().any(|a| a.name == name) => Some(name.to_owned()),
+                Some(name) => {
+                    let known: Vec<String> =
+                        accounts.iter().map(|a| format!("{:?}", a.name)).collect();
+                    return Err(self.invalid(
+                        &[K("pull"), I(i), K("account")],
+                        format!(
+                            "{name:?} is not an account of this config; the accounts are \
+                             \"default\" ([server]'s){}{}",
+                            if known.is_empty() { "" } else { ", " },
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            };
+            let layout = crate::originals::Layout::parse(&p.layout)
+                .map_err(|e| self.invalid(&[K("pull"), I(i), K("layout")], e))?;
+            let real = real_path(&path);
+            let through = |other: &Path, other_real: &Path| {
+                let inside = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+                if inside(&path, other) {
+                    Some(String::new())
+                } else if inside(&real, other_real) {
+                    Some(format!(
+                        " (through a symlink: they resolve to {} and {})",
+                        real.display(),
+                        other_real.display()
+                    ))
+                } else {
+                    None
+                }
+            };
+            for (j, root) in roots.iter().enumerate() {
+                if let Some(how) = through(&root.path, &real_path(&root.path)) {
+                    return Err(self.invalid(
+                        &key,
+                        format!(
+                            "{} overlaps roots[{j}] ({}){how}: the copies it pulls would be \
+                             uploaded again, or a backed-up folder written into; choose a \
+                             folder outside every root",
+                            path.display(),
+                            root.path.display()
+                        ),
+                    ));
+                }
+            }
+            for (j, other) in pulls.iter().enumerate() {
+                if let Some(how) = through(&other.path, &real_path(&other.path)) {
+                    return Err(self.invalid(
+                        &key,
+                        format!(
+                            "{} overlaps pull[{j}] ({}){how}: two pulls would write the same \
+                             files; give each its own folder",
+                            path.display(),
+                            other.path.display()
+                        ),
+                    ));
+                }
+            }
+            pulls.push(super::PullConfig {
+                path,
+                account,
+                layout,
+                on_server_delete: p.on_server_delete,
+                deleted_keep: Duration::from_secs(u64::from(p.deleted_keep_days) * 86_400),
+                max_rate: p.max_rate.map(|r| r.0),
+            });
+        }
+        Ok(pulls)
     }
 
     fn log_level(&self, level: String) -> Result<String, ConfigError> {

@@ -1060,6 +1060,46 @@ fn the_example_documents_every_key_with_its_real_default() {
     );
 }
 
+/// The example's `[[pull]]` table, written as `#   key = value` lines (a table switched on
+/// in the example would start a pull for whoever copies it): every key, with its default.
+#[test]
+fn the_example_documents_every_pull_key_with_its_real_default() {
+    let block: String = EXAMPLE
+        .lines()
+        .skip_while(|l| *l != "#   [[pull]]")
+        .take_while(|l| l.starts_with("#   "))
+        .map(|l| &l[4..])
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let raw: RawConfig = toml::from_str(&block).unwrap_or_else(|e| panic!("{block}: {e}"));
+    let pull = raw
+        .pull
+        .into_iter()
+        .next()
+        .expect("a [[pull]] table in the example");
+    assert!(pull.path.is_some() && pull.account.is_some() && pull.max_rate.is_some());
+    assert_eq!(
+        super::raw::RawPull {
+            path: None,
+            account: None,
+            max_rate: None,
+            ..pull
+        },
+        super::raw::RawPull::default()
+    );
+    // And it is valid as a whole, beside the example's root.
+    let dir = Dir::new();
+    let key = dir.write("api-key", "example-key\n", 0o600);
+    let text = format!(
+        "{}\n{block}\n",
+        EXAMPLE.replace("/etc/immish-sync/api-key", &key.display().to_string())
+    );
+    let c = dir.load(&text, &[]).expect("the example with its [[pull]]");
+    assert_eq!(c.pull[0].path, Path::new("/srv/photo-copy"));
+    assert_eq!(c.pull[0].layout.as_str(), "{year}/{month}/{filename}");
+}
+
 #[test]
 fn the_example_starts_with_the_minimal_config() {
     let head: String = EXAMPLE.lines().take(40).collect::<Vec<_>>().join("\n");

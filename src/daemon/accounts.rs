@@ -42,6 +42,7 @@ pub fn project(config: &Config, name: Option<&str>) -> Option<Config> {
         c.state.dir = account_dir(&config.state.dir, name);
     }
     c.roots.retain(|r| r.account.as_deref() == name);
+    c.pull.retain(|p| p.account.as_deref() == name);
     Some(c)
 }
 

@@ -16,6 +16,7 @@ pub mod edited;
 pub mod library;
 pub mod meta;
 pub mod mirror;
+pub mod pull;
 pub mod queue;
 pub mod sidecars;
 pub mod waiting;
@@ -63,6 +64,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0009_after_upload.sql",
         include_str!("../../migrations/0009_after_upload.sql"),
+        "0010_pull.sql",
+        include_str!("../../migrations/0010_pull.sql"),
     ),
 ];
 

@@ -30,6 +30,9 @@ pub struct UnitSpec {
     /// Paths the service may write besides its state: roots with `after_upload` archive or
     /// delete, and their archive folders (docs/ARCHITECTURE.md#after-upload).
     pub writable: Vec<String>,
+    /// The `[[pull]]` folders, the only other places the service writes
+    /// (docs/ARCHITECTURE.md#pull).
+    pub pull: Vec<String>,
 }
 
 /// How the unit grants the state directory.
@@ -51,6 +54,7 @@ impl UnitSpec {
             state: StateDir::Managed("immish-sync".into()),
             key_file: Some("/etc/immish-sync/api-key".into()),
             writable: Vec::new(),
+            pull: Vec::new(),
         }
     }
 
@@ -64,6 +68,7 @@ impl UnitSpec {
             state: StateDir::Path("%h/.local/state/immish-sync".into()),
             key_file: None,
             writable: Vec::new(),
+            pull: Vec::new(),
         }
     }
 
@@ -105,6 +110,16 @@ impl UnitSpec {
     /// from, archive folders).
     pub fn with_writable(mut self, paths: &[PathBuf]) -> UnitSpec {
         self.writable = paths.iter().map(|p| escape_path(p)).collect();
+        self
+    }
+
+            pull: Vec::new(),
+        }
+    }
+
+    /// The same unit, granted write access to the `[[pull]]` folders.
+    pub fn with_pull_folders(mut self, folders: &[PathBuf]) -> UnitSpec {
+        self.pull = folders.iter().map(|p| escape_path(p)).collect();
         self
     }
 }
@@ -346,6 +361,19 @@ pub fn render(spec: &UnitSpec) -> String {
             let _ = writeln!(w, "ReadWritePaths=-{p}");
         }
     }
+    if !spec.pull.is_empty() {
+        line(
+            w,
+            "# The [[pull]] folders: copies of the server's originals are written there. Create",
+        );
+        line(
+            w,
+            "# each before the first start (\"-\": a missing one does not stop the unit).",
+        );
+        for p in &spec.pull {
+            let _ = writeln!(w, "ReadWritePaths=-{p}");
+        }
+    }
     line(w, "PrivateTmp=yes");
     if !spec.user {
         line(w, "PrivateDevices=yes");
@@ -519,6 +547,25 @@ mod tests {
         assert!(u.contains("\nReadWritePaths=-/srv/inbox\n"), "{u}");
         assert!(u.contains("\nReadWritePaths=-/srv/archive\n"), "{u}");
         assert_eq!(u.matches("ReadWritePaths=").count(), 2, "{u}");
+    }
+
+    #[test]
+    fn pull_folders_are_granted_write_access() {
+        let spec = UnitSpec::for_machine(
+            false,
+            Path::new("/usr/bin/immish-sync"),
+            Path::new("/etc/immish-sync/config.toml"),
+            &[PathBuf::from("/srv/photos")],
+            Path::new("/var/lib/immish-sync"),
+            None,
+        )
+        .with_pull_folders(&[PathBuf::from("/srv/copy of photos")]);
+        let u = render(&spec);
+        assert!(
+            u.contains("\nReadWritePaths=-\"/srv/copy of photos\"\n"),
+            "{u}"
+        );
+        assert!(u.contains("\nReadOnlyPaths=-/srv/photos\n"), "{u}");
     }
 
     #[test]

@@ -275,6 +275,33 @@ fn key_checks(api: &ApiClient, config: &Config) -> Vec<Check> {
             )),
         );
     }
+    // docs/ARCHITECTURE.md#pull
+    if !config.pull.is_empty()
+        && !perms
+            .iter()
+            .any(|p| p == "all" || p == crate::originals::PERMISSION)
+    {
+        let folders: Vec<String> = config
+            .pull
+            .iter()
+            .map(|p| p.path.display().to_string())
+            .collect();
+        checks.push(
+            Check::new(
+                Level::Warn,
+                "pull",
+                format!(
+                    "the key lacks {}: no original is downloaded into {} (backups work)",
+                    crate::originals::PERMISSION,
+                    folders.join(", ")
+                ),
+            )
+            .fix(format!(
+                "add {} to the key in Immich",
+                crate::originals::PERMISSION
+            )),
+        );
+    }
     if config.mirror.events && !api.can_open_websocket() {
         checks.push(Check::new(
             Level::Info,

@@ -419,11 +419,14 @@ fn state_v3_opens_with_every_file_as_it_was() {
     db.call_blocking(|c| {
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
-        // sidecars, 0008 the edited files', 0009 what was done after upload.
+        // sidecars, 0008 the edited files', 0009 what was done after upload, 0010 the pull
+        // folders'.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            9
+            10
         );
+        let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
+        assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
         // The upgrade notes nothing by itself; the first start sorts the root's backed-up
         // files (its settings are new), once.
         assert!(immish_sync::db::library::todo(c, 100)?.is_empty());

@@ -24,6 +24,7 @@ mod limits;
 mod metrics;
 mod mirror;
 mod netns;
+mod originals;
 mod outage;
 mod peer;
 mod progress;

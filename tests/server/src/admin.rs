@@ -102,6 +102,9 @@ enum FaultRequest {
     CorruptUploads {
         on: bool,
     },
+    CorruptDownloads {
+        on: bool,
+    },
     Unauthorized {
         on: bool,
     },
@@ -156,6 +159,7 @@ async fn set_fault(
         FaultRequest::SlowBody { bytes_per_sec } => h.slow_body(bytes_per_sec),
         FaultRequest::StallAfterStore { times } => h.stall_after_store(times),
         FaultRequest::CorruptUploads { on } => h.corrupt_uploads(on),
+        FaultRequest::CorruptDownloads { on } => h.corrupt_downloads(on),
         FaultRequest::Unauthorized { on } => h.unauthorized(on),
         FaultRequest::StorageFull { on } => h.storage_full(on),
         FaultRequest::RejectWebsockets { on } => h.reject_websockets(on),

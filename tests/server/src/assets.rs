@@ -848,17 +848,36 @@ pub(crate) async fn original(
         .get(&id)
         .filter(|a| db.can_read(&auth.user_id, a))
         .ok_or_else(|| ApiError::no_access("asset.download"))?;
-    let Some(data) = asset.data.clone() else {
+    let Some(mut data) = asset.data.clone() else {
         return Err(ApiError::new(
             404,
             "Asset media not found (the test server keeps bytes only with keep_bytes)",
         ));
     };
+    if db.faults.corrupt_downloads && !data.is_empty() {
+        let middle = data.len() / 2;
+        data[middle] ^= 0xFF;
+    }
     let content_type = dto::asset(asset, app.dialect(), false)["originalMimeType"]
         .as_str()
         .unwrap_or("application/octet-stream")
         .to_string();
-    Ok(([(header::CONTENT_TYPE, content_type)], data).into_response())
+    // Like Immich (`sendFile` with `Content-Disposition: attachment`), the original name is
+    // offered as the file name.
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        asset
+            .original_file_name
+            .replace(['"', '\\', '\r', '\n'], "_")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        data,
+    )
+        .into_response())
 }
 
 /// `PUT /assets/:id`: favourite, visibility, description, date. Like the real server, only a

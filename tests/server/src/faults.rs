@@ -15,6 +15,7 @@
 //! still count what a client tried meanwhile.
 //!
 //! Switches that belong to one handler (`stall_after_store`, `corrupt_uploads`,
+//! `corrupt_downloads`,
 //! `storage_full`, `unauthorized`, `reject_websockets`) are only stored here and read by it.
 
 use std::collections::HashMap;
@@ -128,6 +129,9 @@ pub(crate) struct Faults {
     pub slow_body: Option<u64>,
     pub stall_after_store: u32,
     pub corrupt_uploads: bool,
+    /// `GET /assets/:id/original` serves the stored bytes with one flipped: bytes other
+    /// than the stored checksum's.
+    pub corrupt_downloads: bool,
     pub unauthorized: bool,
     pub storage_full: bool,
     pub reject_websockets: bool,

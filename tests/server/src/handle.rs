@@ -604,6 +604,12 @@ impl ServerHandle {
         self.app.lock().faults.corrupt_uploads = on;
     }
 
+    /// Serves originals with their middle byte flipped: same length, bytes other than the
+    /// stored checksum's (what a failing disk or a broken proxy cache delivers).
+    pub fn corrupt_downloads(&self, on: bool) {
+        self.app.lock().faults.corrupt_downloads = on;
+    }
+
     /// Every authenticated request answers 401 while on.
     pub fn unauthorized(&self, on: bool) {
         self.app.lock().faults.unauthorized = on;

@@ -24,6 +24,7 @@
 //!   "status":413,"body":"<html>…","contentType":"text/html","retryAfter":"5"}`; the kinds
 //!   are `fail_next`, `drop_after_bytes {route, bytes, times}`, `delay {route, ms}`,
 //!   `slow_body {bytesPerSec}`, `stall_after_store {times}`, `corrupt_uploads {on}`,
+//!   `corrupt_downloads {on}`,
 //!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`, `offline {on}`,
 //!   `close_websockets`, `quota {userId?, bytes|null}` and `clear`.
 //!
@@ -174,6 +175,8 @@
 //! * `stall_after_store(times)`: store the next uploads, then never answer (the "reply lost"
 //!   case); the client's timeout fires while the asset exists.
 //! * `corrupt_uploads(on)`: store checksum and size of the body minus its last byte.
+//! * `corrupt_downloads(on)`: `GET /assets/:id/original` serves the stored bytes with the
+//!   middle one flipped (the stored checksum no longer matches what arrives).
 //! * `unauthorized(on)`: every authenticated request (and socket) gets 401.
 //! * `storage_full(on)`: uploads answer 507 after the body; `set_quota(user, bytes)`: 400
 //!   `Quota has been exceeded!` when the upload would go over.
