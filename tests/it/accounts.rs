@@ -414,3 +414,40 @@ async fn doctor_checks_each_accounts_key() {
     assert!(line("ann").starts_with("fail"), "{text}");
     assert!(!line("ben").starts_with("fail"), "{text}");
 }
+
+/// A `[[pull]]` naming an account copies that account's originals (a phone upload of Ann's
+/// too), and nothing of `[server]`'s account; `[server]`'s account does not pull into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_for_an_account_copies_only_that_accounts_originals() {
+    let mut f = Family::new().await;
+    let copy = f.w.dir.path().join("ann-copy");
+    f.w.extra.push_str(&format!(
+        "[[pull]]\npath = \"{}\"\naccount = \"ann\"\nlayout = \"{{filename}}\"\n",
+        copy.display()
+    ));
+    let admin = f.w.server.admin_id();
+    let (phone, admins) = (jpeg("ann's phone"), jpeg("the admin's phone"));
+    f.w.server.insert(
+        &f.ann,
+        immish_testserver::NewAsset::new("PXL_1.jpg", phone.clone()),
+    );
+    f.w.server.insert(
+        &admin,
+        immish_testserver::NewAsset::new("ADMIN_1.jpg", admins.clone()),
+    );
+    let d = f.w.start_daemon();
+    let got = eventually(DEADLINE, || {
+        std::fs::read(copy.join("PXL_1.jpg")).is_ok_and(|b| b == phone)
+    })
+    .await;
+    // Give a wrong pull (by [server]'s account) time to show itself too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    d.stop().await;
+    assert!(got, "Ann's original must be copied into her pull folder");
+    let names: Vec<String> = std::fs::read_dir(&copy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, vec!["PXL_1.jpg".to_owned()], "only Ann's assets");
+}
