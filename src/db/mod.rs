@@ -15,6 +15,8 @@ pub mod edited;
 pub mod library;
 pub mod meta;
 pub mod mirror;
+#[cfg(test)]
+mod plans;
 pub mod queue;
 pub mod sidecars;
 pub mod waiting;
