@@ -61,6 +61,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_edited.sql",
         include_str!("../../migrations/0008_edited.sql"),
     ),
+    (
+        "0011_compact.sql",
+        include_str!("../../migrations/0011_compact.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.

@@ -68,7 +68,7 @@ pub fn claim_for_hash(
     let mut jobs = Vec::new();
     let mut bytes = 0u64;
     let full = |jobs: &Vec<ClaimedJob>, bytes: u64| jobs.len() >= limit || bytes >= max_bytes;
-    // Two index walks (jobs_queue, jobs_state) rather than one OR query, which SQLite can
+    // Two index walks (jobs_queue, jobs_retry) rather than one OR query, which SQLite can
     // only answer by sorting every waiting job.
     {
         let mut stmt = tx.prepare_cached(&format!(
@@ -521,7 +521,7 @@ pub fn next_retry_due(
 
 /// Jobs that still have work to do now or later: (active, waiting to retry).
 ///
-/// Counted through the `jobs_state` index, so the cost follows the jobs not yet finished,
+/// Counted through the `jobs_queue` index, so the cost follows the jobs not yet finished,
 /// not the whole catalogue (the engine asks each time it runs out of work).
 pub fn pending_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     let p = pending(conn, false)?;
@@ -546,7 +546,7 @@ const ACTIVE_STATES: [JobState; 5] = [
     JobState::Verifying,
 ];
 
-/// One pass over the `jobs_state` index for the unfinished states, counted per state (the
+/// One pass over the `jobs_queue` index for the unfinished states, counted per state (the
 /// sizes joined from `files` by rowid only when asked for).
 const PENDING_COUNTS: &str = "SELECT j.state, COUNT(*) FROM jobs j
      WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')

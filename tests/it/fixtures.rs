@@ -415,14 +415,25 @@ fn reads_as_it_was(c: &Connection) {
 fn state_v3_opens_with_every_file_as_it_was() {
     use JobState::*;
     let (_dir, copy) = copy(3);
+    // 0011 rebuilds `known_assets`: every row comes through, ids and verification as they were.
+    let known = |c: &Connection| -> rusqlite::Result<Vec<(Vec<u8>, Option<String>, Option<i64>)>> {
+        let mut stmt = c.prepare(
+            "SELECT checksum, asset_id, verified_at FROM known_assets ORDER BY checksum",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    };
+    let known_before = known(&Connection::open(&copy).unwrap()).unwrap();
+    assert!(!known_before.is_empty());
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
-    db.call_blocking(|c| {
+    db.call_blocking(move |c| {
+        assert_eq!(known(c)?, known_before);
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
-        // sidecars, 0008 the edited files'.
+        // sidecars, 0008 the edited files', 0011 (the 9th) rebuilt `known_assets` smaller.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            8
+            9
         );
         // The upgrade notes nothing by itself; the first start sorts the root's backed-up
         // files (its settings are new), once.
