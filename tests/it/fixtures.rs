@@ -416,7 +416,8 @@ fn state_v3_opens_with_every_file_as_it_was() {
     use JobState::*;
     let (_dir, copy) = copy(3);
     // 0011 rebuilds `known_assets`: every row comes through, ids and verification as they were.
-    let known = |c: &Connection| -> rusqlite::Result<Vec<(Vec<u8>, Option<String>, Option<i64>)>> {
+    type Known = Vec<(Vec<u8>, Option<String>, Option<i64>)>;
+    let known = |c: &Connection| -> rusqlite::Result<Known> {
         let mut stmt = c.prepare(
             "SELECT checksum, asset_id, verified_at FROM known_assets ORDER BY checksum",
         )?;
