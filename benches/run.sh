@@ -13,6 +13,7 @@
 #   --million  also 1,000,000 files of that kind in 10,000 folders (about 4 GB of disk,
 #              ~20 minutes)
 #   --no-build use the release binaries already in target/ as they are
+#   --no-quick leave out the quick part (with --large or --million: only the many files)
 # environment (all optional):
 #   BENCH_DIR  where the data goes (default: a new directory under /tmp, removed at the end;
 #              a given one is kept, and data already there is reused)
@@ -27,11 +28,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LARGE=0 MILLION=0 BUILD=1
+LARGE=0 MILLION=0 BUILD=1 QUICK=1
 for a in "$@"; do
   case $a in
     --quick) ;;
     --no-build) BUILD=0 ;;
+    --no-quick) QUICK=0 ;;
     --large) LARGE=1 ;;
     --million) MILLION=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -323,12 +325,14 @@ many_goal() {
   echo "(ratio: immish-sync time / floor time, or for speeds floor time / immish-sync time)"
 } | tee -a "$RESULTS"
 row "work" "immish-sync" "floor, same run" "ratio" "goal"
-gen_files "$WORK/big" "$N_BIG" $((50 << 10)) $((500 << 10)) 220
-gen_files "$WORK/small" "$N_SMALL" $((1 << 10)) $((4 << 10)) 100
-scan_goal "$N_BIG x 50-500 KiB" "$WORK/big" "$N_BIG" 1 "<= 1.3"
-scan_goal "$N_SMALL x 1-4 KiB" "$WORK/small" "$N_SMALL" 0 "<= 1.5"
-hash_goal
-upload_goal
+if [ "$QUICK" = 1 ]; then
+  gen_files "$WORK/big" "$N_BIG" $((50 << 10)) $((500 << 10)) 220
+  gen_files "$WORK/small" "$N_SMALL" $((1 << 10)) $((4 << 10)) 100
+  scan_goal "$N_BIG x 50-500 KiB" "$WORK/big" "$N_BIG" 1 "<= 1.3"
+  scan_goal "$N_SMALL x 1-4 KiB" "$WORK/small" "$N_SMALL" 0 "<= 1.5"
+  hash_goal
+  upload_goal
+fi
 [ "$LARGE" = 1 ] && many_goal "$N_LARGE" 2000 "$N_LARGE x 0.2-1.2 KiB, 2,000 folders"
 [ "$MILLION" = 1 ] && many_goal "$N_HUGE" 10000 "$N_HUGE x 0.2-1.2 KiB, 10,000 folders"
 echo "results: $RESULTS (log: $LOG)" >&2

@@ -99,6 +99,16 @@ pub async fn report(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Idle (no batch, nothing finished since the last look): the unfinished jobs alone
+        // say whether a batch starts. Counting the `done` files would walk an index entry
+        // per catalogued file every second, at 1,000,000 files for nothing; what they were
+        // at the last look still holds.
+        if batch.is_none() && finished(&stats) == before {
+            match db.call(|c| queue::pending_counts(c)).await {
+                Ok((0, 0)) | Err(_) => continue,
+                Ok(_) => {}
+            }
+        }
         let Ok((pending, pending_bytes, done_now)) = db.call(|c| queue::pending_work(c)).await
         else {
             continue;

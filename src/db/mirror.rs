@@ -436,26 +436,11 @@ fn live(
     Ok(())
 }
 
-/// An upload (or the server's early duplicate answer) as `asset_id`, whose record the server
-/// gave right after: the job is `done`, and the record goes into the mirror at once, in the
-/// same transaction — it is as fresh as a pull would make it, and `diff` and dedup need no
-/// pull to know it. The catalogue counts it as verified when the record carries the
-/// checksum (seed servers leave it out); the caller has made sure that one is ours.
-pub fn record_verified_upload(
-    conn: &mut Connection,
-    file_id: i64,
-    checksum: &Checksum,
-    asset_id: &AssetId,
-    record: RemoteAsset,
-    outcome: Outcome,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    verified_upload(&tx, file_id, checksum, asset_id, record, outcome, now_ms)?;
-    tx.commit()
-}
-
-/// One upload the server confirmed, for [`record_verified_uploads`].
+/// One upload the server confirmed (its bulk check named our asset for our checksum, or the
+/// asset read back carries our checksum), for [`record_verified_uploads`]. The job becomes
+/// `done`, and the record goes into the mirror at once, in the same transaction: it is as
+/// fresh as a pull would make it, and `diff` and dedup need no pull to know it. The catalogue
+/// counts it as verified when the record carries the checksum (seed servers leave it out).
 #[derive(Clone, Debug)]
 pub struct VerifiedUpload {
     pub file_id: i64,
@@ -465,10 +450,12 @@ pub struct VerifiedUpload {
     /// confirmed it).
     pub record: RemoteAsset,
     pub outcome: Outcome,
+    /// The sidecar it went up with (`None`: none), recorded with it (docs/ARCHITECTURE.md#sidecars).
+    pub sidecar: Option<super::sidecars::SeenSidecar>,
 }
 
-/// [`record_verified_upload`] for a batch of uploads that one `bulk-upload-check` confirmed,
-/// in one transaction.
+/// Records verified uploads (one, or a batch that one `bulk-upload-check` confirmed), in one
+/// transaction.
 pub fn record_verified_uploads(
     conn: &mut Connection,
     uploads: Vec<VerifiedUpload>,
@@ -476,6 +463,7 @@ pub fn record_verified_uploads(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for u in uploads {
+        super::sidecars::record(&tx, u.file_id, u.sidecar.as_ref(), now_ms)?;
         verified_upload(
             &tx,
             u.file_id,

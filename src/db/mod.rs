@@ -17,6 +17,8 @@ pub mod library;
 pub mod meta;
 pub mod mirror;
 pub mod pull;
+#[cfg(test)]
+mod plans;
 pub mod queue;
 pub mod sidecars;
 pub mod waiting;
@@ -66,6 +68,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0009_after_upload.sql"),
         "0010_pull.sql",
         include_str!("../../migrations/0010_pull.sql"),
+        "0011_compact.sql",
+        include_str!("../../migrations/0011_compact.sql"),
     ),
 ];
 

@@ -68,7 +68,7 @@ pub fn claim_for_hash(
     let mut jobs = Vec::new();
     let mut bytes = 0u64;
     let full = |jobs: &Vec<ClaimedJob>, bytes: u64| jobs.len() >= limit || bytes >= max_bytes;
-    // Two index walks (jobs_queue, jobs_state) rather than one OR query, which SQLite can
+    // Two index walks (jobs_queue, jobs_retry) rather than one OR query, which SQLite can
     // only answer by sorting every waiting job.
     {
         let mut stmt = tx.prepare_cached(&format!(
@@ -521,17 +521,60 @@ pub fn next_retry_due(
 
 /// Jobs that still have work to do now or later: (active, waiting to retry).
 ///
-/// Counted through the `jobs_state` index, so the cost follows the jobs not yet finished,
+/// Counted through the `jobs_queue` index, so the cost follows the jobs not yet finished,
 /// not the whole catalogue (the engine asks each time it runs out of work).
 pub fn pending_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.prepare_cached(PENDING_COUNTS)?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let p = pending(conn, false)?;
+    Ok((p.active, p.retry))
 }
 
-const PENDING_COUNTS: &str = "SELECT
-        (SELECT COUNT(*) FROM jobs
-         WHERE state IN ('queued','hashing','checking','uploading','verifying')),
-        (SELECT COUNT(*) FROM jobs WHERE state = 'retry')";
+/// The unfinished jobs: with work to do now, waiting to retry, and the catalogued bytes of
+/// both (0 unless `bytes` is asked for, which reads their `files` rows too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub active: i64,
+    pub retry: i64,
+    pub bytes: i64,
+}
+
+/// The states of a job with work to do now.
+const ACTIVE_STATES: [JobState; 5] = [
+    JobState::Queued,
+    JobState::Hashing,
+    JobState::Checking,
+    JobState::Uploading,
+    JobState::Verifying,
+];
+
+/// One pass over the `jobs_queue` index for the unfinished states, counted per state (the
+/// sizes joined from `files` by rowid only when asked for).
+const PENDING_COUNTS: &str = "SELECT j.state, COUNT(*) FROM jobs j
+     WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')
+     GROUP BY j.state";
+const PENDING_BYTES: &str = "SELECT j.state, COUNT(*), COALESCE(SUM(f.size), 0)
+     FROM jobs j JOIN files f ON f.id = j.file_id
+     WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')
+     GROUP BY j.state";
+
+/// [`Pending`], its bytes only when `bytes` (the progress lines want them, the engine not).
+pub fn pending(conn: &Connection, bytes: bool) -> rusqlite::Result<Pending> {
+    let mut stmt = conn.prepare_cached(if bytes { PENDING_BYTES } else { PENDING_COUNTS })?;
+    let mut rows = stmt.query([])?;
+    let mut p = Pending::default();
+    while let Some(r) = rows.next()? {
+        let state: String = r.get(0)?;
+        let n: i64 = r.get(1)?;
+        if state == JobState::Retry.as_str() {
+            p.retry += n;
+        } else if ACTIVE_STATES.iter().any(|s| s.as_str() == state) {
+            p.active += n;
+        }
+        if bytes {
+            p.bytes += r.get::<_, i64>(2)?;
+        }
+    }
+    Ok(p)
+}
 
 /// Puts every `failed` job (or only those under `path_prefix`) back in the queue.
 pub fn retry_failed(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
@@ -649,15 +692,15 @@ pub(super) fn read_v3_jobs_as_v4(conn: &Connection) -> rusqlite::Result<()> {
 
 /// What is left to back up, for the progress lines (docs/ARCHITECTURE.md#progress): files
 /// still `queued`…`verifying` or waiting to `retry`, their bytes, and the files `done`, read
-/// together so that a file is never counted as both.
+/// in one transaction so that a file is never counted as both.
 pub fn pending_work(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
-    conn.prepare_cached(
-        "SELECT COUNT(*), COALESCE(SUM(f.size), 0),
-                (SELECT COUNT(*) FROM jobs WHERE state = 'done')
-         FROM jobs j JOIN files f ON f.id = j.file_id
-         WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')",
-    )?
-    .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let tx = conn.unchecked_transaction()?;
+    let p = pending(&tx, true)?;
+    let done = tx
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'done'")?
+        .query_row([], |r| r.get(0))?;
+    tx.commit()?;
+    Ok((p.active + p.retry, p.bytes, done))
 }
 
 /// Files backed up (`done`) and files that `failed`, for the line that ends a batch.
@@ -774,19 +817,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
         db.call_blocking(|c| {
-            let mut plan = Vec::new();
-            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {PENDING_COUNTS}"))?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                plan.push(r.get::<_, String>(3)?);
+            for sql in [PENDING_COUNTS, PENDING_BYTES] {
+                let plan = crate::db::plans::query_plan(c, sql)?;
+                assert!(
+                    plan.iter()
+                        .all(|step| !step.starts_with("SCAN j") && !step.starts_with("SCAN f")),
+                    "{sql}: {plan:?}"
+                );
             }
-            assert!(
-                plan.iter().all(|step| !step.starts_with("SCAN jobs")),
-                "{plan:?}"
-            );
             let ids = queue_files(c, &[1, 2, 3])?;
             schedule_retry(c, ids[0], 1, 10, "503", 2)?;
             assert_eq!(pending_counts(c)?, (2, 1));
+            assert_eq!(pending_work(c)?, (3, 6, 0), "three pending of 1+2+3 bytes");
             Ok(())
         })
         .unwrap();

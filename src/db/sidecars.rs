@@ -27,18 +27,18 @@ pub fn record(
     sent: Option<&SeenSidecar>,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO sidecars (file_id, path, size, mtime_ns, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, size = excluded.size,
              mtime_ns = excluded.mtime_ns, sent_ms = excluded.sent_ms",
-        params![
-            file_id,
-            sent.map(|s| s.path.clone()),
-            sent.map(|s| s.size as i64),
-            sent.map(|s| s.mtime_ns),
-            now_ms
-        ],
-    )?;
+    )?
+    .execute(params![
+        file_id,
+        sent.map(|s| s.path.clone()),
+        sent.map(|s| s.size as i64),
+        sent.map(|s| s.mtime_ns),
+        now_ms
+    ])?;
     Ok(())
 }
 

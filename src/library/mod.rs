@@ -5,7 +5,7 @@
 //! Owns: sorting the files a trigger noted when their job became `done` (`library_todo`),
 //! finding or creating albums by name, sending memberships in batches, linking Live Photos
 //! and creating stacks after the fact, and the one message per missing permission. The one
-//! thing it does inside the pipeline is [`plan_still`]: a Live Photo's still waits a moment
+//! thing it does inside the pipeline is [`plan_still_in`]: a Live Photo's still waits a moment
 //! for its video, so that it can be uploaded with `livePhotoVideoId`.
 //!
 //! Must not: slow or stop uploads (every failure here is logged and retried later, never
@@ -419,36 +419,38 @@ fn try_again_later(e: &ApiError) -> bool {
 /// For the upload step: whether the still of a Live Photo goes up with its video's id, alone,
 /// or waits a moment for the video (then the job is put back to wait, without counting an
 /// attempt). Only a JPEG/HEIC with a video file beside it on disk costs a query: the
-/// database is shared with the rest of the pipeline.
-pub async fn plan_still(db: &Db, file_id: i64, path: &[u8]) -> Result<StillPlan, DbError> {
-    let Some((prefix, ext)) = pairs::split_stem(path) else {
-        return Ok(StillPlan::Alone);
-    };
-    if !pairs::is_still_ext(&ext) || !pairs::video_beside(prefix) {
-        return Ok(StillPlan::Alone);
+/// database is shared with the rest of the pipeline. Blocking (a look at the disk, then
+/// [`plan_still_in`]): the upload step runs it on the blocking pool with its other look-ups.
+pub fn still_prefix(path: &[u8]) -> Option<Vec<u8>> {
+    let (prefix, ext) = pairs::split_stem(path)?;
+    (pairs::is_still_ext(&ext) && pairs::video_beside(prefix)).then(|| prefix.to_vec())
+}
+
+/// The database half of the plan for a still whose [`still_prefix`] is `prefix`, inside the
+/// caller's database call.
+pub fn plan_still_in(
+    c: &rusqlite::Connection,
+    file_id: i64,
+    prefix: &[u8],
+) -> rusqlite::Result<StillPlan> {
+    let siblings = library::with_prefix(c, prefix)?;
+    let now = now_ms();
+    match pairs::still_plan(file_id, prefix, &siblings, 0) {
+        StillPlan::Wait => {}
+        plan => return Ok(plan),
     }
-    let prefix = prefix.to_vec();
-    db.call(move |c| {
-        let siblings = library::with_prefix(c, &prefix)?;
-        let now = now_ms();
-        match pairs::still_plan(file_id, &prefix, &siblings, 0) {
-            StillPlan::Wait => {}
-            plan => return Ok(plan),
-        }
-        let waited = now - library::pair_wait_since(c, file_id, now)?;
-        let plan = pairs::still_plan(file_id, &prefix, &siblings, waited);
-        if plan == StillPlan::Wait {
-            library::defer(
-                c,
-                file_id,
-                now + pairs::PAIR_RELOOK_MS,
-                "waiting for its Live Photo video to be uploaded first",
-                now,
-            )?;
-        }
-        Ok(plan)
-    })
-    .await
+    let waited = now - library::pair_wait_since(c, file_id, now)?;
+    let plan = pairs::still_plan(file_id, prefix, &siblings, waited);
+    if plan == StillPlan::Wait {
+        library::defer(
+            c,
+            file_id,
+            now + pairs::PAIR_RELOOK_MS,
+            "waiting for its Live Photo video to be uploaded first",
+            now,
+        )?;
+    }
+    Ok(plan)
 }
 
 /// For the upload step: the still went up with `livePhotoVideoId` and the server created it,

@@ -415,15 +415,27 @@ fn reads_as_it_was(c: &Connection) {
 fn state_v3_opens_with_every_file_as_it_was() {
     use JobState::*;
     let (_dir, copy) = copy(3);
+    // 0011 rebuilds `known_assets`: every row comes through, ids and verification as they were.
+    type Known = Vec<(Vec<u8>, Option<String>, Option<i64>)>;
+    let known = |c: &Connection| -> rusqlite::Result<Known> {
+        let mut stmt = c.prepare(
+            "SELECT checksum, asset_id, verified_at FROM known_assets ORDER BY checksum",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    };
+    let known_before = known(&Connection::open(&copy).unwrap()).unwrap();
+    assert!(!known_before.is_empty());
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
-    db.call_blocking(|c| {
+    db.call_blocking(move |c| {
+        assert_eq!(known(c)?, known_before);
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
         // sidecars, 0008 the edited files', 0009 what was done after upload, 0010 the pull
-        // folders'.
+        // folders', 0011 rebuilt `known_assets` smaller.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            10
+            11
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");

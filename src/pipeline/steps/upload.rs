@@ -15,7 +15,6 @@ use crate::dates::Dating;
 use crate::db::edited;
 use crate::db::now_ms;
 use crate::db::queue::ClaimedJob;
-use crate::db::sidecars::{self, SeenSidecar};
 use crate::library::{self, pairs::StillPlan};
 use crate::model::{AssetId, Checksum};
 use crate::pipeline::gate::Signal;
@@ -33,37 +32,14 @@ pub(crate) async fn upload(
     };
     let file_id = job.file_id;
     let mut req = upload_request(job, sum, device_id);
-    // A Live Photo's still goes up after its video, naming it (docs/ARCHITECTURE.md#library).
-    match library::plan_still(&ctx.db, file_id, &job.path).await {
-        Ok(StillPlan::Wait) => return (Signal::Ok, None),
-        Ok(StillPlan::WithVideo(video)) => req.live_photo_video_id = Some(AssetId(video)),
-        Ok(StillPlan::Alone) => {}
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot look for a Live Photo video; uploading alone")
-        }
-    }
-    // The date and the sidecar are read here, once per upload attempt, from a bounded part
-    // of the file (docs/ARCHITECTURE.md#dates); a file linked by dedup is never read for them.
-    let dating = dating_of(&ctx.dating, &req.path);
-    let (path, mtime_ns) = (req.path.clone(), job.stat.mtime_ns);
-    if let Ok((created, sidecar)) = tokio::task::spawn_blocking(move || {
-        let created = crate::dates::created_at(&path, mtime_ns, &dating);
-        (created, crate::sidecar::find(&path))
-    })
-    .await
-    {
-        tracing::debug!(path = %req.path.display(), source = ?created.1, "fileCreatedAt");
-        req.file_created_ns = created.0;
-        req.sidecar = sidecar;
-    }
-    // An edited file goes up as a new asset; the old one stays (docs/ARCHITECTURE.md#edited-files).
-    let edited_from = match ctx.db.call(move |c| edited::pending(c, file_id)).await {
-        Ok(old) => old,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot look for the asset an edited file was");
-            None
-        }
+    let Some(before) = look_before(ctx, job, &req.path).await else {
+        return (Signal::Ok, None);
     };
+    req.live_photo_video_id = before.video.map(AssetId);
+    tracing::debug!(path = %req.path.display(), source = ?before.created.1, "fileCreatedAt");
+    req.file_created_ns = before.created.0;
+    req.sidecar = before.sidecar;
+    let edited_from = before.edited_from;
     if let Some(old) = &edited_from {
         tracing::info!(
             "{} changed since it was uploaded as asset {old}; uploading the new version as a \
@@ -86,18 +62,6 @@ pub(crate) async fn upload(
         let linked = library::linked_at_upload(&ctx.db, &job.path, &outcome.asset_id, &video.0);
         log_db(linked.await);
     }
-    // What it went up with, so that a sidecar edited later is reported
-    // (docs/ARCHITECTURE.md#sidecars).
-    let sent = req.sidecar.as_ref().map(|s| SeenSidecar {
-        path: s.path.as_os_str().as_bytes().to_vec(),
-        size: s.size,
-        mtime_ns: s.mtime_ns,
-    });
-    log_db(
-        ctx.db
-            .call(move |c| sidecars::record(c, file_id, sent.as_ref(), now_ms()))
-            .await,
-    );
     if outcome.duplicate {
         Stats::add(&ctx.stats.duplicates, 1);
     } else {
@@ -111,6 +75,70 @@ pub(crate) async fn upload(
         outcome,
     };
     (Signal::Ok, Some(uploaded))
+}
+
+/// What an upload looks up before it sends.
+struct Before {
+    /// `fileCreatedAt` (ns) and where it came from.
+    created: (i64, crate::dates::DateSource),
+    sidecar: Option<crate::sidecar::Sidecar>,
+    /// A Live Photo still goes up naming its video's asset.
+    video: Option<String>,
+    /// The asset an edited file was backed up as before it changed.
+    edited_from: Option<String>,
+}
+
+/// Everything an upload looks up before it sends, in one hop to the blocking pool: the Live
+/// Photo plan and the asset an edited file was, in one database call, then the date and
+/// the sidecar, read from a bounded part of the file once per upload attempt
+/// (docs/ARCHITECTURE.md#dates). `None`: a Live Photo still waits for its video (the job
+/// is put back to wait). A database failure uploads the file alone and as it is.
+async fn look_before(ctx: &Ctx, job: &ClaimedJob, path: &Path) -> Option<Before> {
+    let (db, file_id, bytes, path) = (
+        ctx.db.clone(),
+        job.file_id,
+        job.path.clone(),
+        path.to_owned(),
+    );
+    let dating = dating_of(&ctx.dating, &path);
+    let mtime_ns = job.stat.mtime_ns;
+    let fallback = Before {
+        created: (mtime_ns, crate::dates::DateSource::Mtime),
+        sidecar: None,
+        video: None,
+        edited_from: None,
+    };
+    let looked = tokio::task::spawn_blocking(move || {
+        // A Live Photo's still goes up after its video, naming it (docs/ARCHITECTURE.md#library);
+        // an edited file goes up as a new asset (docs/ARCHITECTURE.md#edited-files).
+        let still = library::still_prefix(&bytes);
+        let (plan, edited_from) = db
+            .call_blocking(move |c| {
+                let plan = match still {
+                    Some(prefix) => library::plan_still_in(c, file_id, &prefix)?,
+                    None => StillPlan::Alone,
+                };
+                Ok((plan, edited::pending(c, file_id)?))
+            })
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "cannot look for a Live Photo video or an earlier asset; uploading alone");
+                (StillPlan::Alone, None)
+            });
+        let video = match plan {
+            StillPlan::Wait => return None,
+            StillPlan::WithVideo(v) => Some(v),
+            StillPlan::Alone => None,
+        };
+        Some(Before {
+            created: crate::dates::created_at(&path, mtime_ns, &dating),
+            sidecar: crate::sidecar::find(&path),
+            video,
+            edited_from,
+        })
+    })
+    .await;
+    // A panic on the blocking pool: the file goes up as it is, dated by its mtime.
+    looked.unwrap_or(Some(fallback))
 }
 
 /// The names and ids the server sees for a file.

@@ -10,13 +10,14 @@
 //! upload's word alone, or on a checksum that differs.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
 
 use super::{log_db, pause_for, Ctx};
 use crate::api::{format_timestamp, CheckResult, ErrorClass, UploadOutcome, UploadRequest};
 use crate::db::mirror::{self, VerifiedUpload};
 use crate::db::now_ms;
 use crate::db::queue::{self, ClaimedJob, Outcome};
+use crate::db::sidecars::SeenSidecar;
 use crate::model::{Checksum, JobState, RemoteAsset};
 use crate::pipeline::gate::{Pause, Signal};
 use crate::pipeline::{Done, Stats};
@@ -68,23 +69,18 @@ pub(crate) async fn verify_batch(ctx: &Ctx, batch: Vec<Uploaded>) -> Done {
                 asset_id: Some(id),
                 is_trashed,
             }) if id == u.outcome.asset_id && !owner.is_empty() => {
-                confirmed.push(verified(u, &owner, is_trashed));
+                let record = confirmed_record(&u, &owner, is_trashed);
+                confirmed.push(verified(&u, record));
             }
             _ => rest.push(u),
         }
     }
-    if !confirmed.is_empty() {
-        log_db(
-            ctx.db
-                .call(move |c| mirror::record_verified_uploads(c, confirmed, now_ms()))
-                .await,
-        );
-    }
+    record(ctx, confirmed).await;
     // The rest, one by one: a corrupt copy (ALERT), an asset gone already (retry), or a
     // server that names no asset in its answer.
     let mut signal = Signal::Ok;
     for u in rest {
-        let s = verify(ctx, &u.job, u.sum, &u.req.path, u.outcome.clone()).await;
+        let s = verify(ctx, &u).await;
         if matches!(signal, Signal::Ok) {
             signal = s;
         }
@@ -95,28 +91,51 @@ pub(crate) async fn verify_batch(ctx: &Ctx, batch: Vec<Uploaded>) -> Done {
     }
 }
 
-/// The record of a confirmed upload, for the job and the mirror.
-fn verified(u: Uploaded, owner: &str, is_trashed: bool) -> VerifiedUpload {
-    let how = u.how();
+/// What the mirror holds for an asset the bulk check confirmed as ours: what we sent.
+fn confirmed_record(u: &Uploaded, owner: &str, is_trashed: bool) -> RemoteAsset {
+    RemoteAsset {
+        id: u.outcome.asset_id.clone(),
+        owner_id: owner.to_owned(),
+        checksum: Some(u.sum),
+        original_file_name: u.req.file_name.clone(),
+        file_created_at: Some(format_timestamp(u.req.file_created_ns)),
+        // Unknown until a pull: the upsert keeps what the mirror may hold already.
+        updated_at: None,
+        visibility: None,
+        is_trashed,
+        device_id: Some(u.req.device_id.clone()),
+        device_asset_id: Some(u.req.device_asset_id.clone()),
+    }
+}
+
+/// The record of a verified upload, for the job, the mirror and the sidecar it went up with
+/// (so that a sidecar edited later is reported, docs/ARCHITECTURE.md#sidecars).
+fn verified(u: &Uploaded, record: RemoteAsset) -> VerifiedUpload {
     VerifiedUpload {
         file_id: u.job.file_id,
         checksum: u.sum,
         asset_id: u.outcome.asset_id.clone(),
-        record: RemoteAsset {
-            id: u.outcome.asset_id,
-            owner_id: owner.to_owned(),
-            checksum: Some(u.sum),
-            original_file_name: u.req.file_name,
-            file_created_at: Some(format_timestamp(u.req.file_created_ns)),
-            // Unknown until a pull: the upsert keeps what the mirror may hold already.
-            updated_at: None,
-            visibility: None,
-            is_trashed,
-            device_id: Some(u.req.device_id),
-            device_asset_id: Some(u.req.device_asset_id),
-        },
-        outcome: how,
+        record,
+        outcome: u.how(),
+        sidecar: u.req.sidecar.as_ref().map(|s| SeenSidecar {
+            path: s.path.as_os_str().as_bytes().to_vec(),
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+        }),
     }
+}
+
+/// Records verified uploads, all in one transaction: each job `done`, its asset in the
+/// mirror, its sidecar.
+async fn record(ctx: &Ctx, uploads: Vec<VerifiedUpload>) {
+    if uploads.is_empty() {
+        return;
+    }
+    log_db(
+        ctx.db
+            .call(move |c| mirror::record_verified_uploads(c, uploads, now_ms()))
+            .await,
+    );
 }
 
 /// The batch's check failed: a transient failure retries every job of it (a retry passes
@@ -157,7 +176,7 @@ async fn batch_failed(ctx: &Ctx, batch: Vec<Uploaded>, e: crate::api::ApiError) 
         ErrorClass::Permanent | ErrorClass::FileChanged => {
             let mut signal = Signal::Ok;
             for u in batch {
-                let s = verify(ctx, &u.job, u.sum, &u.req.path, u.outcome.clone()).await;
+                let s = verify(ctx, &u).await;
                 if matches!(signal, Signal::Ok) {
                     signal = s;
                 }
@@ -171,48 +190,22 @@ async fn batch_failed(ctx: &Ctx, batch: Vec<Uploaded>, e: crate::api::ApiError) 
 }
 
 /// Asks the server for the asset an upload made (or found) and settles the job.
-pub(crate) async fn verify(
-    ctx: &Ctx,
-    job: &ClaimedJob,
-    sum: Checksum,
-    path: &Path,
-    outcome: UploadOutcome,
-) -> Signal {
-    let file_id = job.file_id;
-    let asset_id = outcome.asset_id;
-    match ctx.api.get_asset(&asset_id).await {
+pub(crate) async fn verify(ctx: &Ctx, u: &Uploaded) -> Signal {
+    let (job, sum) = (&u.job, u.sum);
+    let asset_id = &u.outcome.asset_id;
+    match ctx.api.get_asset(asset_id).await {
         Ok(Some(remote)) => match remote.checksum {
             Some(theirs) if theirs != sum => {
                 let reason = format!(
                     "ALERT: the server stored different bytes (asset {asset_id}, server checksum \
                      {theirs}, local {sum}); not marked as backed up, check the server's storage"
                 );
-                tracing::error!(path = %path.display(), "{reason}");
-                ctx.fail(file_id, reason).await;
+                tracing::error!(path = %u.req.path.display(), "{reason}");
+                ctx.fail(job.file_id, reason).await;
                 Signal::Ok
             }
             _ => {
-                let how = if outcome.duplicate {
-                    Outcome::Duplicate
-                } else {
-                    Outcome::Uploaded
-                };
-                let id = asset_id.clone();
-                log_db(
-                    ctx.db
-                        .call(move |c| {
-                            mirror::record_verified_upload(
-                                c,
-                                file_id,
-                                &sum,
-                                &id,
-                                remote,
-                                how,
-                                now_ms(),
-                            )
-                        })
-                        .await,
-                );
+                record(ctx, vec![verified(u, remote)]).await;
                 Signal::Ok
             }
         },

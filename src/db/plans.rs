@@ -1,0 +1,244 @@
+//! Query plans of the queries the daemon runs per file or per claim: each must find its rows
+//! through an index, never by reading a whole table (at 1,000,000 catalogued files a scan
+//! per file is a scan of a million rows per file).
+
+use rusqlite::Connection;
+
+/// The steps of `sql`'s query plan, as `EXPLAIN QUERY PLAN` words them (`SCAN t`, `SEARCH t
+/// USING INDEX …`). Every parameter is bound to NULL: the plan does not depend on values.
+pub(crate) fn query_plan(c: &Connection, sql: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let n = stmt.parameter_count();
+    let nulls = vec![rusqlite::types::Null; n];
+    let mut rows = stmt.query(rusqlite::params_from_iter(nulls.iter()))?;
+    let mut plan = Vec::new();
+    while let Some(r) = rows.next()? {
+        plan.push(r.get::<_, String>(3)?);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use rusqlite::trace::{TraceEvent, TraceEventCodes};
+
+    use super::query_plan;
+    use crate::db::catalogue::{self, FileStat};
+    use crate::db::mirror::{self, Change, Policy, VerifiedUpload};
+    use crate::db::queue::{self, CheckAnswer, Checked, HashResult, Outcome};
+    use crate::db::sidecars::{self, SeenSidecar};
+    use crate::db::{edited, Db};
+    use crate::model::{AssetId, Checksum, JobState, RemoteAsset};
+
+    /// Every statement the traced connection ran (its SQL as written, `?` unbound).
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn seen(e: TraceEvent<'_>) {
+        if let TraceEvent::Stmt(_, sql) = e {
+            if let Ok(mut s) = SEEN.lock() {
+                s.push(sql.to_owned());
+            }
+        }
+    }
+
+    fn sum(i: u64) -> Checksum {
+        let mut b = [0u8; 20];
+        b[..8].copy_from_slice(&i.to_be_bytes());
+        b[19] = 1;
+        Checksum(b)
+    }
+
+    fn record(i: u64, owner: &str) -> RemoteAsset {
+        RemoteAsset {
+            id: AssetId(format!("asset-{i}")),
+            owner_id: owner.to_owned(),
+            checksum: Some(sum(i)),
+            original_file_name: format!("IMG_{i}.jpg"),
+            file_created_at: None,
+            updated_at: None,
+            visibility: None,
+            is_trashed: false,
+            device_id: None,
+            device_asset_id: None,
+        }
+    }
+
+    /// Tables whose rows grow with the catalogue: a plan that reads one of them whole, or
+    /// walks one of their indexes whole, costs the catalogue's size.
+    const BIG: [&str; 8] = [
+        "files",
+        "jobs",
+        "remote_assets",
+        "known_assets",
+        "tombstones",
+        "sidecars",
+        "edited",
+        "library_groups",
+    ];
+
+    /// The life of a file through the pipeline, on a catalogue of thousands: every query it
+    /// runs (scan, hash, dedup, upload look-ups, verification, the engine's counts, a pull's
+    /// upsert) finds its rows through an index.
+    #[test]
+    fn every_query_a_file_costs_finds_its_rows_through_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        let owner = "user-1";
+        db.call_blocking(|c| {
+            // A catalogue of 3,000 files backed up, so that the planner sees real tables.
+            let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
+                .map(|i| {
+                    let stat = FileStat {
+                        dev: 1,
+                        ino: i,
+                        size: 100 + i,
+                        mtime_ns: i as i64,
+                        ctime_ns: i as i64,
+                    };
+                    (format!("/r/{:02}/IMG_{i}.jpg", i % 50).into_bytes(), stat)
+                })
+                .collect();
+            catalogue::record_scan_batch(c, b"/r", &files, 1)?;
+            c.execute_batch(
+                "UPDATE jobs SET state = 'done', outcome = 'uploaded';
+                 UPDATE files SET checksum = randomblob(20), asset_id = 'a' || id;",
+            )?;
+            // The daemon never runs ANALYZE: the plans to check are those without statistics.
+            // The traced part: 40 new files, one pass through each step.
+            c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(seen));
+            let new: Vec<(Vec<u8>, FileStat)> = (5000..5040u64)
+                .map(|i| {
+                    let stat = FileStat {
+                        dev: 1,
+                        ino: i,
+                        size: 10,
+                        mtime_ns: 7,
+                        ctime_ns: 7,
+                    };
+                    (format!("/r/new/IMG_{i}.jpg").into_bytes(), stat)
+                })
+                .collect();
+            catalogue::record_scan_batch(c, b"/r", &new, 2)?;
+            let _ = catalogue::load_root(c, b"/r")?;
+            let jobs = queue::claim_for_hash(c, 64, 1 << 30, 3)?;
+            let results: Vec<HashResult> = jobs
+                .iter()
+                .map(|j| HashResult::Hashed {
+                    file_id: j.file_id,
+                    stat: j.stat,
+                    checksum: sum(j.stat.ino),
+                })
+                .collect();
+            queue::record_hash_results(c, &results, 4)?;
+            let checking = queue::claim_for_check_outside(c, 1000, &[])?;
+            let _ = queue::claim_for_check_outside(c, 1000, &[b"/held".to_vec()])?;
+            for j in &checking {
+                let s = j.checksum.unwrap();
+                mirror::tombstone(c, &s)?;
+                catalogue::known_asset(c, &s)?;
+                mirror::own_live_asset(c, &s, owner)?;
+            }
+            let answers: Vec<Checked> = checking
+                .iter()
+                .map(|j| Checked {
+                    file_id: j.file_id,
+                    checksum: j.checksum.unwrap(),
+                    answer: CheckAnswer::Upload,
+                })
+                .collect();
+            queue::record_check_answers(c, &answers, 5)?;
+            let ids: Vec<i64> = checking.iter().map(|j| j.file_id).collect();
+            for j in &checking {
+                edited::pending(c, j.file_id)?;
+                crate::library::plan_still_in(c, j.file_id, b"/r/new/IMG_5000.")?;
+            }
+            queue::set_states(c, &ids, JobState::Verifying, 6)?;
+            let verified: Vec<VerifiedUpload> = checking
+                .iter()
+                .map(|j| VerifiedUpload {
+                    file_id: j.file_id,
+                    checksum: j.checksum.unwrap(),
+                    asset_id: AssetId(format!("asset-{}", j.stat.ino)),
+                    record: record(j.stat.ino, owner),
+                    outcome: Outcome::Uploaded,
+                    sidecar: Some(SeenSidecar {
+                        path: b"/r/new/x.xmp".to_vec(),
+                        size: 1,
+                        mtime_ns: 1,
+                    }),
+                })
+                .collect();
+            mirror::record_verified_uploads(c, verified, 7)?;
+            sidecars::late(
+                c,
+                &[SeenSidecar {
+                    path: b"/r/new/IMG_5001.jpg.xmp".to_vec(),
+                    size: 2,
+                    mtime_ns: 2,
+                }],
+            )?;
+            queue::pending_counts(c)?;
+            queue::pending_work(c)?;
+            queue::active_outside(c, &[b"/held".to_vec()])?;
+            queue::next_retry_due(c, Some(5))?;
+            let pulled: Vec<Change> = (9000..9040)
+                .map(|i| Change::Upsert(record(i, owner)))
+                .collect();
+            mirror::apply_changes(c, &pulled, Policy::default(), 8)?;
+            c.trace_v2(TraceEventCodes::empty(), None);
+            Ok(())
+        })
+        .unwrap();
+        let statements: BTreeSet<String> = SEEN
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.trim().to_owned())
+            // Trigger bodies are traced as comments; their statements are planned with the
+            // statement that fired them.
+            .filter(|s| !s.starts_with("--") && !s.is_empty())
+            .collect();
+        assert!(statements.len() > 20, "traced too little: {statements:?}");
+        let mut bad = Vec::new();
+        db.call_blocking(|c| {
+            for sql in &statements {
+                let upper = sql.to_ascii_uppercase();
+                if upper.starts_with("BEGIN")
+                    || upper.starts_with("COMMIT")
+                    || upper.starts_with("ROLLBACK")
+                    || upper.starts_with("SAVEPOINT")
+                    || upper.starts_with("RELEASE")
+                {
+                    continue;
+                }
+                for step in query_plan(c, sql)? {
+                    let whole = BIG.iter().any(|t| {
+                        step == format!("SCAN {t}")
+                            || step.starts_with(&format!("SCAN {t} "))
+                            || (step.starts_with("SCAN ") && step.contains(&format!(" {t} ")))
+                    });
+                    // A scan through a table's alias (`SCAN f`, `SCAN j`) is the same.
+                    let alias = ["SCAN f", "SCAN j", "SCAN r", "SCAN s", "SCAN e"]
+                        .iter()
+                        .any(|a| step == *a || step.starts_with(&format!("{a} ")));
+                    if whole || alias {
+                        bad.push(format!("{sql}\n    -> {step}"));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        // `load_root` reads every file of a root once per walk: linear in the walk, not per
+        // file, and the only statement allowed to read `files` whole.
+        bad.retain(|b| !b.contains("FROM files WHERE root = ?1"));
+        assert!(
+            bad.is_empty(),
+            "queries that read a whole table:\n{}",
+            bad.join("\n")
+        );
+    }
+}
