@@ -66,8 +66,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0009_after_upload.sql",
         include_str!("../../migrations/0009_after_upload.sql"),
+    ),
+    (
         "0010_pull.sql",
         include_str!("../../migrations/0010_pull.sql"),
+    ),
+    (
         "0011_compact.sql",
         include_str!("../../migrations/0011_compact.sql"),
     ),

@@ -103,6 +103,7 @@ impl UnitSpec {
                 key_file.map(escape_path)
             },
             writable: Vec::new(),
+            pull: Vec::new(),
         }
     }
 
@@ -111,10 +112,6 @@ impl UnitSpec {
     pub fn with_writable(mut self, paths: &[PathBuf]) -> UnitSpec {
         self.writable = paths.iter().map(|p| escape_path(p)).collect();
         self
-    }
-
-            pull: Vec::new(),
-        }
     }
 
     /// The same unit, granted write access to the `[[pull]]` folders.
