@@ -32,6 +32,7 @@ mod discovery;
 mod dto;
 mod endpoint;
 pub mod error;
+mod limits;
 mod meter;
 mod server;
 pub mod socket;

@@ -16,6 +16,7 @@ mod docs;
 mod faults;
 mod fixtures;
 mod honest;
+mod hostile;
 mod library_files;
 mod library_groups;
 mod limits;

@@ -6,7 +6,7 @@ use super::*;
 #[tokio::test]
 async fn upload_sends_the_documented_request() {
     let (server, api) = connect_raw(basics_then(|s| match s.path() {
-        "/api/assets" => json(201, r#"{"id":"asset-1","status":"created"}"#),
+        "/api/assets" => json(201, r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"created"}"#),
         _ => raw::not_found(),
     }))
     .await;
@@ -15,7 +15,7 @@ async fn upload_sends_the_documented_request() {
     assert_eq!(
         outcome,
         UploadOutcome {
-            asset_id: AssetId("asset-1".into()),
+            asset_id: AssetId("00000000-0000-4000-8000-0000000000a1".into()),
             duplicate: false
         }
     );
@@ -161,7 +161,7 @@ async fn a_reset_upload_is_resolved_by_a_checksum_check() {
                 let item = &req["assets"][0];
                 let answer = if item["checksum"] == known.as_str() {
                     serde_json::json!({"id": item["id"], "action": "reject",
-                        "reason": "duplicate", "assetId": "there-1", "isTrashed": false})
+                        "reason": "duplicate", "assetId": "00000000-0000-4000-8000-000000000001", "isTrashed": false})
                 } else {
                     serde_json::json!({"id": item["id"], "action": "accept"})
                 };
@@ -181,7 +181,7 @@ async fn a_reset_upload_is_resolved_by_a_checksum_check() {
     assert_eq!(
         out,
         UploadOutcome {
-            asset_id: AssetId("there-1".into()),
+            asset_id: AssetId("00000000-0000-4000-8000-000000000001".into()),
             duplicate: true
         }
     );
@@ -263,7 +263,7 @@ fn status_for_file(s: &raw::Seen) -> Action {
     } else if has("busy.jpg") {
         Action::Answer(429, vec![("retry-after", "30".into())], String::new())
     } else {
-        json(201, r#"{"id":"x","status":"created"}"#)
+        json(201, r#"{"id":"00000000-0000-4000-8000-00000000000f","status":"created"}"#)
     }
 }
 

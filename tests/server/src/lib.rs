@@ -178,6 +178,10 @@
 //! * `storage_full(on)`: uploads answer 507 after the body; `set_quota(user, bytes)`: 400
 //!   `Quota has been exceeded!` when the upload would go over.
 //! * `close_websockets()`, `reject_websockets(on)` (503 on the upgrade).
+//! * Hostile answers (`hostile` module): `huge_reply(route, bytes, times)` (a JSON body of
+//!   that size, generated as it is sent), `trickle_reply(route, bytes_per_sec, times)`,
+//!   `non_uuid_ids(on)`, `duplicate_rows(on)`; canned [`Failure::malformed_json`] and
+//!   [`Failure::proxy_login_page`] (an HTML 200) for `fail_with`.
 //! * `offline(on)`: the server is down (an upgrade, a restart): turning it on drops every
 //!   open connection and socket; while on, each request is counted (status 0) and its
 //!   connection closed unanswered. State is kept, as a restarted Immich keeps its database.
@@ -219,6 +223,7 @@ mod error;
 mod faults;
 pub mod fixtures;
 mod handle;
+mod hostile;
 mod info;
 mod metadata;
 mod net;
