@@ -106,12 +106,12 @@ impl ApiClient {
                     ("accept", _) => CheckResult::Accept,
                     ("reject", None | Some("duplicate")) => CheckResult::Duplicate {
                         asset_id: match r.asset_id.filter(|s| !s.is_empty()) {
-                            Some(s) => Some(dto::asset_id(&s).map_err(|detail| {
-                                ApiError::BadAnswer {
+                            Some(s) => {
+                                Some(dto::asset_id(&s).map_err(|detail| ApiError::BadAnswer {
                                     request: Box::new(info.clone()),
                                     detail,
-                                }
-                            })?),
+                                })?)
+                            }
                             None => None,
                         },
                         is_trashed: r.is_trashed,

@@ -202,9 +202,9 @@ fn parse_row(kind: &str, data: serde_json::Value) -> std::result::Result<SyncRow
     Ok(match kind {
         "SyncResetV1" => SyncRow::Reset,
         "SyncCompleteV1" => SyncRow::Complete,
-        "AssetDeleteV1" => {
-            SyncRow::AssetDeleted(dto::asset_id(&read::<dto::SyncAssetDelete>(data)?.asset_id)?)
-        }
+        "AssetDeleteV1" => SyncRow::AssetDeleted(dto::asset_id(
+            &read::<dto::SyncAssetDelete>(data)?.asset_id,
+        )?),
         "AssetV1" => {
             let asset = read::<dto::SyncAsset>(data)?.into_remote();
             dto::asset_id(&asset.id.0)?;
@@ -253,7 +253,10 @@ mod tests {
             &info(),
         )
         .unwrap();
-        assert_eq!(line.row, SyncRow::AssetDeleted(AssetId("00000000-0000-4000-8000-0000000000a9".into())));
+        assert_eq!(
+            line.row,
+            SyncRow::AssetDeleted(AssetId("00000000-0000-4000-8000-0000000000a9".into()))
+        );
         let mut acks = SyncAcks::default();
         acks.add(line.ack.unwrap());
         let complete = parse_line(

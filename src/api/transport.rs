@@ -127,7 +127,9 @@ impl Transport {
         let deadline = Instant::now() + whole;
         let mut body = Vec::new();
         loop {
-            let wait = self.stall.min(deadline.saturating_duration_since(Instant::now()));
+            let wait = self
+                .stall
+                .min(deadline.saturating_duration_since(Instant::now()));
             match tokio::time::timeout(wait, resp.chunk()).await {
                 Err(_) if Instant::now() >= deadline => {
                     return Err(ApiError::BadAnswer {

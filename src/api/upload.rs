@@ -446,16 +446,43 @@ mod tests {
     fn upload_answers_of_both_dialects() {
         let ok = |s, b: &str| parse_upload_answer(s, b.as_bytes()).unwrap();
         assert_eq!(
-            ok(201, r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"created"}"#),
+            ok(
+                201,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"created"}"#
+            ),
             UploadOutcome {
                 asset_id: AssetId("00000000-0000-4000-8000-0000000000a1".into()),
                 duplicate: false
             }
         );
-        assert!(ok(200, r#"{"status":"duplicate","id":"00000000-0000-4000-8000-0000000000a1"}"#).duplicate);
-        assert!(!ok(200, r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"replaced"}"#).duplicate);
-        assert!(!ok(201, r#"{"id":"00000000-0000-4000-8000-0000000000a1","duplicate":false}"#).duplicate);
-        assert!(ok(200, r#"{"id":"00000000-0000-4000-8000-0000000000a1","duplicate":true}"#).duplicate);
+        assert!(
+            ok(
+                200,
+                r#"{"status":"duplicate","id":"00000000-0000-4000-8000-0000000000a1"}"#
+            )
+            .duplicate
+        );
+        assert!(
+            !ok(
+                200,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"replaced"}"#
+            )
+            .duplicate
+        );
+        assert!(
+            !ok(
+                201,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","duplicate":false}"#
+            )
+            .duplicate
+        );
+        assert!(
+            ok(
+                200,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","duplicate":true}"#
+            )
+            .duplicate
+        );
         assert!(ok(200, r#"{"id":"00000000-0000-4000-8000-0000000000a1"}"#).duplicate);
         assert!(!ok(201, r#"{"id":"00000000-0000-4000-8000-0000000000a1"}"#).duplicate);
         assert!(parse_upload_answer(201, b"{}").is_err());

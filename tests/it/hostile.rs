@@ -74,7 +74,8 @@ async fn nothing_done_while(
     let d = w.start_daemon();
     let w_ref = &*w;
     assert!(
-        eventually(Duration::from_secs(60), || w_ref.server.requests(route) >= 3
+        eventually(Duration::from_secs(60), || w_ref.server.requests(route)
+            >= 3
             && jobs(w_ref).iter().all(|(_, r)| r.is_some()))
         .await,
         "the bad answers never came: {} requests, jobs {:?}",
@@ -114,7 +115,10 @@ async fn malformed_json_marks_nothing_done_and_says_which_route() {
         &mut w,
         3,
         BULK_CHECK,
-        |w| w.server.fail_with(BULK_CHECK, 1000, Failure::malformed_json()),
+        |w| {
+            w.server
+                .fail_with(BULK_CHECK, 1000, Failure::malformed_json())
+        },
         |w| w.server.clear_faults(),
         &[
             "duplicate check failed",
@@ -135,9 +139,17 @@ async fn a_login_page_with_200_is_not_an_upload() {
         &mut w,
         3,
         UPLOAD,
-        |w| w.server.fail_with(UPLOAD, 1000, Failure::proxy_login_page()),
+        |w| {
+            w.server
+                .fail_with(UPLOAD, 1000, Failure::proxy_login_page())
+        },
         |w| w.server.clear_faults(),
-        &["upload failed", "POST /api/assets", "did not answer JSON", "text/html"],
+        &[
+            "upload failed",
+            "POST /api/assets",
+            "did not answer JSON",
+            "text/html",
+        ],
     )
     .await;
 }
@@ -210,8 +222,15 @@ async fn duplicate_rows_are_taken_once(password: bool) {
     } else {
         "POST /search/metadata"
     };
-    assert!(w.server.requests(route) >= 1, "the mirror pulled by {route}");
-    assert_eq!(w.server.upload_bodies(), 0, "every file linked, none uploaded");
+    assert!(
+        w.server.requests(route) >= 1,
+        "the mirror pulled by {route}"
+    );
+    assert_eq!(
+        w.server.upload_bodies(),
+        0,
+        "every file linked, none uploaded"
+    );
     let mirrored: i64 = w
         .db()
         .query_row("SELECT count(*) FROM remote_assets", [], |r| r.get(0))
@@ -325,7 +344,10 @@ async fn an_answer_trickled_at_a_byte_a_second_meets_its_deadline() {
         "the deadline is 10 s, not the 2 s stall timeout: {:?}",
         started.elapsed()
     );
-    assert!(w.server.requests(BULK_CHECK) >= 2, "given up, then asked again");
+    assert!(
+        w.server.requests(BULK_CHECK) >= 2,
+        "given up, then asked again"
+    );
     assert_each_once(&w, &bytes);
     assert_eq!(w.server.upload_bodies(), 3);
 }

@@ -98,7 +98,11 @@ pub(crate) async fn after(app: &App, route: &str, resp: Response) -> Response {
     let (trickle, ids, dups) = {
         let mut st = app.lock();
         let h = &mut st.faults.hostile;
-        (take(&mut h.trickle, route), h.non_uuid_ids, h.duplicate_rows)
+        (
+            take(&mut h.trickle, route),
+            h.non_uuid_ids,
+            h.duplicate_rows,
+        )
     };
     let rewrite = (ids || dups) && ASSET_ROUTES.contains(&route);
     if trickle.is_none() && !rewrite {
@@ -106,7 +110,11 @@ pub(crate) async fn after(app: &App, route: &str, resp: Response) -> Response {
     }
     let (parts, body) = resp.into_parts();
     let Ok(mut bytes) = axum::body::to_bytes(body, REWRITE_LIMIT).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "answer too large to rewrite").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "answer too large to rewrite",
+        )
+            .into_response();
     };
     if rewrite && parts.status.is_success() {
         bytes = Bytes::from(rewrite_body(&bytes, route, ids, dups));
