@@ -28,4 +28,5 @@ mod progress;
 mod scan;
 mod service;
 mod setup;
+mod tls;
 mod watch;

@@ -232,6 +232,7 @@ mod socket;
 mod stacks;
 mod state;
 mod sync;
+mod tls;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -309,6 +310,7 @@ pub struct Builder {
     admin_email: String,
     admin_password: String,
     admin_api_key: Option<String>,
+    tls: bool,
 }
 
 impl Default for Builder {
@@ -324,6 +326,7 @@ impl Default for Builder {
             admin_email: "admin@example.com".to_string(),
             admin_password: "admin-password".to_string(),
             admin_api_key: None,
+            tls: false,
         }
     }
 }
@@ -379,6 +382,13 @@ impl Builder {
         self
     }
 
+    /// Serve HTTPS (and `wss`) with a certificate from a CA made at start: see the `tls`
+    /// module and [`ServerHandle::tls_ca_pem`].
+    pub fn tls(mut self, on: bool) -> Builder {
+        self.tls = on;
+        self
+    }
+
     /// Binds, seeds the admin user and its key, and spawns the server on the current tokio
     /// runtime. The server accepts connections as soon as this returns.
     pub async fn try_start(self) -> std::io::Result<TestServer> {
@@ -399,7 +409,13 @@ impl Builder {
             }
             None => state.create_api_key(&admin_id, "immish-testserver", &["all"]),
         };
+        let tls = if self.tls {
+            Some(tls::make().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let cfg = Config {
+            tls_ca_pem: tls.as_ref().map(|t| t.ca_pem.clone()),
             dialect: self.dialect,
             keep_bytes: self.keep_bytes,
             ping_interval: self.ping_interval,
@@ -420,7 +436,8 @@ impl Builder {
             admin_key,
         ));
         let router = router(app.clone());
-        tokio::spawn(net::serve(listener, router, shutdown, app.clone()));
+        let acceptor = tls.map(|t| t.acceptor);
+        tokio::spawn(net::serve(listener, router, shutdown, app.clone(), acceptor));
         tracing::debug!(%addr, dialect = %self.dialect, "test server started");
         Ok(TestServer {
             handle: ServerHandle { app },
