@@ -26,6 +26,7 @@ mod outage;
 mod peer;
 mod progress;
 mod scan;
+mod server_change;
 mod service;
 mod setup;
 mod tls;
