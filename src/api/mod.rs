@@ -34,6 +34,7 @@ mod endpoint;
 pub mod error;
 mod limits;
 mod meter;
+mod reread;
 mod server;
 pub mod socket;
 mod stacks;

@@ -20,7 +20,12 @@ async fn another_server_never_inherits_the_old_ones_backups() {
     }
     w.write_config();
     let out = run(&w, &["scan"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let a_admin = w.server.admin_id();
     assert_eq!(w.server.asset_count(&a_admin), 3);
     let a_bodies = w.server.upload_bodies();
@@ -58,9 +63,77 @@ async fn another_server_never_inherits_the_old_ones_backups() {
     want.sort();
     assert_eq!(got, want, "every file went up to the new server");
     assert_eq!(b.upload_bodies(), 3);
-    assert_eq!(w.server.upload_bodies(), a_bodies, "nothing more to the old one");
+    assert_eq!(
+        w.server.upload_bodies(),
+        a_bodies,
+        "nothing more to the old one"
+    );
 
     let status = run(&w, &["status"]);
     let said = String::from_utf8_lossy(&status.stdout);
     assert!(!said.contains("NOT backed up to"), "{said}");
+}
+
+/// The server is upgraded in place while the daemon runs (a restart on the same port with the
+/// same state, reporting 2.8.0): the live-event socket reconnects, its `on_server_version`
+/// is noticed, the API is read again (discovery) and `status` shows the new version; uploads
+/// go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_mid_run_is_noticed_and_the_api_read_again() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.extra = "[scan]\ninterval = \"1s\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    w.write("IMG_0.jpg", &jpeg("before-upgrade"));
+    let d = w.start_daemon();
+    assert!(
+        w.server
+            .wait_for_websockets(1, std::time::Duration::from_secs(30))
+            .await,
+        "the socket never connected"
+    );
+    let admin = w.server.admin_id();
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(30), || w
+            .server
+            .asset_count(&admin)
+            == 1)
+        .await
+    );
+    let status = run(&w, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("(immich 2.7.5)"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let discoveries = w.server.requests("GET /.well-known/immich");
+
+    w.server.upgrade_to(2, 8, 0);
+    let server = &w.server;
+    let cfg_path = w.config_path();
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(60), || {
+            let out = std::process::Command::new(crate::common::BIN)
+                .arg("--config")
+                .arg(&cfg_path)
+                .arg("status")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("(immich 2.8.0)")
+        })
+        .await,
+        "status never showed the upgraded version"
+    );
+    assert!(
+        server.requests("GET /.well-known/immich") > discoveries,
+        "the API was read again after the upgrade"
+    );
+    w.write("IMG_1.jpg", &jpeg("after-upgrade"));
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(60), || w
+            .server
+            .asset_count(&admin)
+            == 2)
+        .await,
+        "uploads go on after the upgrade"
+    );
+    d.stop().await;
 }

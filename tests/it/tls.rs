@@ -20,9 +20,11 @@ async fn https_world() -> World {
 /// Writes the world's config with `lines` added to its `[server]` section.
 fn config_with_server_lines(w: &World, lines: &str) -> PathBuf {
     let path = w.write_config();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("[server]\n", &format!("[server]\n{lines}\n"), 1);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[server]\n",
+        &format!("[server]\n{lines}\n"),
+        1,
+    );
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
@@ -61,7 +63,9 @@ async fn with_ca_file_https_and_wss_work() {
     );
     let admin = w.server.admin_id();
     assert!(
-        eventually(Duration::from_secs(60), || w.server.asset_count(&admin) == 3).await,
+        eventually(Duration::from_secs(60), || w.server.asset_count(&admin)
+            == 3)
+        .await,
         "the files never arrived over https"
     );
     let mut got: Vec<String> = w
@@ -150,10 +154,9 @@ async fn plain_http_to_a_public_host_is_refused_unless_allowed() {
     let w = World::new(immish_testserver::Dialect::Immich).await;
     w.write("IMG_0.jpg", &jpeg("plain-http"));
     let path = w.write_config();
-    let public = std::fs::read_to_string(&path).unwrap().replace(
-        &w.server.base_url(),
-        "http://photos.example.com:2283",
-    );
+    let public = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&w.server.base_url(), "http://photos.example.com:2283");
     std::fs::write(&path, &public).unwrap();
     let out = run(&w, &["scan"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -53,6 +53,8 @@ pub(crate) struct Hostile {
     pub trickle: HashMap<String, (u32, u64)>,
     pub non_uuid_ids: bool,
     pub duplicate_rows: bool,
+    /// The version reported after [`ServerHandle::upgrade_to`].
+    pub version: Option<(u32, u32, u32)>,
 }
 
 fn take(map: &mut HashMap<String, (u32, u64)>, route: &str) -> Option<u64> {
@@ -270,6 +272,14 @@ impl ServerHandle {
     /// While on, asset ids in answers are not UUIDs.
     pub fn non_uuid_ids(&self, on: bool) {
         self.app.lock().faults.hostile.non_uuid_ids = on;
+    }
+
+    /// An upgrade in place, as a restarted Immich on the same port with the same database:
+    /// every connection and socket is dropped, and from now on `/server/version` and the
+    /// socket's `on_server_version` report `major.minor.patch`.
+    pub fn upgrade_to(&self, major: u32, minor: u32, patch: u32) {
+        self.app.lock().faults.hostile.version = Some((major, minor, patch));
+        self.app.drop_connections();
     }
 
     /// While on, every asset of a page or stream is sent twice.

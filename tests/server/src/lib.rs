@@ -180,7 +180,8 @@
 //! * `close_websockets()`, `reject_websockets(on)` (503 on the upgrade).
 //! * Hostile answers (`hostile` module): `huge_reply(route, bytes, times)` (a JSON body of
 //!   that size, generated as it is sent), `trickle_reply(route, bytes_per_sec, times)`,
-//!   `non_uuid_ids(on)`, `duplicate_rows(on)`; canned [`Failure::malformed_json`] and
+//!   `non_uuid_ids(on)`, `duplicate_rows(on)`, `upgrade_to(major, minor, patch)` (a restart
+//!   in place that reports another version; `clear_faults` undoes it); canned [`Failure::malformed_json`] and
 //!   [`Failure::proxy_login_page`] (an HTML 200) for `fail_with`.
 //! * `offline(on)`: the server is down (an upgrade, a restart): turning it on drops every
 //!   open connection and socket; while on, each request is counted (status 0) and its
@@ -437,7 +438,13 @@ impl Builder {
         ));
         let router = router(app.clone());
         let acceptor = tls.map(|t| t.acceptor);
-        tokio::spawn(net::serve(listener, router, shutdown, app.clone(), acceptor));
+        tokio::spawn(net::serve(
+            listener,
+            router,
+            shutdown,
+            app.clone(),
+            acceptor,
+        ));
         tracing::debug!(%addr, dialect = %self.dialect, "test server started");
         Ok(TestServer {
             handle: ServerHandle { app },

@@ -73,9 +73,7 @@ where
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(abort.clone());
         let router = router.clone();
-        async move {
-            Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {}))
-        }
+        async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
