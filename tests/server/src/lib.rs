@@ -25,7 +25,9 @@
 //!   are `fail_next`, `drop_after_bytes {route, bytes, times}`, `delay {route, ms}`,
 //!   `slow_body {bytesPerSec}`, `stall_after_store {times}`, `corrupt_uploads {on}`,
 //!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`, `offline {on}`,
-//!   `close_websockets`, `quota {userId?, bytes|null}` and `clear`.
+//!   `close_websockets`, `quota {userId?, bytes|null}`, `huge_reply {route, bytes, times}`,
+//!   `trickle_reply {route, bytesPerSec, times}`, `non_uuid_ids {on}`, `duplicate_rows {on}`,
+//!   `upgrade_to {major, minor, patch}` and `clear`.
 //!
 //! ## Dialects ([`Dialect`])
 //!
