@@ -627,6 +627,9 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
             },
             Ok(Some(s)) => {
                 say!("{}", s.render());
+                if let Some(note) = s.other_server_note(config.server.url.as_str()) {
+                    sayln!("{note}");
+                }
                 ExitCode::SUCCESS
             }
             Ok(None) if json => {

@@ -454,6 +454,26 @@ impl Status {
             .map_or(0, |c| c.count)
     }
 
+    /// When the config now names another server than the one this state belongs to: the
+    /// sentence that says its "backed up" counts are the old server's
+    /// (docs/RELIABILITY.md#another-server-or-user-configured).
+    pub fn other_server_note(&self, configured: &str) -> Option<String> {
+        let recorded = self.server.as_deref()?;
+        let base = configured.trim_end_matches('/');
+        let same = recorded == base
+            || recorded
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if same {
+            return None;
+        }
+        Some(format!(
+            "NOT backed up to {base}: this state belongs to {recorded}, and the files counted \
+             as backed up above are on that server; the next `scan` or `run` checks every file \
+             against {base} and uploads what it lacks"
+        ))
+    }
+
     /// The text `status` prints.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -59,6 +59,18 @@ impl AssetPage {
             next_page,
         }
     }
+
+    /// The page, unless an asset of it has an id that is not a UUID: then nothing of the
+    /// page is applied (a pull with a bad page ends without moving its watermark).
+    fn checked(self, info: &super::RequestInfo) -> Result<AssetPage> {
+        match dto::check_ids(&self.assets) {
+            Ok(()) => Ok(self),
+            Err(detail) => Err(ApiError::BadAnswer {
+                request: Box::new(info.clone()),
+                detail,
+            }),
+        }
+    }
 }
 
 /// Unix milliseconds as the server's `updatedAfter`.
@@ -93,7 +105,15 @@ impl ApiClient {
                 let result = match (r.action.as_str(), r.reason.as_deref()) {
                     ("accept", _) => CheckResult::Accept,
                     ("reject", None | Some("duplicate")) => CheckResult::Duplicate {
-                        asset_id: r.asset_id.filter(|s| !s.is_empty()).map(AssetId),
+                        asset_id: match r.asset_id.filter(|s| !s.is_empty()) {
+                            Some(s) => {
+                                Some(dto::asset_id(&s).map_err(|detail| ApiError::BadAnswer {
+                                    request: Box::new(info.clone()),
+                                    detail,
+                                })?)
+                            }
+                            None => None,
+                        },
                         is_trashed: r.is_trashed,
                     },
                     // `unsupported-format` is never produced by Immich
@@ -159,9 +179,10 @@ impl ApiClient {
             page,
             updated_after: updated_after(updated_after_ms),
         };
-        let resp: dto::SearchResponse = self.post_json("/search/metadata", &body).await?;
+        let (rb, info) = self.request(Method::POST, "/search/metadata");
+        let resp: dto::SearchResponse = self.inner.transport.json(rb.json(&body), &info).await?;
         let next = dto::page_number(&resp.assets.next_page);
-        Ok(AssetPage::from_items(resp.assets.items, next))
+        AssetPage::from_items(resp.assets.items, next).checked(&info)
     }
 
     /// Seed-style `GET /assets?skip=&take=&updatedAfter=`: the caller's assets, trashed
@@ -177,7 +198,8 @@ impl ApiClient {
             path.push_str("&updatedAfter=");
             path.push_str(&a);
         }
-        let items: Vec<serde_json::Value> = self.get_json(&path).await?;
-        Ok(AssetPage::from_items(items, None))
+        let (rb, info) = self.request(Method::GET, &path);
+        let items: Vec<serde_json::Value> = self.inner.transport.json(rb, &info).await?;
+        AssetPage::from_items(items, None).checked(&info)
     }
 }

@@ -168,6 +168,23 @@ pub(crate) fn asset_from_json(value: Value) -> Option<RemoteAsset> {
         .map(AssetDto::into_remote)
 }
 
+/// An asset id as the server sent it. Immich and seed-style servers only ever send UUIDs;
+/// anything else is a broken answer, never an id to remember or to link a file to
+/// (docs/RELIABILITY.md#hostile-answers-huge-trickled-or-malformed).
+pub(crate) fn asset_id(id: &str) -> Result<AssetId, String> {
+    if id.len() == 36 && uuid::Uuid::try_parse(id).is_ok() {
+        Ok(AssetId(id.to_owned()))
+    } else {
+        let shown: String = id.chars().take(40).collect();
+        Err(format!("the asset id {shown:?} is not a UUID"))
+    }
+}
+
+/// Every asset of a page has a UUID for an id (else the first that has not, as an error).
+pub(crate) fn check_ids(assets: &[RemoteAsset]) -> Result<(), String> {
+    assets.iter().try_for_each(|a| asset_id(&a.id.0).map(drop))
+}
+
 /// `POST /search/metadata` as the mirror asks it: trash included, oldest change first.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -195,17 +195,21 @@ pub(super) fn parse_line(raw: &[u8], info: &RequestInfo) -> Result<SyncLine> {
     Ok(SyncLine { row, ack })
 }
 
-fn parse_row(kind: &str, data: serde_json::Value) -> serde_json::Result<SyncRow> {
-    fn read<T: for<'de> Deserialize<'de>>(data: serde_json::Value) -> serde_json::Result<T> {
-        serde_json::from_value(data)
+fn parse_row(kind: &str, data: serde_json::Value) -> std::result::Result<SyncRow, String> {
+    fn read<T: for<'de> Deserialize<'de>>(data: serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(data).map_err(|e| e.to_string())
     }
     Ok(match kind {
         "SyncResetV1" => SyncRow::Reset,
         "SyncCompleteV1" => SyncRow::Complete,
-        "AssetDeleteV1" => {
-            SyncRow::AssetDeleted(AssetId(read::<dto::SyncAssetDelete>(data)?.asset_id))
+        "AssetDeleteV1" => SyncRow::AssetDeleted(dto::asset_id(
+            &read::<dto::SyncAssetDelete>(data)?.asset_id,
+        )?),
+        "AssetV1" => {
+            let asset = read::<dto::SyncAsset>(data)?.into_remote();
+            dto::asset_id(&asset.id.0)?;
+            SyncRow::Asset(asset)
         }
-        "AssetV1" => SyncRow::Asset(read::<dto::SyncAsset>(data)?.into_remote()),
         other => SyncRow::Other(other.to_owned()),
     })
 }
@@ -245,11 +249,14 @@ mod tests {
     #[test]
     fn lines_are_typed_and_carry_their_ack() {
         let line = parse_line(
-            br#"{"type":"AssetDeleteV1","data":{"assetId":"a9"},"ack":"AssetDeleteV1|x"}"#,
+            br#"{"type":"AssetDeleteV1","data":{"assetId":"00000000-0000-4000-8000-0000000000a9"},"ack":"AssetDeleteV1|x"}"#,
             &info(),
         )
         .unwrap();
-        assert_eq!(line.row, SyncRow::AssetDeleted(AssetId("a9".into())));
+        assert_eq!(
+            line.row,
+            SyncRow::AssetDeleted(AssetId("00000000-0000-4000-8000-0000000000a9".into()))
+        );
         let mut acks = SyncAcks::default();
         acks.add(line.ack.unwrap());
         let complete = parse_line(
@@ -260,7 +267,7 @@ mod tests {
         assert_eq!(complete.row, SyncRow::Complete);
         acks.add(complete.ack.unwrap());
         let later = parse_line(
-            br#"{"type":"AssetDeleteV1","data":{"assetId":"b"},"ack":"AssetDeleteV1|y"}"#,
+            br#"{"type":"AssetDeleteV1","data":{"assetId":"00000000-0000-4000-8000-00000000000b"},"ack":"AssetDeleteV1|y"}"#,
             &info(),
         )
         .unwrap();

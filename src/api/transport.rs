@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::error::{parse_retry_after, server_message};
+use super::limits::ReplyClass;
 use super::{ApiError, RequestInfo, Result};
 use crate::config::{Secret, ServerConfig};
 
@@ -112,16 +113,35 @@ impl Transport {
     }
 
     /// Reads a body, chunk by chunk, each within the stall timeout; more than `limit`
-    /// bytes is an error.
+    /// bytes (or than the route class allows, `limits.rs`) is an error, and so is a body that
+    /// keeps moving but is not complete by the class's deadline.
     pub(super) async fn read_body(
         &self,
         mut resp: Response,
         info: &RequestInfo,
         limit: usize,
     ) -> Result<Vec<u8>> {
+        let class = ReplyClass::of(&info.method, &info.path);
+        let limit = limit.min(class.max_bytes());
+        let whole = class.deadline(self.stall);
+        let deadline = Instant::now() + whole;
         let mut body = Vec::new();
         loop {
-            match tokio::time::timeout(self.stall, resp.chunk()).await {
+            let wait = self
+                .stall
+                .min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, resp.chunk()).await {
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(ApiError::BadAnswer {
+                        request: Box::new(info.clone()),
+                        detail: format!(
+                            "the answer was still incomplete after {} s ({} bytes so far); \
+                             the connection was dropped",
+                            whole.as_secs(),
+                            body.len()
+                        ),
+                    })
+                }
                 Err(_) => {
                     return Err(ApiError::Stalled {
                         request: Box::new(info.clone()),
@@ -134,7 +154,11 @@ impl Transport {
                     if body.len() + chunk.len() > limit {
                         return Err(ApiError::BadAnswer {
                             request: Box::new(info.clone()),
-                            detail: format!("the answer is larger than {limit} bytes"),
+                            detail: format!(
+                                "the answer is larger than {} KiB, the most read for this \
+                                 route; the connection was dropped",
+                                limit >> 10
+                            ),
                         });
                     }
                     body.extend_from_slice(&chunk);

@@ -29,7 +29,7 @@ use super::{
     format_timestamp, ApiClient, ApiError, CheckResult, Dialect, Result as ApiResult,
     UploadOutcome, UploadRequest,
 };
-use crate::model::{AssetId, Checksum};
+use crate::model::Checksum;
 
 /// Read size for upload bodies. 256 KiB reached 1.17 GB/s on loopback where reqwest's
 /// `Part::file` (4 KiB reads) managed 0.13 (1 GiB to a server that discards the body, on a
@@ -216,7 +216,7 @@ pub(crate) fn parse_upload_answer(status: u16, body: &[u8]) -> Result<UploadOutc
         (None, None) => status == 200,
     };
     Ok(UploadOutcome {
-        asset_id: AssetId(id),
+        asset_id: super::dto::asset_id(&id)?,
         duplicate,
     })
 }
@@ -440,23 +440,51 @@ impl ApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AssetId;
 
     #[test]
     fn upload_answers_of_both_dialects() {
         let ok = |s, b: &str| parse_upload_answer(s, b.as_bytes()).unwrap();
         assert_eq!(
-            ok(201, r#"{"id":"a1","status":"created"}"#),
+            ok(
+                201,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"created"}"#
+            ),
             UploadOutcome {
-                asset_id: AssetId("a1".into()),
+                asset_id: AssetId("00000000-0000-4000-8000-0000000000a1".into()),
                 duplicate: false
             }
         );
-        assert!(ok(200, r#"{"status":"duplicate","id":"a1"}"#).duplicate);
-        assert!(!ok(200, r#"{"id":"a1","status":"replaced"}"#).duplicate);
-        assert!(!ok(201, r#"{"id":"a1","duplicate":false}"#).duplicate);
-        assert!(ok(200, r#"{"id":"a1","duplicate":true}"#).duplicate);
-        assert!(ok(200, r#"{"id":"a1"}"#).duplicate);
-        assert!(!ok(201, r#"{"id":"a1"}"#).duplicate);
+        assert!(
+            ok(
+                200,
+                r#"{"status":"duplicate","id":"00000000-0000-4000-8000-0000000000a1"}"#
+            )
+            .duplicate
+        );
+        assert!(
+            !ok(
+                200,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"replaced"}"#
+            )
+            .duplicate
+        );
+        assert!(
+            !ok(
+                201,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","duplicate":false}"#
+            )
+            .duplicate
+        );
+        assert!(
+            ok(
+                200,
+                r#"{"id":"00000000-0000-4000-8000-0000000000a1","duplicate":true}"#
+            )
+            .duplicate
+        );
+        assert!(ok(200, r#"{"id":"00000000-0000-4000-8000-0000000000a1"}"#).duplicate);
+        assert!(!ok(201, r#"{"id":"00000000-0000-4000-8000-0000000000a1"}"#).duplicate);
         assert!(parse_upload_answer(201, b"{}").is_err());
         assert!(parse_upload_answer(201, br#"{"id":""}"#).is_err());
         assert!(parse_upload_answer(200, b"<html>").is_err());

@@ -33,6 +33,7 @@
 mod pull;
 pub mod report;
 pub mod socket;
+mod upgrade;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -193,6 +193,9 @@ async fn session(ctx: &Ctx, shutdown: &CancellationToken, up: &mut bool) -> End 
             Err(e) => return e.into(),
             Ok(Incoming::Connected) => connected(ctx, up).await,
             Ok(Incoming::Event(event)) => {
+                if let ServerEvent::ServerVersion(v) = &event {
+                    super::upgrade::server_version(&ctx.db, &ctx.api, v).await;
+                }
                 for change in changes_of(event, &me) {
                     match ctx.tx.try_send(change) {
                         Ok(()) => {}

@@ -13,7 +13,7 @@ fn bulk_answer(s: &raw::Seen) -> Action {
             let n: usize = id[2..].parse().expect("n");
             if n.is_multiple_of(3) {
                 serde_json::json!({"id": id, "action": "reject", "reason": "duplicate",
-                                   "assetId": format!("asset-{n}"), "isTrashed": n.is_multiple_of(2)})
+                                   "assetId": format!("00000000-0000-4000-8000-{n:012}"), "isTrashed": n.is_multiple_of(2)})
             } else {
                 serde_json::json!({"id": id, "action": "accept"})
             }
@@ -46,7 +46,7 @@ async fn bulk_check_batches_and_matches_by_id() {
             assert_eq!(
                 result,
                 &CheckResult::Duplicate {
-                    asset_id: Some(AssetId(format!("asset-{n}"))),
+                    asset_id: Some(AssetId(format!("00000000-0000-4000-8000-{n:012}"))),
                     is_trashed: n % 2 == 0
                 }
             );

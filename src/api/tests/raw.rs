@@ -245,7 +245,7 @@ async fn serve(
                     &mut stream,
                     201,
                     &[],
-                    r#"{"id":"slow-1","status":"created"}"#,
+                    r#"{"id":"00000000-0000-4000-8000-0000000000e4","status":"created"}"#,
                 )
                 .await?;
             }

@@ -6,7 +6,10 @@ use super::*;
 #[tokio::test]
 async fn upload_sends_the_documented_request() {
     let (server, api) = connect_raw(basics_then(|s| match s.path() {
-        "/api/assets" => json(201, r#"{"id":"asset-1","status":"created"}"#),
+        "/api/assets" => json(
+            201,
+            r#"{"id":"00000000-0000-4000-8000-0000000000a1","status":"created"}"#,
+        ),
         _ => raw::not_found(),
     }))
     .await;
@@ -15,7 +18,7 @@ async fn upload_sends_the_documented_request() {
     assert_eq!(
         outcome,
         UploadOutcome {
-            asset_id: AssetId("asset-1".into()),
+            asset_id: AssetId("00000000-0000-4000-8000-0000000000a1".into()),
             duplicate: false
         }
     );
@@ -72,7 +75,10 @@ async fn upload_sends_the_documented_request() {
 async fn seed_uploads_accept_the_old_answer_shape() {
     let server = raw::start(|s| match s.path() {
         "/server/ping" => json(200, r#"{"res":"pong"}"#),
-        "/assets" => json(201, r#"{"id":"seed-1","duplicate":false}"#),
+        "/assets" => json(
+            201,
+            r#"{"id":"00000000-0000-4000-8000-0000000000e1","duplicate":false}"#,
+        ),
         _ => raw::not_found(),
     })
     .await;
@@ -81,7 +87,10 @@ async fn seed_uploads_accept_the_old_answer_shape() {
         .expect("connect");
     let f = test_file("a.jpg", 1000, 2);
     let out = api.upload(&f.req).await.expect("upload");
-    assert_eq!(out.asset_id, AssetId("seed-1".into()));
+    assert_eq!(
+        out.asset_id,
+        AssetId("00000000-0000-4000-8000-0000000000e1".into())
+    );
     assert!(!out.duplicate);
     let s = &server.seen_path("/assets")[0];
     let parts = raw::multipart_parts(s.header("content-type").expect("ct"), &s.body);
@@ -98,7 +107,7 @@ async fn an_early_duplicate_answer_is_success_despite_the_reset() {
         "/api/assets" => Action::AnswerEarly(
             200,
             vec![],
-            r#"{"status":"duplicate","id":"existing-1"}"#.into(),
+            r#"{"status":"duplicate","id":"00000000-0000-4000-8000-0000000000e2"}"#.into(),
         ),
         _ => raw::not_found(),
     }))
@@ -109,7 +118,10 @@ async fn an_early_duplicate_answer_is_success_despite_the_reset() {
             .upload(&f.req)
             .await
             .expect("early duplicate is success");
-        assert_eq!(out.asset_id, AssetId("existing-1".into()));
+        assert_eq!(
+            out.asset_id,
+            AssetId("00000000-0000-4000-8000-0000000000e2".into())
+        );
         assert!(out.duplicate);
     }
     assert_eq!(server.seen_path("/api/assets").len(), 5);
@@ -120,9 +132,10 @@ async fn an_early_duplicate_answer_is_success_despite_the_reset() {
 #[tokio::test]
 async fn after_an_early_answer_the_rest_of_the_body_is_not_sent() {
     let (server, api) = connect_raw(basics_then(|s| match s.path() {
-        "/api/assets" => {
-            Action::AnswerEarlyThenDrain(200, r#"{"status":"duplicate","id":"existing-2"}"#.into())
-        }
+        "/api/assets" => Action::AnswerEarlyThenDrain(
+            200,
+            r#"{"status":"duplicate","id":"00000000-0000-4000-8000-0000000000e3"}"#.into(),
+        ),
         _ => raw::not_found(),
     }))
     .await;
@@ -161,7 +174,7 @@ async fn a_reset_upload_is_resolved_by_a_checksum_check() {
                 let item = &req["assets"][0];
                 let answer = if item["checksum"] == known.as_str() {
                     serde_json::json!({"id": item["id"], "action": "reject",
-                        "reason": "duplicate", "assetId": "there-1", "isTrashed": false})
+                        "reason": "duplicate", "assetId": "00000000-0000-4000-8000-000000000001", "isTrashed": false})
                 } else {
                     serde_json::json!({"id": item["id"], "action": "accept"})
                 };
@@ -181,7 +194,7 @@ async fn a_reset_upload_is_resolved_by_a_checksum_check() {
     assert_eq!(
         out,
         UploadOutcome {
-            asset_id: AssetId("there-1".into()),
+            asset_id: AssetId("00000000-0000-4000-8000-000000000001".into()),
             duplicate: true
         }
     );
@@ -263,7 +276,10 @@ fn status_for_file(s: &raw::Seen) -> Action {
     } else if has("busy.jpg") {
         Action::Answer(429, vec![("retry-after", "30".into())], String::new())
     } else {
-        json(201, r#"{"id":"x","status":"created"}"#)
+        json(
+            201,
+            r#"{"id":"00000000-0000-4000-8000-00000000000f","status":"created"}"#,
+        )
     }
 }
 
@@ -446,5 +462,8 @@ async fn a_slow_upload_that_keeps_moving_is_not_a_stall() {
     // ~16 MiB at ~5 MiB/s, longer than the 2 s stall timeout.
     let f = test_file("slow.mov", 16 << 20, 9);
     let out = api.upload(&f.req).await.expect("slow but steady");
-    assert_eq!(out.asset_id, AssetId("slow-1".into()));
+    assert_eq!(
+        out.asset_id,
+        AssetId("00000000-0000-4000-8000-0000000000e4".into())
+    );
 }

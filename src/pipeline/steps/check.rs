@@ -137,6 +137,7 @@ async fn bulk_upload_check(ctx: &Ctx, rest: Vec<ClaimedJob>) -> Done {
             return match e.class() {
                 ErrorClass::Transient => {
                     let msg = format!("duplicate check failed: {e}");
+                    tracing::warn!(jobs = n, "{msg}; nothing was marked done, will retry");
                     let now = now_ms();
                     let retries: Vec<_> = rest
                         .iter()

@@ -118,6 +118,29 @@ enum FaultRequest {
         on: bool,
     },
     CloseWebsockets,
+    HugeReply {
+        route: String,
+        bytes: u64,
+        #[serde(default = "one")]
+        times: u32,
+    },
+    TrickleReply {
+        route: String,
+        bytes_per_sec: u64,
+        #[serde(default = "one")]
+        times: u32,
+    },
+    NonUuidIds {
+        on: bool,
+    },
+    DuplicateRows {
+        on: bool,
+    },
+    UpgradeTo {
+        major: u32,
+        minor: u32,
+        patch: u32,
+    },
     Quota {
         #[serde(default)]
         user_id: Option<String>,
@@ -165,6 +188,23 @@ async fn set_fault(
         FaultRequest::RejectWebsockets { on } => h.reject_websockets(on),
         FaultRequest::Offline { on } => h.offline(on),
         FaultRequest::CloseWebsockets => h.close_websockets(),
+        FaultRequest::HugeReply {
+            route,
+            bytes,
+            times,
+        } => h.huge_reply(&route, bytes, times),
+        FaultRequest::TrickleReply {
+            route,
+            bytes_per_sec,
+            times,
+        } => h.trickle_reply(&route, bytes_per_sec, times),
+        FaultRequest::NonUuidIds { on } => h.non_uuid_ids(on),
+        FaultRequest::DuplicateRows { on } => h.duplicate_rows(on),
+        FaultRequest::UpgradeTo {
+            major,
+            minor,
+            patch,
+        } => h.upgrade_to(major, minor, patch),
         FaultRequest::Quota { user_id, bytes } => {
             let user = user_id.unwrap_or_else(|| h.admin_id());
             h.set_quota(&user, bytes);

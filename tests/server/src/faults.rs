@@ -137,6 +137,8 @@ pub(crate) struct Faults {
     pub reject_websockets: bool,
     /// The server is "down": every request's connection is dropped unanswered.
     pub offline: bool,
+    /// Hostile answers (`hostile.rs`).
+    pub hostile: crate::hostile::Hostile,
 }
 
 /// Decrements a "next N" counter and says whether it fired.
@@ -271,6 +273,10 @@ pub(crate) async fn middleware(State(app): State<App>, req: Request, next: Next)
                 drain_in_background(&app, req.into_body());
                 return failure.into_response();
             }
+            if let Some(resp) = crate::hostile::before(&app, &route) {
+                drain_in_background(&app, req.into_body());
+                return resp;
+            }
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
@@ -314,7 +320,7 @@ pub(crate) async fn middleware(State(app): State<App>, req: Request, next: Next)
                 drop_connection(&app, &route, abort);
                 std::future::pending::<()>().await;
             }
-            resp
+            crate::hostile::after(&app, &route, resp).await
         })
         .await;
 

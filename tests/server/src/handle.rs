@@ -199,9 +199,20 @@ impl ServerHandle {
         self.app.addr
     }
 
-    /// `http://127.0.0.1:PORT`, without the `/api` prefix.
+    /// `http://127.0.0.1:PORT` (`https://` in the HTTPS mode), without the `/api` prefix.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.app.addr)
+        let scheme = if self.app.cfg.tls_ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.app.addr)
+    }
+
+    /// The PEM of the CA that signed the HTTPS mode's certificate (what a user puts in
+    /// `server.ca_file`); `None` for plain http.
+    pub fn tls_ca_pem(&self) -> Option<String> {
+        self.app.cfg.tls_ca_pem.clone()
     }
 
     /// Where the API lives in this dialect: `{base}/api`, or `{base}` for the seed.
@@ -214,7 +225,7 @@ impl ServerHandle {
 
     /// The WebSocket URL of the socket.io endpoint.
     pub fn socket_url(&self) -> String {
-        let api = self.api_url().replacen("http://", "ws://", 1);
+        let api = self.api_url().replacen("http", "ws", 1);
         format!("{api}/socket.io/?EIO=4&transport=websocket")
     }
 

@@ -25,14 +25,19 @@ pub(crate) fn version(dialect: Dialect) -> (u32, u32, u32) {
     }
 }
 
-pub(crate) fn version_json(dialect: Dialect) -> Value {
-    let (major, minor, patch) = version(dialect);
-    json!({ "major": major, "minor": minor, "patch": patch })
+/// The version this server reports now: its dialect's, unless an upgrade
+/// ([`crate::ServerHandle::upgrade_to`]) replaced it.
+pub(crate) fn reported(app: &App) -> (u32, u32, u32) {
+    app.lock()
+        .faults
+        .hostile
+        .version
+        .unwrap_or_else(|| version(app.dialect()))
 }
 
 /// `on_server_version`'s payload: a `semver` `SemVer` object as `JSON.stringify` writes it.
-pub(crate) fn semver_json(dialect: Dialect) -> Value {
-    let (major, minor, patch) = version(dialect);
+pub(crate) fn semver_json(app: &App) -> Value {
+    let (major, minor, patch) = reported(app);
     let v = format!("{major}.{minor}.{patch}");
     json!({
         "options": {},
@@ -78,7 +83,8 @@ pub(crate) async fn ping() -> Json<Value> {
 }
 
 pub(crate) async fn server_version(State(app): State<App>) -> Json<Value> {
-    Json(version_json(app.dialect()))
+    let (major, minor, patch) = reported(&app);
+    Json(json!({ "major": major, "minor": minor, "patch": patch }))
 }
 
 pub(crate) async fn version_history(State(app): State<App>) -> Json<Value> {

@@ -26,7 +26,9 @@
 //!   `slow_body {bytesPerSec}`, `stall_after_store {times}`, `corrupt_uploads {on}`,
 //!   `corrupt_downloads {on}`,
 //!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`, `offline {on}`,
-//!   `close_websockets`, `quota {userId?, bytes|null}` and `clear`.
+//!   `close_websockets`, `quota {userId?, bytes|null}`, `huge_reply {route, bytes, times}`,
+//!   `trickle_reply {route, bytesPerSec, times}`, `non_uuid_ids {on}`, `duplicate_rows {on}`,
+//!   `upgrade_to {major, minor, patch}` and `clear`.
 //!
 //! ## Dialects ([`Dialect`])
 //!
@@ -181,6 +183,11 @@
 //! * `storage_full(on)`: uploads answer 507 after the body; `set_quota(user, bytes)`: 400
 //!   `Quota has been exceeded!` when the upload would go over.
 //! * `close_websockets()`, `reject_websockets(on)` (503 on the upgrade).
+//! * Hostile answers (`hostile` module): `huge_reply(route, bytes, times)` (a JSON body of
+//!   that size, generated as it is sent), `trickle_reply(route, bytes_per_sec, times)`,
+//!   `non_uuid_ids(on)`, `duplicate_rows(on)`, `upgrade_to(major, minor, patch)` (a restart
+//!   in place that reports another version; `clear_faults` undoes it); canned [`Failure::malformed_json`] and
+//!   [`Failure::proxy_login_page`] (an HTML 200) for `fail_with`.
 //! * `offline(on)`: the server is down (an upgrade, a restart): turning it on drops every
 //!   open connection and socket; while on, each request is counted (status 0) and its
 //!   connection closed unanswered. State is kept, as a restarted Immich keeps its database.
@@ -222,6 +229,7 @@ mod error;
 mod faults;
 pub mod fixtures;
 mod handle;
+mod hostile;
 mod info;
 mod metadata;
 mod net;
@@ -230,6 +238,7 @@ mod socket;
 mod stacks;
 mod state;
 mod sync;
+mod tls;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -307,6 +316,7 @@ pub struct Builder {
     admin_email: String,
     admin_password: String,
     admin_api_key: Option<String>,
+    tls: bool,
 }
 
 impl Default for Builder {
@@ -322,6 +332,7 @@ impl Default for Builder {
             admin_email: "admin@example.com".to_string(),
             admin_password: "admin-password".to_string(),
             admin_api_key: None,
+            tls: false,
         }
     }
 }
@@ -377,6 +388,13 @@ impl Builder {
         self
     }
 
+    /// Serve HTTPS (and `wss`) with a certificate from a CA made at start: see the `tls`
+    /// module and [`ServerHandle::tls_ca_pem`].
+    pub fn tls(mut self, on: bool) -> Builder {
+        self.tls = on;
+        self
+    }
+
     /// Binds, seeds the admin user and its key, and spawns the server on the current tokio
     /// runtime. The server accepts connections as soon as this returns.
     pub async fn try_start(self) -> std::io::Result<TestServer> {
@@ -397,7 +415,13 @@ impl Builder {
             }
             None => state.create_api_key(&admin_id, "immish-testserver", &["all"]),
         };
+        let tls = if self.tls {
+            Some(tls::make().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let cfg = Config {
+            tls_ca_pem: tls.as_ref().map(|t| t.ca_pem.clone()),
             dialect: self.dialect,
             keep_bytes: self.keep_bytes,
             ping_interval: self.ping_interval,
@@ -418,7 +442,14 @@ impl Builder {
             admin_key,
         ));
         let router = router(app.clone());
-        tokio::spawn(net::serve(listener, router, shutdown, app.clone()));
+        let acceptor = tls.map(|t| t.acceptor);
+        tokio::spawn(net::serve(
+            listener,
+            router,
+            shutdown,
+            app.clone(),
+            acceptor,
+        ));
         tracing::debug!(%addr, dialect = %self.dialect, "test server started");
         Ok(TestServer {
             handle: ServerHandle { app },

@@ -26,6 +26,7 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: CancellationToken,
     app: App,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -44,27 +45,46 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let token = app.connection_token();
         let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let abort = ConnAbort(token.clone());
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(abort.clone());
-                let router = router.clone();
-                async move {
-                    Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {}))
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::select! {
-                r = conn => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => connection(TokioIo::new(stream), router, token).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        r = acceptor.accept(stream) => r,
+                        _ = token.cancelled() => return,
+                    };
+                    match handshake {
+                        Ok(stream) => connection(TokioIo::new(stream), router, token).await,
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     }
                 }
-                _ = token.cancelled() => {}
             }
         });
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends or its token is cancelled.
+async fn connection<I>(io: I, router: Router, token: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let abort = ConnAbort(token.clone());
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(abort.clone());
+        let router = router.clone();
+        async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = token.cancelled() => {}
     }
 }

@@ -198,6 +198,6 @@ async fn connect(app: &App, socket: &mut WebSocket, key: u64, creds: &Creds) -> 
         return send(socket, "42[\"error\",\"unauthorized\"]".to_string()).await
             && send(socket, "41".to_string()).await;
     }
-    let event = json!(["on_server_version", semver_json(app.dialect())]);
+    let event = json!(["on_server_version", semver_json(app)]);
     send(socket, format!("42{event}")).await
 }

@@ -110,6 +110,8 @@ pub(crate) struct Config {
     pub metadata_delay: Duration,
     pub admin_email: String,
     pub admin_password: String,
+    /// The CA of the HTTPS mode (PEM), `None` for plain http.
+    pub tls_ca_pem: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
