@@ -338,8 +338,10 @@ async fn connect(
     let retry_wait = Backoff::new(CONNECT_RETRY_INITIAL, tuning.connect_retry_max);
     let mut attempt = 0u32;
     let since = now_ms();
+    // Waiting for a server down at boot is waiting on purpose (docs/ARCHITECTURE.md#watchdog).
+    let beat = service::heartbeat("connect");
     loop {
-        let result = ApiClient::connect(&config.server).await;
+        let result = beat.alive_while(ApiClient::connect(&config.server)).await;
         // What `status` shows: since when the server is unreachable or refuses us, and when
         // the next attempt is (none for `scan`, which gives up at once).
         let now = now_ms();
@@ -398,6 +400,7 @@ async fn connect(
                 } else if attempt.is_power_of_two() {
                     tracing::warn!("still cannot connect to the server ({attempt} attempts): {e}");
                 }
+                beat.wait_for(wait);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(wait) => {}

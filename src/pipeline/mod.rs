@@ -319,7 +319,12 @@ impl Engine {
         let mut run = Run::new(self, mode, &shutdown);
         // The pause `status` was last told of (recorded as the connection state).
         let mut shown_pause: Option<Pause> = None;
+        // The watchdog's view of this loop (docs/ARCHITECTURE.md#watchdog): it ticks every
+        // turn and names the deadline of its wait, so a pause or an outage is alive and a
+        // loop stuck in a step misses its pings.
+        let beat = crate::service::heartbeat("engine");
         let end = loop {
+            beat.tick();
             if shutdown.is_cancelled() {
                 break EngineEnd::Cancelled;
             }
@@ -353,6 +358,9 @@ impl Engine {
                 Next::Idle => break EngineEnd::Idle,
                 Next::SleepUntil(t) => t,
             };
+            let sleep_until = beat
+                .wait_until(Some(sleep_until.into()))
+                .map_or(sleep_until, |t| t.into_std());
 
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -361,6 +369,8 @@ impl Engine {
                 Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res).await?,
             }
         };
+        // Draining waits at most DRAIN_TIMEOUT, then the queue is put right.
+        beat.busy_for(DRAIN_TIMEOUT * 2);
         run.stop().await?;
         self.outage.send_replace(None);
         Ok(end)
@@ -481,8 +491,9 @@ impl<'e> Run<'e> {
             self.checking = true;
             let ctx = self.engine.ctx();
             let reupload = self.engine.settings.mirror.reupload_deleted;
-            self.tasks
-                .spawn(async move { steps::check::check(&ctx, reupload, jobs).await });
+            self.tasks.spawn(async move {
+                alive("dedup check", steps::check::check(&ctx, reupload, jobs)).await
+            });
         }
         Ok(())
     }
@@ -502,7 +513,8 @@ impl<'e> Run<'e> {
             let ctx = self.engine.ctx();
             let device_id = self.engine.settings.device_id.clone();
             self.tasks.spawn(async move {
-                let (signal, uploaded) = steps::upload::upload(&ctx, &device_id, &job).await;
+                let work = steps::upload::upload(&ctx, &device_id, &job);
+                let (signal, uploaded) = alive("upload", work).await;
                 Done::Upload {
                     job: Box::new(job),
                     signal,
@@ -530,7 +542,7 @@ impl<'e> Run<'e> {
         self.verifying = true;
         let ctx = self.engine.ctx();
         self.tasks
-            .spawn(async move { steps::verify::verify_batch(&ctx, batch).await });
+            .spawn(async move { alive("verify", steps::verify::verify_batch(&ctx, batch)).await });
     }
 
     /// The probe a paused gate asks for (are the credentials accepted again? does the
@@ -539,7 +551,7 @@ impl<'e> Run<'e> {
         if self.gate.take_probe(now) {
             let api = self.engine.api.clone();
             self.tasks
-                .spawn(async move { Done::Probe(api.validate().await) });
+                .spawn(async move { Done::Probe(alive("probe", api.validate()).await) });
         }
     }
 
@@ -693,6 +705,13 @@ impl<'e> Run<'e> {
         }
         Ok(())
     }
+}
+
+/// `work`, a task of the engine, under a heartbeat of its own named `name`: a task whose
+/// thread blocks (a hung mount, a deadlock in a blocking call) stops the watchdog pings.
+/// Requests are bounded by the transport's stall timeout, so a slow server is not a stall.
+async fn alive<F: std::future::Future>(name: &'static str, work: F) -> F::Output {
+    crate::service::heartbeat(name).alive_while(work).await
 }
 
 /// Splits claimed jobs into at most `parts` runs of about equal bytes, in claim order.
