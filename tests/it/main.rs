@@ -28,3 +28,4 @@ mod scan;
 mod service;
 mod setup;
 mod watch;
+mod windows;
