@@ -760,6 +760,8 @@ fn apply_reload(config: &mut Config, s: &mut Started, new: Config, roots: Vec<Ro
     s.pipeline.upload = new.upload.clone();
     s.pipeline.upload.device_id = device_id;
     s.pipeline.mirror = new.mirror.clone();
+    // The windows come with `s.pipeline.upload`; the cap lives in the client's meter.
+    s.api.upload_meter().set_max_rate(new.upload.max_rate);
     s.scanner = Scanner::new(
         s.db.clone(),
         roots.clone(),

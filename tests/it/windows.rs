@@ -110,3 +110,65 @@ fn a_bad_window_is_refused_naming_the_key_and_line() {
         "{e}"
     );
 }
+
+/// SIGHUP applies `upload.windows` and `upload.max_rate` to the running daemon: a file
+/// held back by a closed window goes up once the new config opens one, at the new cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_windows_and_a_new_rate() {
+    let mut w = World::new(Dialect::Immich).await;
+    w.upload = format!("windows = [\"{}-{}\"]\n", local_in(2), local_in(3));
+    let mut big = jpeg("hup-window");
+    big.resize(600_000, b'x');
+    w.write("IMG_big.jpg", &big);
+    w.write_config();
+    let log = w.dir.path().join("daemon.log");
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .arg("--config")
+        .arg(w.config_path())
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start immish-sync");
+    let admin = w.server.admin_id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut waiting = false;
+    while !waiting && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        waiting = status_json(&w)["activity"]["uploads_resume_at"].is_string()
+            && w.server.requests("POST /assets/bulk-upload-check") > 0;
+    }
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(waiting, "never held back by the window: {}", text());
+    assert_eq!(w.server.asset_count(&admin), 0);
+
+    // 600 kB at 200 kB/s take at least ~2.75 s (the bucket saves up a quarter second);
+    // uncapped, loopback takes well under one.
+    w.upload = format!(
+        "windows = [\"{}-{}\"]\nmax_rate = \"200kB/s\"\n",
+        local_in(-1),
+        local_in(10)
+    );
+    w.write_config();
+    let t0 = std::time::Instant::now();
+    // SAFETY: a signal to our own child.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    let went = eventually(Duration::from_secs(60), || {
+        w.server.asset_count(&admin) == 1
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(went, "the upload never went after SIGHUP: {}", text());
+    assert!(
+        took >= Duration::from_millis(2500),
+        "600 kB at 200 kB/s arrived in {took:?}: {}",
+        text()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
