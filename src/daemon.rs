@@ -576,15 +576,28 @@ pub async fn scan_with(
         max_attempts: config.upload.scan_max_attempts,
     };
     let progress_done = shutdown.child_token();
-    let _progress = AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
-        s.db.clone(),
-        engine.stats(),
-        s.api.clone(),
-        tuning.progress_every,
-        progress_done.clone(),
-    )));
+    // A bar on a terminal, lines elsewhere (docs/ARCHITECTURE.md#progress).
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tokio::spawn(crate::progress::bar(
+            s.db.clone(),
+            engine.stats(),
+            s.api.clone(),
+            progress_done.clone(),
+        ))
+    } else {
+        tokio::spawn(crate::progress::report(
+            s.db.clone(),
+            engine.stats(),
+            s.api.clone(),
+            tuning.progress_every,
+            progress_done.clone(),
+        ))
+    };
+    let progress = AbortOnDropHandle::new(progress);
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     progress_done.cancel();
+    // The bar draws its last state before the summary is printed.
+    let _ = progress.await;
     let (roots, end) = (roots?, end?);
     // What the server holds now joins its albums and groups before `scan` returns.
     Library::new(s.db.clone(), s.api.clone(), &config.roots)

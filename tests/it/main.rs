@@ -25,6 +25,7 @@ mod outage;
 mod peer;
 mod progress;
 mod scan;
+mod scan_tty;
 mod service;
 mod setup;
 mod watch;
