@@ -13,6 +13,7 @@ mod crash;
 #[cfg(feature = "demo")]
 mod demo;
 mod docs;
+mod explain;
 mod faults;
 mod fixtures;
 mod honest;
