@@ -389,8 +389,10 @@ async fn connect(
     let retry_wait = Backoff::new(CONNECT_RETRY_INITIAL, tuning.connect_retry_max);
     let mut attempt = 0u32;
     let since = now_ms();
+    // Waiting for a server down at boot is waiting on purpose (docs/ARCHITECTURE.md#watchdog).
+    let beat = service::heartbeat("connect");
     loop {
-        let result = ApiClient::connect(&config.server).await;
+        let result = beat.alive_while(ApiClient::connect(&config.server)).await;
         // What `status` shows: since when the server is unreachable or refuses us, and when
         // the next attempt is (none for `scan`, which gives up at once).
         let now = now_ms();
@@ -449,6 +451,7 @@ async fn connect(
                 } else if attempt.is_power_of_two() {
                     tracing::warn!("still cannot connect to the server ({attempt} attempts): {e}");
                 }
+                beat.wait_for(wait);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(wait) => {}
@@ -636,15 +639,28 @@ async fn scan_one(
         max_attempts: config.upload.scan_max_attempts,
     };
     let progress_done = shutdown.child_token();
-    let _progress = AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
-        s.db.clone(),
-        engine.stats(),
-        s.api.clone(),
-        tuning.progress_every,
-        progress_done.clone(),
-    )));
+    // A bar on a terminal, lines elsewhere (docs/ARCHITECTURE.md#progress).
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tokio::spawn(crate::progress::bar(
+            s.db.clone(),
+            engine.stats(),
+            s.api.clone(),
+            progress_done.clone(),
+        ))
+    } else {
+        tokio::spawn(crate::progress::report(
+            s.db.clone(),
+            engine.stats(),
+            s.api.clone(),
+            tuning.progress_every,
+            progress_done.clone(),
+        ))
+    };
+    let progress = AbortOnDropHandle::new(progress);
     let (roots, end) = tokio::join!(walk, engine.run(mode, shutdown.clone()));
     progress_done.cancel();
+    // The bar draws its last state before the summary is printed.
+    let _ = progress.await;
     let (roots, end) = (roots?, end?);
     // What the server holds now joins its albums and groups before `scan` returns.
     Library::new(s.db.clone(), s.api.clone(), &config.roots)
@@ -772,6 +788,8 @@ async fn run_account(
 /// Takes the reloadable parts of `new` into the started daemon (the server, state and
 /// log settings stay as they are; docs/ARCHITECTURE.md#reload).
 fn apply_reload(config: &mut Config, s: &mut Started, new: Config, roots: Vec<Root>) {
+    // The windows come with the upload settings; the cap lives in the client's meter.
+    s.api.upload_meter().set_max_rate(new.upload.max_rate);
     reload::apply(config, &mut s.pipeline, new);
     s.scanner = Scanner::new(
         s.db.clone(),

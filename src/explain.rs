@@ -274,6 +274,18 @@ pub fn explain(config: &Config, path: &Path) -> Result<Explanation, DbError> {
             }
         }
         JobState::Skipped => match job.skip {
+            // Held back because its asset is in the trash, not gone: say so, since a
+            // restore on the server brings it back (and emptying the trash loses it).
+            Some(SkipReason::DeletedOnServer) | Some(SkipReason::TrashedOnServer)
+                if matches!(seen, Some(AssetSeen::Trashed)) =>
+            {
+                let id = facts.asset_id.clone().unwrap_or_else(|| "?".into());
+                lines.push(format!(
+                    "{shown}: held back: asset {id} is in the server's trash: restore it \
+                     there, or it is lost when the trash empties"
+                ));
+                lines.push("to upload it again instead: set mirror.reupload_deleted = true".into());
+            }
             Some(SkipReason::DeletedOnServer) | Some(SkipReason::TrashedOnServer) => {
                 lines.push(format!(
                     "{shown}: held back: {}",

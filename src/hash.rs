@@ -50,6 +50,17 @@ pub fn hash_file_with(
     cancel: &CancellationToken,
     buf: &mut Vec<u8>,
 ) -> Result<(Checksum, u64), HashError> {
+    hash_file_ticking(path, cancel, buf, &mut || {})
+}
+
+/// [`hash_file_with`], calling `tick` before every chunk is read: a long hash says it is
+/// alive (the watchdog's heartbeat) while a read that hangs does not.
+pub fn hash_file_ticking(
+    path: &Path,
+    cancel: &CancellationToken,
+    buf: &mut Vec<u8>,
+    tick: &mut dyn FnMut(),
+) -> Result<(Checksum, u64), HashError> {
     let io_err = |source| HashError::Io {
         path: path.display().to_string(),
         source,
@@ -64,6 +75,7 @@ pub fn hash_file_with(
         if cancel.is_cancelled() {
             return Err(HashError::Cancelled);
         }
+        tick();
         let n = match file.read(&mut buf[..CHUNK]) {
             Ok(0) => break,
             Ok(n) => n,

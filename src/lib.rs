@@ -21,6 +21,7 @@
 //! - [`service`]: life under systemd (notify, watchdog heartbeats, journald lines, units).
 //! - [`human`]: sizes, durations, ages and timestamps as people read them.
 //! - [`watch`]: live watching (notify or polling), settling, paused roots.
+//! - [`windows`]: upload time windows (`upload.windows`).
 //! - [`mirror`]: the mirror of the user's assets on the server (pulls, live events, the
 //!   tombstones of what the user deleted there).
 //! - [`control`]: `pause`, `resume`, `rescan`, `retry` reaching the running daemon.
@@ -62,6 +63,7 @@ pub mod setup;
 pub mod sidecar;
 pub mod status;
 pub mod watch;
+pub mod windows;
 
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -69,6 +69,7 @@ impl Live {
             .get()
             .map(|a| a.upload_meter().in_flight())
             .unwrap_or_default();
+        let resume_ms = Some(st.uploads_resume_ms.load(Relaxed)).filter(|&ms| ms > 0);
         LiveState {
             at_ms: now_ms(),
             started_ms: self.started_ms,
@@ -82,6 +83,8 @@ impl Live {
             sending_files: flight.files,
             sending_bytes: flight.sent,
             sending_total_bytes: flight.size,
+            uploads_resume_ms: resume_ms,
+            uploads_resume_at: resume_ms.map(crate::windows::local_hh_mm),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The progress lines of long work (docs/ARCHITECTURE.md#progress): under `run`, and under
-//! `scan` when stderr is not a terminal, an INFO line every [`crate::daemon::Tuning`]'s
+//! The progress of long work (docs/ARCHITECTURE.md#progress): under `scan` on a terminal a
+//! progress bar ([`bar`]); under `run`, and under `scan` when stderr is not a terminal, an INFO line every [`crate::daemon::Tuning`]'s
 //! `progress_every` while files wait ("uploaded 120/300 files, 1.2/3.4 GB, 25.0 MB/s, about
 //! 2 min left"), and one line when the batch is over ("all 300 files backed up").
 //!
@@ -151,6 +151,49 @@ pub async fn report(
                 "{}",
                 line(done, done + pending, sent, total_bytes, b.since.elapsed())
             );
+        }
+    }
+}
+
+/// `scan` on a terminal: instead of the INFO lines, one progress bar on stderr (files,
+/// bytes, rate, time left), redrawn a few times a second until `shutdown`, then left as it
+/// ended. Nothing of it reaches a pipe or a file: the caller picks [`report`] there.
+pub async fn bar(db: Db, stats: Arc<Stats>, api: ApiClient, shutdown: CancellationToken) {
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes}, {bytes_per_sec}, {eta} left",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(0),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    )
+    .with_style(style);
+    let done0 = db
+        .call(|c| queue::pending_work(c))
+        .await
+        .map_or(0, |(_, _, d)| d.max(0) as u64);
+    let bytes0 = stats.uploaded_bytes.load(Relaxed);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Ok((pending, pending_bytes, done_now)) = db.call(|c| queue::pending_work(c)).await {
+            let flight = api.upload_meter().in_flight();
+            let done = (done_now.max(0) as u64).saturating_sub(done0);
+            let pending = pending.max(0) as u64;
+            let sent = stats.uploaded_bytes.load(Relaxed) - bytes0 + flight.sent;
+            let total = sent + (pending_bytes.max(0) as u64).saturating_sub(flight.sent);
+            pb.set_length(total);
+            pb.set_position(sent);
+            pb.set_message(format!("{done}/{} files", done + pending));
+        }
+        if stop {
+            pb.abandon();
+            return;
         }
     }
 }

@@ -327,8 +327,33 @@ impl Status {
         self.activity = Some(activity);
     }
 
-    /// One line for people of what the daemon is doing (docs/STATUS.md#daemon).
+    /// One line for people of what the daemon is doing (docs/STATUS.md#daemon); outside
+    /// the upload windows it ends with when uploads resume.
     fn doing(&self, a: &Activity) -> String {
+        let line = self.doing_now(a);
+        match (&a.live.uploads_resume_at, a.stale) {
+            // Uploads in flight when a window closed finish; a pause or an outage is said
+            // first.
+            (Some(at), false)
+                if a.live.sending_files > 0
+                    || self.paused.is_some()
+                    || matches!(
+                        self.connection,
+                        Some(
+                            ConnectionState::Unreachable { .. }
+                                | ConnectionState::Refused { .. }
+                                | ConnectionState::Paused { .. }
+                        )
+                    ) =>
+            {
+                format!("{line}; uploads resume at {at}")
+            }
+            (Some(at), false) => format!("outside the upload windows; uploads resume at {at}"),
+            _ => line,
+        }
+    }
+
+    fn doing_now(&self, a: &Activity) -> String {
         if a.stale {
             return format!(
                 "not answering: its last sign of life was {}",

@@ -300,6 +300,8 @@ pub struct UploadConfig {
     pub scan_max_attempts: u32,
     /// `upload.max_rate`: bytes per second across all uploads (docs/ARCHITECTURE.md#bandwidth-cap).
     pub max_rate: Option<u64>,
+    /// `upload.windows`: when new uploads may start (docs/ARCHITECTURE.md#upload-windows).
+    pub windows: crate::windows::Windows,
 }
 
 #[derive(Clone, Debug)]

@@ -146,6 +146,8 @@ pub(super) struct RawUpload {
     pub(super) scan_max_attempts: u32,
     /// docs/ARCHITECTURE.md#bandwidth-cap
     pub(super) max_rate: Option<RawRate>,
+    /// docs/ARCHITECTURE.md#upload-windows
+    pub(super) windows: Vec<RawWindow>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -278,6 +280,7 @@ impl Default for RawUpload {
             retry_max: RawDuration::secs(10 * 60),
             scan_max_attempts: 5,
             max_rate: None,
+            windows: Vec::new(),
         }
     }
 }
@@ -508,5 +511,18 @@ impl<'de> Deserialize<'de> for RawRate {
             }
         }
         d.deserialize_any(Visitor)
+    }
+}
+
+/// An upload window, `"HH:MM-HH:MM"` ([`crate::windows::parse_window`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RawWindow(pub(super) crate::windows::Window);
+
+impl<'de> Deserialize<'de> for RawWindow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::windows::parse_window(&s)
+            .map(RawWindow)
+            .map_err(de::Error::custom)
     }
 }

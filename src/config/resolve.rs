@@ -90,6 +90,7 @@ impl Resolver<'_> {
                 retry_max,
                 scan_max_attempts: u.scan_max_attempts,
                 max_rate: u.max_rate.map(|r| r.0),
+                windows: crate::windows::Windows(u.windows.iter().map(|w| w.0).collect()),
             },
             hash: HashConfig {
                 concurrency: raw.hash.concurrency,

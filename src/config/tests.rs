@@ -1020,10 +1020,12 @@ fn the_example_documents_every_key_with_its_real_default() {
     };
     assert_eq!(root, RawRoot::default());
     assert!(raw.upload.device_id.is_some() && raw.upload.max_rate.is_some());
+    assert_eq!(raw.upload.windows.len(), 2, "the example shows two windows");
     assert_eq!(
         RawUpload {
             device_id: None,
             max_rate: None,
+            windows: Vec::new(),
             ..raw.upload
         },
         RawUpload::default()

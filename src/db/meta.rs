@@ -517,6 +517,12 @@ pub struct LiveState {
     pub sending_bytes: u64,
     #[serde(default)]
     pub sending_total_bytes: u64,
+    /// Outside the upload windows: when the next one opens (unix ms, and `HH:MM` in local
+    /// time); absent while uploads may start (docs/STATUS.md#daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads_resume_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads_resume_at: Option<String>,
 }
 
 pub fn live_state(conn: &Connection) -> rusqlite::Result<Option<LiveState>> {

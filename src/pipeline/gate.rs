@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::ApiError;
 use crate::backoff::Backoff;
+use crate::windows::Windows;
 
 /// Consecutive transient failures that open the circuit breaker (pause all network work).
 pub const BREAKER_THRESHOLD: u32 = 5;
@@ -186,6 +187,8 @@ pub(crate) struct Gate {
     /// Probes of the current outage that got no answer.
     probe_failures: u32,
     probe_in_flight: bool,
+    /// `upload.windows` (docs/ARCHITECTURE.md#upload-windows).
+    windows: Windows,
 }
 
 impl Gate {
@@ -198,6 +201,7 @@ impl Gate {
             failing_since: None,
             probe_failures: 0,
             probe_in_flight: false,
+            windows: Windows::default(),
         }
     }
 
@@ -224,6 +228,23 @@ impl Gate {
 
     pub fn is_open(&self) -> bool {
         self.pause.is_none()
+    }
+
+    /// The upload windows this gate keeps (`upload.windows`; none for `scan`).
+    pub fn with_windows(mut self, windows: Windows) -> Gate {
+        self.windows = windows;
+        self
+    }
+
+    pub fn windows(&self) -> &Windows {
+        &self.windows
+    }
+
+    /// Beside the pauses, the one thing that stops only new uploads: outside every upload
+    /// window, when the next one opens (`now` is local time). Hashing, dedup checks,
+    /// verification and uploads in flight go on.
+    pub fn uploads_closed_until(&self, now: &jiff::ZonedDateTime) -> Option<jiff::ZonedDateTime> {
+        self.windows.closed_until(now)
     }
 
     /// The pause that is on, if any.

@@ -22,7 +22,7 @@ mod steps;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,6 +146,8 @@ pub struct Stats {
     pub skipped: AtomicU64,
     pub failed: AtomicU64,
     pub retries: AtomicU64,
+    /// Outside the upload windows: when the next opens (unix ms); 0 while uploads may start.
+    pub uploads_resume_ms: AtomicI64,
 }
 
 impl Stats {
@@ -319,7 +321,12 @@ impl Engine {
         let mut run = Run::new(self, mode, &shutdown);
         // The pause `status` was last told of (recorded as the connection state).
         let mut shown_pause: Option<Pause> = None;
+        // The watchdog's view of this loop (docs/ARCHITECTURE.md#watchdog): it ticks every
+        // turn and names the deadline of its wait, so a pause or an outage is alive and a
+        // loop stuck in a step misses its pings.
+        let beat = crate::service::heartbeat("engine");
         let end = loop {
+            beat.tick();
             if shutdown.is_cancelled() {
                 break EngineEnd::Cancelled;
             }
@@ -344,6 +351,7 @@ impl Engine {
                 break EngineEnd::Paused(p.clone());
             }
 
+            run.check_window(now);
             run.start_hashing(now).await?;
             run.start_check(now).await?;
             run.start_uploads();
@@ -353,6 +361,9 @@ impl Engine {
                 Next::Idle => break EngineEnd::Idle,
                 Next::SleepUntil(t) => t,
             };
+            let sleep_until = beat
+                .wait_until(Some(sleep_until.into()))
+                .map_or(sleep_until, |t| t.into_std());
 
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -361,8 +372,11 @@ impl Engine {
                 Some(res) = run.tasks.join_next(), if !run.tasks.is_empty() => run.finished(res).await?,
             }
         };
+        // Draining waits at most DRAIN_TIMEOUT, then the queue is put right.
+        beat.busy_for(DRAIN_TIMEOUT * 2);
         run.stop().await?;
         self.outage.send_replace(None);
+        self.stats.uploads_resume_ms.store(0, Ordering::Relaxed);
         Ok(end)
     }
 
@@ -398,6 +412,8 @@ struct Run<'e> {
     hash_dry_until: Option<Instant>,
     check_dry_until: Option<Instant>,
     gate: Gate,
+    /// Outside the upload windows: when the next one opens (no upload starts before).
+    window_opens: Option<Instant>,
     /// Cancels hashing between chunks when we stop.
     hash_cancel: CancellationToken,
 }
@@ -418,7 +434,12 @@ impl<'e> Run<'e> {
             verifying: false,
             hash_dry_until: None,
             check_dry_until: None,
-            gate: Gate::new(s.pauses),
+            // Windows are the daemon's: `scan` is the user asking for uploads now.
+            gate: Gate::new(s.pauses).with_windows(match mode {
+                Mode::Forever => s.upload.windows.clone(),
+                Mode::UntilIdle { .. } => Default::default(),
+            }),
+            window_opens: None,
             hash_cancel: shutdown.child_token(),
         }
     }
@@ -481,16 +502,50 @@ impl<'e> Run<'e> {
             self.checking = true;
             let ctx = self.engine.ctx();
             let reupload = self.engine.settings.mirror.reupload_deleted;
-            self.tasks
-                .spawn(async move { steps::check::check(&ctx, reupload, jobs).await });
+            self.tasks.spawn(async move {
+                alive("dedup check", steps::check::check(&ctx, reupload, jobs)).await
+            });
         }
         Ok(())
+    }
+
+    /// Whether new uploads may start now (`upload.windows`, docs/ARCHITECTURE.md#upload-windows);
+    /// says so when that changes and keeps the next opening for `status`.
+    fn check_window(&mut self, now: Instant) {
+        let local = jiff::ZonedDateTime::now();
+        let closed = self.gate.uploads_closed_until(&local);
+        let ms = closed
+            .as_ref()
+            .map_or(0, |z| z.timestamp().as_millisecond());
+        let before = self
+            .engine
+            .stats
+            .uploads_resume_ms
+            .swap(ms, Ordering::Relaxed);
+        if before != ms {
+            match &closed {
+                Some(z) => tracing::info!(
+                    "outside the upload windows ({}): uploads resume at {:02}:{:02}; \
+                     watching and hashing go on",
+                    self.gate.windows(),
+                    z.hour(),
+                    z.minute()
+                ),
+                None if before > 0 => tracing::info!("an upload window is open: uploads start"),
+                None => {}
+            }
+        }
+        let wait = (ms - local.timestamp().as_millisecond()).max(0) as u64;
+        self.window_opens = closed.map(|_| now + Duration::from_millis(wait));
     }
 
     /// ③ Uploads (each verified after) from the backlog, up to the concurrency.
     fn start_uploads(&mut self) {
         let holds = self.engine.settings.hold.get();
-        while self.gate.is_open() && self.uploading < self.engine.settings.upload.concurrency {
+        while self.window_opens.is_none()
+            && self.gate.is_open()
+            && self.uploading < self.engine.settings.upload.concurrency
+        {
             // Jobs of a root the user paused stay in the backlog, in order, until `resume`.
             let Some(at) = self.backlog.iter().position(|j| holds.lets(&j.path)) else {
                 break;
@@ -502,7 +557,8 @@ impl<'e> Run<'e> {
             let ctx = self.engine.ctx();
             let device_id = self.engine.settings.device_id.clone();
             self.tasks.spawn(async move {
-                let (signal, uploaded) = steps::upload::upload(&ctx, &device_id, &job).await;
+                let work = steps::upload::upload(&ctx, &device_id, &job);
+                let (signal, uploaded) = alive("upload", work).await;
                 Done::Upload {
                     job: Box::new(job),
                     signal,
@@ -530,7 +586,7 @@ impl<'e> Run<'e> {
         self.verifying = true;
         let ctx = self.engine.ctx();
         self.tasks
-            .spawn(async move { steps::verify::verify_batch(&ctx, batch).await });
+            .spawn(async move { alive("verify", steps::verify::verify_batch(&ctx, batch)).await });
     }
 
     /// The probe a paused gate asks for (are the credentials accepted again? does the
@@ -539,7 +595,7 @@ impl<'e> Run<'e> {
         if self.gate.take_probe(now) {
             let api = self.engine.api.clone();
             self.tasks
-                .spawn(async move { Done::Probe(api.validate().await) });
+                .spawn(async move { Done::Probe(alive("probe", api.validate()).await) });
         }
     }
 
@@ -555,8 +611,12 @@ impl<'e> Run<'e> {
         if let (Some(since), false) = (self.to_verify_since, self.verifying) {
             wake_by(since + VERIFY_WAIT);
         }
+        if let Some(t) = self.window_opens {
+            wake_by(t);
+        }
         let holds = self.engine.settings.hold.get();
-        let backlog_held = self.backlog.iter().all(|j| !holds.lets(&j.path));
+        let backlog_held =
+            self.window_opens.is_some() || self.backlog.iter().all(|j| !holds.lets(&j.path));
         if !busy && backlog_held {
             let max_attempts = match self.mode {
                 Mode::UntilIdle { max_attempts } => Some(max_attempts),
@@ -574,7 +634,7 @@ impl<'e> Run<'e> {
                 })
                 .await?;
             // Work the user paused is not polled for: `resume` wakes the engine.
-            let open = self.gate.is_open() && !holds.all;
+            let open = self.gate.is_open() && !holds.all && self.window_opens.is_none();
             if active == 0 {
                 match (self.mode, next_retry) {
                     (Mode::UntilIdle { .. }, None) if open && !self.engine.waker.is_fed() => {
@@ -695,6 +755,13 @@ impl<'e> Run<'e> {
     }
 }
 
+/// `work`, a task of the engine, under a heartbeat of its own named `name`: a task whose
+/// thread blocks (a hung mount, a deadlock in a blocking call) stops the watchdog pings.
+/// Requests are bounded by the transport's stall timeout, so a slow server is not a stall.
+async fn alive<F: std::future::Future>(name: &'static str, work: F) -> F::Output {
+    crate::service::heartbeat(name).alive_while(work).await
+}
+
 /// Splits claimed jobs into at most `parts` runs of about equal bytes, in claim order.
 fn split_batches(jobs: Vec<ClaimedJob>, parts: usize) -> Vec<Vec<ClaimedJob>> {
     let total: u64 = jobs.iter().map(|j| j.stat.size.max(1)).sum();
@@ -729,6 +796,7 @@ mod tests {
             retry_max: Duration::from_secs(600),
             scan_max_attempts: 3,
             max_rate: None,
+            windows: Default::default(),
         };
         let p = retry_backoff(&upload);
         for attempt in 1..=40 {

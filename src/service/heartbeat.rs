@@ -139,6 +139,31 @@ impl Heartbeat {
         s.promise(until);
         Some(until)
     }
+
+    /// Runs `work` (a request bounded by its own timeouts, a task of the engine), ticking
+    /// while it is polled and pending: the loop is alive as long as its task is not stuck
+    /// in a blocking call. Without a watchdog it is `work.await`.
+    pub async fn alive_while<F: std::future::Future>(&self, work: F) -> F::Output {
+        if self.slot.is_none() {
+            return work.await;
+        }
+        tokio::pin!(work);
+        loop {
+            let until = self.wait_until(None);
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                _ = sleep_until(until) => {}
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `IMMISH_SYNC_TEST_STALL=<loop>:<seconds>` (debug builds only): the named loop's thread

@@ -235,6 +235,11 @@ pub fn render(spec: &UnitSpec) -> String {
     let _ = writeln!(w, "ExecStart={}", spec.exec_start);
     line(
         w,
+        "# `systemctl reload`: the config is read again (a broken one is refused, the old kept).",
+    );
+    line(w, "ExecReload=/bin/kill -HUP $MAINPID");
+    line(
+        w,
         "# Setting up the watches of a large tree takes a while after the server answered.",
     );
     line(w, "TimeoutStartSec=3min");
@@ -486,6 +491,7 @@ mod tests {
         assert!(u.contains(
             "\nExecStart=/usr/local/bin/immish-sync run --config /etc/immish-sync/config.toml\n"
         ));
+        assert!(u.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "{u}");
         assert!(u.contains("\nReadOnlyPaths=-/srv/photos\n"));
         assert!(
             u.contains("\nReadOnlyPaths=-\"/mnt/My Photos 100%%\"\n"),

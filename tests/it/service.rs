@@ -14,6 +14,11 @@ use crate::common::jpeg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_immish-sync");
 const KEY: &str = "service-test-key";
+/// `WatchdogSec=4s`: pings every 2 s. Several seconds, as a real unit has (60 s): a loaded
+/// test machine must not make a healthy loop look stalled.
+const WATCHDOG_USEC: &str = "4000000";
+/// Over this span a live daemon pings at least twice (it pings every half timeout).
+const PING_SPAN: Duration = Duration::from_secs(6);
 
 /// A photo root, a state dir and a config for a server on `port` (which may not be up).
 struct Setup {
@@ -23,6 +28,11 @@ struct Setup {
 
 impl Setup {
     fn new(port: u16) -> Setup {
+        Setup::with(port, "")
+    }
+
+    /// [`Setup::new`] with `extra` appended to the config (a `[metrics]` section).
+    fn with(port: u16, extra: &str) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let photos = dir.path().join("photos");
         std::fs::create_dir_all(&photos).unwrap();
@@ -30,7 +40,7 @@ impl Setup {
         let config = dir.path().join("config.toml");
         let text = format!(
             "[server]\nurl = \"http://127.0.0.1:{port}\"\napi_key = \"{KEY}\"\n\
-             [state]\ndir = \"{}\"\n[watch]\nsettle = \"0s\"\n[[roots]]\npath = \"{}\"\n",
+             [state]\ndir = \"{}\"\n[watch]\nsettle = \"0s\"\n{extra}[[roots]]\npath = \"{}\"\n",
             dir.path().join("state").display(),
             photos.display()
         );
@@ -141,7 +151,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 async fn ready_comes_before_the_server_then_status_pings_and_stopping() {
     let port = free_port();
     let s = Setup::new(port);
-    let (mut child, mut n) = s.run_notified(&[("WATCHDOG_USEC", "1000000")]);
+    let (mut child, mut n) = s.run_notified(&[("WATCHDOG_USEC", WATCHDOG_USEC)]);
 
     let ready = n.wait_for(Duration::from_secs(20), |l| l == "READY=1");
     assert!(
@@ -154,11 +164,7 @@ async fn ready_comes_before_the_server_then_status_pings_and_stopping() {
     });
     assert!(waiting.is_some(), "a STATUS= waiting line: {:?}", n.seen);
     // Waiting for the server is waiting on purpose: the daemon is alive.
-    assert!(
-        n.count_pings(Duration::from_millis(1600)) >= 2,
-        "{:?}",
-        n.seen
-    );
+    assert!(n.count_pings(PING_SPAN) >= 2, "{:?}", n.seen);
 
     let server = TestServer::builder()
         .dialect(Dialect::Immich)
@@ -176,11 +182,7 @@ async fn ready_comes_before_the_server_then_status_pings_and_stopping() {
     });
     assert!(uploaded.is_some(), "a progress line: {:?}", n.seen);
     assert_eq!(server.asset_count(&server.admin_id()), 1);
-    assert!(
-        n.count_pings(Duration::from_millis(1600)) >= 2,
-        "{:?}",
-        n.seen
-    );
+    assert!(n.count_pings(PING_SPAN) >= 2, "{:?}", n.seen);
 
     sigterm(&child);
     let stopping = n.wait_for(Duration::from_secs(10), |l| l == "STOPPING=1");
@@ -205,8 +207,8 @@ async fn a_stalled_loop_stops_the_watchdog_pings() {
         .await;
     let s = Setup::new(server.addr().port());
     let (mut child, mut n) = s.run_notified(&[
-        ("WATCHDOG_USEC", "1000000"),
-        ("IMMISH_SYNC_TEST_STALL", "watcher:3"),
+        ("WATCHDOG_USEC", WATCHDOG_USEC),
+        ("IMMISH_SYNC_TEST_STALL", "watcher:6"),
     ]);
     assert!(
         n.wait_for(Duration::from_secs(20), |l| l == "READY=1")
@@ -218,12 +220,153 @@ async fn a_stalled_loop_stops_the_watchdog_pings() {
     assert!(n
         .wait_for(Duration::from_secs(5), |l| l == "WATCHDOG=1")
         .is_some());
-    let stalled = n.wait_for(Duration::from_secs(10), |l| l == "STATUS=stalled: watcher");
+    let stalled = n.wait_for(Duration::from_secs(60), |l| {
+        l.starts_with("STATUS=stalled: ") && l.contains("watcher")
+    });
     assert!(stalled.is_some(), "the stalled loop named: {:?}", n.seen);
     // ...and no ping after it, over several watchdog periods.
-    assert_eq!(n.count_pings(Duration::from_secs(3)), 0, "{:?}", n.seen);
+    assert_eq!(n.count_pings(PING_SPAN * 2), 0, "{:?}", n.seen);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The address the daemon's HTTP endpoint listens on, once it has recorded it.
+fn endpoint(state: &Path) -> Option<std::net::SocketAddr> {
+    immish_sync::status::read(state)
+        .ok()
+        .flatten()
+        .and_then(|s| s.activity)
+        .and_then(|a| a.live.http)
+        .and_then(|h| h.parse().ok())
+}
+
+/// `GET /healthz`: the status code and the body.
+async fn healthz(addr: std::net::SocketAddr) -> Option<(u16, String)> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let code = resp.status().as_u16();
+    Some((code, resp.text().await.unwrap_or_default()))
+}
+
+/// The engine's loop blocking its thread for good (the debug-build hook stalls the real
+/// claim/dispatch loop at a tick, as a step stuck in a blocking call would) stops the
+/// watchdog pings, and `/healthz` answers 503 naming the engine.
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_engine_stops_the_pings_and_fails_healthz() {
+    let server = TestServer::builder()
+        .dialect(Dialect::Immich)
+        .admin_api_key(KEY)
+        .start()
+        .await;
+    let s = Setup::with(
+        server.addr().port(),
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let (mut child, mut n) = s.run_notified(&[
+        ("WATCHDOG_USEC", WATCHDOG_USEC),
+        ("IMMISH_SYNC_TEST_STALL", "engine:8"),
+    ]);
+    assert!(
+        n.wait_for(Duration::from_secs(30), |l| l == "READY=1")
+            .is_some(),
+        "{:?}",
+        n.seen
+    );
+    let state = s.dir.path().join("state");
+    let mut addr = None;
+    let end = Instant::now() + Duration::from_secs(30);
+    while addr.is_none() && Instant::now() < end {
+        addr = endpoint(&state);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = addr.expect("the daemon recorded its HTTP address");
+    // Healthy before the stall: the file went up, pings came.
+    let uploaded = n.wait_for(Duration::from_secs(30), |l| {
+        l.starts_with("STATUS=") && l.contains("uploaded 1 ")
+    });
+    assert!(uploaded.is_some(), "{:?}", n.seen);
+    assert!(n.pings() >= 1, "{:?}", n.seen);
+    let stalled = n.wait_for(Duration::from_secs(60), |l| {
+        l.starts_with("STATUS=stalled: ") && l.contains("engine")
+    });
+    assert!(stalled.is_some(), "the engine named: {:?}", n.seen);
+    assert_eq!(n.count_pings(PING_SPAN * 2), 0, "{:?}", n.seen);
+    let mut last = None;
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        last = healthz(addr).await;
+        if last.as_ref().is_some_and(|(c, _)| *c == 503) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, body) = last.expect("/healthz answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("not making progress") && body.contains("engine"),
+        "{body}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A 20 s outage of the server is a deliberate wait: the engine meets it with new files
+/// queued, waits for its probes, and the pings go on all along; when the server is back the
+/// files go up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pings_go_on_through_a_server_outage() {
+    let server = TestServer::builder()
+        .dialect(Dialect::Immich)
+        .admin_api_key(KEY)
+        .start()
+        .await;
+    let s = Setup::new(server.addr().port());
+    let (mut child, mut n) = s.run_notified(&[("WATCHDOG_USEC", WATCHDOG_USEC)]);
+    let uploaded = n.wait_for(Duration::from_secs(60), |l| {
+        l.starts_with("STATUS=") && l.contains("uploaded 1 ")
+    });
+    assert!(uploaded.is_some(), "{:?}", n.seen);
+    let admin = server.admin_id();
+    assert_eq!(server.asset_count(&admin), 1);
+
+    server.offline(true);
+    let photos = s.dir.path().join("photos");
+    for i in 0..3 {
+        std::fs::write(
+            photos.join(format!("b{i}.jpg")),
+            jpeg(&format!("outage-{i}")),
+        )
+        .unwrap();
+    }
+    // WatchdogSec=4s pings every 2 s: about ten in 20 s; five leave room for a loaded box.
+    let pings = n.count_pings(Duration::from_secs(20));
+    assert!(pings >= 5, "{pings} pings in the outage: {:?}", n.seen);
+    assert!(
+        !n.seen.iter().any(|l| l.starts_with("STATUS=stalled")),
+        "{:?}",
+        n.seen
+    );
+    assert_eq!(
+        server.asset_count(&admin),
+        1,
+        "nothing went up while offline"
+    );
+
+    server.offline(false);
+    let end = Instant::now() + Duration::from_secs(90);
+    while server.asset_count(&admin) < 4 && Instant::now() < end {
+        let _ = n.wait_for(Duration::from_millis(500), |_| false);
+    }
+    assert_eq!(server.asset_count(&admin), 4, "{:?}", n.seen);
+    assert!(n.count_pings(PING_SPAN) >= 2, "{:?}", n.seen);
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
 /// Log lines on a pipe carry no ANSI escapes; on the journal's stream (JOURNAL_STREAM naming

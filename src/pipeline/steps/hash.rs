@@ -12,9 +12,10 @@ use super::{changed_retry, log_db, path_of};
 use crate::db::catalogue::FileStat;
 use crate::db::queue::{self, ClaimedJob, HashResult};
 use crate::db::{now_ms, Db};
-use crate::hash::{hash_file_with, HashError};
+use crate::hash::{hash_file_ticking, HashError};
 use crate::model::SkipReason;
 use crate::pipeline::{Stats, Waker};
+use crate::service::Heartbeat;
 
 /// Results waiting to be recorded are written before a file at least this large is read.
 const FLUSH_BEFORE: u64 = 8 * 1024 * 1024;
@@ -29,7 +30,11 @@ pub(crate) fn hash_batch(
 ) {
     let mut buf = Vec::new();
     let mut results = Vec::with_capacity(jobs.len());
+    // Ticks before every file and every chunk read: a long hash is alive, a read stuck on a
+    // hung mount is not (docs/ARCHITECTURE.md#watchdog).
+    let beat = crate::service::heartbeat("hashing");
     let record = |results: &mut Vec<HashResult>| {
+        beat.tick();
         if !results.is_empty() {
             log_db(db.call_blocking(|c| queue::record_hash_results(c, results, now_ms())));
             results.clear();
@@ -40,7 +45,8 @@ pub(crate) fn hash_batch(
             record(&mut results);
             waker.wake();
         }
-        match hash_one(stats, &job, cancel, &mut buf) {
+        beat.tick();
+        match hash_one(stats, &job, cancel, &mut buf, &beat) {
             Some(r) => results.push(r),
             // Cancelled: the jobs not recorded stay `hashing` and go back to `queued` when
             // the engine stops.
@@ -56,6 +62,7 @@ fn hash_one(
     job: &ClaimedJob,
     cancel: &CancellationToken,
     buf: &mut Vec<u8>,
+    beat: &Heartbeat,
 ) -> Option<HashResult> {
     let path = path_of(&job.path);
     let file_id = job.file_id;
@@ -90,7 +97,7 @@ fn hash_one(
             checksum,
         });
     }
-    match hash_file_with(&path, cancel, buf) {
+    match hash_file_ticking(&path, cancel, buf, &mut || beat.tick()) {
         Ok((checksum, n)) => {
             let after = std::fs::symlink_metadata(&path)
                 .ok()
