@@ -16,9 +16,9 @@ pub mod edited;
 pub mod library;
 pub mod meta;
 pub mod mirror;
-pub mod pull;
 #[cfg(test)]
 mod plans;
+pub mod pull;
 pub mod queue;
 pub mod sidecars;
 pub mod waiting;
