@@ -180,10 +180,22 @@ pub fn explain(config: &Config, path: &Path) -> Result<Explanation, DbError> {
         let facts = queue::file_facts(c, &key)?;
         let wait = waiting::get(c, &key)?;
         let pauses = meta::user_pauses(c)?;
-        let seen = match facts.as_ref().and_then(|f| f.asset_id.clone()) {
-            Some(id) => db::mirror::asset_seen(c, &id)?,
+        // A held-back file is unlinked from its asset; the tombstone of its bytes still
+        // names the asset, so the mirror can say whether it is in the trash or gone.
+        let asset = match facts.as_ref().and_then(|f| f.asset_id.clone()) {
+            Some(id) => Some(id),
+            None => tombstoned_asset(c, &key)?,
+        };
+        let seen = match &asset {
+            Some(id) => db::mirror::asset_seen(c, id)?,
             None => None,
         };
+        let facts = facts.map(|mut f| {
+            if f.asset_id.is_none() && matches!(seen, Some(AssetSeen::Trashed)) {
+                f.asset_id = asset;
+            }
+            f
+        });
         Ok((facts, wait, pauses, seen, meta::last_pull(c)?))
     })?;
 
@@ -350,4 +362,16 @@ pub fn explain(config: &Config, path: &Path) -> Result<Explanation, DbError> {
         }
     }
     Ok(Explanation { on_server, lines })
+}
+
+/// The asset named by the tombstone of the bytes the file at `path` last had, if any.
+fn tombstoned_asset(c: &rusqlite::Connection, path: &[u8]) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    c.prepare_cached(
+        "SELECT t.asset_id FROM files f JOIN tombstones t ON t.checksum = f.checksum
+         WHERE f.path = ?1",
+    )?
+    .query_row([path], |r| r.get::<_, Option<String>>(0))
+    .optional()
+    .map(Option::flatten)
 }

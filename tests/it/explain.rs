@@ -47,14 +47,8 @@ async fn explain_says_an_incomplete_file_waits_to_settle() {
     d.stop().await;
 }
 
-/// Uploaded, then trashed on the server: `explain` says it is in the trash.
-///
-/// Ignored: it finds a bug not fixed yet. After the trash and a scan's pull, `explain`
-/// says "held back: deleted on the server by the user": the mirror does not record the
-/// asset as trashed (suspected: the full pull does not see trashed assets and reconciles
-/// them as deleted), so neither the held-back job nor `explain` can tell a restorable
-/// trash from a deletion.
-#[ignore = "finds a bug: a trashed asset is recorded as deleted (see the doc comment)"]
+/// Uploaded, then trashed on the server: `explain` says it is in the trash (the held-back
+/// file is unlinked from its asset; the tombstone of its bytes names it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_a_file_is_in_the_servers_trash() {
     let w = world().await;

@@ -292,7 +292,9 @@ proptest! {
 
     #[test]
     fn sync_asset_lines_read_back(
-        id in "\\PC{1,20}", owner in "\\PC{0,12}", file in "\\PC{0,20}",
+        // Ids are UUIDs: any other id is a bad answer (dto::asset_id; tests/it/hostile.rs).
+        id in "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        owner in "\\PC{0,12}", file in "\\PC{0,20}",
         checksum in any::<[u8; 20]>(), trashed in any::<bool>(), ack in "\\PC{0,30}",
     ) {
         let data = json!({
