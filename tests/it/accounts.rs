@@ -26,7 +26,11 @@ struct Family {
 
 impl Family {
     async fn new() -> Family {
-        let w = World::new(Dialect::Immich).await;
+        Family::with(World::new(Dialect::Immich).await)
+    }
+
+    /// The family on a server built for the test (one that keeps the bytes, for a pull).
+    fn with(w: World) -> Family {
         let ann = w.server.add_user("ann@example.com", "pw-ann");
         let ben = w.server.add_user("ben@example.com", "pw-ben");
         let ann_key = w.server.create_api_key(&ann, &["all"]);
@@ -419,7 +423,12 @@ async fn doctor_checks_each_accounts_key() {
 /// too), and nothing of `[server]`'s account; `[server]`'s account does not pull into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pull_for_an_account_copies_only_that_accounts_originals() {
-    let mut f = Family::new().await;
+    let server = TestServer::builder()
+        .dialect(Dialect::Immich)
+        .keep_bytes(true)
+        .start()
+        .await;
+    let mut f = Family::with(World::with_server(server));
     let copy = f.w.dir.path().join("ann-copy");
     f.w.extra.push_str(&format!(
         "[[pull]]\npath = \"{}\"\naccount = \"ann\"\nlayout = \"{{filename}}\"\n",
@@ -440,14 +449,24 @@ async fn a_pull_for_an_account_copies_only_that_accounts_originals() {
         std::fs::read(copy.join("PXL_1.jpg")).is_ok_and(|b| b == phone)
     })
     .await;
-    // Give a wrong pull (by [server]'s account) time to show itself too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Give a wrong pull (by [server]'s account) time to show itself too: past its first
+    // look at the mirror and the next (every 5 s when idle).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let s = f.status_json();
     d.stop().await;
-    assert!(got, "Ann's original must be copied into her pull folder");
+    assert!(
+        got,
+        "Ann's original must be copied into her pull folder: {:#}",
+        f.status_json()
+    );
     let names: Vec<String> = std::fs::read_dir(&copy)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .collect();
-    assert_eq!(names, vec!["PXL_1.jpg".to_owned()], "only Ann's assets");
+    assert_eq!(
+        names,
+        vec!["PXL_1.jpg".to_owned()],
+        "only Ann's assets: {s:#}"
+    );
 }
