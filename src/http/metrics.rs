@@ -75,13 +75,19 @@ pub fn render(s: &Status, healthy: bool) -> String {
     );
     for (a, s) in &all {
         for c in &s.counts {
-            f.sample("files", &[("account", a), ("state", c.state.as_str())], c.count);
+            f.sample(
+                "files",
+                &[("account", a), ("state", c.state.as_str())],
+                c.count,
+            );
         }
     }
     let gauges: [(&str, &str, fn(&Status) -> i64); 5] = [
-        ("files_missing", "Files gone from their root locally.", |s| {
-            s.missing_files
-        }),
+        (
+            "files_missing",
+            "Files gone from their root locally.",
+            |s| s.missing_files,
+        ),
         (
             "files_held_back",
             "Files not uploaded because their photo was deleted or trashed on the server.",
@@ -113,7 +119,11 @@ pub fn render(s: &Status, healthy: bool) -> String {
     let mut f = family(o, "root_files", "gauge", "Files present in each root.");
     for (a, s) in &all {
         for r in &s.roots {
-            f.sample("root_files", &[("account", a), ("root", &r.path)], r.files.files);
+            f.sample(
+                "root_files",
+                &[("account", a), ("root", &r.path)],
+                r.files.files,
+            );
         }
     }
     let mut f = family(
@@ -180,34 +190,38 @@ pub fn render(s: &Status, healthy: bool) -> String {
     f.sample("errors_total", &[("kind", "permanent")], n(|l| l.failed));
     f.sample("errors_total", &[("kind", "transient")], n(|l| l.retries));
 
-    let mut f = family(
-        o,
-        "last_success_timestamp_seconds",
-        "gauge",
-        "When a file was last backed up (unix time).",
-    );
-    for (a, s) in &all {
-        if let Some(ms) = s.last_success_ms {
-            f.sample(
-                "last_success_timestamp_seconds",
-                &[("account", a)],
-                seconds(ms),
-            );
+    if all.iter().any(|(_, s)| s.last_success_ms.is_some()) {
+        let mut f = family(
+            o,
+            "last_success_timestamp_seconds",
+            "gauge",
+            "When a file was last backed up (unix time).",
+        );
+        for (a, s) in &all {
+            if let Some(ms) = s.last_success_ms {
+                f.sample(
+                    "last_success_timestamp_seconds",
+                    &[("account", a)],
+                    seconds(ms),
+                );
+            }
         }
     }
-    let mut f = family(
-        o,
-        "last_pull_timestamp_seconds",
-        "gauge",
-        "When the last pull of the server's assets that completed began (unix time).",
-    );
-    for (a, s) in &all {
-        if let Some(p) = &s.last_pull {
-            f.sample(
-                "last_pull_timestamp_seconds",
-                &[("account", a)],
-                seconds(p.at_ms),
-            );
+    if all.iter().any(|(_, s)| s.last_pull.is_some()) {
+        let mut f = family(
+            o,
+            "last_pull_timestamp_seconds",
+            "gauge",
+            "When the last pull of the server's assets that completed began (unix time).",
+        );
+        for (a, s) in &all {
+            if let Some(p) = &s.last_pull {
+                f.sample(
+                    "last_pull_timestamp_seconds",
+                    &[("account", a)],
+                    seconds(p.at_ms),
+                );
+            }
         }
     }
     if let Some(l) = live {
@@ -247,19 +261,24 @@ pub fn render(s: &Status, healthy: bool) -> String {
     for (a, _, (_, outage, _)) in &states {
         f.sample("outage", &[("account", a)], outage);
     }
-    let mut f = family(
-        o,
-        "outage_since_timestamp_seconds",
-        "gauge",
-        "When the current outage began (unix time).",
-    );
-    for (a, s, (_, outage, _)) in &states {
-        if let (Some(c), 1) = (&s.connection, outage) {
-            f.sample(
-                "outage_since_timestamp_seconds",
-                &[("account", a)],
-                seconds(c.since_ms()),
-            );
+    if states
+        .iter()
+        .any(|(_, s, (_, outage, _))| *outage == 1 && s.connection.is_some())
+    {
+        let mut f = family(
+            o,
+            "outage_since_timestamp_seconds",
+            "gauge",
+            "When the current outage began (unix time).",
+        );
+        for (a, s, (_, outage, _)) in &states {
+            if let (Some(c), 1) = (&s.connection, outage) {
+                f.sample(
+                    "outage_since_timestamp_seconds",
+                    &[("account", a)],
+                    seconds(c.since_ms()),
+                );
+            }
         }
     }
     let mut f = family(
@@ -284,11 +303,7 @@ pub fn render(s: &Status, healthy: bool) -> String {
         "Files that failed for good (retried when they change, or with `retry`).",
     );
     for (a, s) in &all {
-        f.sample(
-            "failed_files",
-            &[("account", a)],
-            s.count(JobState::Failed),
-        );
+        f.sample("failed_files", &[("account", a)], s.count(JobState::Failed));
     }
     out
 }
