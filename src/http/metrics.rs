@@ -47,6 +47,9 @@ fn seconds(ms: i64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
+/// A gauge with one sample per account: its name, help, and its value in a status.
+type Gauge = (&'static str, &'static str, fn(&Status) -> i64);
+
 /// Each account's status with the value of its `account` label: `[server]`'s ("default")
 /// first, then the `[[accounts]]` with state, from each one's own database.
 fn accounts(s: &Status) -> Vec<(&str, &Status)> {
@@ -82,7 +85,7 @@ pub fn render(s: &Status, healthy: bool) -> String {
             );
         }
     }
-    let gauges: [(&str, &str, fn(&Status) -> i64); 5] = [
+    let gauges: [Gauge; 5] = [
         (
             "files_missing",
             "Files gone from their root locally.",
