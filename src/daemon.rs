@@ -41,7 +41,7 @@ use crate::watch::{WatchError, Watcher};
 mod accounts;
 mod side;
 
-pub use accounts::{account_dir, ACCOUNTS_DIR};
+pub use accounts::{account_dir, project, ACCOUNTS_DIR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

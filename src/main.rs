@@ -111,19 +111,31 @@ enum Command {
         offline: bool,
     },
     /// Queue failed files again; a running daemon takes them at once.
-    Retry,
+    Retry {
+        /// Only this account (`default` is `[server]`'s); without it, every account.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
     /// Stop starting uploads (of every root, or of one) until `resume`, also across
     /// restarts; an upload in flight finishes, watching and hashing go on.
     Pause {
         /// Only this root (as in the config).
         #[arg(long, value_name = "PATH")]
         root: Option<PathBuf>,
+        /// Only this account (`default` is `[server]`'s); without it and --root, every
+        /// account.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
     /// Lift `pause` (every pause, or that of one root).
     Resume {
         /// Only this root's pause.
         #[arg(long, value_name = "PATH")]
         root: Option<PathBuf>,
+        /// Only this account (`default` is `[server]`'s); without it and --root, every
+        /// account.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
     /// Why a file is not on the server (excluded, waiting, queued, failed, held back), or
     /// which asset it is. Exit 0 when it is on the server, 1 otherwise.
@@ -133,6 +145,10 @@ enum Command {
         /// Only this root.
         #[arg(long, value_name = "PATH")]
         root: Option<PathBuf>,
+        /// Only this account (`default` is `[server]`'s); without it and --root, every
+        /// account.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
     /// Show the mirror of the server: assets by state, tombstones, the last pull, live events.
     Mirror {
@@ -659,24 +675,13 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
             action: ServiceAction::Install { user, dry_run },
         } => service_install(&config, user, dry_run),
         Command::Generate { what } => generate(&what),
-        Command::Retry => match control::retry(&config).await {
-            Ok(None) => {
-                sayln!(
-                    "nothing to retry: no state yet at {}",
-                    config.state.dir.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(Some(lines)) => say_lines(&lines),
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit_code_of(&e)
-            }
-        },
-        Command::Pause { root } => control_command(control::pause(&config, root.as_deref()).await),
-        Command::Resume { root } => {
-            control_command(control::resume(&config, root.as_deref()).await)
-        }
+        Command::Retry { account } => retry(&config, account.as_deref()).await,
+        Command::Pause { root, account } => control_command(
+            control::accounts::pause(&config, account.as_deref(), root.as_deref()).await,
+        ),
+        Command::Resume { root, account } => control_command(
+            control::accounts::resume(&config, account.as_deref(), root.as_deref()).await,
+        ),
         Command::Explain { path } => match immish_sync::explain::explain(&config, &path) {
             Ok(e) => {
                 say_lines(&e.lines);
@@ -691,10 +696,40 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Rescan { root } => {
-            control_command(control::rescan(&config, root.as_deref()).await)
+        Command::Rescan { root, account } => control_command(
+            control::accounts::rescan(&config, account.as_deref(), root.as_deref()).await,
+        ),
+    }
+}
+
+/// `retry [--account NAME]`: every account's failed files (or one account's) queued again.
+async fn retry(config: &Config, account: Option<&str>) -> ExitCode {
+    let targets = match control::accounts::targets(config, account, None) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let mut lines = Vec::new();
+    for t in targets {
+        match control::retry(&t.config).await {
+            Ok(None) => {}
+            Ok(Some(l)) => lines.extend(t.name_lines(l)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit_code_of(&e);
+            }
         }
     }
+    if lines.is_empty() {
+        sayln!(
+            "nothing to retry: no state yet at {}",
+            config.state.dir.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    say_lines(&lines)
 }
 
 fn say_lines(lines: &[String]) -> ExitCode {

@@ -11,6 +11,7 @@
 //! Must not: hold any state of its own that the database does not also have, or let a
 //! client that sends nothing, or garbage, hold up or stop the daemon.
 
+pub mod accounts;
 pub mod reload;
 
 use std::io::ErrorKind;
@@ -301,6 +302,10 @@ pub enum CommandError {
     NotARoot(String, String, String),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("{0} is not an account of the config ({1}); the accounts are: {2}")]
+    NotAnAccount(String, String, String),
+    #[error("{0} is a root of account {1}, not of account {2}")]
+    OtherAccount(String, String, String),
     #[error("cannot create the state directory {0}: {1}")]
     StateDir(String, std::io::Error),
 }
@@ -309,7 +314,9 @@ impl CommandError {
     /// 2 for a wrong argument, 1 otherwise (main's table).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::NotARoot(..) => 2,
+            CommandError::NotARoot(..)
+            | CommandError::NotAnAccount(..)
+            | CommandError::OtherAccount(..) => 2,
             _ => 1,
         }
     }

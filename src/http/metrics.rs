@@ -47,10 +47,23 @@ fn seconds(ms: i64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
-/// The metrics of `s`; `healthy` is what `/healthz` answers.
+/// A gauge with one sample per account: its name, help, and its value in a status.
+type Gauge = (&'static str, &'static str, fn(&Status) -> i64);
+
+/// Each account's status with the value of its `account` label: `[server]`'s ("default")
+/// first, then the `[[accounts]]` with state, from each one's own database.
+fn accounts(s: &Status) -> Vec<(&str, &Status)> {
+    std::iter::once((crate::config::DEFAULT_ACCOUNT, s))
+        .chain(s.accounts.iter().map(|a| (a.name.as_str(), &a.status)))
+        .collect()
+}
+
+/// The metrics of `s`; `healthy` is what `/healthz` answers. Every family read from a
+/// state database has an `account` label; the counters since start are the process's.
 pub fn render(s: &Status, healthy: bool) -> String {
     let mut out = String::new();
     let o = &mut out;
+    let all = accounts(s);
     family(o, "healthy", "gauge", "1 while /healthz answers 200.").sample(
         "healthy",
         &[],
@@ -63,48 +76,58 @@ pub fn render(s: &Status, healthy: bool) -> String {
         "gauge",
         "Files present locally, by the state of their job.",
     );
-    for c in &s.counts {
-        f.sample("files", &[("state", c.state.as_str())], c.count);
+    for (a, s) in &all {
+        for c in &s.counts {
+            f.sample(
+                "files",
+                &[("account", a), ("state", c.state.as_str())],
+                c.count,
+            );
+        }
     }
-    family(
-        o,
-        "files_missing",
-        "gauge",
-        "Files gone from their root locally.",
-    )
-    .sample("files_missing", &[], s.missing_files);
-    family(
-        o,
-        "files_held_back",
-        "gauge",
-        "Files not uploaded because their photo was deleted or trashed on the server.",
-    )
-    .sample("files_held_back", &[], s.held_back_deleted);
-    family(
-        o,
-        "files_trash_only",
-        "gauge",
-        "Files whose only server copy is in the server's trash (not backed up).",
-    )
-    .sample("files_trash_only", &[], s.in_trash_only);
-    family(
-        o,
-        "files_waiting",
-        "gauge",
-        "Files not taken yet because they look unfinished.",
-    )
-    .sample("files_waiting", &[], s.waiting.count);
-    family(
-        o,
-        "queue_depth",
-        "gauge",
-        "Files not backed up yet: queued, in flight, or waiting to retry.",
-    )
-    .sample("queue_depth", &[], s.queue_depth());
+    let gauges: [Gauge; 5] = [
+        (
+            "files_missing",
+            "Files gone from their root locally.",
+            |s| s.missing_files,
+        ),
+        (
+            "files_held_back",
+            "Files not uploaded because their photo was deleted or trashed on the server.",
+            |s| s.held_back_deleted,
+        ),
+        (
+            "files_trash_only",
+            "Files whose only server copy is in the server's trash (not backed up).",
+            |s| s.in_trash_only,
+        ),
+        (
+            "files_waiting",
+            "Files not taken yet because they look unfinished.",
+            |s| s.waiting.count,
+        ),
+        (
+            "queue_depth",
+            "Files not backed up yet: queued, in flight, or waiting to retry.",
+            |s| s.queue_depth(),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let mut f = family(o, name, "gauge", help);
+        for (a, s) in &all {
+            f.sample(name, &[("account", a)], get(s));
+        }
+    }
 
     let mut f = family(o, "root_files", "gauge", "Files present in each root.");
-    for r in &s.roots {
-        f.sample("root_files", &[("root", &r.path)], r.files.files);
+    for (a, s) in &all {
+        for r in &s.roots {
+            f.sample(
+                "root_files",
+                &[("account", a), ("root", &r.path)],
+                r.files.files,
+            );
+        }
     }
     let mut f = family(
         o,
@@ -112,12 +135,14 @@ pub fn render(s: &Status, healthy: bool) -> String {
         "gauge",
         "Files of each root that are on the server.",
     );
-    for r in &s.roots {
-        f.sample(
-            "root_backed_up_files",
-            &[("root", &r.path)],
-            r.files.backed_up,
-        );
+    for (a, s) in &all {
+        for r in &s.roots {
+            f.sample(
+                "root_backed_up_files",
+                &[("account", a), ("root", &r.path)],
+                r.files.backed_up,
+            );
+        }
     }
     let mut f = family(
         o,
@@ -125,8 +150,14 @@ pub fn render(s: &Status, healthy: bool) -> String {
         "gauge",
         "1 while a root is paused (missing, empty or unreadable).",
     );
-    for r in &s.roots {
-        f.sample("root_paused", &[("root", &r.path)], u8::from(r.paused));
+    for (a, s) in &all {
+        for r in &s.roots {
+            f.sample(
+                "root_paused",
+                &[("account", a), ("root", &r.path)],
+                u8::from(r.paused),
+            );
+        }
     }
 
     let live = s.activity.as_ref().map(|a| &a.live);
@@ -162,23 +193,39 @@ pub fn render(s: &Status, healthy: bool) -> String {
     f.sample("errors_total", &[("kind", "permanent")], n(|l| l.failed));
     f.sample("errors_total", &[("kind", "transient")], n(|l| l.retries));
 
-    if let Some(ms) = s.last_success_ms {
-        family(
+    if all.iter().any(|(_, s)| s.last_success_ms.is_some()) {
+        let mut f = family(
             o,
             "last_success_timestamp_seconds",
             "gauge",
             "When a file was last backed up (unix time).",
-        )
-        .sample("last_success_timestamp_seconds", &[], seconds(ms));
+        );
+        for (a, s) in &all {
+            if let Some(ms) = s.last_success_ms {
+                f.sample(
+                    "last_success_timestamp_seconds",
+                    &[("account", a)],
+                    seconds(ms),
+                );
+            }
+        }
     }
-    if let Some(p) = &s.last_pull {
-        family(
+    if all.iter().any(|(_, s)| s.last_pull.is_some()) {
+        let mut f = family(
             o,
             "last_pull_timestamp_seconds",
             "gauge",
             "When the last pull of the server's assets that completed began (unix time).",
-        )
-        .sample("last_pull_timestamp_seconds", &[], seconds(p.at_ms));
+        );
+        for (a, s) in &all {
+            if let Some(p) = &s.last_pull {
+                f.sample(
+                    "last_pull_timestamp_seconds",
+                    &[("account", a)],
+                    seconds(p.at_ms),
+                );
+            }
+        }
     }
     if let Some(l) = live {
         family(
@@ -190,33 +237,51 @@ pub fn render(s: &Status, healthy: bool) -> String {
         .sample("start_timestamp_seconds", &[], seconds(l.started_ms));
     }
 
-    let (connected, outage, paused) = match &s.connection {
-        Some(ConnectionState::Connected { .. }) => (1, 0, 0),
-        Some(ConnectionState::Unreachable { .. } | ConnectionState::Refused { .. }) => (0, 1, 0),
-        Some(ConnectionState::Paused { .. }) => (1, 0, 1),
-        None => (0, 0, 0),
-    };
-    family(o, "connected", "gauge", "1 while the server answers.").sample(
-        "connected",
-        &[],
-        connected,
-    );
-    family(
+    let states: Vec<(&str, &Status, (u8, u8, u8))> = all
+        .iter()
+        .map(|&(a, s)| {
+            let c = match &s.connection {
+                Some(ConnectionState::Connected { .. }) => (1, 0, 0),
+                Some(ConnectionState::Unreachable { .. } | ConnectionState::Refused { .. }) => {
+                    (0, 1, 0)
+                }
+                Some(ConnectionState::Paused { .. }) => (1, 0, 1),
+                None => (0, 0, 0),
+            };
+            (a, s, c)
+        })
+        .collect();
+    let mut f = family(o, "connected", "gauge", "1 while the server answers.");
+    for (a, _, (connected, _, _)) in &states {
+        f.sample("connected", &[("account", a)], connected);
+    }
+    let mut f = family(
         o,
         "outage",
         "gauge",
         "1 while the server is unreachable or refuses the credentials.",
-    )
-    .sample("outage", &[], outage);
-    if let Some(c) = &s.connection {
-        if outage == 1 {
-            family(
-                o,
-                "outage_since_timestamp_seconds",
-                "gauge",
-                "When the current outage began (unix time).",
-            )
-            .sample("outage_since_timestamp_seconds", &[], seconds(c.since_ms()));
+    );
+    for (a, _, (_, outage, _)) in &states {
+        f.sample("outage", &[("account", a)], outage);
+    }
+    if states
+        .iter()
+        .any(|(_, s, (_, outage, _))| *outage == 1 && s.connection.is_some())
+    {
+        let mut f = family(
+            o,
+            "outage_since_timestamp_seconds",
+            "gauge",
+            "When the current outage began (unix time).",
+        );
+        for (a, s, (_, outage, _)) in &states {
+            if let (Some(c), 1) = (&s.connection, outage) {
+                f.sample(
+                    "outage_since_timestamp_seconds",
+                    &[("account", a)],
+                    seconds(c.since_ms()),
+                );
+            }
         }
     }
     let mut f = family(
@@ -226,14 +291,22 @@ pub fn render(s: &Status, healthy: bool) -> String {
         "1 while uploads are paused, by who paused them: the user, or the daemon (server \
          full, a permission missing).",
     );
-    f.sample("paused", &[("by", "user")], u8::from(s.paused.is_some()));
-    f.sample("paused", &[("by", "daemon")], paused);
-    family(
+    for (a, s, (_, _, paused)) in &states {
+        f.sample(
+            "paused",
+            &[("account", a), ("by", "user")],
+            u8::from(s.paused.is_some()),
+        );
+        f.sample("paused", &[("account", a), ("by", "daemon")], paused);
+    }
+    let mut f = family(
         o,
         "failed_files",
         "gauge",
         "Files that failed for good (retried when they change, or with `retry`).",
-    )
-    .sample("failed_files", &[], s.count(JobState::Failed));
+    );
+    for (a, s) in &all {
+        f.sample("failed_files", &[("account", a)], s.count(JobState::Failed));
+    }
     out
 }

@@ -29,6 +29,7 @@ mod netns;
 mod originals;
 mod outage;
 mod peer;
+mod peraccount;
 mod progress;
 mod proxy;
 mod scan;

@@ -292,11 +292,14 @@ async fn metrics_count_what_was_uploaded() {
     let d = w.start_daemon();
     let addr = endpoint(&w).await;
     let admin = w.server.admin_id();
-    let root_key = format!("immish_sync_root_files{{root=\"{}\"}}", w.root().display());
+    let root_key = format!(
+        "immish_sync_root_files{{account=\"default\",root=\"{}\"}}",
+        w.root().display()
+    );
     let done = until(Duration::from_secs(30), || async {
         let m = metrics(addr).await;
         m.get("immish_sync_uploaded_files_total") == Some(&3.0)
-            && m.get("immish_sync_queue_depth") == Some(&0.0)
+            && m.get("immish_sync_queue_depth{account=\"default\"}") == Some(&0.0)
     })
     .await;
     assert!(done, "never counted 3 uploads: {:?}", metrics(addr).await);
@@ -308,14 +311,23 @@ async fn metrics_count_what_was_uploaded() {
         w.server.upload_file_bytes() as f64,
         "the bytes the server stored"
     );
-    assert_eq!(m["immish_sync_files{state=\"done\"}"], 3.0);
-    assert_eq!(m["immish_sync_files{state=\"failed\"}"], 0.0);
+    assert_eq!(
+        m["immish_sync_files{account=\"default\",state=\"done\"}"],
+        3.0
+    );
+    assert_eq!(
+        m["immish_sync_files{account=\"default\",state=\"failed\"}"],
+        0.0
+    );
     assert_eq!(m[&root_key], 3.0);
     assert_eq!(m["immish_sync_errors_total{kind=\"permanent\"}"], 0.0);
     assert_eq!(m["immish_sync_healthy"], 1.0);
-    assert_eq!(m["immish_sync_outage"], 0.0);
-    assert_eq!(m["immish_sync_paused{by=\"user\"}"], 0.0);
-    let last = m["immish_sync_last_success_timestamp_seconds"];
+    assert_eq!(m["immish_sync_outage{account=\"default\"}"], 0.0);
+    assert_eq!(
+        m["immish_sync_paused{account=\"default\",by=\"user\"}"],
+        0.0
+    );
+    let last = m["immish_sync_last_success_timestamp_seconds{account=\"default\"}"];
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -368,7 +380,10 @@ async fn healthz_is_503_while_the_server_is_offline() {
     let last = health_becomes(addr, 503, Duration::from_secs(30)).await;
     assert_eq!(last.0, 503, "healthz never said 503: {last:?}");
     assert!(last.1.contains("outage"), "the reason is named: {}", last.1);
-    assert_eq!(metrics(addr).await["immish_sync_outage"], 1.0);
+    assert_eq!(
+        metrics(addr).await["immish_sync_outage{account=\"default\"}"],
+        1.0
+    );
 
     w.server.offline(false);
     let last = health_becomes(addr, 200, Duration::from_secs(60)).await;
@@ -417,8 +432,8 @@ async fn the_status_page_shows_the_counts_in_chromium() {
     let addr = endpoint(&w).await;
     let settled = until(Duration::from_secs(30), || async {
         let m = metrics(addr).await;
-        m.get("immish_sync_files{state=\"done\"}") == Some(&2.0)
-            && m.get("immish_sync_files{state=\"failed\"}") == Some(&1.0)
+        m.get("immish_sync_files{account=\"default\",state=\"done\"}") == Some(&2.0)
+            && m.get("immish_sync_files{account=\"default\",state=\"failed\"}") == Some(&1.0)
     })
     .await;
     assert!(settled, "{:?}", metrics(addr).await);

@@ -1,0 +1,249 @@
+//! Issue 14, per account: `/metrics` labelled with each account, and `pause`, `resume`,
+//! `rescan` and `retry` addressing one account (`--account`, `--root`) or every one
+//! (docs/ARCHITECTURE.md#accounts).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use immish_testserver::Dialect;
+
+use crate::common::{eventually, jpeg, run, sha1_hex, World};
+
+/// Generous: the machine running the tests is heavily loaded.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The seeded admin (`[server]`'s account, the world's root) and two users, Ann and Ben,
+/// each with a key and a root of their own.
+struct Family {
+    w: World,
+    ann: String,
+    ben: String,
+}
+
+impl Family {
+    async fn new(extra: &str) -> Family {
+        let mut w = World::new(Dialect::Immich).await;
+        let ann = w.server.add_user("ann@example.com", "pw-ann");
+        let ben = w.server.add_user("ben@example.com", "pw-ben");
+        let ann_key = w.server.create_api_key(&ann, &["all"]);
+        let ben_key = w.server.create_api_key(&ben, &["all"]);
+        for d in ["ann", "ben"] {
+            std::fs::create_dir_all(w.dir.path().join(d)).unwrap();
+        }
+        w.extra = format!(
+            "{extra}\n[[accounts]]\nname = \"ann\"\napi_key = \"{ann_key}\"\n\
+             [[accounts]]\nname = \"ben\"\napi_key = \"{ben_key}\"\n\
+             [[roots]]\npath = \"{}\"\naccount = \"ann\"\n\
+             [[roots]]\npath = \"{}\"\naccount = \"ben\"\n",
+            w.dir.path().join("ann").display(),
+            w.dir.path().join("ben").display(),
+        );
+        Family { w, ann, ben }
+    }
+
+    fn root_of(&self, who: &str) -> PathBuf {
+        self.w.dir.path().join(who)
+    }
+
+    fn put(&self, who: &str, name: &str, bytes: &[u8]) {
+        std::fs::write(self.root_of(who).join(name), bytes).unwrap();
+    }
+
+    fn has(&self, user: &str, bytes: &[u8]) -> bool {
+        let want = sha1_hex(bytes);
+        self.w
+            .server
+            .assets(user)
+            .iter()
+            .any(|a| a.checksum_hex == want)
+    }
+
+    /// Runs a control command; it must succeed. Its output.
+    fn command(&self, args: &[&str]) -> String {
+        let out = run(&self.w, args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+}
+
+/// The address of the daemon's endpoint, once it has recorded it.
+async fn endpoint(w: &World) -> SocketAddr {
+    let mut addr = None;
+    let found = eventually(DEADLINE, || {
+        addr = immish_sync::status::read(&w.state_dir())
+            .ok()
+            .flatten()
+            .and_then(|s| s.activity)
+            .and_then(|a| a.live.http)
+            .and_then(|h| h.parse().ok());
+        addr.is_some()
+    })
+    .await;
+    assert!(found, "the daemon never recorded its HTTP address");
+    addr.unwrap()
+}
+
+/// `/metrics` as `name{labels}` → value (one sample per line, comments skipped).
+async fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let body = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("the endpoint answers")
+        .text()
+        .await
+        .unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Each account's files reach the metrics from its own database: two files of Ann's, one
+/// of Ben's, none of `[server]`'s, each counted under its account and its root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_each_accounts_files() {
+    let f = Family::new("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (a1, a2, b1) = (jpeg("m ann 1"), jpeg("m ann 2"), jpeg("m ben 1"));
+    f.put("ann", "1.jpg", &a1);
+    f.put("ann", "2.jpg", &a2);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    let addr = endpoint(&f.w).await;
+    let done = |acct: &str| format!("immish_sync_files{{account=\"{acct}\",state=\"done\"}}");
+    let mut m = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        m = metrics(addr).await;
+        if m.get(&done("ann")) == Some(&2.0) && m.get(&done("ben")) == Some(&1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(m.get(&done("ann")), Some(&2.0), "{m:#?}");
+    assert_eq!(m.get(&done("ben")), Some(&1.0), "{m:#?}");
+    assert_eq!(m.get(&done("default")), Some(&0.0), "{m:#?}");
+    // What the metrics say is what the server holds.
+    assert!(f.has(&f.ann, &a1) && f.has(&f.ann, &a2) && f.has(&f.ben, &b1));
+    let backed = |acct: &str, who: &str| {
+        format!(
+            "immish_sync_root_backed_up_files{{account=\"{acct}\",root=\"{}\"}}",
+            f.root_of(who).display()
+        )
+    };
+    assert_eq!(m.get(&backed("ann", "ann")), Some(&2.0), "{m:#?}");
+    assert_eq!(m.get(&backed("ben", "ben")), Some(&1.0), "{m:#?}");
+    for acct in ["default", "ann", "ben"] {
+        assert_eq!(
+            m.get(&format!("immish_sync_connected{{account=\"{acct}\"}}")),
+            Some(&1.0),
+            "{m:#?}"
+        );
+    }
+    d.stop().await;
+}
+
+/// `pause --account ann` holds Ann's uploads only; Ben's files keep arriving; `resume`
+/// (every account) lets Ann's go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pausing_one_account_holds_only_its_files() {
+    let f = Family::new("").await;
+    let (a1, b1) = (jpeg("p ann 1"), jpeg("p ben 1"));
+    f.put("ann", "1.jpg", &a1);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ann, &a1) && f.has(&f.ben, &b1)).await,
+        "the first files must arrive"
+    );
+    let said = f.command(&["pause", "--account", "ann"]);
+    assert!(said.contains("account ann: uploads are paused"), "{said}");
+    assert!(
+        said.contains("the running daemon stopped starting uploads"),
+        "Ann's daemon got the message on its own socket: {said}"
+    );
+    assert!(!said.contains("account ben"), "{said}");
+    let (a2, b2) = (jpeg("p ann 2"), jpeg("p ben 2"));
+    f.put("ann", "2.jpg", &a2);
+    f.put("ben", "2.jpg", &b2);
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ben, &b2)).await,
+        "Ben's files arrive while Ann's account is paused"
+    );
+    // Time for Ann's file to have gone too, had the pause not held it.
+    let b3 = jpeg("p ben 3");
+    f.put("ben", "3.jpg", &b3);
+    assert!(eventually(DEADLINE, || f.has(&f.ben, &b3)).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!f.has(&f.ann, &a2), "nothing of Ann's goes up while paused");
+
+    let said = f.command(&["resume"]);
+    assert!(said.contains("account ann: uploads resumed"), "{said}");
+    assert!(said.contains("account ben: nothing was paused"), "{said}");
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ann, &a2)).await,
+        "Ann's file goes up after resume"
+    );
+    d.stop().await;
+}
+
+/// `pause` with neither flag pauses every account; `--root` picks the root's account; a
+/// wrong `--account` is an error that names the accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_find_the_account() {
+    let f = Family::new("").await;
+    f.w.write_config();
+    let ben_root = f.root_of("ben").display().to_string();
+    let said = f.command(&["pause", "--root", &ben_root]);
+    assert!(
+        said.starts_with(&format!("account ben: uploads from {ben_root} are paused")),
+        "{said}"
+    );
+    assert!(!said.contains("account ann"), "{said}");
+    let said = f.command(&["pause"]);
+    for acct in ["default", "ann", "ben"] {
+        assert!(
+            said.contains(&format!("account {acct}: uploads are paused")),
+            "{said}"
+        );
+    }
+    // A paused account's pause is in its own database, read by `status`.
+    let out = run(&f.w, &["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paused = |name: &str| {
+        s["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| !a["paused"].is_null())
+    };
+    assert_eq!(paused("ann"), Some(true), "{s:#}");
+    assert!(!s["paused"].is_null(), "{s:#}");
+
+    let out = run(&f.w, &["pause", "--account", "carl"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("carl is not an account") && err.contains("default, ann, ben"),
+        "{err}"
+    );
+    let out = run(&f.w, &["pause", "--account", "ann", "--root", &ben_root]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a root of account ben"), "{err}");
+}
