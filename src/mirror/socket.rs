@@ -83,6 +83,8 @@ struct Ctx {
     db: Db,
     /// The engine's, told when the socket connects.
     engine: Option<Waker>,
+    /// Cancelled when the API root or dialect moved ([`super::upgrade`]).
+    moved: CancellationToken,
 }
 
 impl Ctx {
@@ -98,7 +100,9 @@ impl Ctx {
 }
 
 /// Runs the listener until `shutdown`, reconnecting as needed. Changes go to `tx`; pulls
-/// are asked for through `pull_now`; `engine` is told each connect. `pull_interval` is for
+/// are asked for through `pull_now`; `engine` is told each connect; `moved` is cancelled
+/// when the server's API root or dialect moved (then the listener stops: its caller
+/// connects again). `pull_interval` is for
 /// the message when the socket cannot be used.
 pub async fn run(
     api: ApiClient,
@@ -107,6 +111,7 @@ pub async fn run(
     tx: mpsc::Sender<Change>,
     pull_now: Arc<Notify>,
     engine: Option<Waker>,
+    moved: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let ctx = Ctx {
@@ -116,6 +121,7 @@ pub async fn run(
         pull_now,
         db,
         engine,
+        moved,
     };
     let mut attempt = 0u32;
     let mut told_unauthorized = false;
@@ -141,6 +147,12 @@ pub async fn run(
                 }
                 ctx.record(SocketState::Down { reason }).await;
                 attempt += 1;
+                // A socket that was up and now cannot connect again may have moved with the
+                // API (a restart into another dialect, the same version or not): discovery
+                // says, one request per failed attempt, spaced by the backoff.
+                if attempt >= 2 && super::upgrade::api_moved(&ctx.api).await {
+                    ctx.moved.cancel();
+                }
                 RECONNECT.delay(attempt)
             }
             End::Unauthorized(detail) => {
@@ -194,7 +206,10 @@ async fn session(ctx: &Ctx, shutdown: &CancellationToken, up: &mut bool) -> End 
             Ok(Incoming::Connected) => connected(ctx, up).await,
             Ok(Incoming::Event(event)) => {
                 if let ServerEvent::ServerVersion(v) = &event {
-                    super::upgrade::server_version(&ctx.db, &ctx.api, v).await;
+                    let verdict = super::upgrade::server_version(&ctx.db, &ctx.api, v).await;
+                    if matches!(verdict, super::upgrade::Verdict::Moved { .. }) {
+                        ctx.moved.cancel();
+                    }
                 }
                 for change in changes_of(event, &me) {
                     match ctx.tx.try_send(change) {

@@ -441,11 +441,15 @@ impl Builder {
             admin_id,
             admin_key,
         ));
-        let router = router(app.clone());
+        let routers = Routers {
+            immich: router(app.clone(), Dialect::Immich),
+            next: router(app.clone(), Dialect::ImmichNext),
+            seed: router(app.clone(), Dialect::Seed),
+        };
         let acceptor = tls.map(|t| t.acceptor);
         tokio::spawn(net::serve(
             listener,
-            router,
+            routers,
             shutdown,
             app.clone(),
             acceptor,
@@ -601,8 +605,26 @@ fn api_routes(dialect: Dialect) -> Router<App> {
     }
 }
 
-fn router(app: App) -> Router {
-    let dialect = app.dialect();
+/// The routes of every dialect, built once; each request takes those of the dialect served
+/// when it arrives.
+#[derive(Clone)]
+pub(crate) struct Routers {
+    immich: Router,
+    next: Router,
+    seed: Router,
+}
+
+impl Routers {
+    pub(crate) fn pick(&self, dialect: Dialect) -> Router {
+        match dialect {
+            Dialect::Immich => self.immich.clone(),
+            Dialect::ImmichNext => self.next.clone(),
+            Dialect::Seed => self.seed.clone(),
+        }
+    }
+}
+
+fn router(app: App, dialect: Dialect) -> Router {
     let api = api_routes(dialect).method_not_allowed_fallback(info::fallback);
     let root = match dialect {
         Dialect::Seed => api,
