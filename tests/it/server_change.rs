@@ -150,7 +150,7 @@ fn status_of(cfg: &std::path::Path) -> String {
 }
 
 /// The server restarts on the same port with the same state into another dialect (the
-/// seed's API at the root instead of under `/api`): the socket
+/// seed's API at the root instead of under `/api`), reporting the same version: the socket
 /// cannot reconnect at the old root, discovery finds the API moved, and the daemon connects
 /// again by itself. `status` shows the new dialect; a file written afterwards goes up exactly
 /// once, through the seed's routes, and nothing earlier is sent again.
@@ -160,6 +160,8 @@ async fn a_restart_into_another_dialect_is_applied() {
     w.extra = "[scan]\ninterval = \"1s\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
     let before = jpeg("before-move");
     w.write("IMG_0.jpg", &before);
+    // The version stays 2.7.5 across the restart: no `on_server_version` tells of it.
+    w.server.upgrade_to(2, 7, 5);
     let d = w.start_daemon();
     let long = std::time::Duration::from_secs(60);
     assert!(
@@ -178,7 +180,7 @@ async fn a_restart_into_another_dialect_is_applied() {
     assert!(
         crate::common::eventually(std::time::Duration::from_secs(90), || {
             let said = status_of(&cfg);
-            said.contains("(seed ")
+            said.contains("(seed 2.7.5)")
         })
         .await,
         "the daemon never connected again in the new dialect: {}",
