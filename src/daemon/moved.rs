@@ -35,10 +35,10 @@ pub(super) async fn reconnect(
         user_id: api.user_id().to_owned(),
     };
     let device_override = config.upload.device_id.clone();
-    let forgot = s
-        .db
-        .call(move |c| {
-            let same_user = meta::server_identity(c)?.is_some_and(|o| o.user_id == identity.user_id);
+    let forgot =
+        s.db.call(move |c| {
+            let same_user =
+                meta::server_identity(c)?.is_some_and(|o| o.user_id == identity.user_id);
             if same_user {
                 meta::set_server_identity(c, &identity)?;
                 return Ok(false);

@@ -470,17 +470,16 @@ impl Mirror {
             drop(tx);
             return;
         }
-        socket::run(
-            api.clone(),
-            config.pull_interval,
-            self.inner.db.clone(),
+        let ctx = socket::Ctx {
+            api: api.clone(),
+            pull_interval: config.pull_interval,
+            db: self.inner.db.clone(),
             tx,
-            self.inner.pull_now.clone(),
-            self.inner.waker.clone(),
-            self.inner.moved.clone(),
-            shutdown,
-        )
-        .await;
+            pull_now: self.inner.pull_now.clone(),
+            engine: self.inner.waker.clone(),
+            moved: self.inner.moved.clone(),
+        };
+        socket::run(ctx, shutdown).await;
     }
 
     async fn apply_events(&self, mut rx: mpsc::Receiver<Change>, shutdown: CancellationToken) {

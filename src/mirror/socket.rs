@@ -75,16 +75,20 @@ fn changes_of(event: ServerEvent, me: &str) -> Vec<Change> {
     }
 }
 
-struct Ctx {
-    api: ApiClient,
-    pull_interval: Duration,
-    tx: mpsc::Sender<Change>,
-    pull_now: Arc<Notify>,
-    db: Db,
+/// What the listener works with: changes go to `tx`; pulls are asked for through
+/// `pull_now`; `engine` is told each connect; `pull_interval` is for the message when the
+/// socket cannot be used.
+pub(super) struct Ctx {
+    pub(super) api: ApiClient,
+    pub(super) pull_interval: Duration,
+    pub(super) tx: mpsc::Sender<Change>,
+    pub(super) pull_now: Arc<Notify>,
+    pub(super) db: Db,
     /// The engine's, told when the socket connects.
-    engine: Option<Waker>,
-    /// Cancelled when the API root or dialect moved ([`super::upgrade`]).
-    moved: CancellationToken,
+    pub(super) engine: Option<Waker>,
+    /// Cancelled when the API root or dialect moved ([`super::upgrade`]): the daemon then
+    /// ends the generation (and this listener with it) and connects again.
+    pub(super) moved: CancellationToken,
 }
 
 impl Ctx {
@@ -99,30 +103,8 @@ impl Ctx {
     }
 }
 
-/// Runs the listener until `shutdown`, reconnecting as needed. Changes go to `tx`; pulls
-/// are asked for through `pull_now`; `engine` is told each connect; `moved` is cancelled
-/// when the server's API root or dialect moved (then the listener stops: its caller
-/// connects again). `pull_interval` is for
-/// the message when the socket cannot be used.
-pub async fn run(
-    api: ApiClient,
-    pull_interval: Duration,
-    db: Db,
-    tx: mpsc::Sender<Change>,
-    pull_now: Arc<Notify>,
-    engine: Option<Waker>,
-    moved: CancellationToken,
-    shutdown: CancellationToken,
-) {
-    let ctx = Ctx {
-        api,
-        pull_interval,
-        tx,
-        pull_now,
-        db,
-        engine,
-        moved,
-    };
+/// Runs the listener until `shutdown`, reconnecting as needed.
+pub(super) async fn run(ctx: Ctx, shutdown: CancellationToken) {
     let mut attempt = 0u32;
     let mut told_unauthorized = false;
     loop {

@@ -171,7 +171,11 @@ async fn a_restart_into_another_dialect_is_applied() {
     let admin = w.server.admin_id();
     assert!(crate::common::eventually(long, || w.server.asset_count(&admin) == 1).await);
     let cfg = w.config_path();
-    assert!(status_of(&cfg).contains("(immich 2.7.5)"), "{}", status_of(&cfg));
+    assert!(
+        status_of(&cfg).contains("(immich 2.7.5)"),
+        "{}",
+        status_of(&cfg)
+    );
     let bodies = w.server.upload_bodies();
     let created = w.server.requests_with_status("POST /assets", 201);
     assert_eq!(created, 1);
@@ -203,7 +207,11 @@ async fn a_restart_into_another_dialect_is_applied() {
     let mut want = vec![sha1_hex(&before), sha1_hex(&after)];
     want.sort();
     assert_eq!(got, want, "one asset per file");
-    assert_eq!(w.server.upload_bodies(), bodies + 1, "one body, the new file's");
+    assert_eq!(
+        w.server.upload_bodies(),
+        bodies + 1,
+        "one body, the new file's"
+    );
     assert_eq!(
         w.server.requests_with_status("POST /assets", 201),
         created + 1,

@@ -186,7 +186,9 @@
 //! * Hostile answers (`hostile` module): `huge_reply(route, bytes, times)` (a JSON body of
 //!   that size, generated as it is sent), `trickle_reply(route, bytes_per_sec, times)`,
 //!   `non_uuid_ids(on)`, `duplicate_rows(on)`, `upgrade_to(major, minor, patch)` (a restart
-//!   in place that reports another version; `clear_faults` undoes it); canned [`Failure::malformed_json`] and
+//!   in place that reports another version; `clear_faults` undoes it), `restart_as(dialect)`
+//!   (a restart in place into another dialect: another API root and routes, the same state;
+//!   every connection and socket dropped); canned [`Failure::malformed_json`] and
 //!   [`Failure::proxy_login_page`] (an HTML 200) for `fail_with`.
 //! * `offline(on)`: the server is down (an upgrade, a restart): turning it on drops every
 //!   open connection and socket; while on, each request is counted (status 0) and its
