@@ -28,7 +28,7 @@
 //!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`, `offline {on}`,
 //!   `close_websockets`, `quota {userId?, bytes|null}`, `huge_reply {route, bytes, times}`,
 //!   `trickle_reply {route, bytesPerSec, times}`, `non_uuid_ids {on}`, `duplicate_rows {on}`,
-//!   `upgrade_to {major, minor, patch}` and `clear`.
+//!   `upgrade_to {major, minor, patch}`, `restart_as {dialect}` and `clear`.
 //!
 //! ## Dialects ([`Dialect`])
 //!
