@@ -156,7 +156,20 @@ fn status_of(cfg: &std::path::Path) -> String {
 /// once, through the seed's routes, and nothing earlier is sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_into_another_dialect_is_applied() {
-    let mut w = World::new(Dialect::Immich).await;
+    restart_into(Dialect::Immich, Dialect::Seed, "POST /api/assets").await;
+}
+
+/// The other way: from the seed's API at the root to Immich's under `/api` (the seed's
+/// `/socket.io` is gone then, as its `POST /assets` at the root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_seed_into_immich_is_applied() {
+    restart_into(Dialect::Seed, Dialect::Immich, "POST /assets (web)").await;
+}
+
+/// Runs `from`, restarts the server as `to` (the version pinned at 2.7.5) and checks the
+/// daemon follows; `old_upload` is the route key of an upload sent to the old root.
+async fn restart_into(from: Dialect, to: Dialect, old_upload: &str) {
+    let mut w = World::new(from).await;
     w.extra = "[scan]\ninterval = \"1s\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
     let before = jpeg("before-move");
     w.write("IMG_0.jpg", &before);
@@ -172,7 +185,7 @@ async fn a_restart_into_another_dialect_is_applied() {
     assert!(crate::common::eventually(long, || w.server.asset_count(&admin) == 1).await);
     let cfg = w.config_path();
     assert!(
-        status_of(&cfg).contains("(immich 2.7.5)"),
+        status_of(&cfg).contains(&format!("({} 2.7.5)", name(from))),
         "{}",
         status_of(&cfg)
     );
@@ -180,11 +193,11 @@ async fn a_restart_into_another_dialect_is_applied() {
     let created = w.server.requests_with_status("POST /assets", 201);
     assert_eq!(created, 1);
 
-    w.server.restart_as(Dialect::Seed);
+    w.server.restart_as(to);
     assert!(
         crate::common::eventually(std::time::Duration::from_secs(90), || {
             let said = status_of(&cfg);
-            said.contains("(seed 2.7.5)")
+            said.contains(&format!("({} 2.7.5)", name(to)))
         })
         .await,
         "the daemon never connected again in the new dialect: {}",
@@ -215,12 +228,20 @@ async fn a_restart_into_another_dialect_is_applied() {
     assert_eq!(
         w.server.requests_with_status("POST /assets", 201),
         created + 1,
-        "the new file went up through the seed's `POST /assets` at the root"
+        "the new file went up through the new dialect's `POST /assets`"
     );
     assert_eq!(
-        w.server.requests("POST /api/assets"),
+        w.server.requests(old_upload),
         0,
         "nothing was sent to the old root after the move"
     );
     d.stop().await;
+}
+
+/// How `status` names the daemon's dialect for the test server's.
+fn name(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Seed => "seed",
+        Dialect::Immich | Dialect::ImmichNext => "immich",
+    }
 }
