@@ -39,6 +39,7 @@ use crate::service;
 use crate::watch::{WatchError, Watcher};
 
 mod accounts;
+mod moved;
 mod side;
 
 pub use accounts::{account_dir, project, ACCOUNTS_DIR};
@@ -817,12 +818,19 @@ async fn run_generations(
     loop {
         let generation = shutdown.child_token();
         let mut reload = None;
+        // Cancelled by the mirror when the server's API moved (docs/RELIABILITY.md).
+        let api_moved = CancellationToken::new();
+        let mut reconnect = false;
         let result = {
-            let tree = run_tree(&config, s, live, generation.clone());
+            let tree = run_tree(&config, s, live, generation.clone(), api_moved.clone());
             tokio::pin!(tree);
             loop {
                 tokio::select! {
                     r = &mut tree => break r,
+                    _ = api_moved.cancelled(), if !reconnect => {
+                        reconnect = true;
+                        generation.cancel();
+                    }
                     new = reload::next(&mut reloads) => {
                         if let Some(taken) = reload::consider(&config, new) {
                             reload = Some(taken);
@@ -833,6 +841,14 @@ async fn run_generations(
             }
         };
         generation.cancel();
+        if reconnect && result.is_ok() && !shutdown.is_cancelled() {
+            if !moved::reconnect(&config, tuning, s, shutdown).await? {
+                return Ok(());
+            }
+            if reload.is_none() {
+                continue;
+            }
+        }
         if let Some((new, roots)) = reload {
             apply_reload(&mut config, s, new, roots);
             if result.is_ok() && !shutdown.is_cancelled() {
@@ -890,6 +906,7 @@ async fn run_tree(
     s: &Started,
     live: &Arc<Live>,
     shutdown: CancellationToken,
+    api_moved: CancellationToken,
 ) -> Result<(), DaemonError> {
     let engine = Engine::new(s.db.clone(), s.api.clone(), s.pipeline.clone())
         .with_waker(s.control.waker.clone())
@@ -958,7 +975,8 @@ async fn run_tree(
         s.api.clone(),
         &config.mirror,
         Some(engine.waker()),
-    );
+    )
+    .with_moved(api_moved);
     let mirror = tokio::spawn(mirror.run(shutdown.clone()));
     // Albums, Live Photos and stacks follow the uploads; like the mirror, they never fail
     // the daemon.

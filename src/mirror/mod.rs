@@ -140,6 +140,10 @@ struct Inner {
     /// One pull or event batch at a time; held across awaits, hence tokio's mutex.
     apply_lock: Mutex<()>,
     waker: Option<Waker>,
+    /// Cancelled when the server's API root or dialect moved from the one `api` uses
+    /// (docs/RELIABILITY.md#the-server-is-upgraded-while-the-daemon-runs): the daemon then
+    /// connects again.
+    moved: CancellationToken,
 }
 
 impl Mirror {
@@ -156,8 +160,18 @@ impl Mirror {
                 pull_now: Arc::new(Notify::new()),
                 apply_lock: Mutex::new(()),
                 waker,
+                moved: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Cancels `moved` when the live-event socket finds that the server's API root or dialect
+    /// moved: its caller then connects again (`crate::daemon`'s generations).
+    pub fn with_moved(mut self, moved: CancellationToken) -> Mirror {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.moved = moved;
+        }
+        self
     }
 
     fn policy(&self) -> Policy {
@@ -456,16 +470,16 @@ impl Mirror {
             drop(tx);
             return;
         }
-        socket::run(
-            api.clone(),
-            config.pull_interval,
-            self.inner.db.clone(),
+        let ctx = socket::Ctx {
+            api: api.clone(),
+            pull_interval: config.pull_interval,
+            db: self.inner.db.clone(),
             tx,
-            self.inner.pull_now.clone(),
-            self.inner.waker.clone(),
-            shutdown,
-        )
-        .await;
+            pull_now: self.inner.pull_now.clone(),
+            engine: self.inner.waker.clone(),
+            moved: self.inner.moved.clone(),
+        };
+        socket::run(ctx, shutdown).await;
     }
 
     async fn apply_events(&self, mut rx: mpsc::Receiver<Change>, shutdown: CancellationToken) {

@@ -75,14 +75,20 @@ fn changes_of(event: ServerEvent, me: &str) -> Vec<Change> {
     }
 }
 
-struct Ctx {
-    api: ApiClient,
-    pull_interval: Duration,
-    tx: mpsc::Sender<Change>,
-    pull_now: Arc<Notify>,
-    db: Db,
+/// What the listener works with: changes go to `tx`; pulls are asked for through
+/// `pull_now`; `engine` is told each connect; `pull_interval` is for the message when the
+/// socket cannot be used.
+pub(super) struct Ctx {
+    pub(super) api: ApiClient,
+    pub(super) pull_interval: Duration,
+    pub(super) tx: mpsc::Sender<Change>,
+    pub(super) pull_now: Arc<Notify>,
+    pub(super) db: Db,
     /// The engine's, told when the socket connects.
-    engine: Option<Waker>,
+    pub(super) engine: Option<Waker>,
+    /// Cancelled when the API root or dialect moved ([`super::upgrade`]): the daemon then
+    /// ends the generation (and this listener with it) and connects again.
+    pub(super) moved: CancellationToken,
 }
 
 impl Ctx {
@@ -97,26 +103,8 @@ impl Ctx {
     }
 }
 
-/// Runs the listener until `shutdown`, reconnecting as needed. Changes go to `tx`; pulls
-/// are asked for through `pull_now`; `engine` is told each connect. `pull_interval` is for
-/// the message when the socket cannot be used.
-pub async fn run(
-    api: ApiClient,
-    pull_interval: Duration,
-    db: Db,
-    tx: mpsc::Sender<Change>,
-    pull_now: Arc<Notify>,
-    engine: Option<Waker>,
-    shutdown: CancellationToken,
-) {
-    let ctx = Ctx {
-        api,
-        pull_interval,
-        tx,
-        pull_now,
-        db,
-        engine,
-    };
+/// Runs the listener until `shutdown`, reconnecting as needed.
+pub(super) async fn run(ctx: Ctx, shutdown: CancellationToken) {
     let mut attempt = 0u32;
     let mut told_unauthorized = false;
     loop {
@@ -141,6 +129,12 @@ pub async fn run(
                 }
                 ctx.record(SocketState::Down { reason }).await;
                 attempt += 1;
+                // A socket that was up and now cannot connect again may have moved with the
+                // API (a restart into another dialect, the same version or not): discovery
+                // says, one request per failed attempt, spaced by the backoff.
+                if attempt >= 2 && super::upgrade::api_moved(&ctx.api).await {
+                    ctx.moved.cancel();
+                }
                 RECONNECT.delay(attempt)
             }
             End::Unauthorized(detail) => {
@@ -194,7 +188,10 @@ async fn session(ctx: &Ctx, shutdown: &CancellationToken, up: &mut bool) -> End 
             Ok(Incoming::Connected) => connected(ctx, up).await,
             Ok(Incoming::Event(event)) => {
                 if let ServerEvent::ServerVersion(v) = &event {
-                    super::upgrade::server_version(&ctx.db, &ctx.api, v).await;
+                    let verdict = super::upgrade::server_version(&ctx.db, &ctx.api, v).await;
+                    if matches!(verdict, super::upgrade::Verdict::Moved { .. }) {
+                        ctx.moved.cancel();
+                    }
                 }
                 for change in changes_of(event, &me) {
                     match ctx.tx.try_send(change) {

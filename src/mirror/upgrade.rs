@@ -2,7 +2,10 @@
 //! `on_server_version`, sent on every connect): it was upgraded, or another server answers
 //! at the address. The new version is recorded (for `status`), discovery runs again and the
 //! user is told whether the API stayed the same
-//! (docs/RELIABILITY.md#the-server-is-upgraded-while-the-daemon-runs).
+//! (docs/RELIABILITY.md#the-server-is-upgraded-while-the-daemon-runs). When it moved (another
+//! API root or dialect), the caller has the daemon connect again; so too when the socket
+//! cannot reconnect and discovery finds the API elsewhere ([`api_moved`]), whatever version
+//! the server reports.
 //!
 //! Must not: speak the wire protocol (discovery is `api`'s), or stop the daemon.
 
@@ -47,9 +50,9 @@ pub(crate) async fn server_version(db: &Db, api: &ApiClient, reported: &str) -> 
         Ok(found) => {
             tracing::error!(
                 "the server now reports version {reported} (was {was}) and its API moved: \
-                 {:?} at {} instead of {:?} at {}; restart immish-sync so that it connects \
-                 anew (requests to the old API will fail until then, nothing is marked done \
-                 on their answers)",
+                 {:?} at {} instead of {:?} at {}; connecting again to re-read it (work in \
+                 flight goes back to the queue; nothing is marked done on the old API's \
+                 answers)",
                 found.dialect,
                 found.api_root,
                 api.dialect(),
@@ -81,4 +84,27 @@ pub(crate) async fn server_version(db: &Db, api: &ApiClient, reported: &str) -> 
         tracing::debug!(error = %e, "cannot record the server's version");
     }
     verdict
+}
+
+/// Whether discovery now finds the API at another root or in another dialect than `api`
+/// uses (said in the log). A server that cannot be reached is no answer: `false`.
+pub(crate) async fn api_moved(api: &ApiClient) -> bool {
+    match api.rediscover().await {
+        Ok(found) if !found.unchanged => {
+            tracing::error!(
+                "the server came back with its API moved: {:?} at {} instead of {:?} at {}; \
+                 connecting again to re-read it (work in flight goes back to the queue)",
+                found.dialect,
+                found.api_root,
+                api.dialect(),
+                api.api_root()
+            );
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the server's API again failed");
+            false
+        }
+    }
 }

@@ -137,3 +137,111 @@ async fn an_upgrade_mid_run_is_noticed_and_the_api_read_again() {
     );
     d.stop().await;
 }
+
+/// `status`'s server line, from the binary.
+fn status_of(cfg: &std::path::Path) -> String {
+    let out = std::process::Command::new(crate::common::BIN)
+        .arg("--config")
+        .arg(cfg)
+        .arg("status")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The server restarts on the same port with the same state into another dialect (the
+/// seed's API at the root instead of under `/api`), reporting the same version: the socket
+/// cannot reconnect at the old root, discovery finds the API moved, and the daemon connects
+/// again by itself. `status` shows the new dialect; a file written afterwards goes up exactly
+/// once, through the seed's routes, and nothing earlier is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_into_another_dialect_is_applied() {
+    restart_into(Dialect::Immich, Dialect::Seed, "POST /api/assets").await;
+}
+
+/// The other way: from the seed's API at the root to Immich's under `/api` (the seed's
+/// `/socket.io` is gone then, as its `POST /assets` at the root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_seed_into_immich_is_applied() {
+    restart_into(Dialect::Seed, Dialect::Immich, "POST /assets (web)").await;
+}
+
+/// Runs `from`, restarts the server as `to` (the version pinned at 2.7.5) and checks the
+/// daemon follows; `old_upload` is the route key of an upload sent to the old root.
+async fn restart_into(from: Dialect, to: Dialect, old_upload: &str) {
+    let mut w = World::new(from).await;
+    w.extra = "[scan]\ninterval = \"1s\"\n[watch]\nmode = \"off\"\nsettle = \"0s\"\n".into();
+    let before = jpeg("before-move");
+    w.write("IMG_0.jpg", &before);
+    // The version stays 2.7.5 across the restart: no `on_server_version` tells of it.
+    w.server.upgrade_to(2, 7, 5);
+    let d = w.start_daemon();
+    let long = std::time::Duration::from_secs(60);
+    assert!(
+        w.server.wait_for_websockets(1, long).await,
+        "the socket never connected"
+    );
+    let admin = w.server.admin_id();
+    assert!(crate::common::eventually(long, || w.server.asset_count(&admin) == 1).await);
+    let cfg = w.config_path();
+    assert!(
+        status_of(&cfg).contains(&format!("({} 2.7.5)", name(from))),
+        "{}",
+        status_of(&cfg)
+    );
+    let bodies = w.server.upload_bodies();
+    let created = w.server.requests_with_status("POST /assets", 201);
+    assert_eq!(created, 1);
+
+    w.server.restart_as(to);
+    assert!(
+        crate::common::eventually(std::time::Duration::from_secs(90), || {
+            let said = status_of(&cfg);
+            said.contains(&format!("({} 2.7.5)", name(to)))
+        })
+        .await,
+        "the daemon never connected again in the new dialect: {}",
+        status_of(&cfg)
+    );
+
+    let after = jpeg("after-move");
+    w.write("IMG_1.jpg", &after);
+    assert!(
+        crate::common::eventually(long, || w.server.asset_count(&admin) == 2).await,
+        "uploads go on in the new dialect"
+    );
+    let mut got: Vec<String> = w
+        .server
+        .assets(&admin)
+        .iter()
+        .map(|a| a.checksum_hex.clone())
+        .collect();
+    got.sort();
+    let mut want = vec![sha1_hex(&before), sha1_hex(&after)];
+    want.sort();
+    assert_eq!(got, want, "one asset per file");
+    assert_eq!(
+        w.server.upload_bodies(),
+        bodies + 1,
+        "one body, the new file's"
+    );
+    assert_eq!(
+        w.server.requests_with_status("POST /assets", 201),
+        created + 1,
+        "the new file went up through the new dialect's `POST /assets`"
+    );
+    assert_eq!(
+        w.server.requests(old_upload),
+        0,
+        "nothing was sent to the old root after the move"
+    );
+    d.stop().await;
+}
+
+/// How `status` names the daemon's dialect for the test server's.
+fn name(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Seed => "seed",
+        Dialect::Immich | Dialect::ImmichNext => "immich",
+    }
+}

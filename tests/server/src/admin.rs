@@ -141,6 +141,10 @@ enum FaultRequest {
         minor: u32,
         patch: u32,
     },
+    /// `immich`, `immich-next` or `seed`.
+    RestartAs {
+        dialect: String,
+    },
     Quota {
         #[serde(default)]
         user_id: Option<String>,
@@ -205,6 +209,7 @@ async fn set_fault(
             minor,
             patch,
         } => h.upgrade_to(major, minor, patch),
+        FaultRequest::RestartAs { dialect } => h.restart_as(dialect.parse().map_err(bad)?),
         FaultRequest::Quota { user_id, bytes } => {
             let user = user_id.unwrap_or_else(|| h.admin_id());
             h.set_quota(&user, bytes);

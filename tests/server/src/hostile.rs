@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::faults::Failure;
 use crate::state::{is_uuid, App};
-use crate::ServerHandle;
+use crate::{Dialect, ServerHandle};
 
 /// The largest answer [`after`] buffers to rewrite; larger ones pass unchanged.
 const REWRITE_LIMIT: usize = 64 << 20;
@@ -279,6 +279,15 @@ impl ServerHandle {
     /// socket's `on_server_version` report `major.minor.patch`.
     pub fn upgrade_to(&self, major: u32, minor: u32, patch: u32) {
         self.app.lock().faults.hostile.version = Some((major, minor, patch));
+        self.app.drop_connections();
+    }
+
+    /// A restart on the same port with the same state into another dialect (another API
+    /// root and routes: an upgrade across a major, or a proxy put in front): every connection
+    /// and socket is dropped, and from now on requests are answered as `dialect` answers them.
+    /// The version reported stays.
+    pub fn restart_as(&self, dialect: Dialect) {
+        self.app.set_dialect(dialect);
         self.app.drop_connections();
     }
 

@@ -28,7 +28,7 @@
 //!   `unauthorized {on}`, `storage_full {on}`, `reject_websockets {on}`, `offline {on}`,
 //!   `close_websockets`, `quota {userId?, bytes|null}`, `huge_reply {route, bytes, times}`,
 //!   `trickle_reply {route, bytesPerSec, times}`, `non_uuid_ids {on}`, `duplicate_rows {on}`,
-//!   `upgrade_to {major, minor, patch}` and `clear`.
+//!   `upgrade_to {major, minor, patch}`, `restart_as {dialect}` and `clear`.
 //!
 //! ## Dialects ([`Dialect`])
 //!
@@ -186,7 +186,9 @@
 //! * Hostile answers (`hostile` module): `huge_reply(route, bytes, times)` (a JSON body of
 //!   that size, generated as it is sent), `trickle_reply(route, bytes_per_sec, times)`,
 //!   `non_uuid_ids(on)`, `duplicate_rows(on)`, `upgrade_to(major, minor, patch)` (a restart
-//!   in place that reports another version; `clear_faults` undoes it); canned [`Failure::malformed_json`] and
+//!   in place that reports another version; `clear_faults` undoes it), `restart_as(dialect)`
+//!   (a restart in place into another dialect: another API root and routes, the same state;
+//!   every connection and socket dropped); canned [`Failure::malformed_json`] and
 //!   [`Failure::proxy_login_page`] (an HTML 200) for `fail_with`.
 //! * `offline(on)`: the server is down (an upgrade, a restart): turning it on drops every
 //!   open connection and socket; while on, each request is counted (status 0) and its
@@ -441,11 +443,15 @@ impl Builder {
             admin_id,
             admin_key,
         ));
-        let router = router(app.clone());
+        let routers = Routers {
+            immich: router(app.clone(), Dialect::Immich),
+            next: router(app.clone(), Dialect::ImmichNext),
+            seed: router(app.clone(), Dialect::Seed),
+        };
         let acceptor = tls.map(|t| t.acceptor);
         tokio::spawn(net::serve(
             listener,
-            router,
+            routers,
             shutdown,
             app.clone(),
             acceptor,
@@ -601,8 +607,26 @@ fn api_routes(dialect: Dialect) -> Router<App> {
     }
 }
 
-fn router(app: App) -> Router {
-    let dialect = app.dialect();
+/// The routes of every dialect, built once; each request takes those of the dialect served
+/// when it arrives.
+#[derive(Clone)]
+pub(crate) struct Routers {
+    immich: Router,
+    next: Router,
+    seed: Router,
+}
+
+impl Routers {
+    pub(crate) fn pick(&self, dialect: Dialect) -> Router {
+        match dialect {
+            Dialect::Immich => self.immich.clone(),
+            Dialect::ImmichNext => self.next.clone(),
+            Dialect::Seed => self.seed.clone(),
+        }
+    }
+}
+
+fn router(app: App, dialect: Dialect) -> Router {
     let api = api_routes(dialect).method_not_allowed_fallback(info::fallback);
     let root = match dialect {
         Dialect::Seed => api,

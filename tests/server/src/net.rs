@@ -23,7 +23,7 @@ use crate::state::App;
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    routers: crate::Routers,
     shutdown: CancellationToken,
     app: App,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -44,18 +44,19 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let token = app.connection_token();
-        let router = router.clone();
+        let routers = routers.clone();
+        let app = app.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => connection(TokioIo::new(stream), router, token).await,
+                None => connection(TokioIo::new(stream), routers, app, token).await,
                 Some(acceptor) => {
                     let handshake = tokio::select! {
                         r = acceptor.accept(stream) => r,
                         _ = token.cancelled() => return,
                     };
                     match handshake {
-                        Ok(stream) => connection(TokioIo::new(stream), router, token).await,
+                        Ok(stream) => connection(TokioIo::new(stream), routers, app, token).await,
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     }
                 }
@@ -65,14 +66,16 @@ pub(crate) async fn serve(
 }
 
 /// Serves one connection (plain or TLS) until it ends or its token is cancelled.
-async fn connection<I>(io: I, router: Router, token: CancellationToken)
+/// Each request is routed by the dialect served when it arrives (it may change while the
+/// server runs: `ServerHandle::restart_as`).
+async fn connection<I>(io: I, routers: crate::Routers, app: App, token: CancellationToken)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let abort = ConnAbort(token.clone());
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(abort.clone());
-        let router = router.clone();
+        let router: Router = routers.pick(app.dialect());
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
     let conn = hyper::server::conn::http1::Builder::new()

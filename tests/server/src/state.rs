@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     /// The parent of every connection's abort token and of every socket's, a child of
     /// `shutdown`: cancelled (and replaced) to drop them all at once (`offline`).
     connections: Mutex<CancellationToken>,
+    /// The dialect served now: `cfg.dialect` at start, changed by
+    /// [`crate::ServerHandle::restart_as`].
+    dialect_now: Mutex<Dialect>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) addr: SocketAddr,
     pub(crate) admin_id: String,
@@ -58,8 +61,9 @@ impl Shared {
     ) -> Shared {
         Shared {
             state: Mutex::new(state),
-            cfg,
             connections: Mutex::new(shutdown.child_token()),
+            dialect_now: Mutex::new(cfg.dialect),
+            cfg,
             shutdown,
             runtime,
             addr,
@@ -95,7 +99,11 @@ impl Shared {
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
-        self.cfg.dialect
+        *self.dialect_now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_dialect(&self, dialect: Dialect) {
+        *self.dialect_now.lock().unwrap_or_else(|e| e.into_inner()) = dialect;
     }
 }
 
