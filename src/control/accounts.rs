@@ -122,6 +122,26 @@ fn accounts_folder(config: &Config) -> Result<(), CommandError> {
         .map_err(|e| CommandError::StateDir(dir.display().to_string(), e))
 }
 
+/// Runs one single-account command for each account it goes to, and names each account's
+/// lines.
+async fn each<F, Fut>(
+    config: &Config,
+    account: Option<&str>,
+    root: Option<&Path>,
+    command: F,
+) -> Result<Vec<String>, CommandError>
+where
+    F: Fn(Config, Option<PathBuf>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, CommandError>>,
+{
+    let mut lines = Vec::new();
+    for t in targets(config, account, root)? {
+        let l = command(t.config.clone(), t.root.clone()).await?;
+        lines.extend(t.name_lines(l));
+    }
+    Ok(lines)
+}
+
 /// `pause [--account NAME] [--root PATH]`: the lines to print.
 pub async fn pause(
     config: &Config,
@@ -129,12 +149,10 @@ pub async fn pause(
     root: Option<&Path>,
 ) -> Result<Vec<String>, CommandError> {
     accounts_folder(config)?;
-    let mut lines = Vec::new();
-    for t in targets(config, account, root)? {
-        let l = super::pause(&t.config, t.root.as_deref()).await?;
-        lines.extend(t.name_lines(l));
-    }
-    Ok(lines)
+    each(config, account, root, |c, r| async move {
+        super::pause(&c, r.as_deref()).await
+    })
+    .await
 }
 
 /// `resume [--account NAME] [--root PATH]`: the lines to print.
@@ -144,12 +162,10 @@ pub async fn resume(
     root: Option<&Path>,
 ) -> Result<Vec<String>, CommandError> {
     accounts_folder(config)?;
-    let mut lines = Vec::new();
-    for t in targets(config, account, root)? {
-        let l = super::resume(&t.config, t.root.as_deref()).await?;
-        lines.extend(t.name_lines(l));
-    }
-    Ok(lines)
+    each(config, account, root, |c, r| async move {
+        super::resume(&c, r.as_deref()).await
+    })
+    .await
 }
 
 /// `rescan [--account NAME] [--root PATH]`: the lines to print.
@@ -158,10 +174,8 @@ pub async fn rescan(
     account: Option<&str>,
     root: Option<&Path>,
 ) -> Result<Vec<String>, CommandError> {
-    let mut lines = Vec::new();
-    for t in targets(config, account, root)? {
-        let l = super::rescan(&t.config, t.root.as_deref()).await?;
-        lines.extend(t.name_lines(l));
-    }
-    Ok(lines)
+    each(config, account, root, |c, r| async move {
+        super::rescan(&c, r.as_deref()).await
+    })
+    .await
 }

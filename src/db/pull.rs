@@ -218,24 +218,33 @@ pub fn relocate(
         if new == rel || on_disk(&new) {
             continue;
         }
-        let taken: bool = c
-            .query_row(
-                "SELECT 1 FROM pulled WHERE folder = ?1 AND rel_path = ?2",
-                params![bytes(folder), bytes(&new)],
-                |_| Ok(true),
-            )
-            .optional()?
-            .unwrap_or(false);
-        if taken {
+        if path_taken(c, folder, &new)? {
             continue;
         }
-        c.execute(
-            "UPDATE pulled SET rel_path = ?3 WHERE folder = ?1 AND asset_id = ?2",
-            params![bytes(folder), id.0, bytes(&new)],
-        )?;
+        move_row(c, folder, id, &new)?;
         return Ok(Some(new));
     }
     Ok(None)
+}
+
+/// Whether an asset of `folder` already has the relative path `rel`.
+fn path_taken(c: &Connection, folder: &Path, rel: &Path) -> rusqlite::Result<bool> {
+    Ok(c.query_row(
+        "SELECT 1 FROM pulled WHERE folder = ?1 AND rel_path = ?2",
+        params![bytes(folder), bytes(rel)],
+        |_| Ok(true),
+    )
+    .optional()?
+    .unwrap_or(false))
+}
+
+/// Gives the asset `id` of `folder` the relative path `rel`.
+fn move_row(c: &Connection, folder: &Path, id: &AssetId, rel: &Path) -> rusqlite::Result<()> {
+    c.execute(
+        "UPDATE pulled SET rel_path = ?3 WHERE folder = ?1 AND asset_id = ?2",
+        params![bytes(folder), id.0, bytes(rel)],
+    )?;
+    Ok(())
 }
 
 /// A Live Photo's video goes beside its still: the still's path with the video's
@@ -268,21 +277,10 @@ pub fn place_beside(
     if new == rel {
         return Ok(None);
     }
-    let taken: bool = c
-        .query_row(
-            "SELECT 1 FROM pulled WHERE folder = ?1 AND rel_path = ?2",
-            params![bytes(folder), bytes(&new)],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    if taken {
+    if path_taken(c, folder, &new)? {
         return Ok(None);
     }
-    c.execute(
-        "UPDATE pulled SET rel_path = ?3 WHERE folder = ?1 AND asset_id = ?2",
-        params![bytes(folder), video.0, bytes(&new)],
-    )?;
+    move_row(c, folder, video, &new)?;
     Ok(Some(new))
 }
 
