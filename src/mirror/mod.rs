@@ -259,6 +259,12 @@ impl Mirror {
             applied: Applied::default(),
             batch: Vec::new(),
         };
+        // The server's clock as the listing starts (its `Date`), for the watermark below;
+        // the sync stream keeps its place by acks instead.
+        let server_start_ms = match source {
+            Source::SyncStream => None,
+            Source::Search | Source::SeedList => self.server_now_ms().await,
+        };
         let res = match source {
             Source::SyncStream => pull::sync_stream(&mut run).await,
             Source::Search => pull::search(&mut run, watermark).await,
@@ -296,6 +302,16 @@ impl Mirror {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        // A quiet server must not be listed whole again and again: the largest `updatedAt`
+        // seen stops moving when nothing changes, and every pull would re-read everything
+        // changed in the overlap before it (after a first backup: the whole library). A pull
+        // that completed saw every change visible when it started, so one overlap before its
+        // start (server clock) is as safe a watermark as the largest `updatedAt`: a change
+        // it missed became visible later, and the next pull starts one more overlap back.
+        let new_wm = match (new_wm, server_start_ms) {
+            (Some(w), Some(s)) => Some(w.max(s - OVERLAP.as_millis() as i64)),
+            (w, _) => w,
+        };
         // Stamped with its start: whatever changed on the server after that may be missing.
         let done = LastPull {
             at_ms: started_ms,
@@ -308,6 +324,14 @@ impl Mirror {
             .call(move |c| meta::record_pull(c, &done, new_wm))
             .await?;
         Ok(report)
+    }
+
+    /// The server's clock now (Unix ms, from its `Date` header), or `None` when it does not
+    /// answer with one; the pull then keeps the watermark rule it had.
+    async fn server_now_ms(&self) -> Option<i64> {
+        let clock = self.inner.api.server_clock().await.ok()?;
+        let date = crate::setup::doctor::parse_http_date(clock.date.as_deref()?)?;
+        Some((date.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 
     /// After a complete full pull: every mirrored asset it did not see, and every asset we

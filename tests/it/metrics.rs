@@ -57,7 +57,8 @@ where
 /// The address the running daemon's endpoint is bound to, as `status --json` tells it.
 async fn endpoint(w: &World) -> SocketAddr {
     let mut addr = None;
-    let found = until(Duration::from_secs(30), || {
+    // Generous: the live record starts after the daemon connected, on a loaded machine.
+    let found = until(Duration::from_secs(90), || {
         let v = immish_sync::status::read(&w.state_dir()).ok().flatten();
         addr = v
             .and_then(|s| s.activity)

@@ -17,7 +17,7 @@ use immish_sync::daemon::{self, DaemonError};
 use immish_sync::db::Db;
 use immish_sync::mirror::{self, Mirror, PullKind, Source};
 use immish_sync::model::SkipReason;
-use immish_testserver::{Dialect, TestServer, Visibility};
+use immish_testserver::{Dialect, NewAsset, TestServer, Visibility};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -904,4 +904,48 @@ async fn diff_lists_local_only_files_and_server_assets_whose_file_is_gone() {
     assert_eq!(diff.remote_only[0].original_file_name, "gone.jpg");
     let text = diff.render();
     assert!(text.contains("local file gone: 1"), "{text}");
+}
+
+// --- a quiet server is not listed whole again ------------------------------------------------
+
+/// After a backup the server goes quiet: the largest `updatedAt` stops moving, and a
+/// watermark that is only that made every incremental pull list the whole overlap before it
+/// again (after a first backup, the whole library; issue 12's re-scan). A completed pull
+/// moves the watermark to one overlap before its own start on the server's clock, so the next
+/// pull lists nothing old, and still sees what is new.
+async fn a_quiet_server_is_not_listed_whole_by_every_pull(dialect: Dialect) {
+    let w = world(dialect).await;
+    let server = &w.server;
+    let admin = server.admin_id();
+    server.insert_many(&admin, 300, Visibility::Timeline);
+    assert_eq!(server.backdate(&admin, Duration::from_secs(3600)), 300);
+    let (mirror, _api) = direct(&w, Login::Key).await;
+    let first = mirror.pull(PullKind::Auto).await.expect("first pull");
+    assert!(first.full);
+    assert_eq!(first.seen, 300);
+    let again = mirror.pull(PullKind::Auto).await.expect("second pull");
+    assert!(!again.full, "the second pull is incremental");
+    assert_eq!(
+        again.seen, 0,
+        "nothing changed for an hour: the pull must not list the library again"
+    );
+    // What is new still arrives.
+    let new_id = server.insert(
+        &admin,
+        NewAsset::new("IMG_new.jpg", jpeg("new after quiet")),
+    );
+    let third = mirror.pull(PullKind::Auto).await.expect("third pull");
+    assert_eq!(third.seen, 1, "only the new asset");
+    assert!(row(&w, &new_id).is_some(), "the new asset is mirrored");
+    assert_eq!(rows(&w).len(), 301);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_server_is_not_listed_whole_by_every_pull_search() {
+    a_quiet_server_is_not_listed_whole_by_every_pull(Dialect::Immich).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_server_is_not_listed_whole_by_every_pull_seed() {
+    a_quiet_server_is_not_listed_whole_by_every_pull(Dialect::Seed).await;
 }

@@ -132,12 +132,23 @@ async fn sigkill_at_random_moments_of_a_backup_loses_and_doubles_nothing() {
 
     // The last run finishes the backup and is stopped in order.
     w.server.delay(UPLOAD_ROUTE, Duration::ZERO);
+    let log_before_last_run = std::fs::read_to_string(&log).unwrap_or_default();
     let mut child = spawn_run(&w, &log);
     let admin = w.server.admin_id();
     let all_arrived = eventually(Duration::from_secs(if full { 600 } else { 180 }), || {
         w.server.asset_count(&admin) >= files && not_done(&w) == Some(0)
     })
     .await;
+    // The backup may have been whole before this run started: SIGTERM only once the run is
+    // up (its signal handling is in place once it watches its roots), or the signal's
+    // default action ends a process that was still starting.
+    let watched = |t: &str| t.matches("roots watched").count();
+    let before = watched(&log_before_last_run);
+    let up = eventually(Duration::from_secs(120), || {
+        watched(&std::fs::read_to_string(&log).unwrap_or_default()) > before
+    })
+    .await;
+    assert!(up, "the last run never started watching its roots");
     let pid = i32::try_from(child.id()).expect("pid");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid, libc::SIGTERM) };

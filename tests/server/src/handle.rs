@@ -778,6 +778,21 @@ impl ServerHandle {
         assets::trash(&mut self.app.lock(), &id_list(ids)).len()
     }
 
+    /// Moves the `updatedAt` (and `createdAt`) of every asset of `user_id` `by` into the
+    /// past, as if they were uploaded and last changed that long ago; returns how many. No
+    /// event: nothing changed on the server, only when it happened.
+    pub fn backdate(&self, user_id: &str, by: std::time::Duration) -> usize {
+        let by = by.as_millis() as i64;
+        let mut db = self.app.lock();
+        let mut n = 0;
+        for a in db.assets.values_mut().filter(|a| a.owner_id == user_id) {
+            a.updated_at -= by;
+            a.created_at -= by;
+            n += 1;
+        }
+        n
+    }
+
     /// Restores trashed assets (emits `on_asset_restore`); returns how many were restored.
     pub fn restore<I>(&self, ids: I) -> usize
     where
