@@ -426,7 +426,7 @@ pub struct PullConfig {
     /// The account whose assets it holds; `None` = `[server]`'s.
     pub account: Option<String>,
     /// Where each asset goes below `path`.
-    pub layout: crate::originals::Layout,
+    pub layout: crate::originals::layout::Layout,
     pub on_server_delete: OnServerDelete,
     /// How long a copy moved to `.deleted/` is kept.
     pub deleted_keep: Duration,

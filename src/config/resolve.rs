@@ -531,7 +531,7 @@ impl Resolver<'_> {
                     ));
                 }
             };
-            let layout = crate::originals::Layout::parse(&p.layout)
+            let layout = crate::originals::layout::Layout::parse(&p.layout)
                 .map_err(|e| self.invalid(&[K("pull"), I(i), K("layout")], e))?;
             let real = real_path(&path);
             let through = |other: &Path, other_real: &Path| {
