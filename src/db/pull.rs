@@ -297,28 +297,21 @@ pub struct Gone {
 /// has no row for: the mirror is emptied when the configured server or user changes, and
 /// that must not send a whole folder to `.deleted/`.
 pub fn gone(c: &Connection, folder: &Path, states: &[PullState]) -> rusqlite::Result<Vec<Gone>> {
-    let list = states
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut st = c.prepare(&format!(
-        "SELECT p.asset_id, p.rel_path, p.state FROM pulled p
-         JOIN remote_assets r ON r.id = p.asset_id
-         WHERE p.folder = ?1 AND p.state IN ({list}) AND r.deleted_at IS NOT NULL"
-    ))?;
-    let rows = st.query_map(params![bytes(folder)], |r| {
-        Ok(Gone {
-            asset_id: AssetId(r.get(0)?),
-            rel_path: path(r.get(1)?),
-            state: r.get(2)?,
-        })
-    })?;
-    rows.collect()
+    rows_where(c, folder, states, "r.deleted_at IS NOT NULL")
 }
 
 /// Rows in `states` whose asset is live again (the mirror sees it after it was gone).
 pub fn back(c: &Connection, folder: &Path, states: &[PullState]) -> rusqlite::Result<Vec<Gone>> {
+    rows_where(c, folder, states, LIVE)
+}
+
+/// Rows of `folder` in `states` whose mirror row (`r`) meets `mirror_cond`.
+fn rows_where(
+    c: &Connection,
+    folder: &Path,
+    states: &[PullState],
+    mirror_cond: &str,
+) -> rusqlite::Result<Vec<Gone>> {
     let list = states
         .iter()
         .map(|s| format!("'{}'", s.as_str()))
@@ -327,7 +320,7 @@ pub fn back(c: &Connection, folder: &Path, states: &[PullState]) -> rusqlite::Re
     let mut st = c.prepare(&format!(
         "SELECT p.asset_id, p.rel_path, p.state FROM pulled p
          JOIN remote_assets r ON r.id = p.asset_id
-         WHERE p.folder = ?1 AND p.state IN ({list}) AND {LIVE}"
+         WHERE p.folder = ?1 AND p.state IN ({list}) AND {mirror_cond}"
     ))?;
     let rows = st.query_map(params![bytes(folder)], |r| {
         Ok(Gone {
