@@ -90,7 +90,9 @@ struct Slot {
     timing: Timing,
     /// The loop promised to tick again by then.
     due: Mutex<Instant>,
-    /// Debug builds only: when the test hook stalls this loop.
+    /// Debug builds only: when the test hook stalls this loop (always `None` in a release
+    /// build, where the hook is compiled out and nothing reads it).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     stall_at: Option<Instant>,
 }
 

@@ -231,6 +231,7 @@ async fn a_stalled_loop_stops_the_watchdog_pings() {
 }
 
 /// The address the daemon's HTTP endpoint listens on, once it has recorded it.
+#[cfg(debug_assertions)]
 fn endpoint(state: &Path) -> Option<std::net::SocketAddr> {
     immish_sync::status::read(state)
         .ok()
@@ -241,6 +242,7 @@ fn endpoint(state: &Path) -> Option<std::net::SocketAddr> {
 }
 
 /// `GET /healthz`: the status code and the body.
+#[cfg(debug_assertions)]
 async fn healthz(addr: std::net::SocketAddr) -> Option<(u16, String)> {
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/healthz"))
