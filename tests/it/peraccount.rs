@@ -247,3 +247,98 @@ async fn the_commands_find_the_account() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is a root of account ben"), "{err}");
 }
+
+/// A sample of `/metrics`, 0 when absent.
+fn sample(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+/// What the endpoint answers on `path`: its status code and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("the endpoint answers");
+    let code = r.status().as_u16();
+    (code, r.text().await.unwrap_or_default())
+}
+
+/// One account's entry in a status document.
+fn entry<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["accounts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Each account's counters since start are its own: Ann uploads two files (a third is
+/// already in her library, so not sent), Ben uploads one, `[server]`'s account nothing. `/metrics`
+/// (`account` label), `/status.json`, and `status --json` (each account's live record in
+/// its own database) all say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_accounts_counters_are_its_own() {
+    let f = Family::new("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (a1, a2, a3, b1) = (
+        jpeg("c ann 1"),
+        jpeg("c ann 2"),
+        jpeg("c ann 3"),
+        jpeg("c ben 1"),
+    );
+    // Already in Ann's library: found, not sent.
+    f.w.server
+        .upload_as(&f.ann, "a3.jpg", &a3, immish_testserver::Visibility::Timeline);
+    f.put("ann", "1.jpg", &a1);
+    f.put("ann", "2.jpg", &a2);
+    f.put("ann", "3.jpg", &a3);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    let addr = endpoint(&f.w).await;
+    let up = |a: &str| format!("immish_sync_uploaded_files_total{{account=\"{a}\"}}");
+    let bytes = |a: &str| format!("immish_sync_uploaded_bytes_total{{account=\"{a}\"}}");
+    let mut m = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        m = metrics(addr).await;
+        if sample(&m, &up("ann")) == 2.0 && sample(&m, &up("ben")) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(m.get(&up("ann")), Some(&2.0), "{m:#?}");
+    assert_eq!(m.get(&up("ben")), Some(&1.0), "{m:#?}");
+    assert_eq!(m.get(&up("default")), Some(&0.0), "{m:#?}");
+    assert_eq!(
+        m.get(&bytes("ann")),
+        Some(&((a1.len() + a2.len()) as f64)),
+        "{m:#?}"
+    );
+    assert_eq!(m.get(&bytes("ben")), Some(&(b1.len() as f64)), "{m:#?}");
+    assert_eq!(m.get(&bytes("default")), Some(&0.0), "{m:#?}");
+    // What the counters say is what the server holds, once each.
+    assert_eq!(f.w.server.assets(&f.ann).len(), 3);
+    assert_eq!(f.w.server.assets(&f.ben).len(), 1);
+
+    let (_, body) = get(addr, "/status.json").await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["activity"]["uploaded_files"], 0, "{s:#}");
+    assert_eq!(entry(&s, "ann")["activity"]["uploaded_files"], 2, "{s:#}");
+    assert_eq!(entry(&s, "ben")["activity"]["uploaded_files"], 1, "{s:#}");
+
+    // `status --json`, another process, reads each account's own record.
+    let mut s = serde_json::Value::Null;
+    let recorded = eventually(DEADLINE, || {
+        let out = run(&f.w, &["status", "--json"]);
+        s = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        entry(&s, "ann")["activity"]["uploaded_files"] == 2
+            && entry(&s, "ben")["activity"]["uploaded_files"] == 1
+    })
+    .await;
+    assert!(recorded, "{s:#}");
+    assert_eq!(s["activity"]["uploaded_files"], 0, "{s:#}");
+    d.stop().await;
+}
