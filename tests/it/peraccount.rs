@@ -342,3 +342,94 @@ async fn each_accounts_counters_are_its_own() {
     assert_eq!(s["activity"]["uploaded_files"], 0, "{s:#}");
     d.stop().await;
 }
+
+/// Ann's state database is overwritten with garbage while the daemon runs: Ann's account
+/// stops (shown as failed, with why, in `/healthz`, `/metrics` and `/status.json`), Ben's
+/// goes on and his next file arrives once; at the stop the daemon's error names Ann.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_account_stops_alone() {
+    let f = Family::new("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (a1, b1) = (jpeg("x ann 1"), jpeg("x ben 1"));
+    f.put("ann", "1.jpg", &a1);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    let addr = endpoint(&f.w).await;
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ann, &a1) && f.has(&f.ben, &b1)).await,
+        "the first files must arrive"
+    );
+    // Garbage in place of Ann's database, in the files the daemon holds open (with its
+    // write-ahead log and its shared index, else SQLite goes on from what it cached), as a
+    // failing disk or a stray `dd` would leave them.
+    let ann_dir = f.w.state_dir().join("accounts").join("ann");
+    for name in ["state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"] {
+        let path = ann_dir.join(name);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len > 0 {
+            std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+        }
+    }
+    // Ann's engine notices at its next write: a file of hers gives it one.
+    f.put("ann", "2.jpg", &jpeg("x ann 2"));
+    let mut health = (0, String::new());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        health = get(addr, "/healthz").await;
+        if health.0 == 503 && health.1.contains("account ann stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        health.0 == 503 && health.1.contains("account ann stopped: state database"),
+        "Ann's account must show as stopped: {health:?}"
+    );
+    // Ben's account goes on: his next file arrives, once.
+    let b2 = jpeg("x ben 2");
+    f.put("ben", "2.jpg", &b2);
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ben, &b2)).await,
+        "Ben's files go on arriving while Ann's state is broken"
+    );
+    let want = sha1_hex(&b2);
+    let copies = f
+        .w
+        .server
+        .assets(&f.ben)
+        .iter()
+        .filter(|a| a.checksum_hex == want)
+        .count();
+    assert_eq!(copies, 1);
+    let m = metrics(addr).await;
+    assert_eq!(
+        m.get("immish_sync_account_failed{account=\"ann\"}"),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get("immish_sync_account_failed{account=\"ben\"}"),
+        Some(&0.0),
+        "{m:#?}"
+    );
+    let (_, body) = get(addr, "/status.json").await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(entry(&s, "ann")["failed"].is_string(), "{s:#}");
+    assert!(entry(&s, "ben")["failed"].is_null(), "{s:#}");
+    // The text `status` (another process) says it too, from `[server]`'s record.
+    let mut text = String::new();
+    let said = eventually(DEADLINE, || {
+        text = String::from_utf8_lossy(&run(&f.w, &["status"]).stdout).into_owned();
+        text.contains("FAILED:       this account stopped")
+    })
+    .await;
+    assert!(said, "{text}");
+
+    // The stop is an error naming Ann, so that a service manager restarts the daemon.
+    d.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(20), d.handle)
+        .await
+        .expect("the daemon must stop within 20 s")
+        .expect("the daemon task must not panic");
+    let e = r.expect_err("a daemon with a failed account stops with an error");
+    assert!(e.to_string().starts_with("account ann stopped"), "{e}");
+}
