@@ -1078,15 +1078,17 @@ async fn watch_roots(
 /// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its
 /// next wake; `scan` at once). `None` when there is no state yet: nothing can have failed,
 /// and creating a state directory here would only hide a wrong `[state] dir`.
-pub fn retry_failed(state_dir: &Path) -> Result<Option<usize>, DaemonError> {
+pub fn retry_failed(state_dir: &Path, root: Option<&Path>) -> Result<Option<usize>, DaemonError> {
+    use std::os::unix::ffi::OsStrExt;
     let path = state_dir.join(db::DB_FILE);
     if !path.exists() {
         return Ok(None);
     }
     let db = Db::open(&path)?;
-    Ok(Some(
-        db.call_blocking(|c| queue::retry_failed(c, now_ms()))?,
-    ))
+    let root = root.map(|r| r.as_os_str().as_bytes().to_vec());
+    Ok(Some(db.call_blocking(move |c| {
+        queue::retry_failed(c, now_ms(), root.as_deref())
+    })?))
 }
 
 impl Pause {

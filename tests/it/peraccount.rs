@@ -433,3 +433,54 @@ async fn a_broken_account_stops_alone() {
     let e = r.expect_err("a daemon with a failed account stops with an error");
     assert!(e.to_string().starts_with("account ann stopped"), "{e}");
 }
+
+/// `retry --root` queues again the failed files of that root only, in its account's state:
+/// Ann's file and the files of Ben's two roots all failed; after `retry --root <Ben's
+/// first>` a scan sends that root's file, and the others stay failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_of_one_root_takes_only_its_failed_files() {
+    let mut f = Family::new("").await;
+    let ben2 = f.w.dir.path().join("ben2");
+    std::fs::create_dir_all(&ben2).unwrap();
+    f.w.extra
+        .push_str(&format!("[[roots]]\npath = \"{}\"\naccount = \"ben\"\n", ben2.display()));
+    f.w.write_config();
+    let (a1, b1, b2) = (jpeg("r ann 1"), jpeg("r ben 1"), jpeg("r ben 2"));
+    f.put("ann", "1.jpg", &a1);
+    f.put("ben", "1.jpg", &b1);
+    std::fs::write(ben2.join("2.jpg"), &b2).unwrap();
+    f.w.server.fail_with(
+        "POST /assets",
+        3,
+        immish_testserver::Failure::nginx_413(),
+    );
+    run(&f.w, &["scan"]);
+    assert!(
+        !f.has(&f.ann, &a1) && !f.has(&f.ben, &b1) && !f.has(&f.ben, &b2),
+        "all failed"
+    );
+
+    let ben_root = f.root_of("ben").display().to_string();
+    let said = f.command(&["retry", "--root", &ben_root]);
+    assert!(
+        said.starts_with(&format!("account ben: 1 files of {ben_root} queued again")),
+        "{said}"
+    );
+    assert!(!said.contains("account ann"), "{said}");
+    run(&f.w, &["scan"]);
+    assert!(f.has(&f.ben, &b1), "the root's failed file goes up after the retry");
+    assert!(!f.has(&f.ben, &b2), "Ben's other root was not asked for");
+    assert!(!f.has(&f.ann, &a1), "Ann's was not asked for");
+    let s: serde_json::Value =
+        serde_json::from_slice(&run(&f.w, &["status", "--json"]).stdout).unwrap();
+    let failed = |who: &str| {
+        entry(&s, who)["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["state"] == "failed")
+            .map(|c| c["count"].clone())
+    };
+    assert_eq!(failed("ann"), Some(serde_json::json!(1)), "{s:#}");
+    assert_eq!(failed("ben"), Some(serde_json::json!(1)), "{s:#}");
+}
