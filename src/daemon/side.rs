@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::{DaemonError, Tuning, HEALTH_LOOP_BUDGET};
 use crate::api::ApiClient;
@@ -73,14 +73,16 @@ pub(super) fn account(
     shutdown: &CancellationToken,
 ) -> AccountSide {
     AccountSide {
-        _progress: AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
-            db.clone(),
-            live.stats(),
-            api,
-            tuning.progress_every,
-            shutdown.clone(),
-        )
-        .in_current_span())),
+        _progress: AbortOnDropHandle::new(tokio::spawn(
+            crate::progress::report(
+                db.clone(),
+                live.stats(),
+                api,
+                tuning.progress_every,
+                shutdown.clone(),
+            )
+            .in_current_span(),
+        )),
         _recorder: AbortOnDropHandle::new(tokio::spawn(
             live.clone()
                 .record(db.clone(), shutdown.clone())

@@ -290,8 +290,12 @@ async fn each_accounts_counters_are_its_own() {
         jpeg("c ben 1"),
     );
     // Already in Ann's library: found, not sent.
-    f.w.server
-        .upload_as(&f.ann, "a3.jpg", &a3, immish_testserver::Visibility::Timeline);
+    f.w.server.upload_as(
+        &f.ann,
+        "a3.jpg",
+        &a3,
+        immish_testserver::Visibility::Timeline,
+    );
     f.put("ann", "1.jpg", &a1);
     f.put("ann", "2.jpg", &a2);
     f.put("ann", "3.jpg", &a3);
@@ -392,13 +396,12 @@ async fn a_broken_account_stops_alone() {
         "Ben's files go on arriving while Ann's state is broken"
     );
     let want = sha1_hex(&b2);
-    let copies = f
-        .w
-        .server
-        .assets(&f.ben)
-        .iter()
-        .filter(|a| a.checksum_hex == want)
-        .count();
+    let copies =
+        f.w.server
+            .assets(&f.ben)
+            .iter()
+            .filter(|a| a.checksum_hex == want)
+            .count();
     assert_eq!(copies, 1);
     let m = metrics(addr).await;
     assert_eq!(
@@ -442,18 +445,17 @@ async fn retry_of_one_root_takes_only_its_failed_files() {
     let mut f = Family::new("").await;
     let ben2 = f.w.dir.path().join("ben2");
     std::fs::create_dir_all(&ben2).unwrap();
-    f.w.extra
-        .push_str(&format!("[[roots]]\npath = \"{}\"\naccount = \"ben\"\n", ben2.display()));
+    f.w.extra.push_str(&format!(
+        "[[roots]]\npath = \"{}\"\naccount = \"ben\"\n",
+        ben2.display()
+    ));
     f.w.write_config();
     let (a1, b1, b2) = (jpeg("r ann 1"), jpeg("r ben 1"), jpeg("r ben 2"));
     f.put("ann", "1.jpg", &a1);
     f.put("ben", "1.jpg", &b1);
     std::fs::write(ben2.join("2.jpg"), &b2).unwrap();
-    f.w.server.fail_with(
-        "POST /assets",
-        3,
-        immish_testserver::Failure::nginx_413(),
-    );
+    f.w.server
+        .fail_with("POST /assets", 3, immish_testserver::Failure::nginx_413());
     run(&f.w, &["scan"]);
     assert!(
         !f.has(&f.ann, &a1) && !f.has(&f.ben, &b1) && !f.has(&f.ben, &b2),
@@ -468,7 +470,10 @@ async fn retry_of_one_root_takes_only_its_failed_files() {
     );
     assert!(!said.contains("account ann"), "{said}");
     run(&f.w, &["scan"]);
-    assert!(f.has(&f.ben, &b1), "the root's failed file goes up after the retry");
+    assert!(
+        f.has(&f.ben, &b1),
+        "the root's failed file goes up after the retry"
+    );
     assert!(!f.has(&f.ben, &b2), "Ben's other root was not asked for");
     assert!(!f.has(&f.ann, &a1), "Ann's was not asked for");
     let s: serde_json::Value =
