@@ -418,6 +418,12 @@ async fn a_broken_account_stops_alone() {
     let s: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(entry(&s, "ann")["failed"].is_string(), "{s:#}");
     assert!(entry(&s, "ben")["failed"].is_null(), "{s:#}");
+    // The status page's table of accounts says it too.
+    let (_, page) = get(addr, "/").await;
+    assert!(
+        page.contains("<td>ann</td><td class=\"bad\">stopped: state database"),
+        "{page}"
+    );
     // The text `status` (another process) says it too, from `[server]`'s record.
     let mut text = String::new();
     let said = eventually(DEADLINE, || {
