@@ -149,6 +149,9 @@ struct Webhook<'a> {
     host: &'a str,
     since_ms: i64,
     at_ms: i64,
+    /// The `[[accounts]]` entry whose backups this is about; absent for `[server]`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
 }
 
 /// The alert task of a daemon.
@@ -163,6 +166,8 @@ pub struct Alerts {
     every: Duration,
     http: reqwest::Client,
     host: String,
+    /// The `[[accounts]]` entry these alerts are about (`None`: `[server]`'s).
+    account: Option<String>,
 }
 
 impl Alerts {
@@ -192,7 +197,23 @@ impl Alerts {
             every,
             http,
             host: hostname(),
+            account: None,
         })
+    }
+
+    /// The alerts of the `[[accounts]]` entry `account` (its own state directory and
+    /// database): every title and message names it (docs/STATUS.md#alerts).
+    pub fn for_account(mut self, account: Option<String>) -> Alerts {
+        self.account = account;
+        self
+    }
+
+    /// ` (account ann)` after a title, nothing for `[server]`'s account.
+    fn whose(&self) -> String {
+        self.account
+            .as_deref()
+            .map(|a| format!(" (account {a})"))
+            .unwrap_or_default()
     }
 
     /// Checks every `every` until `shutdown`.
@@ -240,8 +261,10 @@ impl Alerts {
                     continue;
                 }
                 let title = format!(
-                    "immish-sync on {}: backups failing ({})",
-                    self.host, inc.name
+                    "immish-sync on {}: backups failing ({}){}",
+                    self.host,
+                    inc.name,
+                    self.whose()
                 );
                 match self
                     .send("incident", inc.name, &title, &inc.message, inc.since_ms)
@@ -261,7 +284,11 @@ impl Alerts {
                 .cloned()
                 .collect();
             for (name, since) in cleared {
-                let title = format!("immish-sync on {}: resolved ({name})", self.host);
+                let title = format!(
+                    "immish-sync on {}: resolved ({name}){}",
+                    self.host,
+                    self.whose()
+                );
                 let message = resolved_message(&name, since);
                 match self.send("resolved", &name, &title, &message, since).await {
                     Ok(()) => {
@@ -318,6 +345,7 @@ impl Alerts {
                 host: &self.host,
                 since_ms,
                 at_ms: now_ms(),
+                account: self.account.as_deref(),
             }),
             AlertKind::Ntfy => req
                 .header("Title", title)

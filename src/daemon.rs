@@ -62,6 +62,14 @@ pub enum DaemonError {
     Root { path: PathBuf, message: String },
     #[error("a daemon task failed: {0}")]
     Task(String),
+    /// With `[[accounts]]`: accounts that stopped with an error, the first one's error
+    /// (docs/ARCHITECTURE.md#accounts).
+    #[error("account {names} stopped: {first}")]
+    AccountsStopped {
+        names: String,
+        #[source]
+        first: Box<DaemonError>,
+    },
     #[error("uploads are paused (since {since}): `immish-sync resume` lifts the pause")]
     Paused { since: String },
     #[error("metrics.listen: cannot listen on {addr}: {source}; choose another port, or remove [metrics] listen")]
@@ -738,21 +746,12 @@ pub async fn run_reloading(
 ) -> Result<(), DaemonError> {
     let live = Live::new();
     // The endpoint, progress lines and alerts (docs/ARCHITECTURE.md#task-tree).
-    let (_side, connected) = side::start(&config, &tuning, &live, &shutdown).await?;
+    let _side = side::start(&config, &live, &shutdown).await?;
     let result = if config.accounts.is_empty() {
         let opened = open(&config, true, &shutdown).await?;
-        run_account(
-            opened,
-            config,
-            tuning,
-            live,
-            shutdown,
-            reloads,
-            Some(connected),
-        )
-        .await
+        run_account(opened, config, tuning, live, shutdown, reloads, None).await
     } else {
-        accounts::run_all(config, tuning, live, shutdown, reloads, connected).await
+        accounts::run_all(config, tuning, live, shutdown, reloads).await
     };
     if result.is_ok() {
         tracing::info!("stopped");
@@ -761,7 +760,8 @@ pub async fn run_reloading(
 }
 
 /// One account's daemon, from its opened state to its stop: connect, then the task tree
-/// in generations. `connected` (the default account's) starts the side services.
+/// in generations. `live` is the account's own (its counters); `account` its name
+/// (`None`: `[server]`'s), for its alerts.
 async fn run_account(
     opened: Opened,
     config: Config,
@@ -769,16 +769,23 @@ async fn run_account(
     live: Arc<Live>,
     shutdown: CancellationToken,
     reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
-    connected: Option<side::Connected>,
+    account: Option<&str>,
 ) -> Result<(), DaemonError> {
     let Some(mut s) = finish(opened, &config, &tuning, true, &shutdown).await? else {
         return Ok(());
     };
-    if let Some(connected) = connected {
-        live.set_phase("watching");
-        live.set_api(s.api.clone());
-        let _ = connected.send((s.db.clone(), s.api.clone()));
-    }
+    live.set_phase("watching");
+    live.set_api(s.api.clone());
+    // Its progress lines, live record and alerts, from its own counters and database.
+    let _side = side::account(
+        &config,
+        &tuning,
+        &live,
+        account,
+        s.db.clone(),
+        s.api.clone(),
+        &shutdown,
+    );
     // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
     // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
     let result = run_generations(config, &tuning, &mut s, &live, &shutdown, reloads).await;
@@ -960,8 +967,11 @@ async fn run_tree(
             }
         }
     };
-    let stats = engine.stats();
-    service::progress(move || progress_line(&stats));
+    // systemd's one `STATUS=` line: every account's counters added up.
+    if !live.of_account() {
+        let live = live.clone();
+        service::progress(move || progress_line(live.totals()));
+    }
     let engine_run = engine.run(Mode::Forever, shutdown.clone());
     // A failed critical part stops the daemon with its error rather than limping on; the
     // first error is the one reported.
@@ -1027,14 +1037,13 @@ async fn run_tree(
 }
 
 /// The counts `systemctl status` shows after what the daemon is doing.
-fn progress_line(st: &Stats) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
+fn progress_line(t: crate::live::Totals) -> String {
     format!(
         "uploaded {} ({}), already on the server {}, failed {}",
-        st.uploaded.load(Relaxed),
-        crate::human::megabytes(st.uploaded_bytes.load(Relaxed)),
-        st.duplicates.load(Relaxed),
-        st.failed.load(Relaxed)
+        t.uploaded,
+        crate::human::megabytes(t.uploaded_bytes),
+        t.duplicates,
+        t.failed
     )
 }
 
@@ -1069,15 +1078,17 @@ async fn watch_roots(
 /// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its
 /// next wake; `scan` at once). `None` when there is no state yet: nothing can have failed,
 /// and creating a state directory here would only hide a wrong `[state] dir`.
-pub fn retry_failed(state_dir: &Path) -> Result<Option<usize>, DaemonError> {
+pub fn retry_failed(state_dir: &Path, root: Option<&Path>) -> Result<Option<usize>, DaemonError> {
+    use std::os::unix::ffi::OsStrExt;
     let path = state_dir.join(db::DB_FILE);
     if !path.exists() {
         return Ok(None);
     }
     let db = Db::open(&path)?;
-    Ok(Some(
-        db.call_blocking(|c| queue::retry_failed(c, now_ms()))?,
-    ))
+    let root = root.map(|r| r.as_os_str().as_bytes().to_vec());
+    Ok(Some(db.call_blocking(move |c| {
+        queue::retry_failed(c, now_ms(), root.as_deref())
+    })?))
 }
 
 impl Pause {

@@ -28,9 +28,26 @@ pub struct Live {
     started_ms: i64,
     stats: Arc<Stats>,
     phase: Mutex<&'static str>,
-    http: OnceLock<SocketAddr>,
+    /// The agent's endpoint: one for every account.
+    http: Arc<OnceLock<SocketAddr>>,
     /// The connected client, whose upload meter says what is in flight.
     api: OnceLock<crate::api::ApiClient>,
+    /// On the agent's (`[server]`'s) `Live`: each `[[accounts]]` entry's own, by name
+    /// (docs/ARCHITECTURE.md#accounts).
+    accounts: Mutex<Vec<(String, Arc<Live>)>>,
+    /// Why this account stopped, when it stopped with an error while the others go on.
+    failed: Mutex<Option<String>>,
+    /// An `[[accounts]]` entry's (not the agent's, `[server]`'s).
+    of_account: bool,
+}
+
+/// The counters of every account added up (the one line of systemd's `STATUS=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub uploaded: u64,
+    pub uploaded_bytes: u64,
+    pub duplicates: u64,
+    pub failed: u64,
 }
 
 impl Live {
@@ -39,9 +56,73 @@ impl Live {
             started_ms: now_ms(),
             stats: Arc::new(Stats::default()),
             phase: Mutex::new("connecting"),
-            http: OnceLock::new(),
+            http: Arc::new(OnceLock::new()),
             api: OnceLock::new(),
+            accounts: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+            of_account: false,
         })
+    }
+
+    /// The `Live` of the `[[accounts]]` entry `name`, made on first use: its own counters,
+    /// phase and connection, the agent's start time and endpoint.
+    pub fn account(&self, name: &str) -> Arc<Live> {
+        let mut all = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, l)) = all.iter().find(|(n, _)| n == name) {
+            return l.clone();
+        }
+        let l = Arc::new(Live {
+            started_ms: self.started_ms,
+            stats: Arc::new(Stats::default()),
+            phase: Mutex::new("connecting"),
+            http: self.http.clone(),
+            api: OnceLock::new(),
+            accounts: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
+            of_account: true,
+        });
+        all.push((name.to_owned(), l.clone()));
+        l
+    }
+
+    /// The `[[accounts]]` entries' `Live`s, by name, in the order they started.
+    pub fn accounts(&self) -> Vec<(String, Arc<Live>)> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether this is an `[[accounts]]` entry's `Live` (else the agent's).
+    pub fn of_account(&self) -> bool {
+        self.of_account
+    }
+
+    /// This account's counters and every other account's, added up.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let own = std::iter::once(self.stats.clone());
+        for st in own.chain(self.accounts().into_iter().map(|(_, l)| l.stats.clone())) {
+            t.uploaded += st.uploaded.load(Relaxed);
+            t.uploaded_bytes += st.uploaded_bytes.load(Relaxed);
+            t.duplicates += st.duplicates.load(Relaxed);
+            t.failed += st.failed.load(Relaxed);
+        }
+        t
+    }
+
+    /// This account stopped with `reason` (docs/ARCHITECTURE.md#accounts).
+    pub fn set_failed(&self, reason: String) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.set_phase("failed");
+    }
+
+    /// Why this account stopped, if it stopped with an error.
+    pub fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The engine's counters, kept across restarts of the task tree.
@@ -85,6 +166,12 @@ impl Live {
             sending_total_bytes: flight.size,
             uploads_resume_ms: resume_ms,
             uploads_resume_at: resume_ms.map(crate::windows::local_hh_mm),
+            stopped: self.failed(),
+            stopped_accounts: self
+                .accounts()
+                .into_iter()
+                .filter_map(|(n, l)| Some((n, l.failed()?)))
+                .collect(),
         }
     }
 

@@ -112,7 +112,11 @@ enum Command {
     },
     /// Queue failed files again; a running daemon takes them at once.
     Retry {
-        /// Only this account (`default` is `[server]`'s); without it, every account.
+        /// Only the failed files of this root (as in the config).
+        #[arg(long, value_name = "PATH")]
+        root: Option<PathBuf>,
+        /// Only this account (`default` is `[server]`'s); without it and --root, every
+        /// account.
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
     },
@@ -675,7 +679,9 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
             action: ServiceAction::Install { user, dry_run },
         } => service_install(&config, user, dry_run),
         Command::Generate { what } => generate(&what),
-        Command::Retry { account } => retry(&config, account.as_deref()).await,
+        Command::Retry { account, root } => {
+            retry(&config, account.as_deref(), root.as_deref()).await
+        }
         Command::Pause { root, account } => control_command(
             control::accounts::pause(&config, account.as_deref(), root.as_deref()).await,
         ),
@@ -702,9 +708,10 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
     }
 }
 
-/// `retry [--account NAME]`: every account's failed files (or one account's) queued again.
-async fn retry(config: &Config, account: Option<&str>) -> ExitCode {
-    let targets = match control::accounts::targets(config, account, None) {
+/// `retry [--account NAME] [--root PATH]`: every account's failed files (or one account's,
+/// or one root's) queued again.
+async fn retry(config: &Config, account: Option<&str>, root: Option<&Path>) -> ExitCode {
+    let targets = match control::accounts::targets(config, account, root) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -713,7 +720,7 @@ async fn retry(config: &Config, account: Option<&str>) -> ExitCode {
     };
     let mut lines = Vec::new();
     for t in targets {
-        match control::retry(&t.config).await {
+        match control::retry(&t.config, t.root.as_deref()).await {
             Ok(None) => {}
             Ok(Some(l)) => lines.extend(t.name_lines(l)),
             Err(e) => {

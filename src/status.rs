@@ -89,6 +89,12 @@ pub struct Status {
     /// `[[pull]]` folders and their copies (docs/STATUS.md#status-json); empty when none
     /// ever pulled.
     pub pull: Vec<crate::db::pull::FolderCounts>,
+    /// Why this account stopped while the agent's other accounts go on (its state broken:
+    /// docs/ARCHITECTURE.md#accounts); `null` while it runs, or with no daemon.
+    pub failed: Option<String>,
+    /// Why this account's state could not be read (only in `accounts`; the other fields
+    /// are then empty); `null` when it was read.
+    pub error: Option<String>,
 }
 
 /// What the running daemon is doing (docs/STATUS.md#daemon).
@@ -257,6 +263,8 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             after_upload: crate::db::after_upload::counts(c)?,
             late_sidecars: crate::db::sidecars::reported(c)?,
             pull: crate::db::pull::counts(c)?,
+            failed: None,
+            error: None,
         })
     })?;
     let mut status = Status {
@@ -276,13 +284,33 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
     if let Some(live) = status.activity.as_ref().map(|a| a.live.clone()) {
         status.set_live(live);
     }
-    status.accounts = accounts::read(state_dir)?;
+    status.accounts = accounts::read(state_dir);
+    // The agent's record knows which accounts stopped: their own may be what broke.
+    if let Some(a) = status.activity.clone() {
+        status.mark_failed(&a.live.stopped_accounts);
+    }
     Ok(Some(status))
 }
 
 impl Status {
-    /// A state with nothing in it (for tests of what reads a status).
-    #[cfg(test)]
+    /// The accounts in `failed` (name → why) as stopped.
+    pub fn mark_failed(&mut self, failed: &std::collections::BTreeMap<String, String>) {
+        for a in &mut self.accounts {
+            if let Some(why) = failed.get(&a.name) {
+                a.status.failed = Some(why.clone());
+            }
+        }
+    }
+
+    /// Every account's status, `[server]`'s (`default`) first.
+    pub fn each_account(&self) -> Vec<(&str, &Status)> {
+        std::iter::once((crate::config::DEFAULT_ACCOUNT, self))
+            .chain(self.accounts.iter().map(|a| (a.name.as_str(), &a.status)))
+            .collect()
+    }
+
+    /// A state with nothing in it (for tests of what reads a status, and an account whose
+    /// state cannot be read).
     pub(crate) fn empty() -> Status {
         Status {
             schema: SCHEMA,
@@ -311,6 +339,8 @@ impl Status {
             paused: None,
             activity: None,
             accounts: Vec::new(),
+            failed: None,
+            error: None,
         }
     }
 
@@ -318,6 +348,9 @@ impl Status {
     /// the HTTP endpoint; or the record read from the database).
     pub fn set_live(&mut self, live: LiveState) {
         let stale = db::now_ms() - live.at_ms > LIVE_STALE_MS;
+        if live.stopped.is_some() {
+            self.failed = live.stopped.clone();
+        }
         let mut activity = Activity {
             doing: String::new(),
             stale,
@@ -354,6 +387,9 @@ impl Status {
     }
 
     fn doing_now(&self, a: &Activity) -> String {
+        if let Some(why) = &self.failed {
+            return format!("stopped: {why}");
+        }
         if a.stale {
             return format!(
                 "not answering: its last sign of life was {}",
@@ -507,6 +543,16 @@ impl Status {
             Some(Holder { pid: None }) => writeln!(out, "daemon:       running"),
             None => writeln!(out, "daemon:       not running"),
         };
+        if let Some(why) = &self.failed {
+            let _ = writeln!(
+                out,
+                "FAILED:       this account stopped: {why}; the other accounts go on, a \
+                 restart of the daemon tries it again"
+            );
+        }
+        if let Some(why) = &self.error {
+            let _ = writeln!(out, "ERROR:        cannot read this account's state: {why}");
+        }
         if let Some(since) = self.user_paused.all_since_ms {
             let _ = writeln!(
                 out,
@@ -786,6 +832,8 @@ mod tests {
             after_upload: Default::default(),
             late_sidecars: 0,
             pull: vec![],
+            failed: None,
+            error: None,
             daemon: Some(Holder { pid: Some(42) }),
             server: Some("http://h:2283/api".into()),
             last_success_ms: None,

@@ -474,11 +474,17 @@ pub async fn rescan(config: &Config, root: Option<&Path>) -> Result<Vec<String>,
 
 /// `immish-sync retry`: failed jobs back to the queue, and the daemon told. `None` when
 /// there is no state yet.
-pub async fn retry(config: &Config) -> Result<Option<Vec<String>>, crate::daemon::DaemonError> {
-    let Some(n) = crate::daemon::retry_failed(&config.state.dir)? else {
+pub async fn retry(
+    config: &Config,
+    root: Option<&Path>,
+) -> Result<Option<Vec<String>>, crate::daemon::DaemonError> {
+    let Some(n) = crate::daemon::retry_failed(&config.state.dir, root)? else {
         return Ok(None);
     };
-    let mut lines = vec![format!("{n} files queued again")];
+    let mut lines = vec![match root {
+        Some(r) => format!("{n} files of {} queued again", r.display()),
+        None => format!("{n} files queued again"),
+    }];
     if n > 0 {
         let d = send(&config.state.dir, &Request::Retry).await;
         lines.push(delivery_line(

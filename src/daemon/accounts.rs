@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{open, run_account, scan_one, side, DaemonError, Reloaded, ScanSummary, Tuning};
+use super::{open, run_account, scan_one, DaemonError, Reloaded, ScanSummary, Tuning};
 use crate::config::Config;
 use crate::live::Live;
 use crate::pipeline::{EngineEnd, Stats};
@@ -97,15 +97,20 @@ fn share_reloads(
 }
 
 /// `run` with `[[accounts]]`: every account's local state is opened first, in order
-/// (`[server]`'s takes the state directory's lock), then the accounts run side by side.
-/// The first that fails stops the others, and its error is the daemon's.
+/// (`[server]`'s takes the state directory's lock), then the accounts run side by side,
+/// each with its own [`Live`] (counters, phase, connection) under the agent's `live`.
+///
+/// One account that fails (its state database broken, a critical task gone) stops alone:
+/// its error is logged with its name and shown as its `failed` (status, `/healthz`,
+/// `/metrics`), and the others go on. The daemon ends when every account has ended: `Ok`
+/// when none failed, else [`DaemonError::AccountsStopped`] naming the failed ones, so that
+/// a service manager's `Restart=on-failure` tries them again (docs/ARCHITECTURE.md#accounts).
 pub(super) async fn run_all(
     config: Config,
     tuning: Tuning,
     live: Arc<Live>,
     shutdown: CancellationToken,
     reloads: Option<mpsc::Receiver<Reloaded>>,
-    connected: side::Connected,
 ) -> Result<(), DaemonError> {
     let all = shutdown.child_token();
     let mut opened = Vec::new();
@@ -132,43 +137,64 @@ pub(super) async fn run_all(
             }
         }
     }
-    let mut connected = Some(connected);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut whose = std::collections::HashMap::new();
     for ((name, c, o), rx) in opened.into_iter().zip(share_reloads(&config, reloads)) {
-        let side = if name.is_none() {
-            connected.take()
-        } else {
-            None
+        let mine = match &name {
+            None => live.clone(),
+            Some(n) => live.account(n),
         };
-        let (tuning, live, all) = (tuning.clone(), live.clone(), all.clone());
+        let (tuning, all) = (tuning.clone(), all.clone());
         // Every log line of an account names it.
         let span = span_of(name.as_deref());
-        tasks.spawn(
+        let task_name = name.clone();
+        let mine_too = mine.clone();
+        let handle = tasks.spawn(
             async move {
-                let r = run_account(o, c, tuning, live, all, rx, side).await;
-                (name, r)
+                let r = run_account(o, c, tuning, mine_too, all, rx, task_name.as_deref()).await;
+                (task_name, r)
             }
             .instrument(span),
         );
+        whose.insert(handle.id(), (name, mine));
     }
-    let mut first = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let (name, r) = match done {
-            Ok(d) => d,
-            Err(e) => (None, Err(DaemonError::Task(e.to_string()))),
+    let mut failed: Vec<(String, DaemonError)> = Vec::new();
+    while let Some(done) = tasks.join_next_with_id().await {
+        let (id, r) = match done {
+            Ok((id, (_, r))) => (id, r),
+            Err(e) => (e.id(), Err(DaemonError::Task(e.to_string()))),
         };
-        if let Err(e) = r {
-            if first.is_ok() {
-                tracing::error!(
-                    account = name.as_deref().unwrap_or(crate::config::DEFAULT_ACCOUNT),
-                    "{e}; stopping the other accounts"
-                );
-                first = Err(e);
-            }
-            all.cancel();
+        let Err(e) = r else { continue };
+        let Some((name, mine)) = whose.get(&id) else {
+            continue;
+        };
+        let shown = name.as_deref().unwrap_or(crate::config::DEFAULT_ACCOUNT);
+        if shutdown.is_cancelled() {
+            tracing::error!(account = shown, "{e}");
+        } else {
+            tracing::error!(
+                account = shown,
+                "{e}; this account stopped, the other accounts go on (a restart of the \
+                 daemon tries it again)"
+            );
         }
+        mine.set_failed(e.to_string());
+        failed.push((shown.to_owned(), e));
     }
-    first
+    all.cancel();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let names = failed
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (_, first) = failed.swap_remove(0);
+    Err(DaemonError::AccountsStopped {
+        names,
+        first: Box::new(first),
+    })
 }
 
 /// The span of an account's work: `account{name=ann}` before each of its log lines.

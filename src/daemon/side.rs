@@ -2,15 +2,15 @@
 //! shows, the progress lines and the alerts (`[alerts]`). None of them is critical: they
 //! stop with the daemon, and none stops it.
 //!
-//! Owns: starting them, in the order the daemon needs. The endpoint answers from the start
-//! (a server down at boot is what `/healthz` is for); what reads the state database or the
-//! server starts once the daemon has connected.
+//! Owns: starting them, in the order the daemon needs. The endpoint (one for the agent)
+//! answers from the start (a server down at boot is what `/healthz` is for); what reads a
+//! state database or the server starts per account, once that account has connected.
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::{DaemonError, Tuning, HEALTH_LOOP_BUDGET};
 use crate::api::ApiClient;
@@ -22,20 +22,22 @@ use crate::service;
 /// The running side services: dropped, they stop.
 pub(super) struct Side {
     _http: Option<AbortOnDropHandle<()>>,
-    _connected: AbortOnDropHandle<()>,
 }
 
-/// What the daemon hands the side services once it has connected.
-pub(super) type Connected = oneshot::Sender<(Db, ApiClient)>;
+/// One account's side services (progress lines, live record, alerts): dropped, they stop.
+pub(super) struct AccountSide {
+    _progress: AbortOnDropHandle<()>,
+    _recorder: AbortOnDropHandle<()>,
+    _alerts: Option<AbortOnDropHandle<()>>,
+}
 
-/// Starts the side services: the endpoint at once, the rest when the daemon sends its
-/// database and connection on the returned [`Connected`] (never, if it stops first).
+/// Starts the agent's endpoint at once (a server down at boot is what `/healthz` is for);
+/// each account starts its own [`account`] services once connected.
 pub(super) async fn start(
     config: &Config,
-    tuning: &Tuning,
     live: &Arc<Live>,
     shutdown: &CancellationToken,
-) -> Result<(Side, Connected), DaemonError> {
+) -> Result<Side, DaemonError> {
     // Its tasks end with `shutdown`, like every other.
     let http = match config.metrics.listen {
         Some(addr) => {
@@ -55,33 +57,49 @@ pub(super) async fn start(
         }
         None => None,
     };
-    let (connected, started) = oneshot::channel::<(Db, ApiClient)>();
-    let (live, shutdown) = (live.clone(), shutdown.clone());
-    let (alerts_config, state_dir) = (config.alerts.clone(), config.state.dir.clone());
-    let (progress_every, alert_check) = (tuning.progress_every, tuning.alert_check);
-    let after_connect = async move {
-        let Ok((db, api)) = started.await else {
-            return;
-        };
-        let _progress = AbortOnDropHandle::new(tokio::spawn(crate::progress::report(
-            db.clone(),
-            live.stats(),
-            api,
-            progress_every,
-            shutdown.clone(),
-        )));
-        let _recorder = AbortOnDropHandle::new(tokio::spawn(
-            live.clone().record(db.clone(), shutdown.clone()),
-        ));
-        let _alerts = crate::alerts::Alerts::new(&alerts_config, db, state_dir, alert_check)
-            .map(|a| AbortOnDropHandle::new(tokio::spawn(a.run(shutdown.clone()))));
-        shutdown.cancelled().await;
-    };
-    Ok((
-        Side {
-            _http: http,
-            _connected: AbortOnDropHandle::new(tokio::spawn(after_connect)),
-        },
-        connected,
-    ))
+    Ok(Side { _http: http })
+}
+
+/// The side services of one connected account (`config` its projection, `live` its own):
+/// its progress lines, its live record in its own database, its alerts
+/// (docs/ARCHITECTURE.md#accounts).
+pub(super) fn account(
+    config: &Config,
+    tuning: &Tuning,
+    live: &Arc<Live>,
+    account: Option<&str>,
+    db: Db,
+    api: ApiClient,
+    shutdown: &CancellationToken,
+) -> AccountSide {
+    AccountSide {
+        _progress: AbortOnDropHandle::new(tokio::spawn(
+            crate::progress::report(
+                db.clone(),
+                live.stats(),
+                api,
+                tuning.progress_every,
+                shutdown.clone(),
+            )
+            .in_current_span(),
+        )),
+        _recorder: AbortOnDropHandle::new(tokio::spawn(
+            live.clone()
+                .record(db.clone(), shutdown.clone())
+                .in_current_span(),
+        )),
+        _alerts: crate::alerts::Alerts::new(
+            &config.alerts,
+            db,
+            config.state.dir.clone(),
+            tuning.alert_check,
+        )
+        .map(|a| {
+            AbortOnDropHandle::new(tokio::spawn(
+                a.for_account(account.map(str::to_owned))
+                    .run(shutdown.clone())
+                    .in_current_span(),
+            ))
+        }),
+    }
 }

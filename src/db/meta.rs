@@ -523,6 +523,14 @@ pub struct LiveState {
     pub uploads_resume_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploads_resume_at: Option<String>,
+    /// Why this account stopped while the agent's other accounts go on
+    /// (docs/ARCHITECTURE.md#accounts); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// On `[server]`'s record: the `[[accounts]]` entries that stopped, each with why
+    /// (their own databases may be what broke).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stopped_accounts: std::collections::BTreeMap<String, String>,
 }
 
 pub fn live_state(conn: &Connection) -> rusqlite::Result<Option<LiveState>> {

@@ -576,12 +576,18 @@ pub fn pending(conn: &Connection, bytes: bool) -> rusqlite::Result<Pending> {
     Ok(p)
 }
 
-/// Puts every `failed` job (or only those under `path_prefix`) back in the queue.
-pub fn retry_failed(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+/// Puts every `failed` job (or only those of the files of `root`, as its files record it)
+/// back in the queue.
+pub fn retry_failed(
+    conn: &Connection,
+    now_ms: i64,
+    root: Option<&[u8]>,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
-             skip_reason=NULL, updated_at=?1 WHERE state IN ('failed', 'retry')",
-        [now_ms],
+             skip_reason=NULL, updated_at=?1 WHERE state IN ('failed', 'retry')
+             AND (?2 IS NULL OR file_id IN (SELECT id FROM files WHERE root = ?2))",
+        rusqlite::params![now_ms, root],
     )
 }
 

@@ -50,20 +50,14 @@ fn seconds(ms: i64) -> String {
 /// A gauge with one sample per account: its name, help, and its value in a status.
 type Gauge = (&'static str, &'static str, fn(&Status) -> i64);
 
-/// Each account's status with the value of its `account` label: `[server]`'s ("default")
-/// first, then the `[[accounts]]` with state, from each one's own database.
-fn accounts(s: &Status) -> Vec<(&str, &Status)> {
-    std::iter::once((crate::config::DEFAULT_ACCOUNT, s))
-        .chain(s.accounts.iter().map(|a| (a.name.as_str(), &a.status)))
-        .collect()
-}
-
-/// The metrics of `s`; `healthy` is what `/healthz` answers. Every family read from a
-/// state database has an `account` label; the counters since start are the process's.
+/// The metrics of `s`; `healthy` is what `/healthz` answers. Every family of an account's
+/// own (its database, its counters) has an `account` label; `healthy` and the start time
+/// are the process's.
 pub fn render(s: &Status, healthy: bool) -> String {
     let mut out = String::new();
     let o = &mut out;
-    let all = accounts(s);
+    // Each account with the value of its `account` label, from its own database.
+    let all = s.each_account();
     family(o, "healthy", "gauge", "1 while /healthz answers 200.").sample(
         "healthy",
         &[],
@@ -160,29 +154,32 @@ pub fn render(s: &Status, healthy: bool) -> String {
         }
     }
 
-    let live = s.activity.as_ref().map(|a| &a.live);
-    let n = |get: fn(&crate::db::meta::LiveState) -> u64| live.map_or(0, get);
-    family(
-        o,
-        "uploaded_files_total",
-        "counter",
-        "Files uploaded since the daemon started.",
-    )
-    .sample("uploaded_files_total", &[], n(|l| l.uploaded_files));
-    family(
-        o,
-        "uploaded_bytes_total",
-        "counter",
-        "Bytes of the files uploaded since the daemon started.",
-    )
-    .sample("uploaded_bytes_total", &[], n(|l| l.uploaded_bytes));
-    family(
-        o,
-        "duplicate_files_total",
-        "counter",
-        "Files found already on the server since the daemon started (not sent).",
-    )
-    .sample("duplicate_files_total", &[], n(|l| l.duplicates));
+    // Each account's counters since start, from its own engine (docs/STATUS.md#metrics).
+    type Counter = fn(&crate::db::meta::LiveState) -> u64;
+    let n = |s: &Status, get: Counter| s.activity.as_ref().map_or(0, |a| get(&a.live));
+    let counters: [(&str, &str, Counter); 3] = [
+        (
+            "uploaded_files_total",
+            "Files uploaded since the daemon started.",
+            |l| l.uploaded_files,
+        ),
+        (
+            "uploaded_bytes_total",
+            "Bytes of the files uploaded since the daemon started.",
+            |l| l.uploaded_bytes,
+        ),
+        (
+            "duplicate_files_total",
+            "Files found already on the server since the daemon started (not sent).",
+            |l| l.duplicates,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let mut f = family(o, name, "counter", help);
+        for (a, s) in &all {
+            f.sample(name, &[("account", a)], n(s, get));
+        }
+    }
     let mut f = family(
         o,
         "errors_total",
@@ -190,8 +187,32 @@ pub fn render(s: &Status, healthy: bool) -> String {
         "Upload errors since the daemon started: permanent (the file failed) or transient \
          (retried).",
     );
-    f.sample("errors_total", &[("kind", "permanent")], n(|l| l.failed));
-    f.sample("errors_total", &[("kind", "transient")], n(|l| l.retries));
+    for (a, s) in &all {
+        f.sample(
+            "errors_total",
+            &[("account", a), ("kind", "permanent")],
+            n(s, |l| l.failed),
+        );
+        f.sample(
+            "errors_total",
+            &[("account", a), ("kind", "transient")],
+            n(s, |l| l.retries),
+        );
+    }
+    let mut f = family(
+        o,
+        "account_failed",
+        "gauge",
+        "1 once an account stopped with an error (its state broken) while the others go on.",
+    );
+    for (a, s) in &all {
+        f.sample(
+            "account_failed",
+            &[("account", a)],
+            u8::from(s.failed.is_some() || s.error.is_some()),
+        );
+    }
+    let live = s.activity.as_ref().map(|a| &a.live);
 
     if all.iter().any(|(_, s)| s.last_success_ms.is_some()) {
         let mut f = family(

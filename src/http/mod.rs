@@ -173,6 +173,13 @@ impl Ctx {
         read.map(|s| {
             s.map(|mut s| {
                 s.set_live(self.live.snapshot());
+                // Each account's own numbers, and whether it stopped (its database may be
+                // what broke).
+                for (name, live) in self.live.accounts() {
+                    if let Some(a) = s.accounts.iter_mut().find(|a| a.name == name) {
+                        a.status.set_live(live.snapshot());
+                    }
+                }
                 s
             })
         })
@@ -280,6 +287,16 @@ pub fn health(
             "engine not making progress: the {} loop has not moved in time",
             stalled.join(", ")
         ));
+    }
+    // One account that stopped is a daemon that does not back everything up
+    // (docs/STATUS.md#healthz).
+    let failed: Vec<String> = s
+        .each_account()
+        .into_iter()
+        .filter_map(|(name, a)| Some(format!("account {name} stopped: {}", a.failed.as_ref()?)))
+        .collect();
+    if !failed.is_empty() {
+        return Err(failed.join("; "));
     }
     match &s.connection {
         Some(ConnectionState::Unreachable {

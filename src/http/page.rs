@@ -174,6 +174,33 @@ pub fn render(s: &Status) -> String {
         );
     }
     o.push_str("</table>\n");
+    if !s.accounts.is_empty() {
+        // Each account's own state and counters (docs/ARCHITECTURE.md#accounts).
+        o.push_str(
+            "<h2>Accounts</h2>\n<table id=\"accounts\">\n<tr><th>account</th><th>doing</th>\
+             <th>backed up</th><th>queued</th><th>failed</th><th>uploaded since start</th></tr>\n",
+        );
+        for (name, a) in s.each_account() {
+            let (doing, class) = match (&a.failed, &a.error, &a.activity) {
+                (Some(why), _, _) => (format!("stopped: {why}"), "bad"),
+                (_, Some(why), _) => (format!("cannot read its state: {why}"), "bad"),
+                (_, _, Some(act)) => (act.doing.clone(), if act.stale { "bad" } else { "" }),
+                _ => ("not running".to_owned(), ""),
+            };
+            let uploaded = a.activity.as_ref().map_or(0, |x| x.live.uploaded_files);
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td class=\"{class}\">{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{uploaded}</td></tr>",
+                esc(name),
+                esc(&doing),
+                a.count(JobState::Done),
+                a.queue_depth(),
+                a.count(JobState::Failed),
+            );
+        }
+        o.push_str("</table>\n");
+    }
     if !s.failures.is_empty() {
         o.push_str("<h2>Recent problems</h2>\n<ul id=\"problems\">\n");
         for p in &s.failures {

@@ -17,11 +17,12 @@ pub struct AccountStatus {
     pub status: Status,
 }
 
-/// The accounts with state under `state_dir`, by name.
-pub(super) fn read(state_dir: &Path) -> Result<Vec<AccountStatus>, DbError> {
+/// The accounts with state under `state_dir`, by name. One whose state cannot be read (its
+/// database broken) is there with its `error`: one account's trouble is its own.
+pub(super) fn read(state_dir: &Path) -> Vec<AccountStatus> {
     let dir = state_dir.join(crate::daemon::ACCOUNTS_DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -31,11 +32,24 @@ pub(super) fn read(state_dir: &Path) -> Result<Vec<AccountStatus>, DbError> {
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        if let Some(status) = super::read(&dir.join(&name))? {
-            out.push(AccountStatus { name, status });
+        match super::read(&dir.join(&name)) {
+            Ok(Some(status)) => out.push(AccountStatus { name, status }),
+            Ok(None) => {}
+            Err(e) => out.push(AccountStatus {
+                name,
+                status: unreadable(&e),
+            }),
         }
     }
-    Ok(out)
+    out
+}
+
+/// The status of an account whose state could not be read: empty, with why.
+fn unreadable(e: &DbError) -> Status {
+    let mut s = Status::empty();
+    s.server = None;
+    s.error = Some(e.to_string());
+    s
 }
 
 /// Each account's text after `[server]`'s, indented under its name.

@@ -299,16 +299,19 @@ async fn metrics_count_what_was_uploaded() {
     );
     let done = until(Duration::from_secs(30), || async {
         let m = metrics(addr).await;
-        m.get("immish_sync_uploaded_files_total") == Some(&3.0)
+        m.get("immish_sync_uploaded_files_total{account=\"default\"}") == Some(&3.0)
             && m.get("immish_sync_queue_depth{account=\"default\"}") == Some(&0.0)
     })
     .await;
     assert!(done, "never counted 3 uploads: {:?}", metrics(addr).await);
     assert_eq!(w.server.asset_count(&admin), 3);
     let m = metrics(addr).await;
-    assert_eq!(m["immish_sync_uploaded_bytes_total"], bytes as f64);
     assert_eq!(
-        m["immish_sync_uploaded_bytes_total"],
+        m["immish_sync_uploaded_bytes_total{account=\"default\"}"],
+        bytes as f64
+    );
+    assert_eq!(
+        m["immish_sync_uploaded_bytes_total{account=\"default\"}"],
         w.server.upload_file_bytes() as f64,
         "the bytes the server stored"
     );
@@ -321,7 +324,10 @@ async fn metrics_count_what_was_uploaded() {
         0.0
     );
     assert_eq!(m[&root_key], 3.0);
-    assert_eq!(m["immish_sync_errors_total{kind=\"permanent\"}"], 0.0);
+    assert_eq!(
+        m["immish_sync_errors_total{account=\"default\",kind=\"permanent\"}"],
+        0.0
+    );
     assert_eq!(m["immish_sync_healthy"], 1.0);
     assert_eq!(m["immish_sync_outage{account=\"default\"}"], 0.0);
     assert_eq!(

@@ -247,3 +247,251 @@ async fn the_commands_find_the_account() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is a root of account ben"), "{err}");
 }
+
+/// A sample of `/metrics`, 0 when absent.
+fn sample(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+/// What the endpoint answers on `path`: its status code and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("the endpoint answers");
+    let code = r.status().as_u16();
+    (code, r.text().await.unwrap_or_default())
+}
+
+/// One account's entry in a status document.
+fn entry<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["accounts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Each account's counters since start are its own: Ann uploads two files (a third is
+/// already in her library, so not sent), Ben uploads one, `[server]`'s account nothing. `/metrics`
+/// (`account` label), `/status.json`, and `status --json` (each account's live record in
+/// its own database) all say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_accounts_counters_are_its_own() {
+    let f = Family::new("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (a1, a2, a3, b1) = (
+        jpeg("c ann 1"),
+        jpeg("c ann 2"),
+        jpeg("c ann 3"),
+        jpeg("c ben 1"),
+    );
+    // Already in Ann's library: found, not sent.
+    f.w.server.upload_as(
+        &f.ann,
+        "a3.jpg",
+        &a3,
+        immish_testserver::Visibility::Timeline,
+    );
+    f.put("ann", "1.jpg", &a1);
+    f.put("ann", "2.jpg", &a2);
+    f.put("ann", "3.jpg", &a3);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    let addr = endpoint(&f.w).await;
+    let up = |a: &str| format!("immish_sync_uploaded_files_total{{account=\"{a}\"}}");
+    let bytes = |a: &str| format!("immish_sync_uploaded_bytes_total{{account=\"{a}\"}}");
+    let mut m = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        m = metrics(addr).await;
+        if sample(&m, &up("ann")) == 2.0 && sample(&m, &up("ben")) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(m.get(&up("ann")), Some(&2.0), "{m:#?}");
+    assert_eq!(m.get(&up("ben")), Some(&1.0), "{m:#?}");
+    assert_eq!(m.get(&up("default")), Some(&0.0), "{m:#?}");
+    assert_eq!(
+        m.get(&bytes("ann")),
+        Some(&((a1.len() + a2.len()) as f64)),
+        "{m:#?}"
+    );
+    assert_eq!(m.get(&bytes("ben")), Some(&(b1.len() as f64)), "{m:#?}");
+    assert_eq!(m.get(&bytes("default")), Some(&0.0), "{m:#?}");
+    // What the counters say is what the server holds, once each.
+    assert_eq!(f.w.server.assets(&f.ann).len(), 3);
+    assert_eq!(f.w.server.assets(&f.ben).len(), 1);
+
+    let (_, body) = get(addr, "/status.json").await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["activity"]["uploaded_files"], 0, "{s:#}");
+    assert_eq!(entry(&s, "ann")["activity"]["uploaded_files"], 2, "{s:#}");
+    assert_eq!(entry(&s, "ben")["activity"]["uploaded_files"], 1, "{s:#}");
+
+    // `status --json`, another process, reads each account's own record.
+    let mut s = serde_json::Value::Null;
+    let recorded = eventually(DEADLINE, || {
+        let out = run(&f.w, &["status", "--json"]);
+        s = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        entry(&s, "ann")["activity"]["uploaded_files"] == 2
+            && entry(&s, "ben")["activity"]["uploaded_files"] == 1
+    })
+    .await;
+    assert!(recorded, "{s:#}");
+    assert_eq!(s["activity"]["uploaded_files"], 0, "{s:#}");
+    d.stop().await;
+}
+
+/// Ann's state database is overwritten with garbage while the daemon runs: Ann's account
+/// stops (shown as failed, with why, in `/healthz`, `/metrics` and `/status.json`), Ben's
+/// goes on and his next file arrives once; at the stop the daemon's error names Ann.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_account_stops_alone() {
+    let f = Family::new("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let (a1, b1) = (jpeg("x ann 1"), jpeg("x ben 1"));
+    f.put("ann", "1.jpg", &a1);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    let addr = endpoint(&f.w).await;
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ann, &a1) && f.has(&f.ben, &b1)).await,
+        "the first files must arrive"
+    );
+    // Garbage in place of Ann's database, in the files the daemon holds open (with its
+    // write-ahead log and its shared index, else SQLite goes on from what it cached), as a
+    // failing disk or a stray `dd` would leave them.
+    let ann_dir = f.w.state_dir().join("accounts").join("ann");
+    for name in ["state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"] {
+        let path = ann_dir.join(name);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len > 0 {
+            std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+        }
+    }
+    // Ann's engine notices at its next write: a file of hers gives it one.
+    f.put("ann", "2.jpg", &jpeg("x ann 2"));
+    let mut health = (0, String::new());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        health = get(addr, "/healthz").await;
+        if health.0 == 503 && health.1.contains("account ann stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        health.0 == 503 && health.1.contains("account ann stopped: state database"),
+        "Ann's account must show as stopped: {health:?}"
+    );
+    // Ben's account goes on: his next file arrives, once.
+    let b2 = jpeg("x ben 2");
+    f.put("ben", "2.jpg", &b2);
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ben, &b2)).await,
+        "Ben's files go on arriving while Ann's state is broken"
+    );
+    let want = sha1_hex(&b2);
+    let copies =
+        f.w.server
+            .assets(&f.ben)
+            .iter()
+            .filter(|a| a.checksum_hex == want)
+            .count();
+    assert_eq!(copies, 1);
+    let m = metrics(addr).await;
+    assert_eq!(
+        m.get("immish_sync_account_failed{account=\"ann\"}"),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    assert_eq!(
+        m.get("immish_sync_account_failed{account=\"ben\"}"),
+        Some(&0.0),
+        "{m:#?}"
+    );
+    let (_, body) = get(addr, "/status.json").await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(entry(&s, "ann")["failed"].is_string(), "{s:#}");
+    assert!(entry(&s, "ben")["failed"].is_null(), "{s:#}");
+    // The status page's table of accounts says it too.
+    let (_, page) = get(addr, "/").await;
+    assert!(
+        page.contains("<td>ann</td><td class=\"bad\">stopped: state database"),
+        "{page}"
+    );
+    // The text `status` (another process) says it too, from `[server]`'s record.
+    let mut text = String::new();
+    let said = eventually(DEADLINE, || {
+        text = String::from_utf8_lossy(&run(&f.w, &["status"]).stdout).into_owned();
+        text.contains("FAILED:       this account stopped")
+    })
+    .await;
+    assert!(said, "{text}");
+
+    // The stop is an error naming Ann, so that a service manager restarts the daemon.
+    d.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(20), d.handle)
+        .await
+        .expect("the daemon must stop within 20 s")
+        .expect("the daemon task must not panic");
+    let e = r.expect_err("a daemon with a failed account stops with an error");
+    assert!(e.to_string().starts_with("account ann stopped"), "{e}");
+}
+
+/// `retry --root` queues again the failed files of that root only, in its account's state:
+/// Ann's file and the files of Ben's two roots all failed; after `retry --root <Ben's
+/// first>` a scan sends that root's file, and the others stay failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_of_one_root_takes_only_its_failed_files() {
+    let mut f = Family::new("").await;
+    let ben2 = f.w.dir.path().join("ben2");
+    std::fs::create_dir_all(&ben2).unwrap();
+    f.w.extra.push_str(&format!(
+        "[[roots]]\npath = \"{}\"\naccount = \"ben\"\n",
+        ben2.display()
+    ));
+    f.w.write_config();
+    let (a1, b1, b2) = (jpeg("r ann 1"), jpeg("r ben 1"), jpeg("r ben 2"));
+    f.put("ann", "1.jpg", &a1);
+    f.put("ben", "1.jpg", &b1);
+    std::fs::write(ben2.join("2.jpg"), &b2).unwrap();
+    f.w.server
+        .fail_with("POST /assets", 3, immish_testserver::Failure::nginx_413());
+    run(&f.w, &["scan"]);
+    assert!(
+        !f.has(&f.ann, &a1) && !f.has(&f.ben, &b1) && !f.has(&f.ben, &b2),
+        "all failed"
+    );
+
+    let ben_root = f.root_of("ben").display().to_string();
+    let said = f.command(&["retry", "--root", &ben_root]);
+    assert!(
+        said.starts_with(&format!("account ben: 1 files of {ben_root} queued again")),
+        "{said}"
+    );
+    assert!(!said.contains("account ann"), "{said}");
+    run(&f.w, &["scan"]);
+    assert!(
+        f.has(&f.ben, &b1),
+        "the root's failed file goes up after the retry"
+    );
+    assert!(!f.has(&f.ben, &b2), "Ben's other root was not asked for");
+    assert!(!f.has(&f.ann, &a1), "Ann's was not asked for");
+    let s: serde_json::Value =
+        serde_json::from_slice(&run(&f.w, &["status", "--json"]).stdout).unwrap();
+    let failed = |who: &str| {
+        entry(&s, who)["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["state"] == "failed")
+            .map(|c| c["count"].clone())
+    };
+    assert_eq!(failed("ann"), Some(serde_json::json!(1)), "{s:#}");
+    assert_eq!(failed("ben"), Some(serde_json::json!(1)), "{s:#}");
+}
