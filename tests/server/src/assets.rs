@@ -948,11 +948,15 @@ pub(crate) async fn original(
             served
                 .original_bytes_served
                 .fetch_add(head.len() as u64, Ordering::Relaxed);
-            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
-                Ok(head),
-                Err(std::io::Error::other("cut_downloads: connection dropped")),
-            ];
-            Body::from_stream(futures_util::stream::iter(chunks))
+            // The error comes a moment after the bytes, so that hyper has written them out
+            // (an error polled at once would drop them still in its buffer).
+            use futures_util::StreamExt;
+            let head = futures_util::stream::iter([Ok::<_, std::io::Error>(head)]);
+            let drop = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Err(std::io::Error::other("cut_downloads: connection dropped"))
+            });
+            Body::from_stream(head.chain(drop))
         }
         None => {
             served
