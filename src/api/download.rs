@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn content_range_is_read_strictly() {
-        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 10-99/100"),
+            Some((10, Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
         assert_eq!(parse_content_range("bytes 9-3/100"), None);
         assert_eq!(parse_content_range("bytes */100"), None);

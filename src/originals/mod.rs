@@ -5,8 +5,9 @@
 //! folder, chosen once by the folder's [`Layout`] and recorded (`db::pull`); then its
 //! original is downloaded (`GET /assets/:id/original`) into a temporary name beside that
 //! place, hashed while it streams, fsynced, and renamed into place only when its SHA-1 is
-//! the server's checksum. A kill leaves at most a temporary file, removed at the next start;
-//! a file under a final name is always whole and verified.
+//! the server's checksum. A kill or a dropped connection leaves at most a temporary file,
+//! resumed with a range request by the next attempt; a file under a final name is always
+//! whole and verified.
 //!
 //! Owns: the files of the pull folders (temporary files, copies, `.deleted/`), the download
 //! loop, its rate cap and retries, and what a deletion on the server does to a copy.

@@ -581,7 +581,11 @@ async fn a_download_cut_short_resumes_with_a_range_and_the_prefix_is_sent_once()
     })
     .await;
     d.stop().await;
-    assert!(done, "the copy never verified: {:?}", all_files(&copies).keys());
+    assert!(
+        done,
+        "the copy never verified: {:?}",
+        all_files(&copies).keys()
+    );
     assert_eq!(w.server.requests(ORIGINAL), 2, "one cut reply, one resume");
     assert_eq!(
         w.server.requests_with_status(ORIGINAL, 206),

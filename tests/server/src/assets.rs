@@ -916,7 +916,10 @@ pub(crate) async fn original(
                 .parse::<u64>()
                 .ok()
                 .map(|n| (len.saturating_sub(n), len.saturating_sub(1))),
-            (start, "") => start.parse::<u64>().ok().map(|s| (s, len.saturating_sub(1))),
+            (start, "") => start
+                .parse::<u64>()
+                .ok()
+                .map(|s| (s, len.saturating_sub(1))),
             (start, end) => match (start.parse::<u64>(), end.parse::<u64>()) {
                 (Ok(s), Ok(e)) if s <= e => Some((s, e.min(len.saturating_sub(1)))),
                 _ => None,
