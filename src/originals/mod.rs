@@ -5,8 +5,9 @@
 //! folder, chosen once by the folder's [`Layout`] and recorded (`db::pull`); then its
 //! original is downloaded (`GET /assets/:id/original`) into a temporary name beside that
 //! place, hashed while it streams, fsynced, and renamed into place only when its SHA-1 is
-//! the server's checksum. A kill leaves at most a temporary file, removed at the next start;
-//! a file under a final name is always whole and verified.
+//! the server's checksum. A kill or a dropped connection leaves at most a temporary file,
+//! resumed with a range request by the next attempt; a file under a final name is always
+//! whole and verified.
 //!
 //! Owns: the files of the pull folders (temporary files, copies, `.deleted/`), the download
 //! loop, its rate cap and retries, and what a deletion on the server does to a copy.
@@ -218,7 +219,6 @@ impl Originals {
             tokio::fs::create_dir_all(&folder)
                 .await
                 .map_err(io(&folder))?;
-            self.sweep(&folder).await?;
             self.folders[i].swept = true;
         }
         loop {
@@ -300,29 +300,6 @@ impl Originals {
         Ok(did)
     }
 
-    /// Removes the temporary files a killed run left: those of every row not pulled yet.
-    async fn sweep(&self, folder: &Path) -> Result<(), PullError> {
-        let f = folder.to_owned();
-        let rows = self.db.call(move |c| pull::pending(c, &f)).await?;
-        let folder = folder.to_owned();
-        let removed = tokio::task::spawn_blocking(move || {
-            rows.iter()
-                .filter(|r| {
-                    std::fs::remove_file(temp_path(&folder, &r.rel_path, &r.asset_id)).is_ok()
-                })
-                .count()
-        })
-        .await
-        .unwrap_or(0);
-        if removed > 0 {
-            tracing::info!(
-                files = removed,
-                "pull: removed downloads cut short by the last stop"
-            );
-        }
-        Ok(())
-    }
-
     /// Downloads one original into place. See the module docs.
     async fn fetch(&self, folder: &Path, due: &Due, meter: &UploadMeter) -> Result<(), PullError> {
         let mut rel = due.rel_path.clone();
@@ -353,7 +330,12 @@ impl Originals {
         let temp = temp_path(folder, &rel, &due.asset_id);
         let result = self.download(&temp, due, meter).await;
         if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&temp).await;
+            // A download cut short (the connection dropped, stalled) keeps its bytes for a
+            // range request next time; wrong bytes or a refusal do not.
+            let cut_short = matches!(&e, PullError::Api(a) if a.status().is_none());
+            if !cut_short {
+                let _ = tokio::fs::remove_file(&temp).await;
+            }
             return Err(e);
         }
         tokio::fs::rename(&temp, &target)
@@ -389,13 +371,37 @@ impl Originals {
         Ok(())
     }
 
-    /// Streams the original into `temp` (created or truncated), hashing it on the way and
-    /// within the folder's rate; fsynced; an error when its SHA-1 is not the server's.
+    /// Streams the original into `temp`, hashing it on the way and within the folder's
+    /// rate; fsynced; an error when its SHA-1 is not the server's. A `temp` left by a
+    /// download cut short is resumed: its bytes are hashed again, then the rest is asked
+    /// for with `Range: bytes=N-`; a server that sends the whole file (200) instead, or a
+    /// 416, starts it over. A changed asset cannot be spliced in unnoticed: the whole
+    /// file's SHA-1 must still be the mirror's checksum.
     async fn download(&self, temp: &Path, due: &Due, meter: &UploadMeter) -> Result<(), PullError> {
-        let mut file = tokio::fs::File::create(temp).await.map_err(io(temp))?;
-        let mut body = self.api.download_original(&due.asset_id).await?;
-        let mut sha = Sha1::new();
-        let mut size = 0u64;
+        let (mut sha, kept) = hash_prefix(temp).await.map_err(io(temp))?;
+        let mut body = match self
+            .api
+            .download_original_from(&due.asset_id, kept, None)
+            .await
+        {
+            Err(e) if kept > 0 && e.status() == Some(416) => {
+                sha = Sha1::new();
+                self.api.download_original(&due.asset_id).await?
+            }
+            r => r?,
+        };
+        let mut file = if kept > 0 && body.start == kept {
+            tracing::debug!(asset_id = %due.asset_id.0, from = kept, "pull: resuming a download cut short");
+            tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(temp)
+                .await
+                .map_err(io(temp))?
+        } else {
+            sha = Sha1::new();
+            tokio::fs::File::create(temp).await.map_err(io(temp))?
+        };
+        let mut size = body.start;
         while let Some(chunk) = body.chunk().await? {
             let mut wait = meter.take(chunk.len() as u64);
             while !wait.is_zero() {
@@ -547,4 +553,35 @@ async fn hash_file(path: &Path) -> Result<Checksum, ()> {
     })
     .await
     .unwrap_or(Err(()))
+}
+
+/// The SHA-1 state and length of what a cut-short download left at `temp` (a fresh state
+/// and 0 when there is none, or it is not a regular file).
+async fn hash_prefix(temp: &Path) -> std::io::Result<(Sha1, u64)> {
+    let p = temp.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut sha = Sha1::new();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() > 0 => {}
+            Ok(m) if !m.is_file() => {
+                return Err(std::io::Error::other("not a regular file; remove it"));
+            }
+            _ => return Ok((sha, 0)),
+        }
+        let mut f = std::fs::File::open(&p)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let got = f.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            sha.update(&buf[..got]);
+            n += got as u64;
+        }
+        Ok((sha, n))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }

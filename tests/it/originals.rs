@@ -559,3 +559,44 @@ async fn max_rate_bounds_what_a_pull_downloads() {
     );
     eprintln!("max_rate 200000: {total} bytes in {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_short_resumes_with_a_range_and_the_prefix_is_sent_once() {
+    let w = world(&[""]).await;
+    let admin = w.server.admin_id();
+    let mut bytes = jpeg("resume-me");
+    bytes.extend((0..300_000u32).map(|i| (i * 7 % 251) as u8));
+    let len = bytes.len() as u64;
+    w.server.insert(
+        &admin,
+        NewAsset::new("IMG_0002.jpg", bytes.clone()).file_created_at("2024-03-09T10:00:00.000Z"),
+    );
+    // The first reply is cut after 100 000 bytes, as by a reset.
+    w.server.cut_downloads(100_000, 1);
+    let copies = copy_dir(&w, 0);
+    let d = w.start_daemon();
+    let target = copies.join("2024/03/IMG_0002.jpg");
+    let done = eventually(Duration::from_secs(90), || {
+        std::fs::read(&target).ok().as_deref() == Some(bytes.as_slice())
+    })
+    .await;
+    d.stop().await;
+    assert!(
+        done,
+        "the copy never verified: {:?}",
+        all_files(&copies).keys()
+    );
+    assert_eq!(w.server.requests(ORIGINAL), 2, "one cut reply, one resume");
+    assert_eq!(
+        w.server.requests_with_status(ORIGINAL, 206),
+        1,
+        "the second asked for the rest"
+    );
+    assert_eq!(
+        w.server.original_bytes_served(),
+        len,
+        "the kept prefix is not sent again"
+    );
+    assert!(temp_files(&copies).is_empty(), "{:?}", temp_files(&copies));
+    assert_eq!(sha1_hex(&std::fs::read(&target).unwrap()), sha1_hex(&bytes));
+}

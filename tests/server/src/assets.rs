@@ -839,8 +839,9 @@ pub(crate) async fn original(
     State(app): State<App>,
     creds: Creds,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let db = app.lock();
+    let mut db = app.lock();
     let auth = authenticate(&db, &creds, Some("asset.download"))?;
     check_id(&id)?;
     let asset = db
@@ -854,6 +855,16 @@ pub(crate) async fn original(
             "Asset media not found (the test server keeps bytes only with keep_bytes)",
         ));
     };
+    // Express's `send` (behind Immich's `sendFile`) tags the file with a weak ETag of its
+    // size and mtime; the asset's checksum stands in for the mtime here.
+    let etag = format!(
+        "W/\"{:x}-{}\"",
+        data.len(),
+        asset.checksum[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     if db.faults.corrupt_downloads && !data.is_empty() {
         let middle = data.len() / 2;
         data[middle] ^= 0xFF;
@@ -870,14 +881,111 @@ pub(crate) async fn original(
             .original_file_name
             .replace(['"', '\\', '\r', '\n'], "_")
     );
-    Ok((
+    let cut = match &mut db.faults.cut_downloads {
+        Some((times, n)) => {
+            let n = *n;
+            *times -= 1;
+            if *times == 0 {
+                db.faults.cut_downloads = None;
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    drop(db);
+    let len = data.len() as u64;
+    // `Range: bytes=N-` / `bytes=N-M` / `bytes=-N`, honoured the way `send` does: one range
+    // (a list is served whole), 416 with `Content-Range: bytes */len` when it starts past the
+    // end, and ignored (200, the whole file) when `If-Range` names another ETag.
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .filter(|v| !v.contains(','));
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.contains(etag.as_str()));
+    let mut status = StatusCode::OK;
+    let mut content_range = None;
+    let mut body = data;
+    if let (Some(spec), true) = (range, if_range_ok) {
+        let (a, b) = spec.split_once('-').unwrap_or((spec, ""));
+        let parsed = match (a.trim(), b.trim()) {
+            ("", suffix) => suffix
+                .parse::<u64>()
+                .ok()
+                .map(|n| (len.saturating_sub(n), len.saturating_sub(1))),
+            (start, "") => start
+                .parse::<u64>()
+                .ok()
+                .map(|s| (s, len.saturating_sub(1))),
+            (start, end) => match (start.parse::<u64>(), end.parse::<u64>()) {
+                (Ok(s), Ok(e)) if s <= e => Some((s, e.min(len.saturating_sub(1)))),
+                _ => None,
+            },
+        };
+        if let Some((start, end)) = parsed {
+            if start >= len {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [
+                        (header::CONTENT_RANGE, format!("bytes */{len}")),
+                        (header::ACCEPT_RANGES, "bytes".to_string()),
+                    ],
+                    "Range Not Satisfiable",
+                )
+                    .into_response());
+            }
+            status = StatusCode::PARTIAL_CONTENT;
+            content_range = Some(format!("bytes {start}-{end}/{len}"));
+            body = body[start as usize..=end as usize].to_vec();
+        }
+    }
+    let total = body.len() as u64;
+    let served = app.clone();
+    let body = match cut {
+        // Headers promise the whole length; the connection goes after `n` bytes.
+        Some(n) => {
+            let head = bytes::Bytes::from(body).slice(..(n.min(total) as usize));
+            served
+                .original_bytes_served
+                .fetch_add(head.len() as u64, Ordering::Relaxed);
+            // The error comes a moment after the bytes, so that hyper has written them out
+            // (an error polled at once would drop them still in its buffer).
+            use futures_util::StreamExt;
+            let head = futures_util::stream::iter([Ok::<_, std::io::Error>(head)]);
+            let drop = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Err(std::io::Error::other("cut_downloads: connection dropped"))
+            });
+            Body::from_stream(head.chain(drop))
+        }
+        None => {
+            served
+                .original_bytes_served
+                .fetch_add(total, Ordering::Relaxed);
+            Body::from(body)
+        }
+    };
+    let mut resp = (
+        status,
         [
             (header::CONTENT_TYPE, content_type),
             (header::CONTENT_DISPOSITION, disposition),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
+            (header::ETAG, etag),
+            (header::CONTENT_LENGTH, total.to_string()),
         ],
-        data,
+        body,
     )
-        .into_response())
+        .into_response();
+    if let Some(cr) = content_range {
+        if let Ok(v) = cr.parse() {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// `PUT /assets/:id`: favourite, visibility, description, date. Like the real server, only a

@@ -132,6 +132,9 @@ pub(crate) struct Faults {
     /// `GET /assets/:id/original` serves the stored bytes with one flipped: bytes other
     /// than the stored checksum's.
     pub corrupt_downloads: bool,
+    /// (times left, bytes): the next replies of `GET /assets/:id/original` send that many
+    /// body bytes, then the connection is dropped.
+    pub cut_downloads: Option<(u32, u64)>,
     pub unauthorized: bool,
     pub storage_full: bool,
     pub reject_websockets: bool,

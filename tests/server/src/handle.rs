@@ -621,6 +621,19 @@ impl ServerHandle {
         self.app.lock().faults.corrupt_downloads = on;
     }
 
+    /// The next `times` replies of `GET /assets/:id/original` send their headers (the whole
+    /// length) and `n_bytes` of the body, then the TCP connection is closed: a download cut
+    /// short, as by a reset or a proxy timeout.
+    pub fn cut_downloads(&self, n_bytes: u64, times: u32) {
+        self.app.lock().faults.cut_downloads = (times > 0).then_some((times, n_bytes));
+    }
+
+    /// Body bytes of originals served so far (`GET /assets/:id/original`, ranges and cut
+    /// replies counted by what was sent).
+    pub fn original_bytes_served(&self) -> u64 {
+        self.app.original_bytes_served.load(Ordering::Relaxed)
+    }
+
     /// Every authenticated request answers 401 while on.
     pub fn unauthorized(&self, on: bool) {
         self.app.lock().faults.unauthorized = on;

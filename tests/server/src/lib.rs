@@ -172,6 +172,10 @@
 //! * `drop_after_bytes(route, n, times)`: read `n` body bytes, then close the TCP connection
 //!   with no HTTP reply at all (counted as status 0). A body no longer than `n` is cut
 //!   short of its last 256 bytes, so the request never completes.
+//! * `cut_downloads(n, times)`: the next `times` replies of `GET /assets/:id/original` send
+//!   their headers and `n` body bytes, then the connection is closed (counted by
+//!   [`ServerHandle::original_bytes_served`]). Originals honour `Range`/`If-Range` as
+//!   Express's `send` does: 206 with `Content-Range`, 416 past the end, a weak `ETag`.
 //! * `delay(route, d)`: wait `d` before handling every request on the route.
 //! * `slow_body(bytes_per_sec)`: read upload bodies at that rate (0 = off).
 //! * `stall_after_store(times)`: store the next uploads, then never answer (the "reply lost"

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) upload_bodies: AtomicU64,
     /// `bulk-upload-check` requests whose `assets` list was empty.
     pub(crate) empty_bulk_checks: AtomicU64,
+    /// Body bytes of `GET /assets/:id/original` replies handed to the connection (a reply
+    /// cut short by `cut_downloads` counts what was sent).
+    pub(crate) original_bytes_served: AtomicU64,
 }
 
 impl Shared {
@@ -73,6 +76,7 @@ impl Shared {
             upload_file_bytes: AtomicU64::new(0),
             upload_bodies: AtomicU64::new(0),
             empty_bulk_checks: AtomicU64::new(0),
+            original_bytes_served: AtomicU64::new(0),
         }
     }
 
