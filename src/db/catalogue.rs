@@ -275,8 +275,8 @@ pub fn remember_asset(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO known_assets(checksum, asset_id, verified_at, created_at)
-         VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO known_assets(checksum, asset_id, verified_at)
+         VALUES (?1, ?2, ?3)
          ON CONFLICT(checksum) DO UPDATE SET
              asset_id = COALESCE(excluded.asset_id, known_assets.asset_id),
              verified_at = COALESCE(excluded.verified_at, known_assets.verified_at)",
@@ -285,7 +285,6 @@ pub fn remember_asset(
         &checksum.0[..],
         asset_id.map(|a| a.0.as_str()),
         verified.then_some(now_ms),
-        now_ms
     ])?;
     Ok(())
 }

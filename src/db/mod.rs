@@ -75,6 +75,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_compact.sql",
         include_str!("../../migrations/0011_compact.sql"),
     ),
+    (
+        "0012_fewer_bytes.sql",
+        include_str!("../../migrations/0012_fewer_bytes.sql"),
+    ),
 ];
 
 /// The database file's name inside the state directory.
@@ -145,6 +149,10 @@ impl Db {
             .map_err(wrap)?;
         if version == 3 {
             queue::read_v3_jobs_as_v4(&conn).map_err(wrap)?;
+        }
+        // 0002 made the mirror's table, 0012 compacted it.
+        if (2..12).contains(&version) {
+            mirror::read_v11_mirror_as_v12(&conn).map_err(wrap)?;
         }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),

@@ -432,10 +432,11 @@ fn state_v3_opens_with_every_file_as_it_was() {
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
         // sidecars, 0008 the edited files', 0009 what was done after upload, 0010 the pull
-        // folders', 0011 rebuilt `known_assets` smaller.
+        // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
+        // device ids once each, in `remote_ids`).
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            11
+            12
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
