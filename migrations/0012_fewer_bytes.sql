@@ -44,3 +44,15 @@ CREATE INDEX remote_assets_checksum ON remote_assets(checksum) WHERE checksum IS
 
 -- `known_assets.created_at` was written once and never read (about 7 bytes a file).
 ALTER TABLE known_assets DROP COLUMN created_at;
+
+-- Each file named its root by the root's whole path (about 25 bytes a file); it names it by
+-- a `roots` row now. `first_seen` was written once and never read (about 7 bytes a file).
+CREATE TABLE roots (
+    id   INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE
+);
+INSERT OR IGNORE INTO roots(path) SELECT root FROM files ORDER BY id;
+ALTER TABLE files ADD COLUMN root_id INTEGER NOT NULL DEFAULT 0;
+UPDATE files SET root_id = (SELECT r.id FROM roots r WHERE r.path = files.root);
+ALTER TABLE files DROP COLUMN root;
+ALTER TABLE files DROP COLUMN first_seen;

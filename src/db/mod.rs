@@ -150,7 +150,10 @@ impl Db {
         if version == 3 {
             queue::read_v3_jobs_as_v4(&conn).map_err(wrap)?;
         }
-        // 0002 made the mirror's table, 0012 compacted it.
+        // 0001 made the catalogue, 0002 the mirror's table; 0012 compacted both.
+        if (1..12).contains(&version) {
+            catalogue::read_v11_files_as_v12(&conn).map_err(wrap)?;
+        }
         if (2..12).contains(&version) {
             mirror::read_v11_mirror_as_v12(&conn).map_err(wrap)?;
         }

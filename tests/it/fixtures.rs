@@ -485,7 +485,7 @@ fn state_v3_opens_with_every_file_as_it_was() {
         assert!(immish_sync::db::library::todo(c, 100)?.is_empty());
         let done: i64 = c.query_row(
             "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
-             WHERE j.state = 'done' AND f.root = ?1",
+             WHERE j.state = 'done' AND f.root_id = (SELECT id FROM roots WHERE path = ?1)",
             [ROOT],
             |r| r.get(0),
         )?;
