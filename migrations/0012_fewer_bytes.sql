@@ -13,9 +13,11 @@ INSERT OR IGNORE INTO remote_ids(name) SELECT owner_id FROM remote_assets;
 INSERT OR IGNORE INTO remote_ids(name)
     SELECT device_id FROM remote_assets WHERE device_id IS NOT NULL;
 
--- `remote_assets` as 0002 made it, with `owner` and `device` as `remote_ids` rows, and
--- without `device_asset_id`: it was written on every row and read by nothing (about 33
--- bytes a file; the daemon matches its uploads by checksum, never by that id).
+-- `remote_assets` as 0002 made it, with `owner` and `device` as `remote_ids` rows, the
+-- server's `updatedAt` as unix ms (it is only ever compared, and was parsed to ms for that:
+-- 7 bytes instead of 24), and without `device_asset_id`: it was written on every row and
+-- read by nothing (about 33 bytes a file; the daemon matches its uploads by checksum,
+-- never by that id).
 CREATE TABLE remote_assets_0012 (
     id                 TEXT PRIMARY KEY,
     -- remote_ids.id of the owner's user id
@@ -23,7 +25,8 @@ CREATE TABLE remote_assets_0012 (
     checksum           BLOB,
     original_file_name TEXT NOT NULL DEFAULT '',
     file_created_at    TEXT,
-    updated_at         TEXT,
+    -- The server's `updatedAt` in unix ms (server clock); NULL when not said or unreadable.
+    updated_at         INTEGER,
     visibility         TEXT,
     is_trashed         INTEGER NOT NULL DEFAULT 0,
     -- remote_ids.id of the uploading client's `deviceId`; NULL when the server did not say
@@ -34,7 +37,9 @@ CREATE TABLE remote_assets_0012 (
 INSERT INTO remote_assets_0012 (id, owner, checksum, original_file_name, file_created_at,
         updated_at, visibility, is_trashed, device, deleted_at, synced_at)
     SELECT r.id, (SELECT o.id FROM remote_ids o WHERE o.name = r.owner_id), r.checksum,
-           r.original_file_name, r.file_created_at, r.updated_at, r.visibility, r.is_trashed,
+           r.original_file_name, r.file_created_at,
+           CAST(round((julianday(r.updated_at) - 2440587.5) * 86400000) AS INTEGER),
+           r.visibility, r.is_trashed,
            (SELECT d.id FROM remote_ids d WHERE d.name = r.device_id), r.deleted_at,
            r.synced_at
     FROM remote_assets r ORDER BY r.rowid;

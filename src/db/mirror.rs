@@ -93,7 +93,8 @@ pub fn server_time_ms(s: &str) -> Option<i64> {
 
 struct Row {
     checksum: Option<Checksum>,
-    updated_at: Option<String>,
+    /// The server's `updatedAt` in unix ms (migration 0012 stores it so).
+    updated_ms: Option<i64>,
 }
 
 fn row(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Row>> {
@@ -104,7 +105,7 @@ fn row(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Row>> {
                     .get::<_, Option<Vec<u8>>>(0)?
                     .as_deref()
                     .and_then(Checksum::from_slice),
-                updated_at: r.get(1)?,
+                updated_ms: r.get(1)?,
             })
         })
         .optional()
@@ -139,7 +140,9 @@ pub(super) fn read_v11_mirror_as_v12(conn: &Connection) -> rusqlite::Result<()> 
          UNION SELECT device_id, device_id FROM main.remote_assets WHERE device_id IS NOT NULL;
          CREATE TEMP VIEW remote_assets AS
          SELECT id, owner_id AS owner, checksum, original_file_name, file_created_at,
-                updated_at, visibility, is_trashed, device_id AS device, deleted_at, synced_at
+                CAST(round((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER)
+                    AS updated_at,
+                visibility, is_trashed, device_id AS device, deleted_at, synced_at
          FROM main.remote_assets;",
     )
 }
@@ -178,16 +181,12 @@ pub fn apply(
 ) -> rusqlite::Result<()> {
     match change {
         Change::Upsert(a) => {
-            if let (Some(prev), Some(new)) = (
-                row(conn, &a.id)?.and_then(|r| r.updated_at),
-                a.updated_at.as_deref(),
-            ) {
-                if let (Some(p), Some(n)) = (server_time_ms(&prev), server_time_ms(new)) {
-                    if n < p {
-                        // A page fetched before a change we already applied.
-                        out.stale += 1;
-                        return Ok(());
-                    }
+            let updated_ms = a.updated_at.as_deref().and_then(server_time_ms);
+            if let (Some(p), Some(n)) = (row(conn, &a.id)?.and_then(|r| r.updated_ms), updated_ms) {
+                if n < p {
+                    // A page fetched before a change we already applied.
+                    out.stale += 1;
+                    return Ok(());
                 }
             }
             let owner = remote_id(conn, &a.owner_id)?;
@@ -219,7 +218,7 @@ pub fn apply(
                 a.checksum.as_ref().map(|c| &c.0[..]),
                 a.original_file_name,
                 a.file_created_at,
-                a.updated_at,
+                updated_ms,
                 a.visibility,
                 a.is_trashed,
                 device,

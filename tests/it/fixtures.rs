@@ -93,7 +93,7 @@ fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: b
         "INSERT INTO remote_assets(id, owner, checksum, original_file_name, file_created_at,
              updated_at, visibility, is_trashed, device, deleted_at, synced_at)
          VALUES (?1, (SELECT id FROM remote_ids WHERE name = ?2), ?3, ?4,
-                 '2023-07-22T04:26:40.000Z', '2023-11-14T22:13:20.000Z', 'timeline', ?5,
+                 '2023-07-22T04:26:40.000Z', 1700000000000, 'timeline', ?5,
                  (SELECT id FROM remote_ids WHERE name = ?6), NULL, ?7)",
         params![
             id,
@@ -434,7 +434,7 @@ fn state_v3_opens_with_every_file_as_it_was() {
     // 0012 rebuilds `remote_assets` with its owner and device ids in `remote_ids`: every row
     // comes through with every field the daemon reads (its `device_asset_id` was never read).
     let mirrored = "SELECT id, {owner}, checksum, original_file_name, file_created_at,
-                        updated_at, visibility, is_trashed, {device}, deleted_at, synced_at
+                        {updated}, visibility, is_trashed, {device}, deleted_at, synced_at
                     FROM remote_assets ORDER BY id";
     let mirror_rows = |c: &Connection, sql: &str| -> Vec<String> {
         let mut stmt = c.prepare(sql).unwrap();
@@ -456,7 +456,8 @@ fn state_v3_opens_with_every_file_as_it_was() {
         &Connection::open(&copy).unwrap(),
         &mirrored
             .replace("{owner}", "owner_id")
-            .replace("{device}", "device_id"),
+            .replace("{device}", "device_id")
+            .replace("{updated}", "updated_at"),
     );
     assert!(mirror_before.len() >= 5 && mirror_before.iter().any(|r| r.contains(DEVICE)));
     let mirrored_now = mirrored
@@ -464,6 +465,11 @@ fn state_v3_opens_with_every_file_as_it_was() {
         .replace(
             "{device}",
             "(SELECT name FROM remote_ids WHERE id = device)",
+        )
+        // The server's `updatedAt` is kept as unix ms: the fixture's, written back as text.
+        .replace(
+            "{updated}",
+            "strftime('%Y-%m-%dT%H:%M:%fZ', updated_at / 1000.0, 'unixepoch')",
         );
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(move |c| {
