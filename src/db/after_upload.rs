@@ -60,7 +60,7 @@ pub fn candidates(
         "SELECT f.id, f.path, f.checksum, f.asset_id, f.dev, f.ino, f.size, f.mtime_ns,
                 f.ctime_ns
          FROM files f JOIN jobs j ON j.file_id = f.id
-         WHERE f.root = ?1 AND f.id > ?5 AND (j.outcome = 'uploaded' OR ?2) AND {SAFE}
+         WHERE f.root_id = (SELECT id FROM roots WHERE path = ?1) AND f.id > ?5 AND (j.outcome = 'uploaded' OR ?2) AND {SAFE}
            AND NOT EXISTS (SELECT 1 FROM after_upload a WHERE a.file_id = f.id
                            AND (a.state = 'intent' OR a.retry_at > ?3))
          ORDER BY f.id LIMIT ?4"

@@ -54,10 +54,43 @@ fn stat_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<FileStat>
     })
 }
 
+/// For a read-only open of a database from before migration 0012 (a daemon of an earlier
+/// version may hold it, so it is not migrated): shows `files` and `roots` as 0012 has them,
+/// through temporary views over the real table, so that `status`, `diff` and `explain` read
+/// the same. Each root stands for itself (`roots.id` is the root's own path). Writes
+/// nothing (TEMP objects).
+pub(super) fn read_v11_files_as_v12(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP VIEW roots AS SELECT root AS id, root AS path FROM main.files GROUP BY root;
+         CREATE TEMP VIEW files AS
+         SELECT id, path, root AS root_id, dev, ino, size, mtime_ns, ctime_ns, checksum,
+                asset_id, last_seen, missing
+         FROM main.files;",
+    )
+}
+
+/// The `roots` row of a root's path, written the first time a file of it is catalogued
+/// (migration 0012: each file names its root by this id instead of repeating the path).
+fn root_id(conn: &Connection, root: &[u8]) -> rusqlite::Result<i64> {
+    let found = conn
+        .prepare_cached("SELECT id FROM roots WHERE path = ?1")?
+        .query_row([root], |r| r.get(0))
+        .optional()?;
+    match found {
+        Some(id) => Ok(id),
+        None => {
+            conn.prepare_cached("INSERT INTO roots(path) VALUES (?1)")?
+                .execute([root])?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
+}
+
 /// Every file known under `root`, keyed by path bytes.
 pub fn load_root(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec<u8>, KnownFile>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns, missing FROM files WHERE root = ?1",
+        "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns, missing FROM files
+         WHERE root_id = (SELECT id FROM roots WHERE path = ?1)",
     )?;
     let rows = stmt.query_map([root], |r| {
         Ok((
@@ -111,9 +144,10 @@ pub fn upsert_and_queue(
                 if let Some(asset) = asset {
                     super::edited::note(conn, id, &asset, now_ms)?;
                 }
+                let root = root_id(conn, root)?;
                 conn.prepare_cached(
                     "UPDATE files SET dev=?2, ino=?3, size=?4, mtime_ns=?5, ctime_ns=?6,
-                         checksum=NULL, asset_id=NULL, last_seen=?7, missing=0, root=?8
+                         checksum=NULL, asset_id=NULL, last_seen=?7, missing=0, root_id=?8
                      WHERE id=?1",
                 )?
                 .execute(params![
@@ -150,10 +184,11 @@ pub fn upsert_and_queue(
                     |r| r.get(0),
                 )
                 .optional()?;
+            let root = root_id(conn, root)?;
             conn.prepare_cached(
-                "INSERT INTO files(path, root, dev, ino, size, mtime_ns, ctime_ns, checksum,
-                                   first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                "INSERT INTO files(path, root_id, dev, ino, size, mtime_ns, ctime_ns, checksum,
+                                   last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 path,
@@ -275,8 +310,8 @@ pub fn remember_asset(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO known_assets(checksum, asset_id, verified_at, created_at)
-         VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO known_assets(checksum, asset_id, verified_at)
+         VALUES (?1, ?2, ?3)
          ON CONFLICT(checksum) DO UPDATE SET
              asset_id = COALESCE(excluded.asset_id, known_assets.asset_id),
              verified_at = COALESCE(excluded.verified_at, known_assets.verified_at)",
@@ -285,7 +320,6 @@ pub fn remember_asset(
         &checksum.0[..],
         asset_id.map(|a| a.0.as_str()),
         verified.then_some(now_ms),
-        now_ms
     ])?;
     Ok(())
 }
@@ -364,7 +398,7 @@ pub struct RootCounts {
 /// [`RootCounts`] of every root that has files, in root order.
 pub fn root_counts(conn: &Connection) -> rusqlite::Result<Vec<RootCounts>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT f.root, COUNT(*),
+        "SELECT r.path, COUNT(*),
                 COALESCE(SUM(j.state = 'done'), 0),
                 COALESCE(SUM(j.state IN ('queued', 'hashing', 'checking', 'uploading',
                                          'verifying', 'retry')), 0),
@@ -372,8 +406,8 @@ pub fn root_counts(conn: &Connection) -> rusqlite::Result<Vec<RootCounts>> {
                 COALESCE(SUM(j.state = 'skipped' AND j.skip_reason IN (?1, ?2)), 0),
                 COALESCE(SUM(f.size), 0),
                 COALESCE(SUM(CASE WHEN j.state = 'done' THEN f.size ELSE 0 END), 0)
-         FROM files f LEFT JOIN jobs j ON j.file_id = f.id
-         WHERE f.missing = 0 GROUP BY f.root ORDER BY f.root",
+         FROM files f JOIN roots r ON r.id = f.root_id LEFT JOIN jobs j ON j.file_id = f.id
+         WHERE f.missing = 0 GROUP BY r.path ORDER BY r.path",
     )?;
     let rows = stmt.query_map(
         [
@@ -414,7 +448,8 @@ pub fn dry_run_root(
 ) -> rusqlite::Result<HashMap<Vec<u8>, DryRunFile>> {
     let mut stmt = conn.prepare_cached(
         "SELECT f.path, f.size, f.mtime_ns, f.checksum, j.state = 'done'
-         FROM files f LEFT JOIN jobs j ON j.file_id = f.id WHERE f.root = ?1",
+         FROM files f LEFT JOIN jobs j ON j.file_id = f.id
+         WHERE f.root_id = (SELECT id FROM roots WHERE path = ?1)",
     )?;
     let rows = stmt.query_map([root], |r| {
         let sum: Option<Vec<u8>> = r.get(3)?;

@@ -44,8 +44,9 @@ pub struct Group {
 /// Up to `limit` files waiting to be sorted.
 pub fn todo(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<TodoFile>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT t.file_id, f.root, f.path, CASE WHEN j.state = 'done' THEN f.asset_id END
-         FROM library_todo t JOIN files f ON f.id = t.file_id JOIN jobs j ON j.file_id = t.file_id
+        "SELECT t.file_id, r.path, f.path, CASE WHEN j.state = 'done' THEN f.asset_id END
+         FROM library_todo t JOIN files f ON f.id = t.file_id JOIN roots r ON r.id = f.root_id
+              JOIN jobs j ON j.file_id = t.file_id
          ORDER BY t.file_id LIMIT ?1",
     )?;
     let rows = stmt.query_map([limit as i64], |r| {
@@ -291,7 +292,7 @@ pub fn adopt_root_settings(
         n = tx.execute(
             "INSERT OR IGNORE INTO library_todo(file_id)
              SELECT f.id FROM files f JOIN jobs j ON j.file_id = f.id
-             WHERE f.root = ?1 AND j.state = 'done'",
+             WHERE f.root_id = (SELECT id FROM roots WHERE path = ?1) AND j.state = 'done'",
             [root],
         )?;
         tx.execute(
@@ -337,8 +338,13 @@ mod tests {
 
     fn add_file(c: &Connection, id: i64, path: &[u8], state: &str, asset: Option<&str>) {
         c.execute(
-            "INSERT INTO files(id, path, root, dev, ino, size, mtime_ns, ctime_ns, asset_id,
-                 first_seen, last_seen) VALUES (?1, ?2, X'2F72', 1, ?1, 1, 1, 1, ?3, 0, 0)",
+            "INSERT OR IGNORE INTO roots(id, path) VALUES (1, X'2F72')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO files(id, path, root_id, dev, ino, size, mtime_ns, ctime_ns, asset_id,
+                 last_seen) VALUES (?1, ?2, 1, 1, ?1, 1, 1, 1, ?3, 0)",
             params![id, path, asset],
         )
         .unwrap();

@@ -93,7 +93,8 @@ pub fn server_time_ms(s: &str) -> Option<i64> {
 
 struct Row {
     checksum: Option<Checksum>,
-    updated_at: Option<String>,
+    /// The server's `updatedAt` in unix ms (migration 0012 stores it so).
+    updated_ms: Option<i64>,
 }
 
 fn row(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Row>> {
@@ -104,10 +105,46 @@ fn row(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Row>> {
                     .get::<_, Option<Vec<u8>>>(0)?
                     .as_deref()
                     .and_then(Checksum::from_slice),
-                updated_at: r.get(1)?,
+                updated_ms: r.get(1)?,
             })
         })
         .optional()
+}
+
+/// The `remote_ids` row of an owner or device id, written the first time it is seen
+/// (migration 0012: the few ids every mirrored row repeats are stored once).
+fn remote_id(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    let found = conn
+        .prepare_cached("SELECT id FROM remote_ids WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    match found {
+        Some(id) => Ok(id),
+        None => {
+            conn.prepare_cached("INSERT INTO remote_ids(name) VALUES (?1)")?
+                .execute([name])?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
+}
+
+/// For a read-only open of a database from before migration 0012 (a daemon of an earlier
+/// version may hold it, so it is not migrated): shows `remote_assets` and `remote_ids` as
+/// 0012 has them, through temporary views over the real table, so that `status`, `mirror`
+/// and `diff` read the same. Each id stands for itself (`remote_ids.id` is the id's own
+/// text), which is all the readers' joins need. Writes nothing (TEMP objects).
+pub(super) fn read_v11_mirror_as_v12(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP VIEW remote_ids AS
+         SELECT owner_id AS id, owner_id AS name FROM main.remote_assets
+         UNION SELECT device_id, device_id FROM main.remote_assets WHERE device_id IS NOT NULL;
+         CREATE TEMP VIEW remote_assets AS
+         SELECT id, owner_id AS owner, checksum, original_file_name, file_created_at,
+                CAST(round((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER)
+                    AS updated_at,
+                visibility, is_trashed, device_id AS device, deleted_at, synced_at
+         FROM main.remote_assets;",
+    )
 }
 
 /// The checksum of an asset: from the mirror, else from what we uploaded or linked.
@@ -144,25 +181,26 @@ pub fn apply(
 ) -> rusqlite::Result<()> {
     match change {
         Change::Upsert(a) => {
-            if let (Some(prev), Some(new)) = (
-                row(conn, &a.id)?.and_then(|r| r.updated_at),
-                a.updated_at.as_deref(),
-            ) {
-                if let (Some(p), Some(n)) = (server_time_ms(&prev), server_time_ms(new)) {
-                    if n < p {
-                        // A page fetched before a change we already applied.
-                        out.stale += 1;
-                        return Ok(());
-                    }
+            let updated_ms = a.updated_at.as_deref().and_then(server_time_ms);
+            if let (Some(p), Some(n)) = (row(conn, &a.id)?.and_then(|r| r.updated_ms), updated_ms) {
+                if n < p {
+                    // A page fetched before a change we already applied.
+                    out.stale += 1;
+                    return Ok(());
                 }
             }
+            let owner = remote_id(conn, &a.owner_id)?;
+            let device = match &a.device_id {
+                Some(d) => Some(remote_id(conn, d)?),
+                None => None,
+            };
             conn.prepare_cached(
-                "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name,
-                     file_created_at, updated_at, visibility, is_trashed, device_id,
-                     device_asset_id, deleted_at, synced_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)
+                "INSERT INTO remote_assets(id, owner, checksum, original_file_name,
+                     file_created_at, updated_at, visibility, is_trashed, device, deleted_at,
+                     synced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)
                  ON CONFLICT(id) DO UPDATE SET
-                     owner_id = excluded.owner_id,
+                     owner = excluded.owner,
                      checksum = COALESCE(excluded.checksum, remote_assets.checksum),
                      original_file_name = excluded.original_file_name,
                      file_created_at = COALESCE(excluded.file_created_at,
@@ -170,23 +208,20 @@ pub fn apply(
                      updated_at = COALESCE(excluded.updated_at, remote_assets.updated_at),
                      visibility = COALESCE(excluded.visibility, remote_assets.visibility),
                      is_trashed = excluded.is_trashed,
-                     device_id = COALESCE(excluded.device_id, remote_assets.device_id),
-                     device_asset_id = COALESCE(excluded.device_asset_id,
-                                                remote_assets.device_asset_id),
+                     device = COALESCE(excluded.device, remote_assets.device),
                      deleted_at = NULL,
                      synced_at = excluded.synced_at",
             )?
             .execute(params![
                 a.id.0,
-                a.owner_id,
+                owner,
                 a.checksum.as_ref().map(|c| &c.0[..]),
                 a.original_file_name,
                 a.file_created_at,
-                a.updated_at,
+                updated_ms,
                 a.visibility,
                 a.is_trashed,
-                a.device_id,
-                a.device_asset_id,
+                device,
                 now_ms
             ])?;
             out.upserted += 1;
@@ -529,7 +564,8 @@ pub fn own_live_asset(
     }
     conn.prepare_cached(
         "SELECT id FROM remote_assets
-         WHERE checksum = ?1 AND owner_id = ?2 AND is_trashed = 0 AND deleted_at IS NULL
+         WHERE checksum = ?1 AND owner = (SELECT id FROM remote_ids WHERE name = ?2)
+               AND is_trashed = 0 AND deleted_at IS NULL
          LIMIT 1",
     )?
     .query_row(params![&sum.0[..], owner], |r| r.get(0))
@@ -696,7 +732,7 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
         let mut stmt = conn.prepare(
             "SELECT checksum FROM remote_assets
              WHERE checksum IS NOT NULL AND deleted_at IS NULL AND is_trashed = 0
-                   AND (owner_id = ?1 OR ?1 = '')
+                   AND (?1 = '' OR owner = (SELECT id FROM remote_ids WHERE name = ?1))
              UNION SELECT checksum FROM known_assets",
         )?;
         for sum in stmt.query_map([owner], |r| r.get::<_, Vec<u8>>(0))? {
@@ -762,8 +798,11 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
     let released = super::after_upload::released(conn)?;
     let (mut archived, mut removed) = (Vec::new(), Vec::new());
     let mut stmt = conn.prepare(
-        "SELECT id, checksum, original_file_name, device_id FROM remote_assets
-         WHERE deleted_at IS NULL AND (owner_id = ?1 OR ?1 = '') ORDER BY original_file_name, id",
+        "SELECT r.id, r.checksum, r.original_file_name, d.name
+         FROM remote_assets r LEFT JOIN remote_ids d ON d.id = r.device
+         WHERE r.deleted_at IS NULL
+               AND (?1 = '' OR r.owner = (SELECT id FROM remote_ids WHERE name = ?1))
+         ORDER BY r.original_file_name, r.id",
     )?;
     let rows = stmt.query_map([owner], |r| {
         Ok((

@@ -120,13 +120,17 @@ pub fn claim_for_check(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<
     claim_for_check_outside(conn, limit, &[])
 }
 
-/// `f.root NOT IN (?2, ?3, …)` for `held` roots after a first parameter, or nothing.
+/// `f.root_id NOT IN (the roots ?2, ?3, …)` for `held` roots after a first parameter, or
+/// nothing.
 fn outside(held: &[Vec<u8>]) -> String {
     if held.is_empty() {
         return String::new();
     }
     let marks: Vec<String> = (0..held.len()).map(|i| format!("?{}", i + 2)).collect();
-    format!(" AND f.root NOT IN ({})", marks.join(","))
+    format!(
+        " AND f.root_id NOT IN (SELECT id FROM roots WHERE path IN ({}))",
+        marks.join(",")
+    )
 }
 
 /// [`claim_for_check`], leaving the jobs of the `held` roots (paused by the user,

@@ -81,22 +81,27 @@ fn path(name: &str) -> Vec<u8> {
     [ROOT, b"/", name.as_bytes()].concat()
 }
 
-/// A remote asset row as a pull writes it.
+/// A remote asset row as a pull writes it (in today's schema: migration 0012 keeps the owner
+/// and device ids in `remote_ids`).
 fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: bool) {
+    let device = (owner == OWNER).then_some(DEVICE);
+    for name in [Some(owner), device].into_iter().flatten() {
+        c.execute("INSERT OR IGNORE INTO remote_ids(name) VALUES (?1)", [name])
+            .unwrap();
+    }
     c.execute(
-        "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name, file_created_at,
-             updated_at, visibility, is_trashed, device_id, device_asset_id, deleted_at,
-             synced_at)
-         VALUES (?1, ?2, ?3, ?4, '2023-07-22T04:26:40.000Z', '2023-11-14T22:13:20.000Z',
-                 'timeline', ?5, ?6, ?7, NULL, ?8)",
+        "INSERT INTO remote_assets(id, owner, checksum, original_file_name, file_created_at,
+             updated_at, visibility, is_trashed, device, deleted_at, synced_at)
+         VALUES (?1, (SELECT id FROM remote_ids WHERE name = ?2), ?3, ?4,
+                 '2023-07-22T04:26:40.000Z', 1700000000000, 'timeline', ?5,
+                 (SELECT id FROM remote_ids WHERE name = ?6), NULL, ?7)",
         params![
             id,
             owner,
             s.map(|s| s.0.to_vec()),
             format!("{id}.jpg"),
             trashed,
-            (owner == OWNER).then_some(DEVICE),
-            (owner == OWNER).then(|| format!("{id}.jpg-0123456789abcdef")),
+            device,
             T0
         ],
     )
@@ -426,16 +431,58 @@ fn state_v3_opens_with_every_file_as_it_was() {
     };
     let known_before = known(&Connection::open(&copy).unwrap()).unwrap();
     assert!(!known_before.is_empty());
+    // 0012 rebuilds `remote_assets` with its owner and device ids in `remote_ids`: every row
+    // comes through with every field the daemon reads (its `device_asset_id` was never read).
+    let mirrored = "SELECT id, {owner}, checksum, original_file_name, file_created_at,
+                        {updated}, visibility, is_trashed, {device}, deleted_at, synced_at
+                    FROM remote_assets ORDER BY id";
+    let mirror_rows = |c: &Connection, sql: &str| -> Vec<String> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i)
+                        .map(|v| format!("{v:?}"))
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(|v| v.join(" "))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    };
+    let mirror_before = mirror_rows(
+        &Connection::open(&copy).unwrap(),
+        &mirrored
+            .replace("{owner}", "owner_id")
+            .replace("{device}", "device_id")
+            .replace("{updated}", "updated_at"),
+    );
+    assert!(mirror_before.len() >= 5 && mirror_before.iter().any(|r| r.contains(DEVICE)));
+    let mirrored_now = mirrored
+        .replace("{owner}", "(SELECT name FROM remote_ids WHERE id = owner)")
+        .replace(
+            "{device}",
+            "(SELECT name FROM remote_ids WHERE id = device)",
+        )
+        // The server's `updatedAt` is kept as unix ms: the fixture's, written back as text.
+        .replace(
+            "{updated}",
+            "strftime('%Y-%m-%dT%H:%M:%fZ', updated_at / 1000.0, 'unixepoch')",
+        );
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(move |c| {
         assert_eq!(known(c)?, known_before);
+        assert_eq!(mirror_rows(c, &mirrored_now), mirror_before);
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
         // sidecars, 0008 the edited files', 0009 what was done after upload, 0010 the pull
-        // folders', 0011 rebuilt `known_assets` smaller.
+        // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
+        // device ids once each, in `remote_ids`).
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            11
+            12
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
@@ -444,7 +491,7 @@ fn state_v3_opens_with_every_file_as_it_was() {
         assert!(immish_sync::db::library::todo(c, 100)?.is_empty());
         let done: i64 = c.query_row(
             "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
-             WHERE j.state = 'done' AND f.root = ?1",
+             WHERE j.state = 'done' AND f.root_id = (SELECT id FROM roots WHERE path = ?1)",
             [ROOT],
             |r| r.get(0),
         )?;

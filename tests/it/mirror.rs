@@ -123,8 +123,9 @@ fn rows(w: &World) -> Vec<Row> {
     let db = w.db();
     let mut stmt = db
         .prepare(
-            "SELECT id, owner_id, COALESCE(visibility, ''), is_trashed, deleted_at IS NOT NULL
-             FROM remote_assets ORDER BY id",
+            "SELECT r.id, o.name, COALESCE(r.visibility, ''), r.is_trashed,
+                    r.deleted_at IS NOT NULL
+             FROM remote_assets r JOIN remote_ids o ON o.id = r.owner ORDER BY r.id",
         )
         .unwrap();
     let rows = stmt

@@ -215,3 +215,66 @@ fn server_times_parse_with_and_without_fractions() {
     assert_eq!(server_time_ms("1970-01-01T01:00:00+01:00"), Some(0));
     assert_eq!(server_time_ms("yesterday"), None);
 }
+
+/// Migration 0012 keeps each owner and device id once (`remote_ids`): what `diff` and the
+/// dedup look-up answer from them is as before, for any number of rows that share them.
+#[test]
+fn owner_and_device_ids_are_kept_once_and_answer_as_before() {
+    let (_d, db) = setup();
+    db.call_blocking(|c| {
+        let p = Policy::default();
+        let mut rows = Vec::new();
+        for i in 0..50u8 {
+            let mut a = asset(
+                &format!("mine-{i:02}"),
+                Checksum([i; 20]),
+                false,
+                "2024-01-01T00:00:00Z",
+            );
+            a.device_id = Some("immish-sync-here".into());
+            rows.push(a);
+        }
+        // Another device of the same owner, another owner, and a record without a device
+        // (the sync stream's) that must keep the device an earlier pull told.
+        let mut other_device = asset("phone", Checksum([100; 20]), false, "2024-01-01T00:00:00Z");
+        other_device.device_id = Some("phone-app".into());
+        let mut other_owner = asset("theirs", Checksum([101; 20]), false, "2024-01-01T00:00:00Z");
+        other_owner.owner_id = "someone-else".into();
+        other_owner.device_id = Some("immish-sync-here".into());
+        let mut no_device = rows[0].clone();
+        no_device.device_id = None;
+        no_device.updated_at = Some("2024-01-02T00:00:00Z".into());
+        for a in rows
+            .into_iter()
+            .chain([other_device, other_owner, no_device])
+        {
+            run(c, Change::Upsert(a), p);
+        }
+        let ids: i64 = c.query_row("SELECT COUNT(*) FROM remote_ids", [], |r| r.get(0))?;
+        assert_eq!(ids, 4, "me, someone-else, immish-sync-here, phone-app");
+
+        // `diff`: none of these has a local copy; those of this device and owner are listed
+        // as gone locally (all 50, `mine-00` too: its device was kept), the phone's and the
+        // other owner's are not.
+        let d = diff(c, "me", "immish-sync-here")?;
+        let gone: Vec<String> = d.remote_only.iter().map(|r| r.id.0.clone()).collect();
+        let want: Vec<String> = (0..50).map(|i| format!("mine-{i:02}")).collect();
+        assert_eq!(gone, want);
+        assert!(diff(c, "nobody", "immish-sync-here")?
+            .remote_only
+            .is_empty());
+        // Dedup asks for the owner's own assets only.
+        assert_eq!(
+            own_live_asset(c, &Checksum([7; 20]), "me")?,
+            Some(AssetId("mine-07".into()))
+        );
+        assert_eq!(own_live_asset(c, &Checksum([101; 20]), "me")?, None);
+        assert_eq!(
+            own_live_asset(c, &Checksum([101; 20]), "someone-else")?,
+            Some(AssetId("theirs".into()))
+        );
+        assert_eq!(own_live_asset(c, &Checksum([7; 20]), "unknown-user")?, None);
+        Ok(())
+    })
+    .unwrap();
+}
