@@ -573,6 +573,26 @@ pub fn own_live_asset(
     .map(|o| o.map(AssetId))
 }
 
+/// An asset of `owner` with this checksum that is in the trash (and none that is not: the
+/// caller asked [`own_live_asset`] first). For the dedup check with a complete mirror.
+pub fn own_trashed_asset(
+    conn: &Connection,
+    sum: &Checksum,
+    owner: &str,
+) -> rusqlite::Result<Option<AssetId>> {
+    if owner.is_empty() {
+        return Ok(None);
+    }
+    conn.prepare_cached(
+        "SELECT id FROM remote_assets
+         WHERE checksum = ?1 AND owner_id = ?2 AND is_trashed = 1 AND deleted_at IS NULL
+         LIMIT 1",
+    )?
+    .query_row(params![&sum.0[..], owner], |r| r.get(0))
+    .optional()
+    .map(|o| o.map(AssetId))
+}
+
 /// Assets the mirror holds as existing whose row was last written before `before_ms`:
 /// the suspects of a full reconcile that did not see them.
 pub fn live_rows_before(

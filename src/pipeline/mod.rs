@@ -501,9 +501,11 @@ impl<'e> Run<'e> {
         if !jobs.is_empty() {
             self.checking = true;
             let ctx = self.engine.ctx();
-            let reupload = self.engine.settings.mirror.reupload_deleted;
+            let mirror = &self.engine.settings.mirror;
+            let (reupload, interval) = (mirror.reupload_deleted, mirror.pull_interval);
             self.tasks.spawn(async move {
-                alive("dedup check", steps::check::check(&ctx, reupload, jobs)).await
+                let work = steps::check::check(&ctx, reupload, interval, jobs);
+                alive("dedup check", work).await
             });
         }
         Ok(())

@@ -407,3 +407,53 @@ async fn uploads_are_verified_in_batches_by_their_checksums() {
         "{checks} bulk checks for {N} files: dedup and verification go in batches"
     );
 }
+
+/// Issue 12: with a fresh, complete mirror (the scan's own first pull, just finished) the
+/// mirror answers for every checksum: no `bulk-upload-check` is made before the upload,
+/// and content the server already holds (live or trashed) is still not uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_complete_mirror_answers_without_a_bulk_check_before_upload() {
+    let w = World::new(Dialect::Immich).await;
+    let user = w.server.admin_id();
+    let (held, trashed, new) = (jpeg("held elsewhere"), jpeg("in the trash"), jpeg("new"));
+    w.server
+        .upload_as(&user, "other.jpg", &held, Visibility::Timeline);
+    let t = w
+        .server
+        .upload_as(&user, "gone.jpg", &trashed, Visibility::Timeline);
+    assert_eq!(w.server.trash([&t]), 1);
+    w.write("a/held.jpg", &held);
+    w.write("a/trashed.jpg", &trashed);
+    w.write("a/new.jpg", &new);
+
+    let summary = w.scan().await;
+    assert_eq!(
+        (summary.pending, summary.failed_total),
+        (0, 0),
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.trash_only_total, 1,
+        "the trashed content is reported as such"
+    );
+    assert_eq!(w.server.upload_bodies(), 1, "only the new content is sent");
+    assert_eq!(
+        w.server.requests("POST /assets/bulk-upload-check"),
+        1,
+        "one bulk check: the verification of the upload, none before it"
+    );
+    let states: BTreeMap<String, String> = w
+        .job_states()
+        .into_iter()
+        .map(|(p, s)| (String::from_utf8_lossy(&p).into_owned(), s))
+        .collect();
+    let state = |name: &str| {
+        states
+            .iter()
+            .find(|(p, _)| p.ends_with(name))
+            .map(|(_, s)| s.clone())
+    };
+    assert_eq!(state("held.jpg").as_deref(), Some("done"));
+    assert_eq!(state("new.jpg").as_deref(), Some("done"));
+    assert_eq!(state("trashed.jpg").as_deref(), Some("skipped"));
+}

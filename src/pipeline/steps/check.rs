@@ -7,14 +7,20 @@
 //! uploaded, and the upload's own `x-immich-checksum` is the last line of defence. The
 //! tombstone comes first: content the user deleted on the server is never uploaded again, and
 //! is not reported as backed up either.
+//!
+//! When the mirror is [fresh and complete](mirror_answers_all) it is the server's whole
+//! inventory of the user as of its last pull: the content it does not hold (live or in the
+//! trash) goes to upload without a `bulk-upload-check` (docs/ARCHITECTURE.md#dedup-order).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
 use super::{pause_for, Ctx};
 use crate::api::{CheckResult, ErrorClass};
 use crate::db::catalogue;
+use crate::db::meta;
 use crate::db::mirror as remote;
 use crate::db::now_ms;
 use crate::db::queue::{self, CheckAnswer, Checked, ClaimedJob};
@@ -37,16 +43,31 @@ type LocalStage = fn(&Connection, &Checksum, &Local) -> rusqlite::Result<Option<
 const LOCAL_STAGES: [LocalStage; 3] = [tombstone, own_catalogue, mirror];
 
 /// Dedups one batch. The jobs it accepts for upload are `uploading` when it returns.
-pub(crate) async fn check(ctx: &Ctx, reupload_deleted: bool, jobs: Vec<ClaimedJob>) -> Done {
+/// `pull_interval` is `mirror.pull_interval`: how old the last pull may be for the mirror
+/// to answer alone.
+pub(crate) async fn check(
+    ctx: &Ctx,
+    reupload_deleted: bool,
+    pull_interval: Duration,
+    jobs: Vec<ClaimedJob>,
+) -> Done {
     let local = Local {
         owner: ctx.api.user_id().to_owned(),
         reupload_deleted,
     };
-    let rest = match without_network(ctx, local, jobs).await {
-        Some(rest) if !rest.is_empty() => rest,
-        _ => return Done::checked(Vec::new(), Signal::Ok, 0),
-    };
-    bulk_upload_check(ctx, rest).await
+    match without_network(ctx, local, pull_interval, jobs).await {
+        Some(Unanswered::Ask(rest)) if !rest.is_empty() => bulk_upload_check(ctx, rest).await,
+        Some(Unanswered::Accepted(accepted)) => Done::checked(accepted, Signal::Ok, 0),
+        _ => Done::checked(Vec::new(), Signal::Ok, 0),
+    }
+}
+
+/// The jobs no local stage answered.
+enum Unanswered {
+    /// For the server's `bulk-upload-check`.
+    Ask(Vec<ClaimedJob>),
+    /// Accepted for upload already (recorded `uploading`): the mirror is fresh and complete.
+    Accepted(Vec<ClaimedJob>),
 }
 
 /// The local stages over a batch, in one database call; returns the jobs none could answer
@@ -54,11 +75,14 @@ pub(crate) async fn check(ctx: &Ctx, reupload_deleted: bool, jobs: Vec<ClaimedJo
 async fn without_network(
     ctx: &Ctx,
     local: Local,
+    pull_interval: Duration,
     jobs: Vec<ClaimedJob>,
-) -> Option<Vec<ClaimedJob>> {
+) -> Option<Unanswered> {
     let res = ctx
         .db
         .call(move |c| {
+            let now = now_ms();
+            let complete = mirror_answers_all(c, pull_interval, now)?;
             let mut answers = Vec::new();
             let mut rest = Vec::new();
             'jobs: for job in jobs {
@@ -73,22 +97,71 @@ async fn without_network(
                         continue 'jobs;
                     }
                 }
+                if complete {
+                    // What `bulk-upload-check` would say of content in the user's trash.
+                    let answer = match mirror_trashed(c, &sum, &local)? {
+                        Some(trashed) => trashed,
+                        None => CheckAnswer::Upload,
+                    };
+                    answers.push(Checked {
+                        file_id: job.file_id,
+                        checksum: sum,
+                        answer: answer.clone(),
+                    });
+                    if answer != CheckAnswer::Upload {
+                        continue;
+                    }
+                }
                 rest.push(job);
             }
-            queue::record_check_answers(c, &answers, now_ms())?;
-            Ok((rest, answers))
+            queue::record_check_answers(c, &answers, now)?;
+            Ok((complete, rest, answers))
         })
         .await;
     match res {
-        Ok((rest, answers)) => {
+        Ok((complete, rest, answers)) => {
             count(&ctx.stats, &answers);
-            Some(rest)
+            Some(if complete {
+                Unanswered::Accepted(rest)
+            } else {
+                Unanswered::Ask(rest)
+            })
         }
         Err(e) => {
             tracing::error!(error = %e, "dedup: cannot read the catalogue");
             None
         }
     }
+}
+
+/// Whether the mirror answers for every checksum without asking the server: it is
+/// *complete* (a full pull of the user's inventory, with its reconcile, has finished since
+/// this account was configured), *current* (no pull failed since the last one that
+/// completed) and *fresh* (that pull began at most `pull_interval` ago, by a clock that did
+/// not go back). Content the server gained since that pull (another device's upload) is
+/// still answered as a duplicate by the upload's own `x-immich-checksum` before the body is
+/// sent; content trashed since is uploaded and answered the same way.
+fn mirror_answers_all(
+    c: &Connection,
+    pull_interval: Duration,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    if meta::last_full_ms(c)?.is_none() || meta::last_pull_error(c)?.is_some() {
+        return Ok(false);
+    }
+    let window = pull_interval.as_millis() as i64;
+    Ok(meta::last_pull(c)?.is_some_and(|p| p.at_ms <= now_ms && now_ms - p.at_ms <= window))
+}
+
+/// With a complete mirror: the user's asset with this content is in the server's trash, so
+/// the file is not uploaded (what the server's `isTrashed` answer means).
+fn mirror_trashed(
+    c: &Connection,
+    sum: &Checksum,
+    l: &Local,
+) -> rusqlite::Result<Option<CheckAnswer>> {
+    Ok(remote::own_trashed_asset(c, sum, &l.owner)?
+        .map(|_| CheckAnswer::Skip(SkipReason::TrashedOnServer)))
 }
 
 /// Content of ours that the user trashed or deleted on the server is not uploaded again.
