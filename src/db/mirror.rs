@@ -165,8 +165,9 @@ pub fn apply(
             // full pull or the overlap of an incremental one re-reads thousands of them.
             // `synced_at` then keeps the time of the row's last write; the reconcile reads
             // it together with its own pull's seen ids ([`live_rows_before`]).
-            let written = conn.prepare_cached(
-                "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name,
+            let written = conn
+                .prepare_cached(
+                    "INSERT INTO remote_assets(id, owner_id, checksum, original_file_name,
                      file_created_at, updated_at, visibility, is_trashed, device_id,
                      device_asset_id, deleted_at, synced_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)
@@ -200,20 +201,20 @@ pub fn apply(
                            COALESCE(excluded.device_id, remote_assets.device_id)
                     OR remote_assets.device_asset_id IS NOT
                            COALESCE(excluded.device_asset_id, remote_assets.device_asset_id)",
-            )?
-            .execute(params![
-                a.id.0,
-                a.owner_id,
-                a.checksum.as_ref().map(|c| &c.0[..]),
-                a.original_file_name,
-                a.file_created_at,
-                a.updated_at,
-                a.visibility,
-                a.is_trashed,
-                a.device_id,
-                a.device_asset_id,
-                now_ms
-            ])?;
+                )?
+                .execute(params![
+                    a.id.0,
+                    a.owner_id,
+                    a.checksum.as_ref().map(|c| &c.0[..]),
+                    a.original_file_name,
+                    a.file_created_at,
+                    a.updated_at,
+                    a.visibility,
+                    a.is_trashed,
+                    a.device_id,
+                    a.device_asset_id,
+                    now_ms
+                ])?;
             if written == 0 {
                 out.unchanged += 1;
             } else {

@@ -353,7 +353,9 @@ impl Mirror {
             let seen = seen.clone();
             self.inner
                 .db
-                .call(move |c| store::reconcile_candidates(c, started_ms, |id| seen.contains_key(id)))
+                .call(move |c| {
+                    store::reconcile_candidates(c, started_ms, |id| seen.contains_key(id))
+                })
                 .await?
         };
         let mut sums: HashSet<Checksum> = suspects.iter().filter_map(|(_, s)| *s).collect();

@@ -1018,7 +1018,10 @@ async fn a_pull_of_what_the_mirror_holds_writes_nothing(dialect: Dialect, login:
     // Deleted for good: a listing cannot show it, the reconcile of the next full pull must.
     let gone = &ids[7];
     assert_eq!(server.delete_permanently([gone]), 1);
-    let full = mirror.pull(PullKind::Full).await.expect("full pull after the delete");
+    let full = mirror
+        .pull(PullKind::Full)
+        .await
+        .expect("full pull after the delete");
     assert!(full.full);
     assert!(row(&w, gone).unwrap().deleted, "{full:?}");
     if full.source != Source::SyncStream {
@@ -1026,7 +1029,11 @@ async fn a_pull_of_what_the_mirror_holds_writes_nothing(dialect: Dialect, login:
     }
     let live: Vec<Row> = rows(&w).into_iter().filter(|r| !r.deleted).collect();
     assert_eq!(live.len(), 299);
-    assert_eq!(mirror_writes(&w), 1, "only the deleted asset's row is written");
+    assert_eq!(
+        mirror_writes(&w),
+        1,
+        "only the deleted asset's row is written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
