@@ -126,8 +126,13 @@ impl ApiClient {
         match server.credentials.clone() {
             Credentials::ApiKey(key) => {
                 inner.auth = Auth::ApiKey(key);
-                inner.key_permissions = inner.check_key_permissions().await?;
-                inner.user_id = inner.fetch_user_id().await?;
+                // Two independent requests, sent together (a round trip less to connect);
+                // the key's own answer is looked at first, so a refused key is reported as
+                // it was when they went one after the other.
+                let (permissions, user) =
+                    tokio::join!(inner.check_key_permissions(), inner.fetch_user_id());
+                inner.key_permissions = permissions?;
+                inner.user_id = user?;
             }
             Credentials::Password { email, password } => {
                 let login = login(&inner.transport, &inner.api_text, &email, &password).await?;

@@ -50,7 +50,10 @@ pub enum Change {
 /// What [`apply`] did, summed over changes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// Upserts written (a new asset, or a record that differs from the stored one).
     pub upserted: u64,
+    /// Upserts equal to the stored record: nothing was written.
+    pub unchanged: u64,
     /// Upserts ignored because the mirror holds a newer `updatedAt`.
     pub stale: u64,
     pub trashed: u64,
@@ -71,6 +74,7 @@ pub struct Applied {
 impl Applied {
     pub fn add(&mut self, o: &Applied) {
         self.upserted += o.upserted;
+        self.unchanged += o.unchanged;
         self.stale += o.stale;
         self.trashed += o.trashed;
         self.restored += o.restored;
@@ -194,8 +198,14 @@ pub fn apply(
                 Some(d) => Some(remote_id(conn, d)?),
                 None => None,
             };
-            conn.prepare_cached(
-                "INSERT INTO remote_assets(id, owner, checksum, original_file_name,
+            // A record equal to the stored one writes nothing (the `WHERE` of the update;
+            // docs/ARCHITECTURE.md, "A pull of what the mirror holds writes nothing"): a
+            // full pull or the overlap of an incremental one re-reads thousands of them.
+            // `synced_at` then keeps the time of the row's last write; the reconcile reads
+            // it together with its own pull's seen ids ([`live_rows_before`]).
+            let written = conn
+                .prepare_cached(
+                    "INSERT INTO remote_assets(id, owner, checksum, original_file_name,
                      file_created_at, updated_at, visibility, is_trashed, device, deleted_at,
                      synced_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)
@@ -210,21 +220,39 @@ pub fn apply(
                      is_trashed = excluded.is_trashed,
                      device = COALESCE(excluded.device, remote_assets.device),
                      deleted_at = NULL,
-                     synced_at = excluded.synced_at",
-            )?
-            .execute(params![
-                a.id.0,
-                owner,
-                a.checksum.as_ref().map(|c| &c.0[..]),
-                a.original_file_name,
-                a.file_created_at,
-                updated_ms,
-                a.visibility,
-                a.is_trashed,
-                device,
-                now_ms
-            ])?;
-            out.upserted += 1;
+                     synced_at = excluded.synced_at
+                 WHERE remote_assets.deleted_at IS NOT NULL
+                    OR remote_assets.owner IS NOT excluded.owner
+                    OR remote_assets.checksum IS NOT
+                           COALESCE(excluded.checksum, remote_assets.checksum)
+                    OR remote_assets.original_file_name IS NOT excluded.original_file_name
+                    OR remote_assets.file_created_at IS NOT
+                           COALESCE(excluded.file_created_at, remote_assets.file_created_at)
+                    OR remote_assets.updated_at IS NOT
+                           COALESCE(excluded.updated_at, remote_assets.updated_at)
+                    OR remote_assets.visibility IS NOT
+                           COALESCE(excluded.visibility, remote_assets.visibility)
+                    OR remote_assets.is_trashed IS NOT excluded.is_trashed
+                    OR remote_assets.device IS NOT
+                           COALESCE(excluded.device, remote_assets.device)",
+                )?
+                .execute(params![
+                    a.id.0,
+                    owner,
+                    a.checksum.as_ref().map(|c| &c.0[..]),
+                    a.original_file_name,
+                    a.file_created_at,
+                    updated_ms,
+                    a.visibility,
+                    a.is_trashed,
+                    device,
+                    now_ms
+                ])?;
+            if written == 0 {
+                out.unchanged += 1;
+            } else {
+                out.upserted += 1;
+            }
             let sum = match a.checksum {
                 Some(c) => Some(c),
                 None => checksum_of(conn, &a.id)?,
@@ -308,18 +336,29 @@ pub fn apply_changes(
 /// What a full reconcile suspects, before the server is asked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Candidates {
-    /// Mirrored assets held as existing whose row was last written before the pull began
-    /// ([`live_rows_before`]).
+    /// Mirrored assets held as existing that the pull did not see and whose row was last
+    /// written before the pull began ([`live_rows_before`]).
     pub stale_rows: Vec<(AssetId, Option<Checksum>)>,
     /// Assets we uploaded or linked that the mirror does not hold as existing
     /// ([`known_without_live_row`]).
     pub unmirrored: Vec<(Checksum, Option<AssetId>)>,
 }
 
-/// The suspects of a full reconcile of a pull that began at `started_ms`.
-pub fn reconcile_candidates(conn: &Connection, started_ms: i64) -> rusqlite::Result<Candidates> {
+/// The suspects of a full reconcile of a pull that began at `started_ms` and saw the
+/// assets for which `seen` is true.
+///
+/// A row is a suspect when both say it may be gone: the pull did not see it, and nothing
+/// (a live event, an upload) wrote it since the pull began. A pull that saw a record equal to
+/// the stored one does not write it ([`apply`]), so after a quiet full pull nearly every row
+/// is older than the pull: `seen` is applied here, row by row, so that only the few unseen
+/// ones are collected.
+pub fn reconcile_candidates(
+    conn: &Connection,
+    started_ms: i64,
+    seen: impl Fn(&str) -> bool,
+) -> rusqlite::Result<Candidates> {
     Ok(Candidates {
-        stale_rows: live_rows_before(conn, started_ms)?,
+        stale_rows: live_rows_before(conn, started_ms, &seen)?,
         unmirrored: known_without_live_row(conn)?,
     })
 }
@@ -559,18 +598,7 @@ pub fn own_live_asset(
     sum: &Checksum,
     owner: &str,
 ) -> rusqlite::Result<Option<AssetId>> {
-    if owner.is_empty() {
-        return Ok(None);
-    }
-    conn.prepare_cached(
-        "SELECT id FROM remote_assets
-         WHERE checksum = ?1 AND owner = (SELECT id FROM remote_ids WHERE name = ?2)
-               AND is_trashed = 0 AND deleted_at IS NULL
-         LIMIT 1",
-    )?
-    .query_row(params![&sum.0[..], owner], |r| r.get(0))
-    .optional()
-    .map(|o| o.map(AssetId))
+    own_asset(conn, sum, owner, false)
 }
 
 /// An asset of `owner` with this checksum that is in the trash (and none that is not: the
@@ -580,37 +608,56 @@ pub fn own_trashed_asset(
     sum: &Checksum,
     owner: &str,
 ) -> rusqlite::Result<Option<AssetId>> {
+    own_asset(conn, sum, owner, true)
+}
+
+/// An asset of `owner` with this checksum, not deleted for good, in the trash or not.
+fn own_asset(
+    conn: &Connection,
+    sum: &Checksum,
+    owner: &str,
+    trashed: bool,
+) -> rusqlite::Result<Option<AssetId>> {
     if owner.is_empty() {
         return Ok(None);
     }
     conn.prepare_cached(
         "SELECT id FROM remote_assets
-         WHERE checksum = ?1 AND owner_id = ?2 AND is_trashed = 1 AND deleted_at IS NULL
+         WHERE checksum = ?1 AND owner = (SELECT id FROM remote_ids WHERE name = ?2)
+               AND is_trashed = ?3 AND deleted_at IS NULL
          LIMIT 1",
     )?
-    .query_row(params![&sum.0[..], owner], |r| r.get(0))
+    .query_row(params![&sum.0[..], owner, trashed], |r| r.get(0))
     .optional()
     .map(|o| o.map(AssetId))
 }
 
-/// Assets the mirror holds as existing whose row was last written before `before_ms`:
-/// the suspects of a full reconcile that did not see them.
+/// Assets the mirror holds as existing whose row was last written before `before_ms` and
+/// for which `seen` is false: the suspects of a full reconcile that did not see them.
 pub fn live_rows_before(
     conn: &Connection,
     before_ms: i64,
+    seen: impl Fn(&str) -> bool,
 ) -> rusqlite::Result<Vec<(AssetId, Option<Checksum>)>> {
     let mut stmt = conn.prepare(
         "SELECT id, checksum FROM remote_assets WHERE deleted_at IS NULL AND synced_at < ?1",
     )?;
-    let rows = stmt.query_map([before_ms], |r| {
-        Ok((
-            AssetId(r.get(0)?),
+    let mut rows = stmt.query([before_ms])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        // Borrowed from the row: a seen id (nearly all of them) costs no allocation.
+        let id = r.get_ref(0)?.as_str()?;
+        if seen(id) {
+            continue;
+        }
+        out.push((
+            AssetId(id.to_owned()),
             r.get::<_, Option<Vec<u8>>>(1)?
                 .as_deref()
                 .and_then(Checksum::from_slice),
-        ))
-    })?;
-    rows.collect()
+        ));
+    }
+    Ok(out)
 }
 
 /// Assets we uploaded or linked (`known_assets`) that the mirror does not hold as existing:

@@ -270,8 +270,12 @@ impl Mirror {
             Source::Search => pull::search(&mut run, watermark).await,
             Source::SeedList => pull::seed_list(&mut run, watermark).await,
         };
+        let seen_count = run.seen.len();
         let res = match res {
-            Ok(()) if run.full => self.reconcile(&run.seen, started_ms).await.map(Some),
+            Ok(()) if run.full => {
+                let seen = Arc::new(std::mem::take(&mut run.seen));
+                self.reconcile(seen, started_ms).await.map(Some)
+            }
             Ok(()) => Ok(None),
             Err(e) => Err(e),
         };
@@ -293,7 +297,7 @@ impl Mirror {
         let report = PullReport {
             source,
             full: run.full,
-            seen: run.seen.len(),
+            seen: seen_count,
             applied: run.applied,
             reconciled_deleted: reconciled.unwrap_or(0),
             elapsed: t0.elapsed(),
@@ -339,21 +343,21 @@ impl Mirror {
     /// Returns how many were confirmed deleted.
     async fn reconcile(
         &self,
-        seen: &HashMap<String, Option<i64>>,
+        seen: Arc<HashMap<String, Option<i64>>>,
         started_ms: i64,
     ) -> Result<usize, MirrorError> {
         let store::Candidates {
-            stale_rows: rows,
+            stale_rows: mut suspects,
             unmirrored: known,
-        } = self
-            .inner
-            .db
-            .call(move |c| store::reconcile_candidates(c, started_ms))
-            .await?;
-        let mut suspects: Vec<(AssetId, Option<Checksum>)> = rows
-            .into_iter()
-            .filter(|(id, _)| !seen.contains_key(&id.0))
-            .collect();
+        } = {
+            let seen = seen.clone();
+            self.inner
+                .db
+                .call(move |c| {
+                    store::reconcile_candidates(c, started_ms, |id| seen.contains_key(id))
+                })
+                .await?
+        };
         let mut sums: HashSet<Checksum> = suspects.iter().filter_map(|(_, s)| *s).collect();
         for (sum, id) in known {
             if id.as_ref().is_some_and(|i| seen.contains_key(&i.0)) {

@@ -950,3 +950,104 @@ async fn a_quiet_server_is_not_listed_whole_by_every_pull_search() {
 async fn a_quiet_server_is_not_listed_whole_by_every_pull_seed() {
     a_quiet_server_is_not_listed_whole_by_every_pull(Dialect::Seed).await;
 }
+
+/// Counts every row SQLite writes to `remote_assets` from now on (a trigger in the state
+/// database itself, so it sees the daemon's own statements), for [`mirror_writes`].
+fn count_mirror_writes(w: &World) {
+    w.db()
+        .execute_batch(
+            "CREATE TABLE test_mirror_writes(n INTEGER NOT NULL);
+             INSERT INTO test_mirror_writes VALUES (0);
+             CREATE TRIGGER test_mirror_insert AFTER INSERT ON remote_assets
+             BEGIN UPDATE test_mirror_writes SET n = n + 1; END;
+             CREATE TRIGGER test_mirror_update AFTER UPDATE ON remote_assets
+             BEGIN UPDATE test_mirror_writes SET n = n + 1; END;",
+        )
+        .unwrap();
+}
+
+fn mirror_writes(w: &World) -> i64 {
+    w.db()
+        .query_row("SELECT n FROM test_mirror_writes", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Each mirrored asset's `synced_at` (the time of its row's last write), by id.
+fn synced_at(w: &World) -> Vec<(String, i64)> {
+    let db = w.db();
+    let mut stmt = db
+        .prepare("SELECT id, synced_at FROM remote_assets ORDER BY id")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    rows
+}
+
+/// A full pull of a server where nothing changed writes no row of the mirror (issue 12: a
+/// full pull or the overlap of an incremental one re-reads the library), and the reconcile
+/// after the next full pull still finds an asset deleted for good, while the rows it saw
+/// and did not write stay as they are.
+async fn a_pull_of_what_the_mirror_holds_writes_nothing(dialect: Dialect, login: Login) {
+    let w = world(dialect).await;
+    let server = &w.server;
+    let admin = server.admin_id();
+    let ids = server.insert_many(&admin, 300, Visibility::Timeline);
+    let (mirror, _api) = direct(&w, login).await;
+    let first = mirror.pull(PullKind::Full).await.expect("first pull");
+    assert_eq!((first.seen, first.applied.upserted), (300, 300));
+    let before = synced_at(&w);
+    assert_eq!(before.len(), 300);
+
+    count_mirror_writes(&w);
+    // A clock tick between the pulls, so that a rewritten row would show a later time.
+    std::thread::sleep(Duration::from_millis(5));
+    let quiet = mirror.pull(PullKind::Full).await.expect("quiet full pull");
+    assert!(quiet.full);
+    assert_eq!(quiet.seen, 300, "a full pull lists everything: {quiet:?}");
+    assert_eq!(
+        (quiet.applied.upserted, quiet.applied.unchanged),
+        (0, 300),
+        "{quiet:?}"
+    );
+    assert_eq!(quiet.reconciled_deleted, 0, "{quiet:?}");
+    assert_eq!(mirror_writes(&w), 0, "the quiet pull wrote mirror rows");
+    assert_eq!(synced_at(&w), before);
+
+    // Deleted for good: a listing cannot show it, the reconcile of the next full pull must.
+    let gone = &ids[7];
+    assert_eq!(server.delete_permanently([gone]), 1);
+    let full = mirror
+        .pull(PullKind::Full)
+        .await
+        .expect("full pull after the delete");
+    assert!(full.full);
+    assert!(row(&w, gone).unwrap().deleted, "{full:?}");
+    if full.source != Source::SyncStream {
+        assert_eq!(full.reconciled_deleted, 1, "{full:?}");
+    }
+    let live: Vec<Row> = rows(&w).into_iter().filter(|r| !r.deleted).collect();
+    assert_eq!(live.len(), 299);
+    assert_eq!(
+        mirror_writes(&w),
+        1,
+        "only the deleted asset's row is written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_what_the_mirror_holds_writes_nothing_search() {
+    a_pull_of_what_the_mirror_holds_writes_nothing(Dialect::Immich, Login::Key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_what_the_mirror_holds_writes_nothing_sync_stream() {
+    a_pull_of_what_the_mirror_holds_writes_nothing(Dialect::Immich, Login::Password).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_what_the_mirror_holds_writes_nothing_seed() {
+    a_pull_of_what_the_mirror_holds_writes_nothing(Dialect::Seed, Login::Key).await;
+}

@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/__admin/actions/restore", post(restore))
         .route("/__admin/actions/delete", post(delete))
         .route("/__admin/actions/update", post(update))
+        .route("/__admin/actions/backdate", post(backdate))
 }
 
 fn handle(app: App) -> ServerHandle {
@@ -437,6 +438,28 @@ async fn insert_many(
 #[derive(Deserialize)]
 struct Ids {
     ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Backdate {
+    #[serde(default)]
+    user_id: Option<String>,
+    seconds: u64,
+}
+
+/// `POST /__admin/actions/backdate {"seconds": N, "userId"?}`: moves a user's assets (the
+/// admin's by default) N seconds into the past ([`ServerHandle::backdate`]), so that a bench
+/// sees a library last changed that long ago without waiting for it.
+async fn backdate(
+    State(app): State<App>,
+    JsonBody(req): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let req: Backdate = serde_json::from_value(req).map_err(bad)?;
+    let h = handle(app);
+    let user = req.user_id.unwrap_or_else(|| h.admin_id());
+    let n = h.backdate(&user, std::time::Duration::from_secs(req.seconds));
+    Ok(Json(json!({ "count": n })))
 }
 
 async fn trash(

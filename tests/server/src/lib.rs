@@ -19,7 +19,7 @@
 //!   `POST|DELETE /__admin/fault`, `GET|DELETE /__admin/counters`, `GET /__admin/assets
 //!   [?userId=]`, `GET /__admin/uploads`, `GET|POST /__admin/users`, `POST /__admin/api-keys`,
 //!   `POST /__admin/partners`, `POST /__admin/sync-reset`, and
-//!   `POST /__admin/actions/{upload,insert-many,trash,restore,delete,update}`. Fault bodies
+//!   `POST /__admin/actions/{upload,insert-many,trash,restore,delete,update,backdate}`. Fault bodies
 //!   are tagged by `kind`, e.g. `{"kind":"fail_next","route":"POST /assets","times":1,
 //!   "status":413,"body":"<html>…","contentType":"text/html","retryAfter":"5"}`; the kinds
 //!   are `fail_next`, `drop_after_bytes {route, bytes, times}`, `delay {route, ms}`,
