@@ -590,7 +590,8 @@ pub fn retry_failed(
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
              skip_reason=NULL, updated_at=?1 WHERE state IN ('failed', 'retry')
-             AND (?2 IS NULL OR file_id IN (SELECT id FROM files WHERE root = ?2))",
+             AND (?2 IS NULL OR file_id IN
+                  (SELECT f.id FROM files f JOIN roots r ON r.id = f.root_id WHERE r.path = ?2))",
         rusqlite::params![now_ms, root],
     )
 }
