@@ -167,9 +167,16 @@ async fn a_401_pauses_the_daemon_and_it_resumes_when_the_key_works() {
         1,
         "nothing uploaded while refused"
     );
-    assert!(
-        server.requests_with_status("POST /assets", 401) <= 1,
-        "no upload storm"
+    // No upload storm: the uploads in flight when the key was revoked meet the 401 (with a
+    // fresh, complete mirror no duplicate check goes first: up to all three files, within
+    // upload.concurrency), and none starts while the daemon is paused.
+    let refused_uploads = server.requests_with_status("POST /assets", 401);
+    assert!(refused_uploads <= 3, "no upload storm: {refused_uploads}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        server.requests_with_status("POST /assets", 401),
+        refused_uploads,
+        "no upload while paused"
     );
 
     w.server.unauthorized(false);

@@ -116,8 +116,12 @@ async fn malformed_json_marks_nothing_done_and_says_which_route() {
         3,
         BULK_CHECK,
         |w| {
-            w.server
-                .fail_with(BULK_CHECK, 1000, Failure::malformed_json())
+            // The upstream answers every route with half JSON, the mirror's pulls too: a
+            // mirror whose last pull failed is not current, so the duplicate check is asked
+            // of the server (with a fresh, complete mirror it is not asked at all).
+            for route in [BULK_CHECK, "POST /sync/stream", "POST /search/metadata"] {
+                w.server.fail_with(route, 1000, Failure::malformed_json());
+            }
         },
         |w| w.server.clear_faults(),
         &[

@@ -21,6 +21,13 @@ fn status_json(w: &World) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status --json")
 }
 
+/// The file was hashed and its duplicate check answered: by the server's bulk check, or by
+/// the fresh and complete mirror (the job then waits as `uploading`, accepted for upload).
+fn checked(w: &World, file: &std::path::Path) -> bool {
+    w.server.requests("POST /assets/bulk-upload-check") > 0
+        || w.state_of(file).as_deref() == Some("uploading")
+}
+
 /// Outside every window the file is hashed and checked but not uploaded, and `status`
 /// (text and JSON) says when uploads resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,10 +60,9 @@ async fn outside_the_windows_nothing_uploads_and_status_says_when_it_resumes() {
     );
 
     // Hashing and the dedup check go on: the file waits for an upload slot, not a hash.
-    let checked = eventually(Duration::from_secs(30), || {
-        w.server.requests("POST /assets/bulk-upload-check") > 0
-    })
-    .await;
+    // The check is the server's bulk check, or the fresh and complete mirror's answer
+    // (the job then waits as `uploading`, accepted for upload).
+    let checked = eventually(Duration::from_secs(30), || checked(&w, &file)).await;
     assert!(
         checked,
         "the file was never checked: {:?}",
@@ -119,7 +125,7 @@ async fn sighup_applies_new_windows_and_a_new_rate() {
     w.upload = format!("windows = [\"{}-{}\"]\n", local_in(2), local_in(3));
     let mut big = jpeg("hup-window");
     big.resize(600_000, b'x');
-    w.write("IMG_big.jpg", &big);
+    let big_path = w.write("IMG_big.jpg", &big);
     w.write_config();
     let log = w.dir.path().join("daemon.log");
     let mut child = std::process::Command::new(crate::common::BIN)
@@ -137,8 +143,8 @@ async fn sighup_applies_new_windows_and_a_new_rate() {
     let mut waiting = false;
     while !waiting && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        waiting = status_json(&w)["activity"]["uploads_resume_at"].is_string()
-            && w.server.requests("POST /assets/bulk-upload-check") > 0;
+        waiting =
+            status_json(&w)["activity"]["uploads_resume_at"].is_string() && checked(&w, &big_path);
     }
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(waiting, "never held back by the window: {}", text());
