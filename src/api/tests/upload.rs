@@ -410,6 +410,13 @@ async fn a_file_changed_since_hashing_is_not_sent_at_all() {
     let e = api.upload(&f.req).await.expect_err("size differs");
     assert_eq!(e.class(), ErrorClass::FileChanged);
     f.req.size = 5000;
+    // Same size, other bytes: a small file is read whole and checked before sending.
+    let hashed = f.req.checksum;
+    f.req.checksum.0[0] ^= 1;
+    let e = api.upload(&f.req).await.expect_err("content differs");
+    assert_eq!(e.class(), ErrorClass::FileChanged);
+    assert!(e.to_string().contains("other SHA-1"), "{e}");
+    f.req.checksum = hashed;
     f.req.path = f.req.path.with_file_name("vanished.jpg");
     let e = api.upload(&f.req).await.expect_err("missing");
     assert_eq!(e.class(), ErrorClass::FileChanged);
