@@ -365,22 +365,38 @@ async fn a_broken_account_stops_alone() {
     // Garbage in place of Ann's database, in the files the daemon holds open (with its
     // write-ahead log and its shared index, else SQLite goes on from what it cached), as a
     // failing disk or a stray `dd` would leave them.
+    // A checkpoint running between two of these writes can copy good pages back from the
+    // log: the disk goes on failing, so the garbage is written again while Ann's account
+    // has not stopped.
     let ann_dir = f.w.state_dir().join("accounts").join("ann");
-    for name in ["state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"] {
-        let path = ann_dir.join(name);
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if len > 0 {
-            std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+    let break_ann = || {
+        for name in ["state.sqlite3-wal", "state.sqlite3-shm", "state.sqlite3"] {
+            let path = ann_dir.join(name);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len > 0 {
+                std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+            }
         }
-    }
+    };
+    break_ann();
     // Ann's engine notices at its next write: a file of hers gives it one.
     f.put("ann", "2.jpg", &jpeg("x ann 2"));
     let mut health = (0, String::new());
     let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut round = 0u32;
     while tokio::time::Instant::now() < deadline {
         health = get(addr, "/healthz").await;
         if health.0 == 503 && health.1.contains("account ann stopped") {
             break;
+        }
+        round += 1;
+        if round % 10 == 0 {
+            break_ann();
+            f.put(
+                "ann",
+                format!("{round}.jpg").as_str(),
+                &jpeg(&format!("x ann {round}")),
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
