@@ -390,7 +390,7 @@ async fn a_broken_account_stops_alone() {
             break;
         }
         round += 1;
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             break_ann();
             f.put(
                 "ann",
