@@ -196,8 +196,16 @@ impl Db {
     }
 }
 
+/// Prepared statements kept per connection. rusqlite keeps 16 by default, fewer than the
+/// distinct statements one file's way through the pipeline runs (`db/plans.rs` counts them),
+/// so each batch parsed most of its SQL again: 6 % of a 10,000 small-file first scan's CPU
+/// samples were SQLite's parser (docs/BENCHMARKS.md, "Session 7"). 121 statements are
+/// written with `prepare_cached`; each kept one costs a few KiB.
+pub(crate) const STATEMENT_CACHE: usize = 160;
+
 fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // journal_mode answers with a row, so it is queried rather than executed.
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     conn.execute_batch(

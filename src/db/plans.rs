@@ -44,6 +44,30 @@ mod tests {
         }
     }
 
+    fn is_transaction(sql: &str) -> bool {
+        let upper = sql.to_ascii_uppercase();
+        ["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"]
+            .iter()
+            .any(|w| upper.starts_with(w))
+    }
+
+    /// How many statements of `c` are prepared and not finalized (rusqlite's cache keeps
+    /// them so).
+    fn live_statements(c: &rusqlite::Connection) -> usize {
+        let mut n = 0;
+        // SAFETY: the handle is `c`'s own, used on this thread while `c` is borrowed, and
+        // `sqlite3_next_stmt` only walks the connection's list of statements.
+        unsafe {
+            let db = c.handle();
+            let mut stmt = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                n += 1;
+                stmt = rusqlite::ffi::sqlite3_next_stmt(db, stmt);
+            }
+        }
+        n
+    }
+
     fn sum(i: u64) -> Checksum {
         let mut b = [0u8; 20];
         b[..8].copy_from_slice(&i.to_be_bytes());
@@ -90,7 +114,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
         let owner = "user-1";
-        db.call_blocking(|c| {
+        let live = db.call_blocking(|c| {
             // A catalogue of 3,000 files backed up, so that the planner sees real tables.
             let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
                 .map(|i| {
@@ -192,7 +216,7 @@ mod tests {
                 .collect();
             mirror::apply_changes(c, &pulled, Policy::default(), 8)?;
             c.trace_v2(TraceEventCodes::empty(), None);
-            Ok(())
+            Ok(live_statements(c))
         })
         .unwrap();
         let statements: BTreeSet<String> = SEEN
@@ -205,16 +229,21 @@ mod tests {
             .filter(|s| !s.starts_with("--") && !s.is_empty())
             .collect();
         assert!(statements.len() > 20, "traced too little: {statements:?}");
+        // Each of them is still prepared for the next file, not parsed again per batch: the
+        // connection's statement cache holds them all (transactions are not statements).
+        let run = statements
+            .iter()
+            .filter(|s| !is_transaction(s))
+            .count();
+        assert!(
+            live >= run,
+            "{run} statements a file costs, only {live} kept prepared (the cache holds {})",
+            crate::db::STATEMENT_CACHE
+        );
         let mut bad = Vec::new();
         db.call_blocking(|c| {
             for sql in &statements {
-                let upper = sql.to_ascii_uppercase();
-                if upper.starts_with("BEGIN")
-                    || upper.starts_with("COMMIT")
-                    || upper.starts_with("ROLLBACK")
-                    || upper.starts_with("SAVEPOINT")
-                    || upper.starts_with("RELEASE")
-                {
+                if is_transaction(sql) {
                     continue;
                 }
                 for step in query_plan(c, sql)? {
