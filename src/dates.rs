@@ -70,8 +70,23 @@ pub struct Dating {
 /// Blocking: the `fileCreatedAt` of the file at `path` (Unix nanoseconds) and where it came
 /// from. Reads at most [`media::READ_MAX`] bytes of the file.
 pub fn created_at(path: &Path, mtime_ns: i64, dating: &Dating) -> (i64, DateSource) {
+    created_at_with(path, None, mtime_ns, dating)
+}
+
+/// [`created_at`], reading the capture time from `content` (the whole file, already read)
+/// when given, instead of from the file again.
+pub fn created_at_with(
+    path: &Path,
+    content: Option<&[u8]>,
+    mtime_ns: i64,
+    dating: &Dating,
+) -> (i64, DateSource) {
     let ns = |t: Timestamp| i64::try_from(t.as_nanosecond()).ok();
-    if let Some(t) = media::capture_time(path).and_then(|s| s.instant(&dating.timezone)) {
+    let stated = match content {
+        Some(bytes) => media::capture_time_of(bytes),
+        None => media::capture_time(path),
+    };
+    if let Some(t) = stated.and_then(|s| s.instant(&dating.timezone)) {
         if let Some(n) = ns(t) {
             return (n, DateSource::Capture);
         }

@@ -43,6 +43,7 @@ pub mod sync;
 mod tls;
 mod transport;
 mod upload;
+pub(crate) use self::upload::SMALL_BODY;
 
 #[cfg(test)]
 mod tests;
@@ -114,7 +115,8 @@ pub enum CheckResult {
     },
 }
 
-/// Everything one upload needs. The file is streamed from `path`; never read whole.
+/// Everything one upload needs. The file is streamed from `path`, or sent from `body` when
+/// it is small.
 #[derive(Clone, Debug)]
 pub struct UploadRequest {
     pub path: PathBuf,
@@ -135,6 +137,21 @@ pub struct UploadRequest {
     pub live_photo_video_id: Option<AssetId>,
     /// The XMP sidecar sent with the file as `sidecarData`, if it has one.
     pub sidecar: Option<crate::sidecar::Sidecar>,
+    /// The whole file, already read and checked against `size` and `checksum` (a small
+    /// file, read once for its date and its body: docs/ARCHITECTURE.md#upload); `None`: the
+    /// upload reads it from `path`.
+    pub body: Option<CheckedBody>,
+}
+
+/// A file's bytes read whole and found to be exactly what was hashed
+/// ([`CheckedBody::read`]): what an upload of it sends.
+#[derive(Clone)]
+pub struct CheckedBody(pub(crate) bytes::Bytes);
+
+impl std::fmt::Debug for CheckedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CheckedBody({} bytes)", self.0.len())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

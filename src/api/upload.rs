@@ -26,7 +26,7 @@ use reqwest::{Body, Method};
 use super::transport::Progress;
 use super::transport::{content_type, is_connect_failure, MAX_JSON_BODY};
 use super::{
-    format_timestamp, ApiClient, ApiError, CheckResult, Dialect, Result as ApiResult,
+    format_timestamp, ApiClient, ApiError, CheckResult, CheckedBody, Dialect, Result as ApiResult,
     UploadOutcome, UploadRequest,
 };
 use crate::model::Checksum;
@@ -36,41 +36,48 @@ use crate::model::Checksum;
 /// 2-vCPU machine).
 pub(crate) const UPLOAD_CHUNK: usize = 256 * 1024;
 
-/// Bodies up to this size are read whole and sent from memory ([`read_small`]).
+/// Bodies up to this size are read whole and sent from memory ([`CheckedBody::read`]).
 pub(crate) const SMALL_BODY: u64 = UPLOAD_CHUNK as u64;
 
-/// Reads a small file whole and checks that it is still what was hashed: exactly `size`
-/// bytes with the SHA-1 `expected`. The outer error is the read's; the inner one says how
-/// the file changed. The bytes returned are the bytes hashed here, and the bytes sent, so a
-/// change after this read cannot reach the server (the promise the streaming check keeps
-/// for larger files).
-fn read_small(
-    path: &std::path::Path,
-    size: u64,
-    expected: Checksum,
-) -> io::Result<Result<Bytes, String>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut buf = Vec::with_capacity(size as usize + 1);
-    file.take(size + 1).read_to_end(&mut buf)?;
-    let len = buf.len() as u64;
-    if len > size {
-        return Ok(Err(format!(
-            "it grew beyond the {size} bytes it had when hashed"
-        )));
+impl CheckedBody {
+    /// Blocking: reads a small file whole and checks that it is still what was hashed:
+    /// exactly `size` bytes with the SHA-1 `expected`. The outer error is the read's; the
+    /// inner one says how the file changed. The bytes returned are the bytes hashed here,
+    /// and the bytes sent, so a change after this read cannot reach the server (the promise
+    /// the streaming check keeps for larger files).
+    pub fn read(
+        path: &std::path::Path,
+        size: u64,
+        expected: Checksum,
+    ) -> io::Result<Result<CheckedBody, String>> {
+        use std::io::Read;
+        let file = std::fs::File::open(path)?;
+        let mut buf = Vec::with_capacity(size as usize + 1);
+        file.take(size + 1).read_to_end(&mut buf)?;
+        let len = buf.len() as u64;
+        if len > size {
+            return Ok(Err(format!(
+                "it grew beyond the {size} bytes it had when hashed"
+            )));
+        }
+        if len < size {
+            return Ok(Err(format!(
+                "it is shorter than when hashed: {len} of {size} bytes"
+            )));
+        }
+        let digest: [u8; 20] = Sha1::digest(&buf).into();
+        if digest != expected.0 {
+            return Ok(Err(
+                "its content differs from when it was hashed (same size, other SHA-1)".to_owned(),
+            ));
+        }
+        Ok(Ok(CheckedBody(Bytes::from(buf))))
     }
-    if len < size {
-        return Ok(Err(format!(
-            "it is shorter than when hashed: {len} of {size} bytes"
-        )));
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
-    let digest: [u8; 20] = Sha1::digest(&buf).into();
-    if digest != expected.0 {
-        return Ok(Err(
-            "its content differs from when it was hashed (same size, other SHA-1)".to_owned(),
-        ));
-    }
-    Ok(Ok(Bytes::from(buf)))
 }
 
 /// Why the body stream gave up, if it did; read after a failed send to tell "the file
@@ -299,15 +306,21 @@ impl ApiClient {
         let abort = AbortSlot::default();
         let stop = StopSending::default();
         let _stop_when_done = StopOnDrop(stop.clone());
-        let stream = if req.size <= SMALL_BODY {
+        let stream = if let Some(body) = req.body.as_ref().filter(|b| b.0.len() as u64 == req.size)
+        {
+            // Read and checked by the caller, with the file's other look-ups.
+            let bytes = body.0.clone();
+            futures_util::stream::once(async move { Ok(bytes) }).boxed()
+        } else if req.size <= SMALL_BODY {
             // Read whole and checked before a byte is sent: one hand-off to the blocking
             // pool, where the stream below costs one for the open, one for the stat and one
             // for each read (docs/BENCHMARKS.md, small files).
             let (path, size, expected) = (req.path.clone(), req.size, req.checksum);
-            let read = tokio::task::spawn_blocking(move || read_small(&path, size, expected))
-                .await
-                .map_err(|e| local(io::Error::other(e.to_string())))?;
-            let bytes = read.map_err(local)?.map_err(changed)?;
+            let read =
+                tokio::task::spawn_blocking(move || CheckedBody::read(&path, size, expected))
+                    .await
+                    .map_err(|e| local(io::Error::other(e.to_string())))?;
+            let bytes = read.map_err(local)?.map_err(changed)?.0;
             futures_util::stream::once(async move { Ok(bytes) }).boxed()
         } else {
             let file = tokio::fs::File::open(&req.path).await.map_err(local)?;
@@ -585,9 +598,9 @@ mod tests {
         let sum = Checksum(Sha1::digest(&data).into());
         let read = |content: &[u8]| {
             std::fs::write(&path, content).unwrap();
-            read_small(&path, data.len() as u64, sum).unwrap()
+            CheckedBody::read(&path, data.len() as u64, sum).unwrap()
         };
-        assert_eq!(read(&data).unwrap(), data);
+        assert_eq!(read(&data).unwrap().bytes(), &data[..]);
         assert!(read(&data[..4000]).unwrap_err().contains("shorter"));
         let mut longer = data.clone();
         longer.push(0);
@@ -597,7 +610,7 @@ mod tests {
         assert!(read(&other).unwrap_err().contains("other SHA-1"));
         std::fs::remove_file(&path).unwrap();
         assert!(
-            read_small(&path, 1, sum).is_err(),
+            CheckedBody::read(&path, 1, sum).is_err(),
             "a vanished file is a read error"
         );
     }

@@ -97,16 +97,19 @@ proptest! {
     #[test]
     fn any_media_file_is_read_without_panicking(bytes in media_bytes()) {
         let f = file_with(&bytes);
-        let _ = media::capture_time(f.path());
+        let stated = media::capture_time(f.path());
+        // A small upload's date is read from the bytes it sends: the same answer.
+        prop_assert_eq!(media::capture_time_of(&bytes), stated);
         let dating = Dating { from_names: true, timezone: TimeZone::UTC };
-        let (_, source) = created_at(f.path(), 7, &dating);
+        let (ns, source) = created_at(f.path(), 7, &dating);
+        prop_assert_eq!(created_at_with(f.path(), Some(&bytes), 7, &dating), (ns, source));
         prop_assert_ne!(source, DateSource::Name, "a temp file's name holds no date");
     }
 
     #[test]
     fn any_bytes_are_read_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let f = file_with(&bytes);
-        let _ = media::capture_time(f.path());
+        prop_assert_eq!(media::capture_time_of(&bytes), media::capture_time(f.path()));
     }
 
     #[test]

@@ -27,8 +27,18 @@ const QT_EPOCH: i64 = 2_082_844_800;
 
 /// Blocking: the capture time stated in the file at `path`, if it has one it can be read.
 pub fn capture_time(path: &Path) -> Option<Stated> {
+    capture_time_in(&mut File::open(path).ok()?)
+}
+
+/// The capture time stated in `content`, a whole file already read (a small upload's body,
+/// docs/ARCHITECTURE.md#upload): the same answer as [`capture_time`] of a file holding it.
+pub fn capture_time_of(content: &[u8]) -> Option<Stated> {
+    capture_time_in(&mut std::io::Cursor::new(content))
+}
+
+fn capture_time_in(source: &mut dyn ReadSeek) -> Option<Stated> {
     let mut f = Budget {
-        file: File::open(path).ok()?,
+        source,
         left: READ_MAX,
     };
     let head = f.read_at(0, 16)?;
@@ -44,22 +54,26 @@ pub fn capture_time(path: &Path) -> Option<Stated> {
     }
 }
 
-/// A file with a byte budget: every read counts against [`READ_MAX`].
-struct Budget {
-    file: File,
+/// What a media file is read from: the file, or its bytes in memory.
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// A source with a byte budget: every read counts against [`READ_MAX`].
+struct Budget<'a> {
+    source: &'a mut dyn ReadSeek,
     left: u64,
 }
 
-impl Budget {
+impl Budget<'_> {
     /// Up to `len` bytes at `at` (fewer at the end of the file); `None` once over budget.
     fn read_at(&mut self, at: u64, len: u64) -> Option<Vec<u8>> {
         let len = len.min(self.left);
         if len == 0 {
             return None;
         }
-        self.file.seek(SeekFrom::Start(at)).ok()?;
+        self.source.seek(SeekFrom::Start(at)).ok()?;
         let mut buf = Vec::with_capacity(len as usize);
-        (&mut self.file).take(len).read_to_end(&mut buf).ok()?;
+        (&mut self.source).take(len).read_to_end(&mut buf).ok()?;
         self.left -= len;
         Some(buf)
     }
@@ -192,7 +206,7 @@ fn box_at(f: &mut Budget, at: u64, end: u64) -> Option<([u8; 4], u64, u64)> {
 
 /// An ISO-BMFF file (HEIF/HEIC, MP4, QuickTime): `meta` (HEIF's EXIF item) or `moov/mvhd`.
 fn bmff(f: &mut Budget) -> Option<Stated> {
-    let end = f.file.metadata().ok()?.len();
+    let end = f.source.seek(SeekFrom::End(0)).ok()?;
     let mut at = 0;
     for _ in 0..BOXES_MAX {
         if at >= end {

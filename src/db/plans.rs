@@ -114,111 +114,112 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
         let owner = "user-1";
-        let live = db.call_blocking(|c| {
-            // A catalogue of 3,000 files backed up, so that the planner sees real tables.
-            let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
-                .map(|i| {
-                    let stat = FileStat {
-                        dev: 1,
-                        ino: i,
-                        size: 100 + i,
-                        mtime_ns: i as i64,
-                        ctime_ns: i as i64,
-                    };
-                    (format!("/r/{:02}/IMG_{i}.jpg", i % 50).into_bytes(), stat)
-                })
-                .collect();
-            catalogue::record_scan_batch(c, b"/r", &files, 1)?;
-            c.execute_batch(
-                "UPDATE jobs SET state = 'done', outcome = 'uploaded';
+        let live = db
+            .call_blocking(|c| {
+                // A catalogue of 3,000 files backed up, so that the planner sees real tables.
+                let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
+                    .map(|i| {
+                        let stat = FileStat {
+                            dev: 1,
+                            ino: i,
+                            size: 100 + i,
+                            mtime_ns: i as i64,
+                            ctime_ns: i as i64,
+                        };
+                        (format!("/r/{:02}/IMG_{i}.jpg", i % 50).into_bytes(), stat)
+                    })
+                    .collect();
+                catalogue::record_scan_batch(c, b"/r", &files, 1)?;
+                c.execute_batch(
+                    "UPDATE jobs SET state = 'done', outcome = 'uploaded';
                  UPDATE files SET checksum = randomblob(20), asset_id = 'a' || id;",
-            )?;
-            // The daemon never runs ANALYZE: the plans to check are those without statistics.
-            // The traced part: 40 new files, one pass through each step.
-            c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(seen));
-            let new: Vec<(Vec<u8>, FileStat)> = (5000..5040u64)
-                .map(|i| {
-                    let stat = FileStat {
-                        dev: 1,
-                        ino: i,
-                        size: 10,
-                        mtime_ns: 7,
-                        ctime_ns: 7,
-                    };
-                    (format!("/r/new/IMG_{i}.jpg").into_bytes(), stat)
-                })
-                .collect();
-            catalogue::record_scan_batch(c, b"/r", &new, 2)?;
-            let _ = catalogue::load_root(c, b"/r")?;
-            let jobs = queue::claim_for_hash(c, 64, 1 << 30, 3)?;
-            let results: Vec<HashResult> = jobs
-                .iter()
-                .map(|j| HashResult::Hashed {
-                    file_id: j.file_id,
-                    stat: j.stat,
-                    checksum: sum(j.stat.ino),
-                })
-                .collect();
-            queue::record_hash_results(c, &results, 4)?;
-            let checking = queue::claim_for_check_outside(c, 1000, &[])?;
-            let _ = queue::claim_for_check_outside(c, 1000, &[b"/held".to_vec()])?;
-            for j in &checking {
-                let s = j.checksum.unwrap();
-                mirror::tombstone(c, &s)?;
-                catalogue::known_asset(c, &s)?;
-                mirror::own_live_asset(c, &s, owner)?;
-            }
-            let answers: Vec<Checked> = checking
-                .iter()
-                .map(|j| Checked {
-                    file_id: j.file_id,
-                    checksum: j.checksum.unwrap(),
-                    answer: CheckAnswer::Upload,
-                })
-                .collect();
-            queue::record_check_answers(c, &answers, 5)?;
-            let ids: Vec<i64> = checking.iter().map(|j| j.file_id).collect();
-            for j in &checking {
-                edited::pending(c, j.file_id)?;
-                crate::library::plan_still_in(c, j.file_id, b"/r/new/IMG_5000.")?;
-            }
-            queue::set_states(c, &ids, JobState::Verifying, 6)?;
-            let verified: Vec<VerifiedUpload> = checking
-                .iter()
-                .map(|j| VerifiedUpload {
-                    file_id: j.file_id,
-                    checksum: j.checksum.unwrap(),
-                    asset_id: AssetId(format!("asset-{}", j.stat.ino)),
-                    record: record(j.stat.ino, owner),
-                    outcome: Outcome::Uploaded,
-                    sidecar: Some(SeenSidecar {
-                        path: b"/r/new/x.xmp".to_vec(),
-                        size: 1,
-                        mtime_ns: 1,
-                    }),
-                })
-                .collect();
-            mirror::record_verified_uploads(c, verified, 7)?;
-            sidecars::late(
-                c,
-                &[SeenSidecar {
-                    path: b"/r/new/IMG_5001.jpg.xmp".to_vec(),
-                    size: 2,
-                    mtime_ns: 2,
-                }],
-            )?;
-            queue::pending_counts(c)?;
-            queue::pending_work(c)?;
-            queue::active_outside(c, &[b"/held".to_vec()])?;
-            queue::next_retry_due(c, Some(5))?;
-            let pulled: Vec<Change> = (9000..9040)
-                .map(|i| Change::Upsert(record(i, owner)))
-                .collect();
-            mirror::apply_changes(c, &pulled, Policy::default(), 8)?;
-            c.trace_v2(TraceEventCodes::empty(), None);
-            Ok(live_statements(c))
-        })
-        .unwrap();
+                )?;
+                // The daemon never runs ANALYZE: the plans to check are those without statistics.
+                // The traced part: 40 new files, one pass through each step.
+                c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(seen));
+                let new: Vec<(Vec<u8>, FileStat)> = (5000..5040u64)
+                    .map(|i| {
+                        let stat = FileStat {
+                            dev: 1,
+                            ino: i,
+                            size: 10,
+                            mtime_ns: 7,
+                            ctime_ns: 7,
+                        };
+                        (format!("/r/new/IMG_{i}.jpg").into_bytes(), stat)
+                    })
+                    .collect();
+                catalogue::record_scan_batch(c, b"/r", &new, 2)?;
+                let _ = catalogue::load_root(c, b"/r")?;
+                let jobs = queue::claim_for_hash(c, 64, 1 << 30, 3)?;
+                let results: Vec<HashResult> = jobs
+                    .iter()
+                    .map(|j| HashResult::Hashed {
+                        file_id: j.file_id,
+                        stat: j.stat,
+                        checksum: sum(j.stat.ino),
+                    })
+                    .collect();
+                queue::record_hash_results(c, &results, 4)?;
+                let checking = queue::claim_for_check_outside(c, 1000, &[])?;
+                let _ = queue::claim_for_check_outside(c, 1000, &[b"/held".to_vec()])?;
+                for j in &checking {
+                    let s = j.checksum.unwrap();
+                    mirror::tombstone(c, &s)?;
+                    catalogue::known_asset(c, &s)?;
+                    mirror::own_live_asset(c, &s, owner)?;
+                }
+                let answers: Vec<Checked> = checking
+                    .iter()
+                    .map(|j| Checked {
+                        file_id: j.file_id,
+                        checksum: j.checksum.unwrap(),
+                        answer: CheckAnswer::Upload,
+                    })
+                    .collect();
+                queue::record_check_answers(c, &answers, 5)?;
+                let ids: Vec<i64> = checking.iter().map(|j| j.file_id).collect();
+                for j in &checking {
+                    edited::pending(c, j.file_id)?;
+                    crate::library::plan_still_in(c, j.file_id, b"/r/new/IMG_5000.")?;
+                }
+                queue::set_states(c, &ids, JobState::Verifying, 6)?;
+                let verified: Vec<VerifiedUpload> = checking
+                    .iter()
+                    .map(|j| VerifiedUpload {
+                        file_id: j.file_id,
+                        checksum: j.checksum.unwrap(),
+                        asset_id: AssetId(format!("asset-{}", j.stat.ino)),
+                        record: record(j.stat.ino, owner),
+                        outcome: Outcome::Uploaded,
+                        sidecar: Some(SeenSidecar {
+                            path: b"/r/new/x.xmp".to_vec(),
+                            size: 1,
+                            mtime_ns: 1,
+                        }),
+                    })
+                    .collect();
+                mirror::record_verified_uploads(c, verified, 7)?;
+                sidecars::late(
+                    c,
+                    &[SeenSidecar {
+                        path: b"/r/new/IMG_5001.jpg.xmp".to_vec(),
+                        size: 2,
+                        mtime_ns: 2,
+                    }],
+                )?;
+                queue::pending_counts(c)?;
+                queue::pending_work(c)?;
+                queue::active_outside(c, &[b"/held".to_vec()])?;
+                queue::next_retry_due(c, Some(5))?;
+                let pulled: Vec<Change> = (9000..9040)
+                    .map(|i| Change::Upsert(record(i, owner)))
+                    .collect();
+                mirror::apply_changes(c, &pulled, Policy::default(), 8)?;
+                c.trace_v2(TraceEventCodes::empty(), None);
+                Ok(live_statements(c))
+            })
+            .unwrap();
         let statements: BTreeSet<String> = SEEN
             .lock()
             .unwrap()
@@ -231,10 +232,7 @@ mod tests {
         assert!(statements.len() > 20, "traced too little: {statements:?}");
         // Each of them is still prepared for the next file, not parsed again per batch: the
         // connection's statement cache holds them all (transactions are not statements).
-        let run = statements
-            .iter()
-            .filter(|s| !is_transaction(s))
-            .count();
+        let run = statements.iter().filter(|s| !is_transaction(s)).count();
         assert!(
             live >= run,
             "{run} statements a file costs, only {live} kept prepared (the cache holds {})",

@@ -63,6 +63,7 @@ fn test_file(name: &str, len: usize, seed: u8) -> TestFile {
             file_modified_ns: -1,
             live_photo_video_id: None,
             sidecar: None,
+            body: None,
         },
         data,
     }

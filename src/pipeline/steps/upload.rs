@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::verify::Uploaded;
 use super::{log_db, path_of, Ctx};
-use crate::api::UploadRequest;
+use crate::api::{CheckedBody, UploadRequest, SMALL_BODY};
 use crate::dates::Dating;
 use crate::db::edited;
 use crate::db::now_ms;
@@ -39,6 +39,7 @@ pub(crate) async fn upload(
     tracing::debug!(path = %req.path.display(), source = ?before.created.1, "fileCreatedAt");
     req.file_created_ns = before.created.0;
     req.sidecar = before.sidecar;
+    req.body = before.body;
     let edited_from = before.edited_from;
     if let Some(old) = &edited_from {
         tracing::info!(
@@ -47,7 +48,10 @@ pub(crate) async fn upload(
             req.file_name
         );
     }
-    let outcome = match ctx.api.upload(&req).await {
+    let outcome = ctx.api.upload(&req).await;
+    // Verification waits for others of its batch: it does not hold the bytes meanwhile.
+    req.body = None;
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e) => return (ctx.job_error(job, "upload", e).await, None),
     };
@@ -86,12 +90,17 @@ struct Before {
     video: Option<String>,
     /// The asset an edited file was backed up as before it changed.
     edited_from: Option<String>,
+    /// A small file's bytes, read once for its date and as its body.
+    body: Option<CheckedBody>,
 }
 
 /// Everything an upload looks up before it sends, in one hop to the blocking pool: the Live
 /// Photo plan and the asset an edited file was, in one database call, then the date and
 /// the sidecar, read from a bounded part of the file once per upload attempt
-/// (docs/ARCHITECTURE.md#dates). `None`: a Live Photo still waits for its video (the job
+/// (docs/ARCHITECTURE.md#dates). A small file is read whole here, checked against what was
+/// hashed, and dated from those bytes, which are then the body (docs/ARCHITECTURE.md#upload):
+/// one open and one hand-off for its reads instead of three. If it changed, nothing is
+/// kept and the upload reads it again, to fail with what changed. `None`: a Live Photo still waits for its video (the job
 /// is put back to wait). A database failure uploads the file alone and as it is.
 async fn look_before(ctx: &Ctx, job: &ClaimedJob, path: &Path) -> Option<Before> {
     let (db, file_id, bytes, path) = (
@@ -102,11 +111,13 @@ async fn look_before(ctx: &Ctx, job: &ClaimedJob, path: &Path) -> Option<Before>
     );
     let dating = dating_of(&ctx.dating, &path);
     let mtime_ns = job.stat.mtime_ns;
+    let (size, checksum) = (job.stat.size, job.checksum);
     let fallback = Before {
         created: (mtime_ns, crate::dates::DateSource::Mtime),
         sidecar: None,
         video: None,
         edited_from: None,
+        body: None,
     };
     let looked = tokio::task::spawn_blocking(move || {
         // A Live Photo's still goes up after its video, naming it (docs/ARCHITECTURE.md#library);
@@ -129,11 +140,23 @@ async fn look_before(ctx: &Ctx, job: &ClaimedJob, path: &Path) -> Option<Before>
             StillPlan::WithVideo(v) => Some(v),
             StillPlan::Alone => None,
         };
+        let body = match checksum {
+            Some(sum) if size <= SMALL_BODY => CheckedBody::read(&path, size, sum)
+                .ok()
+                .and_then(Result::ok),
+            _ => None,
+        };
         Some(Before {
-            created: crate::dates::created_at(&path, mtime_ns, &dating),
+            created: crate::dates::created_at_with(
+                &path,
+                body.as_ref().map(CheckedBody::bytes),
+                mtime_ns,
+                &dating,
+            ),
             sidecar: crate::sidecar::find(&path),
             video,
             edited_from,
+            body,
         })
     })
     .await;
@@ -160,6 +183,7 @@ fn upload_request(job: &ClaimedJob, sum: Checksum, device_id: &str) -> UploadReq
         file_modified_ns: job.stat.mtime_ns,
         live_photo_video_id: None,
         sidecar: None,
+        body: None,
     }
 }
 
