@@ -537,6 +537,10 @@ pub struct ScanSummary {
     pub deleted_held_back: i64,
     /// Roots the user paused (`pause --root`): walked and hashed, not uploaded.
     pub held_roots: Vec<String>,
+    /// What the `[[pull]]` folders got after the uploads (docs/ARCHITECTURE.md#pull);
+    /// `None` without `[[pull]]` or with `--no-pull`. Not part of [`Self::is_complete`]:
+    /// a copy not pulled yet leaves no local file without a backup.
+    pub pull: Option<crate::originals::PullSummary>,
 }
 
 impl ScanSummary {
@@ -681,6 +685,16 @@ async fn scan_one(
     crate::after_upload::AfterUpload::new(s.db.clone(), s.api.clone(), &config.roots)
         .drain(&shutdown)
         .await?;
+    // Last, the [[pull]] folders, by the rounds of `run`'s pull task, from the mirror that
+    // the verified uploads joined too (docs/ARCHITECTURE.md#pull); `scan --no-pull` leaves
+    // `config.pull` empty.
+    let pull = if config.pull.is_empty() || shutdown.is_cancelled() {
+        None
+    } else {
+        let originals =
+            crate::originals::Originals::from_config(s.db.clone(), s.api.clone(), &config);
+        Some(originals.once(&shutdown).await)
+    };
     let backlog = s.db.call(|c| queue::backlog(c, SUMMARY_PROBLEMS)).await?;
     let ((trash_only_total, trash_only), held_back) =
         s.db.call(|c| {
@@ -704,6 +718,7 @@ async fn scan_one(
         failed: backlog.recent_problems,
         failed_total: backlog.failed_total,
         settle,
+        pull,
     })
 }
 

@@ -87,7 +87,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: scan, upload, rescan periodically, until SIGTERM or SIGINT.
     Run,
-    /// Scan the roots once, upload what is missing, and exit (0 when all is backed up).
+    /// Scan the roots once, upload what is missing, then bring the [[pull]] folders up to
+    /// date, and exit (0 when all is backed up).
     Scan {
         /// Only say what would be uploaded, per root (files, bytes, already backed up,
         /// already on the server by the mirror, excluded): nothing is sent, the state is not
@@ -97,6 +98,9 @@ enum Command {
         /// With --dry-run: list the files that would be uploaded.
         #[arg(long, requires = "dry_run")]
         list: bool,
+        /// Do not download into the [[pull]] folders this time (they are left as they are).
+        #[arg(long, conflicts_with = "dry_run")]
+        no_pull: bool,
     },
     /// Show the queue, recent failures and the last backup (works while the daemon runs).
     Status {
@@ -607,6 +611,7 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
         Command::Scan {
             dry_run: true,
             list,
+            ..
         } => match tokio::task::spawn_blocking(move || immish_sync::dryrun::dry_run(&config, list))
             .await
         {
@@ -623,9 +628,14 @@ async fn dispatch(command: Command, config: Config) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Scan { .. } => {
+        Command::Scan { no_pull, .. } => {
             let token = CancellationToken::new();
             cancel_on_signals(token.clone());
+            let mut config = config;
+            if no_pull {
+                // docs/ARCHITECTURE.md#commands: a scan without [[pull]] pulls nothing.
+                config.pull.clear();
+            }
             match daemon::scan(config, token).await {
                 Ok(summary) => print_scan(&summary),
                 Err(e) => {
@@ -831,6 +841,29 @@ async fn check_config(config: Config, offline: bool) -> ExitCode {
     }
 }
 
+/// The `[[pull]]` part of a `scan`'s summary (docs/ARCHITECTURE.md#pull).
+fn print_pull(p: &immish_sync::originals::PullSummary) {
+    let folders: Vec<String> = p.folders.iter().map(|f| f.display().to_string()).collect();
+    sayln!("pulled {} originals into {}", p.pulled, folders.join(", "));
+    if p.no_permission {
+        sayln!(
+            "not pulled: the API key lacks {}; add it to the key in Immich",
+            immish_sync::originals::PERMISSION
+        );
+    }
+    if p.failed > 0 || p.pending > 0 {
+        sayln!(
+            "not pulled yet: {} failed, {} pending (a later scan or the daemon tries again){}",
+            p.failed,
+            p.pending,
+            p.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
     use std::sync::atomic::Ordering::Relaxed;
     let scanned = s.scanned();
@@ -932,6 +965,9 @@ fn print_scan(s: &daemon::ScanSummary) -> ExitCode {
         for p in &s.trash_only {
             sayln!("  {}", String::from_utf8_lossy(p));
         }
+    }
+    if let Some(p) = &s.pull {
+        print_pull(p);
     }
     if s.is_complete() {
         sayln!("all files are backed up");

@@ -70,15 +70,17 @@ impl ApiClient {
                     message: format!(
                         "refusing plain http:// to {}, which is not a loopback, private or \
                          .local address: the credentials and photos would cross the network \
-                         unencrypted; use https://, or set server.allow_insecure_http = true \
+                         unencrypted; use https://, or set {}.allow_insecure_http = true \
                          if the network path is trusted",
-                        base.host()
+                        base.host(),
+                        server.table
                     ),
                 });
             }
             tracing::warn!(
                 host = base.host(),
-                "server.allow_insecure_http is set: credentials and photos go over plain http"
+                "{}.allow_insecure_http is set: credentials and photos go over plain http",
+                server.table
             );
         }
 
@@ -99,10 +101,14 @@ impl ApiClient {
             Credentials::ApiKey(key) => vec![key.clone()],
             Credentials::Password { password, .. } => vec![password.clone()],
         };
-        let tls = tls::client_config(server.ca_file.as_deref())?;
+        let tls = tls::client_config(
+            server.ca_file.as_deref(),
+            &format!("{}.ca_file", server.table),
+        )?;
         let transport = Transport {
             http: build_http_client(server, &tls)?,
             stall: server.stall_timeout,
+            table: server.table.clone(),
             secrets: RwLock::new(secrets),
         };
 

@@ -54,6 +54,9 @@ pub(super) fn short(e: &ApiError) -> String {
 pub(super) struct Transport {
     pub(super) http: reqwest::Client,
     pub(super) stall: Duration,
+    /// The config table of the server's settings (`server`, `accounts[N]`), to name the
+    /// key a certificate failure needs.
+    pub(super) table: String,
     /// Values redacted from anything that goes into an error (server messages included).
     /// Grows when a session token is issued; the lock is never held across an `.await`.
     pub(super) secrets: RwLock<Vec<Secret>>,
@@ -227,10 +230,11 @@ impl Transport {
             detail = format!("timed out: {detail}");
         }
         if detail.to_ascii_lowercase().contains("certificate") {
-            detail.push_str(
-                " (if the server's certificate comes from your own CA, set server.ca_file to \
+            detail.push_str(&format!(
+                " (if the server's certificate comes from your own CA, set {}.ca_file to \
                  that CA's PEM file)",
-            );
+                self.table
+            ));
         }
         ApiError::Network {
             request: Box::new(info.clone()),

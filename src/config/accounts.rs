@@ -1,18 +1,21 @@
 //! `[[accounts]]` and the `account` key of a root: several users of the server on one agent
 //! (docs/ARCHITECTURE.md#accounts).
 //!
-//! Owns: an account's name rules, its URL (default `[server]`'s) and credentials (the same
-//! sources as `[server]`, through [`secret::credentials`]), and that every root names an
-//! account that exists. Must not: decide where an account's state lives (the daemon does).
+//! Owns: an account's name rules, its URL, TLS trust and timeouts (each default
+//! `[server]`'s) and credentials (the same sources as `[server]`, through
+//! [`secret::credentials`]), and that every root names an account that exists. Must not: decide where an account's state lives (the daemon does).
 
 use std::collections::HashSet;
 
-use super::locate::Seg;
-use super::raw::RawAccount;
+use super::locate::{key_name, Seg};
+use super::raw::{RawAccount, RawDuration};
 use super::resolve::Resolver;
 use super::secret::{self, CredentialTable};
 use super::url::ServerUrl;
-use super::{AccountConfig, ConfigError, RootConfig, ServerConfig, ACCOUNT_KEY_CREDENTIAL_PREFIX};
+use super::{
+    AccountConfig, ConfigError, Credentials, RootConfig, ServerConfig,
+    ACCOUNT_KEY_CREDENTIAL_PREFIX,
+};
 
 use Seg::{Index as I, Key as K};
 
@@ -81,14 +84,40 @@ impl Resolver<'_> {
             let credentials = secret::credentials(self, &table)?;
             out.push(AccountConfig {
                 name: name.to_owned(),
-                server: ServerConfig {
-                    url,
-                    credentials,
-                    ..server.clone()
-                },
+                server: self.account_server(i, a, url, credentials, server)?,
             });
         }
         Ok(out)
+    }
+
+    /// The account's server settings: its URL and credentials, and its own TLS trust and
+    /// timeouts, checked as `[server]`'s are, or `[server]`'s where the table has none.
+    fn account_server(
+        &self,
+        i: usize,
+        a: &RawAccount,
+        url: ServerUrl,
+        credentials: Credentials,
+        server: &ServerConfig,
+    ) -> Result<ServerConfig, ConfigError> {
+        let key = |k| [K("accounts"), I(i), K(k)];
+        let ca_file = match a.ca_file.as_deref() {
+            None => server.ca_file.clone(),
+            Some(f) => Some(self.ca_file(&key("ca_file"), f)?),
+        };
+        let timeout = |k, own: Option<RawDuration>, of_server| match own {
+            None => Ok(of_server),
+            Some(d) => self.nonzero(&key(k), d),
+        };
+        Ok(ServerConfig {
+            table: key_name(&[K("accounts"), I(i)]),
+            url,
+            credentials,
+            ca_file,
+            allow_insecure_http: a.allow_insecure_http.unwrap_or(server.allow_insecure_http),
+            connect_timeout: timeout("connect_timeout", a.connect_timeout, server.connect_timeout)?,
+            stall_timeout: timeout("stall_timeout", a.stall_timeout, server.stall_timeout)?,
+        })
     }
 
     /// A root's `account` must name one of `accounts`.

@@ -112,15 +112,21 @@ pub struct Config {
 pub struct AccountConfig {
     /// Unique, made of `[A-Za-z0-9_-]` (it names a folder under the state directory).
     pub name: String,
-    /// `[server]` with this account's URL and credentials.
+    /// This account's URL and credentials, and its `ca_file`, `allow_insecure_http`,
+    /// `connect_timeout` and `stall_timeout`, each `[server]`'s when the table leaves it out.
     pub server: ServerConfig,
 }
 
 /// The prefix of an account's systemd credential: `immish-sync-api-key-<name>`.
 pub const ACCOUNT_KEY_CREDENTIAL_PREFIX: &str = "immish-sync-api-key-";
 
+/// How to reach and log in to one server: `[server]`, or an `[[accounts]]` table with
+/// `[server]`'s values for the keys it leaves out (docs/ARCHITECTURE.md#accounts).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Where these settings are written, for messages that name a key: `server`, or
+    /// `accounts[N]` (N counts the `[[accounts]]` tables from 0).
+    pub table: String,
     /// The base URL, checked and normalised here ([`ServerUrl`]); the API root under it is
     /// discovered at connect time.
     pub url: ServerUrl,

@@ -72,8 +72,8 @@ pub(super) struct RawConfig {
     pub(super) pull: Vec<RawPull>,
 }
 
-/// `[[accounts]]`: another user, with the credential keys of `[server]` and its own URL
-/// (default the `[server]` one).
+/// `[[accounts]]`: another user, with the credential keys of `[server]`, and its own URL,
+/// TLS trust and timeouts; each of those left out is `[server]`'s (so no default here).
 #[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawAccount {
@@ -84,6 +84,10 @@ pub(super) struct RawAccount {
     pub(super) email: Option<String>,
     pub(super) password: Option<RawSecret>,
     pub(super) password_file: Option<String>,
+    pub(super) ca_file: Option<String>,
+    pub(super) allow_insecure_http: Option<bool>,
+    pub(super) connect_timeout: Option<RawDuration>,
+    pub(super) stall_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]

@@ -234,23 +234,10 @@ impl Resolver<'_> {
         let credentials = secret::credentials(self, &CredentialTable::server(s))?;
         let ca_file = match &s.ca_file {
             None => None,
-            Some(f) => {
-                let path = [K("server"), K("ca_file")];
-                let ca = self.absolute(&path, f)?;
-                if !ca.is_file() {
-                    return Err(self.invalid(
-                        &path,
-                        format!(
-                            "{} does not exist or is not a file; point it at your CA's PEM \
-                             certificate, or remove the key",
-                            ca.display()
-                        ),
-                    ));
-                }
-                Some(ca)
-            }
+            Some(f) => Some(self.ca_file(&[K("server"), K("ca_file")], f)?),
         };
         Ok(ServerConfig {
+            table: key_name(&SERVER),
             url,
             credentials,
             ca_file,
@@ -259,6 +246,23 @@ impl Resolver<'_> {
                 .nonzero(&[K("server"), K("connect_timeout")], s.connect_timeout)?,
             stall_timeout: self.nonzero(&[K("server"), K("stall_timeout")], s.stall_timeout)?,
         })
+    }
+
+    /// A `ca_file` (of `[server]` or an `[[accounts]]` table): an absolute path to a file
+    /// that exists (its certificates are read when connecting).
+    pub(super) fn ca_file(&self, key: &[Seg<'_>], value: &str) -> Result<PathBuf, ConfigError> {
+        let ca = self.absolute(key, value)?;
+        if !ca.is_file() {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "{} does not exist or is not a file; point it at your CA's PEM \
+                     certificate, or remove the key",
+                    ca.display()
+                ),
+            ));
+        }
+        Ok(ca)
     }
 
     /// A root's album and stack keys: a separator and a fixed album name must say
@@ -639,7 +643,7 @@ impl Resolver<'_> {
         Ok(path)
     }
 
-    fn nonzero(&self, key: &[Seg<'_>], d: RawDuration) -> Result<Duration, ConfigError> {
+    pub(super) fn nonzero(&self, key: &[Seg<'_>], d: RawDuration) -> Result<Duration, ConfigError> {
         if d.0.is_zero() {
             return Err(self.invalid(key, "must be longer than 0"));
         }

@@ -819,6 +819,141 @@ fn ca_file_must_exist() {
     assert_eq!(c.server.ca_file, Some(ca));
 }
 
+/// `[server]` with its own trust and timeouts, and two accounts: Ann's leave them out,
+/// Ben's set each (docs/ARCHITECTURE.md#accounts).
+fn two_accounts(server_ca: &Path, ben_lines: &str) -> String {
+    format!(
+        "[server]\nurl = \"https://photos.example.com\"\nca_file = \"{}\"\n\
+         connect_timeout = \"7s\"\nstall_timeout = \"70s\"\n\
+         [[roots]]\npath = \"/srv/photos\"\n\
+         [[accounts]]\nname = \"ann\"\n\
+         [[accounts]]\nname = \"ben\"\nurl = \"http://ben.example.com\"\n{ben_lines}",
+        server_ca.display()
+    )
+}
+
+#[test]
+fn an_account_has_its_own_tls_and_timeouts_or_else_the_servers() {
+    let dir = Dir::new();
+    let server_ca = dir.write("server-ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let ben_ca = dir.write("ben-ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let keys = [
+        ("IMMISH_SYNC__SERVER__API_KEY", "k"),
+        ("IMMISH_SYNC__ACCOUNTS__0__API_KEY", "ka"),
+        ("IMMISH_SYNC__ACCOUNTS__1__API_KEY", "kb"),
+    ];
+    let text = two_accounts(
+        &server_ca,
+        &format!(
+            "ca_file = \"{}\"\nallow_insecure_http = true\nconnect_timeout = \"3s\"\n\
+             stall_timeout = \"5m\"\n",
+            ben_ca.display()
+        ),
+    );
+    let c = dir.load(&text, &keys).expect("accounts with their own TLS");
+    assert_eq!(c.server.table, "server");
+    assert!(!c.server.allow_insecure_http);
+    let (ann, ben) = (&c.accounts[0].server, &c.accounts[1].server);
+    assert_eq!(ann.table, "accounts[0]");
+    assert_eq!(ann.ca_file.as_deref(), Some(server_ca.as_path()));
+    assert!(!ann.allow_insecure_http);
+    assert_eq!(ann.connect_timeout, Duration::from_secs(7));
+    assert_eq!(ann.stall_timeout, Duration::from_secs(70));
+    assert_eq!(ben.table, "accounts[1]");
+    assert_eq!(ben.url.as_str(), "http://ben.example.com");
+    assert_eq!(ben.ca_file.as_deref(), Some(ben_ca.as_path()));
+    assert!(ben.allow_insecure_http);
+    assert_eq!(ben.connect_timeout, Duration::from_secs(3));
+    assert_eq!(ben.stall_timeout, Duration::from_secs(300));
+    // `[server]` keeps its own.
+    assert_eq!(c.server.ca_file.as_deref(), Some(server_ca.as_path()));
+    assert_eq!(c.server.connect_timeout, Duration::from_secs(7));
+
+    // The environment sets an account's keys like its url (IMMISH_SYNC__ACCOUNTS__<N>__…).
+    let text = two_accounts(&server_ca, "");
+    let ben_ca_text = ben_ca.display().to_string();
+    let env = [
+        keys.as_slice(),
+        &[
+            ("IMMISH_SYNC__ACCOUNTS__1__CONNECT_TIMEOUT", "2s"),
+            ("IMMISH_SYNC__ACCOUNTS__1__ALLOW_INSECURE_HTTP", "true"),
+            ("IMMISH_SYNC__ACCOUNTS__1__CA_FILE", &ben_ca_text),
+        ],
+    ]
+    .concat();
+    let c = dir
+        .load(&text, &env)
+        .expect("accounts from the environment");
+    let ben = &c.accounts[1].server;
+    assert_eq!(ben.connect_timeout, Duration::from_secs(2));
+    assert!(ben.allow_insecure_http);
+    assert_eq!(ben.ca_file.as_deref(), Some(ben_ca.as_path()));
+    assert_eq!(ben.stall_timeout, Duration::from_secs(70), "[server]'s");
+}
+
+#[test]
+fn an_accounts_ca_file_and_timeouts_are_checked_and_named() {
+    let dir = Dir::new();
+    let server_ca = dir.write("server-ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let keys = [
+        ("IMMISH_SYNC__SERVER__API_KEY", "k"),
+        ("IMMISH_SYNC__ACCOUNTS__0__API_KEY", "ka"),
+        ("IMMISH_SYNC__ACCOUNTS__1__API_KEY", "kb"),
+    ];
+    // Ben's table starts on line 10; the keys written for it on line 13.
+    let e = dir.error(
+        &two_accounts(&server_ca, "ca_file = \"/no/such/ben-ca.pem\"\n"),
+        &keys,
+    );
+    assert_contains(
+        &e,
+        &[
+            &format!("{}:13:1: accounts[1].ca_file:", dir.config_path()),
+            "/no/such/ben-ca.pem does not exist or is not a file",
+        ],
+    );
+    let e = dir.error(
+        &two_accounts(&server_ca, "ca_file = \"ben-ca.pem\"\n"),
+        &keys,
+    );
+    assert_contains(
+        &e,
+        &[":13:1: accounts[1].ca_file: \"ben-ca.pem\" must be absolute"],
+    );
+    let e = dir.error(
+        &two_accounts(&server_ca, "stall_timeout = \"2 hours\"\n"),
+        &keys,
+    );
+    assert_contains(
+        &e,
+        &[":13:17: accounts[1].stall_timeout: invalid duration \"2 hours\""],
+    );
+    let e = dir.error(&two_accounts(&server_ca, "connect_timeout = 0\n"), &keys);
+    assert_contains(
+        &e,
+        &[":13:1: accounts[1].connect_timeout: must be longer than 0"],
+    );
+    let e = dir.error(
+        &two_accounts(&server_ca, "allow_insecure_http = \"yes\"\n"),
+        &keys,
+    );
+    assert_contains(&e, &[":13:23: accounts[1].allow_insecure_http:"]);
+    // From the environment, the variable is named.
+    let env = [
+        keys.as_slice(),
+        &[("IMMISH_SYNC__ACCOUNTS__0__CA_FILE", "/no/such/ann-ca.pem")],
+    ]
+    .concat();
+    let e = dir.error(&two_accounts(&server_ca, ""), &env);
+    assert_contains(
+        &e,
+        &[
+            "IMMISH_SYNC__ACCOUNTS__0__CA_FILE: accounts[0].ca_file:",
+            "/no/such/ann-ca.pem does not exist",
+        ],
+    );
+}
+
 #[test]
 fn log_level_is_checked() {
     let key = [("IMMISH_SYNC__SERVER__API_KEY", "k")];
@@ -1051,6 +1186,12 @@ fn the_example_documents_every_key_with_its_real_default() {
     assert!(a.name.is_some() && a.url.is_some() && a.api_key.is_some());
     assert!(a.api_key_file.is_some() && a.email.is_some());
     assert!(a.password.is_some() && a.password_file.is_some());
+    // An account's TLS and timeout keys default to [server]'s, which the example shows.
+    let of_server = RawServer::default();
+    assert!(a.ca_file.is_some());
+    assert_eq!(a.allow_insecure_http, Some(of_server.allow_insecure_http));
+    assert_eq!(a.connect_timeout, Some(of_server.connect_timeout));
+    assert_eq!(a.stall_timeout, Some(of_server.stall_timeout));
     assert!(raw.alerts.url.is_some() && raw.alerts.token_file.is_some());
     assert_eq!(
         RawAlerts {

@@ -259,5 +259,9 @@ fn add(mut a: ScanSummary, b: ScanSummary) -> ScanSummary {
     a.trash_only.extend(b.trash_only);
     a.deleted_held_back += b.deleted_held_back;
     a.held_roots.extend(b.held_roots);
+    a.pull = match (a.pull, b.pull) {
+        (Some(x), Some(y)) => Some(x.and(y)),
+        (x, y) => x.or(y),
+    };
     a
 }

@@ -10,7 +10,8 @@
 //! whole and verified.
 //!
 //! Owns: the files of the pull folders (temporary files, copies, `.deleted/`), the download
-//! loop, its rate cap and retries, and what a deletion on the server does to a copy.
+//! loop (the daemon's task, [`Originals::run`], and `scan`'s rounds, [`Originals::once`]), its
+//! rate cap and retries, and what a deletion on the server does to a copy.
 //! Must not: write to the server, touch a root (a pull folder never overlaps one: checked
 //! by the config), delete a copy because the server deleted its asset unless the folder says
 //! `on_server_delete = "move"` (and then only after `deleted_keep_days` in `.deleted/`), or
@@ -93,6 +94,38 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PullError + '_ {
     }
 }
 
+/// What [`Originals::once`] did for `scan`, and what its folders still lack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PullSummary {
+    /// The `[[pull]]` folders passed over.
+    pub folders: Vec<PathBuf>,
+    /// Originals verified and renamed into place by this pass (a copy found already in
+    /// place with the right bytes counts too).
+    pub pulled: u64,
+    /// Downloads that failed and wait to be tried again (their reason in `status`).
+    pub failed: i64,
+    /// Live assets of the mirror without a copy yet, failed ones not counted (e.g. for a key
+    /// without `asset.download`, or a stop in the middle).
+    pub pending: i64,
+    /// The last failure's reason, when some failed.
+    pub last_error: Option<String>,
+    /// The key lacks [`PERMISSION`], so nothing was tried.
+    pub no_permission: bool,
+}
+
+impl PullSummary {
+    /// Two accounts' pulls as one (`scan` with `[[accounts]]`).
+    pub fn and(mut self, other: PullSummary) -> PullSummary {
+        self.folders.extend(other.folders);
+        self.pulled += other.pulled;
+        self.failed += other.failed;
+        self.pending += other.pending;
+        self.last_error = self.last_error.or(other.last_error);
+        self.no_permission |= other.no_permission;
+        self
+    }
+}
+
 /// The pull task of the daemon: every folder, one after the other, again and again.
 pub struct Originals {
     db: Db,
@@ -166,35 +199,97 @@ impl Originals {
             return;
         }
         if !self.may_download() {
-            tracing::warn!(
-                "pull: the API key lacks {PERMISSION}, so no original is downloaded into {}; \
-                 add {PERMISSION} to the key in Immich (backups go on meanwhile)",
-                self.folder_list()
-            );
+            self.say_no_permission();
             shutdown.cancelled().await;
             return;
         }
         let said_refused = AtomicBool::new(false);
         loop {
-            let mut busy = false;
-            for i in 0..self.folders.len() {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                match self.pass(i, &shutdown, &said_refused).await {
-                    Ok(did) => busy |= did,
-                    Err(PullError::Stopped) => return,
-                    Err(e) => {
-                        tracing::warn!(folder = %self.folders[i].cfg.path.display(), "pull: {e}");
-                    }
-                }
-            }
-            let wait = if busy { Duration::ZERO } else { IDLE };
+            let Some(pulled) = self.round(&shutdown, &said_refused).await else {
+                return;
+            };
+            let wait = if pulled > 0 { Duration::ZERO } else { IDLE };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// `scan`: the rounds of [`Originals::run`] without its idle waits, until a round pulls
+    /// nothing (a failed download is tried again once its backoff is over, as under `run`;
+    /// one still failing is left for later), or `shutdown`. Never fails: problems are
+    /// logged, and the summary says what the folders still lack.
+    pub async fn once(mut self, shutdown: &CancellationToken) -> PullSummary {
+        let mut pulled = 0;
+        let no_permission = !self.folders.is_empty() && !self.may_download();
+        if no_permission {
+            self.say_no_permission();
+        } else {
+            let said_refused = AtomicBool::new(false);
+            while let Some(n) = self.round(shutdown, &said_refused).await {
+                pulled += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        let mut summary = PullSummary {
+            folders: self.folders.iter().map(|f| f.cfg.path.clone()).collect(),
+            pulled,
+            no_permission,
+            ..PullSummary::default()
+        };
+        let counts = match self.db.call(|c| pull::counts(c)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("pull: cannot count the copies: {e}");
+                return summary;
+            }
+        };
+        for c in counts {
+            if !summary
+                .folders
+                .iter()
+                .any(|f| f.to_string_lossy() == c.path)
+            {
+                continue;
+            }
+            summary.failed += c.failed;
+            summary.pending += c.pending;
+            summary.last_error = summary.last_error.or(c.last_error);
+        }
+        summary
+    }
+
+    fn say_no_permission(&self) {
+        tracing::warn!(
+            "pull: the API key lacks {PERMISSION}, so no original is downloaded into {}; \
+             add {PERMISSION} to the key in Immich (backups go on meanwhile)",
+            self.folder_list()
+        );
+    }
+
+    /// One pass over every folder: how many originals it pulled, `None` once stopped.
+    async fn round(
+        &mut self,
+        shutdown: &CancellationToken,
+        said_refused: &AtomicBool,
+    ) -> Option<u64> {
+        let mut pulled = 0;
+        for i in 0..self.folders.len() {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            match self.pass(i, shutdown, said_refused).await {
+                Ok(n) => pulled += n,
+                Err(PullError::Stopped) => return None,
+                Err(e) => {
+                    tracing::warn!(folder = %self.folders[i].cfg.path.display(), "pull: {e}");
+                }
+            }
+        }
+        Some(pulled)
     }
 
     fn folder_list(&self) -> String {
@@ -206,13 +301,13 @@ impl Originals {
     }
 
     /// One look at one folder: lay out new assets, follow deletions, download what is due.
-    /// `true` when it downloaded something (more may be due at once).
+    /// How many originals it put into place (more may be due at once when not 0).
     async fn pass(
         &mut self,
         i: usize,
         shutdown: &CancellationToken,
         said_refused: &AtomicBool,
-    ) -> Result<bool, PullError> {
+    ) -> Result<u64, PullError> {
         let cfg = self.folders[i].cfg.clone();
         let folder = cfg.path.clone();
         if !self.folders[i].swept {
@@ -234,7 +329,7 @@ impl Originals {
         self.follow_deletions(&cfg).await?;
 
         if self.folders[i].refused_until > now_ms() {
-            return Ok(false);
+            return Ok(0);
         }
         let f = folder.clone();
         let due = self
@@ -242,7 +337,7 @@ impl Originals {
             .call(move |c| pull::due(c, &f, now_ms(), DUE_BATCH))
             .await?;
         if due.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
         let meter = Arc::clone(&self.folders[i].meter);
         let refused = AtomicBool::new(false);
@@ -261,10 +356,10 @@ impl Originals {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        let mut did = false;
+        let mut did = 0;
         for (d, r) in results {
             match r {
-                Ok(()) => did = true,
+                Ok(()) => did += 1,
                 Err(PullError::Stopped) => return Err(PullError::Stopped),
                 Err(PullError::Api(e)) if e.status() == Some(403) => {
                     refused.store(true, Ordering::Relaxed);

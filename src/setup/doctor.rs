@@ -166,7 +166,7 @@ pub async fn server_checks(config: &Config) -> Vec<Check> {
     let api = match ApiClient::connect(&config.server).await {
         Ok(api) => api,
         Err(e) => {
-            checks.push(connect_failure(&url, &e));
+            checks.push(connect_failure(&url, &config.server.table, &e));
             return checks;
         }
     };
@@ -188,7 +188,13 @@ pub async fn server_checks(config: &Config) -> Vec<Check> {
     checks
 }
 
-fn connect_failure(url: &str, e: &ApiError) -> Check {
+/// `table` is where the server's settings are written (`server`, `accounts[N]`), for the fix.
+fn connect_failure(url: &str, table: &str, e: &ApiError) -> Check {
+    let section = if table == "server" {
+        "[server]".to_owned()
+    } else {
+        table.to_owned()
+    };
     match (e, e.class()) {
         (ApiError::MissingPermissions { .. }, _) => Check::new(Level::Fail, "key", e.to_string())
             .fix("edit the key's permissions in Immich (Account settings → API keys), or create a new one"),
@@ -197,17 +203,20 @@ fn connect_failure(url: &str, e: &ApiError) -> Check {
             "key",
             format!("the server at {url} refused the API key: {e}"),
         )
-        .fix(
+        .fix(format!(
             "the key is wrong, revoked or of another server: create one in Immich (Account \
-             settings → API keys) and put it in the file named by server.api_key_file",
-        ),
+             settings → API keys) and put it in the file named by {table}.api_key_file"
+        )),
         _ if e.status() == Some(403) => Check::new(Level::Fail, "key", e.to_string())
             .fix("give the key the permission named, or use a password login"),
         (ApiError::Config { .. }, _) => {
-            Check::new(Level::Fail, "server", e.to_string()).fix("correct [server] in the config")
+            Check::new(Level::Fail, "server", e.to_string())
+                .fix(format!("correct {section} in the config"))
         }
         _ => Check::new(Level::Fail, "server", format!("{url}: {e}"))
-            .fix("check server.url, that the server runs, and the network (DNS, firewall, proxy)"),
+            .fix(format!(
+                "check {table}.url, that the server runs, and the network (DNS, firewall, proxy)"
+            )),
     }
 }
 

@@ -84,6 +84,7 @@ async fn connect(w: &World, login: Login) -> ApiClient {
         },
     };
     ApiClient::connect(&ServerConfig {
+        table: "server".into(),
         url: config::ServerUrl::parse(&w.server.base_url()).unwrap(),
         credentials,
         ca_file: None,

@@ -600,3 +600,86 @@ async fn a_download_cut_short_resumes_with_a_range_and_the_prefix_is_sent_once()
     assert!(temp_files(&copies).is_empty(), "{:?}", temp_files(&copies));
     assert_eq!(sha1_hex(&std::fs::read(&target).unwrap()), sha1_hex(&bytes));
 }
+
+/// `scan` brings the pull folder up to date after its uploads, as `run`'s pull task does
+/// (docs/ARCHITECTURE.md#commands): the phone's assets and what this scan uploaded, each
+/// verified and in place; `scan --no-pull` downloads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pulls_the_new_originals_and_no_pull_does_not() {
+    let w = world(&[""]).await;
+    let admin = w.server.admin_id();
+    let phone: Vec<(&str, Vec<u8>)> = vec![
+        ("PXL_20240101.jpg", jpeg("phone one")),
+        ("PXL_20240102.jpg", jpeg("phone two")),
+    ];
+    for (i, (name, bytes)) in phone.iter().enumerate() {
+        w.server.insert(
+            &admin,
+            NewAsset::new(*name, bytes.clone())
+                .file_created_at(format!("2024-01-0{}T12:00:00.000Z", i + 1))
+                .device("Pixel 8", format!("phone-asset-{i}")),
+        );
+    }
+    let first = jpeg("ours, first scan");
+    w.write("DSC_1.jpg", &first);
+    w.write_config();
+    let copies = copy_dir(&w, 0);
+
+    let out = run(&w, &["scan", "--no-pull"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("pulled"), "{stdout}");
+    assert_eq!(
+        w.server.requests(ORIGINAL),
+        0,
+        "--no-pull downloads nothing"
+    );
+    assert!(
+        all_files(&copies).is_empty(),
+        "{:?}",
+        all_files(&copies).keys()
+    );
+
+    // A file new to this scan: uploaded, then pulled back by the same scan.
+    let second = jpeg("ours, second scan");
+    w.write("DSC_2.jpg", &second);
+    let out = run(&w, &["scan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("pulled 4 originals into {}", copies.display())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not pulled yet"), "{stdout}");
+    let got = files(&copies);
+    for (name, bytes) in &phone {
+        assert_eq!(
+            got.get(&Path::new("2024/01").join(name)),
+            Some(bytes),
+            "{:?}",
+            got.keys()
+        );
+    }
+    for (name, bytes) in [("DSC_1.jpg", &first), ("DSC_2.jpg", &second)] {
+        assert!(
+            got.iter().any(|(p, b)| p.ends_with(name) && b == bytes),
+            "{name}: {:?}",
+            got.keys()
+        );
+    }
+    assert_eq!(got.len(), 4, "{:?}", got.keys());
+    assert!(temp_files(&copies).is_empty(), "{:?}", temp_files(&copies));
+    assert_eq!(w.server.requests(ORIGINAL), 4, "each original once");
+    // Nothing pulled went up again.
+    assert_eq!(w.server.assets(&admin).len(), 4);
+}

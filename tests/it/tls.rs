@@ -182,3 +182,95 @@ async fn plain_http_to_a_public_host_is_refused_unless_allowed() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An account's own `ca_file` (docs/ARCHITECTURE.md#accounts): Ben's server is an HTTPS test
+/// server with its own CA, `[server]`'s is plain http on loopback with no `ca_file`. Without
+/// Ben's `ca_file` the daemon backs up `[server]`'s files and reports Ben's certificate
+/// failure, naming `accounts[0].ca_file`, with nothing of Ben's sent; with it, Ben's files
+/// reach Ben's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_own_ca_file_reaches_its_https_server() {
+    let mut w = World::new(immish_testserver::Dialect::Immich).await;
+    let ben_server = TestServer::builder().tls(true).start().await;
+    let ben_root = w.dir.path().join("ben");
+    std::fs::create_dir_all(&ben_root).unwrap();
+    let (mine, bens) = (jpeg("default's over http"), jpeg("ben's over https"));
+    w.write("mine.jpg", &mine);
+    std::fs::write(ben_root.join("ben.jpg"), &bens).unwrap();
+    let ben_ca = w.dir.path().join("ben-ca.pem");
+    std::fs::write(&ben_ca, ben_server.tls_ca_pem().expect("a CA")).unwrap();
+    let accounts = |ca_line: &str| {
+        format!(
+            "[[accounts]]\nname = \"ben\"\nurl = \"{}\"\napi_key = \"{}\"\n{ca_line}\n\
+             [[roots]]\npath = \"{}\"\naccount = \"ben\"\n",
+            ben_server.base_url(),
+            ben_server.api_key(),
+            ben_root.display()
+        )
+    };
+
+    // Without Ben's ca_file.
+    w.extra = accounts("");
+    let d = w.start_daemon();
+    let admin = w.server.admin_id();
+    let mine_arrived = eventually(Duration::from_secs(90), || {
+        w.server.asset_count(&admin) == 1
+    })
+    .await;
+    let bens_error = |s: &serde_json::Value| {
+        s["accounts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["name"] == "ben"))
+            .filter(|b| b["connection"]["state"] == "unreachable")
+            .and_then(|b| b["connection"]["error"].as_str())
+            .map(str::to_owned)
+    };
+    let status = || {
+        let out = run(&w, &["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("status --json")
+    };
+    let mut s = status();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while bens_error(&s).is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s = status();
+    }
+    d.stop().await;
+    assert!(
+        mine_arrived,
+        "[server]'s file must arrive while Ben's server fails"
+    );
+    assert_eq!(
+        w.server.assets(&admin)[0].checksum_hex,
+        sha1_hex(&mine),
+        "[server]'s file, on [server]'s server"
+    );
+    let error = bens_error(&s).unwrap_or_else(|| panic!("Ben's failure is reported: {s:#}"));
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert!(error.contains("set accounts[0].ca_file"), "{error}");
+    assert_eq!(s["connection"]["state"], "connected", "{s:#}");
+    let past_handshake: u64 = ben_server
+        .request_counts()
+        .values()
+        .flat_map(|by| by.values())
+        .sum();
+    assert_eq!(past_handshake, 0, "no request got past Ben's handshake");
+    assert_eq!(ben_server.upload_bodies(), 0);
+
+    // With it: Ben's file reaches Ben's server, over HTTPS.
+    w.extra = accounts(&format!("ca_file = \"{}\"", ben_ca.display()));
+    let summary = w.scan().await;
+    assert!(summary.is_complete(), "{summary:?}");
+    let ben_admin = ben_server.admin_id();
+    let on_ben: Vec<String> = ben_server
+        .assets(&ben_admin)
+        .iter()
+        .map(|a| a.checksum_hex.clone())
+        .collect();
+    assert_eq!(on_ben, vec![sha1_hex(&bens)], "Ben's file, on Ben's server");
+    assert_eq!(
+        w.server.asset_count(&admin),
+        1,
+        "nothing of Ben's on [server]'s"
+    );
+}

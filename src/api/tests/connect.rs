@@ -203,6 +203,30 @@ async fn plain_http_to_a_public_host_is_refused_before_any_request() {
         .expect_err("insecure");
     assert_eq!(e.class(), ErrorClass::Permanent);
     assert!(e.to_string().contains("server.allow_insecure_http"), "{e}");
+    // An account's own settings are named by its table (docs/ARCHITECTURE.md#accounts).
+    let e = ApiClient::connect(&ServerConfig {
+        table: "accounts[1]".into(),
+        ..options("http://photos.example.com", key())
+    })
+    .await
+    .expect_err("insecure account");
+    assert!(
+        e.to_string()
+            .contains("set accounts[1].allow_insecure_http"),
+        "{e}"
+    );
+    let e = ApiClient::connect(&ServerConfig {
+        table: "accounts[1]".into(),
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..options("https://photos.example.com", key())
+    })
+    .await
+    .expect_err("account's ca");
+    assert!(
+        e.to_string()
+            .contains("accounts[1].ca_file /nonexistent/ca.pem"),
+        "{e}"
+    );
     let e = ApiClient::connect(&ServerConfig {
         ca_file: Some("/nonexistent/ca.pem".into()),
         ..options("https://photos.example.com", key())

@@ -22,6 +22,7 @@ const KEY: &str = "test-key-0123456789abcdef";
 
 fn options(url: &str, credentials: Credentials) -> ServerConfig {
     ServerConfig {
+        table: "server".into(),
         url: crate::config::ServerUrl::parse(url).expect("a test URL"),
         credentials,
         ca_file: None,
