@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use immish_sync::db::catalogue::{self, FileStat};
+use immish_sync::db::{after_upload, library, pull};
+use immish_sync::originals::layout::Layout;
 use immish_sync::db::mirror::{self, Applied, Change, Policy};
 use immish_sync::db::queue::{self, Outcome};
 use immish_sync::db::Db;
@@ -81,9 +83,35 @@ fn path(name: &str) -> Vec<u8> {
     [ROOT, b"/", name.as_bytes()].concat()
 }
 
+/// The server's id of the fixture's asset `name`. Schema 3's fixture holds the names
+/// themselves; from schema 12's on, the generator writes UUIDs as the server hands them out,
+/// but for two kept as a seed-style server's ids and one UUID in upper case (migration 0013
+/// stores a canonical UUID in 16 bytes and any other id as its text).
+fn asset(name: &str) -> String {
+    const NAMES: [&str; 10] = [
+        "a-uploaded",
+        "a-duplicate",
+        "a-trashed",
+        "a-deleted",
+        "a-gone",
+        "a-in-trash",
+        "a-edited",
+        "a-archived",
+        "a-removed",
+        "a-pending",
+    ];
+    match NAMES.iter().position(|n| *n == name) {
+        Some(i) => format!("5e1d0c3a-0000-4000-8000-{:012x}", i + 1),
+        None if name == "a-phone" => "5E1D0C3A-0000-4000-8000-0000000000AA".to_owned(),
+        None => name.to_owned(),
+    }
+}
+
 /// A remote asset row as a pull writes it (in today's schema: migration 0012 keeps the owner
 /// and device ids in `remote_ids`).
 fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: bool) {
+    let id = asset(id);
+    let id = id.as_str();
     let device = (owner == OWNER).then_some(DEVICE);
     for name in [Some(owner), device].into_iter().flatten() {
         c.execute("INSERT OR IGNORE INTO remote_ids(name) VALUES (?1)", [name])
@@ -128,7 +156,7 @@ fn make_state_fixture() {
         };
         let done = |name: &str, n: u64, asset: Option<&str>, how: Outcome| -> i64 {
             let f = hashed(name, n);
-            let asset = asset.map(|a| AssetId(a.into()));
+            let asset = asset.map(|a| AssetId(crate::fixtures::asset(a)));
             let verified = how != Outcome::Linked;
             queue::finish_done(c, f, &sum(n as u8), asset.as_ref(), how, verified, T0).unwrap();
             f
@@ -164,7 +192,7 @@ fn make_state_fixture() {
             Outcome::Uploaded,
         );
         remote(c, "a-trashed", OWNER, Some(sum(20)), false);
-        apply(Change::Trashed(AssetId("a-trashed".into())));
+        apply(Change::Trashed(AssetId(asset("a-trashed"))));
         // Held back: ours, deleted for good (tombstone `deleted`).
         done(
             "deleted-by-user.jpg",
@@ -174,7 +202,7 @@ fn make_state_fixture() {
         );
         remote(c, "a-deleted", OWNER, Some(sum(21)), false);
         apply(Change::Deleted {
-            id: AssetId("a-deleted".into()),
+            id: AssetId(asset("a-deleted")),
             checksum: None,
         });
         // Held back, and since gone locally too (not counted as held back).
@@ -185,7 +213,7 @@ fn make_state_fixture() {
             Outcome::Uploaded,
         );
         remote(c, "a-gone", OWNER, Some(sum(22)), false);
-        apply(Change::Trashed(AssetId("a-gone".into())));
+        apply(Change::Trashed(AssetId(asset("a-gone"))));
         catalogue::mark_missing(c, &[f], T0).unwrap();
 
         // Skipped by the pipeline: bulk-upload-check found the content in the trash.
@@ -248,6 +276,73 @@ fn make_state_fixture() {
         );
         meta("mirror.socket", &format!("{T0} connected"));
         tx.commit()
+    })
+    .unwrap();
+    // From schema 12's fixture on: a row in every table that names an asset (migration 0013
+    // rewrote each of them), written by the functions that write them.
+    fn done(c: &Connection, name: &str, n: u64, id: &str) -> rusqlite::Result<i64> {
+        let f = catalogue::upsert_and_queue(c, ROOT, &path(name), &stat(n), T0)?;
+        queue::record_hash(c, f, &stat(n), &sum(n as u8), T0)?;
+        let id = AssetId(asset(id));
+        queue::finish_done(c, f, &sum(n as u8), Some(&id), Outcome::Uploaded, true, T0)?;
+        Ok(f)
+    }
+    db.call_blocking(|c| {
+        // Backed up, then its bytes changed: the old asset is noted as edited.
+        done(c, "edited.jpg", 70, "a-edited")?;
+        remote(c, "a-edited", OWNER, Some(sum(70)), false);
+        catalogue::upsert_and_queue(c, ROOT, &path("edited.jpg"), &stat(71), T0)?;
+        // Moved to the archive after upload, and deleted after upload; one more looked at
+        // and held.
+        for (name, n, id, action) in [
+            ("archived.jpg", 72, "a-archived", "archive"),
+            ("removed.jpg", 73, "a-removed", "delete"),
+            ("held.jpg", 74, "a-pending", "delete"),
+        ] {
+            let f = done(c, name, n, id)?;
+            remote(c, id, OWNER, Some(sum(n as u8)), false);
+            let cand = after_upload::Candidate {
+                file_id: f,
+                path: path(name),
+                checksum: sum(n as u8),
+                asset_id: asset(id),
+                stat: (0, 0, 0, 0, 0),
+            };
+            let target = (action == "archive").then(|| b"/archive/archived.jpg".to_vec());
+            let intent =
+                after_upload::record_intent(c, &cand, ROOT, action, target.as_deref(), T0)?;
+            if name == "held.jpg" {
+                after_upload::hold(c, intent, "a Live Photo partner is not safe yet", T0)?;
+            } else {
+                after_upload::finish(c, intent, T0)?;
+            }
+        }
+        // Albums and groups, one membership sent.
+        let members: Vec<(String, String)> = ["a-uploaded", "a-duplicate", "a-phone"]
+            .iter()
+            .map(|a| ("Trip".to_owned(), asset(a)))
+            .collect();
+        let group = library::Group {
+            kind: "live".into(),
+            stem: path("IMG_1"),
+            assets: vec![asset("a-uploaded"), asset("a-duplicate")],
+        };
+        library::record_sorted(c, &[], &members, std::slice::from_ref(&group))?;
+        library::mark_members_sent(c, "Trip", &[asset("a-uploaded")], T0)?;
+        // A pull folder with every live asset planned, one pulled and one failed.
+        let folder = Path::new("/srv/pull");
+        let layout = Layout::parse("{year}/{filename}").unwrap();
+        pull::plan(c, folder, &layout, T0)?;
+        pull::mark_pulled(c, folder, &AssetId(asset("a-uploaded")), T0)?;
+        pull::mark_failed(
+            c,
+            folder,
+            &AssetId(asset("a-phone")),
+            "HTTP 502",
+            T0 + 1,
+            T0,
+        )?;
+        Ok(())
     })
     .unwrap();
     let version: u32 = db
