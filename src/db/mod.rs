@@ -13,6 +13,7 @@
 pub mod after_upload;
 pub mod catalogue;
 pub mod edited;
+pub mod ids;
 pub mod library;
 pub mod meta;
 pub mod mirror;
@@ -78,6 +79,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0012_fewer_bytes.sql",
         include_str!("../../migrations/0012_fewer_bytes.sql"),
+    ),
+    (
+        "0013_asset_ids.sql",
+        include_str!("../../migrations/0013_asset_ids.sql"),
     ),
 ];
 
@@ -152,12 +157,14 @@ impl Db {
         if version == 3 {
             queue::read_v3_jobs_as_v4(&conn).map_err(wrap)?;
         }
-        // 0001 made the catalogue, 0002 the mirror's table; 0012 compacted both.
-        if (1..12).contains(&version) {
-            catalogue::read_v11_files_as_v12(&conn).map_err(wrap)?;
+        // 0001 made the catalogue, 0002 the mirror's table; 0012 compacted both, 0013 stored
+        // their asset ids (and every other table's) in 16 bytes.
+        if (1..13).contains(&version) {
+            catalogue::read_old_files_as_v13(&conn, version).map_err(wrap)?;
+            read_old_ids_as_v13(&conn).map_err(wrap)?;
         }
-        if (2..12).contains(&version) {
-            mirror::read_v11_mirror_as_v12(&conn).map_err(wrap)?;
+        if (2..13).contains(&version) {
+            mirror::read_old_mirror_as_v13(&conn, version).map_err(wrap)?;
         }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
@@ -194,6 +201,51 @@ impl Db {
             source,
         })
     }
+}
+
+/// The tables besides `files` and `remote_assets` whose asset ids migration 0013 stores in
+/// their 16 bytes, with those columns.
+const ID_COLUMNS: [(&str, &str); 6] = [
+    ("known_assets", "asset_id"),
+    ("tombstones", "asset_id"),
+    ("edited", "old_asset_id"),
+    ("after_upload", "asset_id"),
+    ("pulled", "asset_id"),
+    ("album_members", "asset_id"),
+];
+
+/// For a read-only open of a database from before migration 0013: each table of
+/// [`ID_COLUMNS`] that the database has is shown through a temporary view with its other
+/// columns as they are and its asset ids in their stored form
+/// ([`ids::stored_id_sql`]), so that a reader binds and reads ids as 0013 stores them.
+/// Writes nothing (TEMP objects).
+fn read_old_ids_as_v13(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, id_col) in ID_COLUMNS {
+        let cols: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}', 'main')"
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if cols.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                if c == id_col {
+                    format!("{} AS {c}", ids::stored_id_sql(c))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW {table} AS SELECT {} FROM main.{table};",
+            shown.join(", ")
+        ))?;
+    }
+    Ok(())
 }
 
 fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {

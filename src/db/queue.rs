@@ -353,7 +353,7 @@ pub fn finish_done(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE files SET asset_id=?2 WHERE id=?1")?
-        .execute(params![file_id, asset_id.map(|a| a.0.as_str())])?;
+        .execute(params![file_id, asset_id])?;
     conn.prepare_cached(
         "UPDATE jobs SET state='done', outcome=?2, reason=NULL, skip_reason=NULL,
              next_attempt_at=NULL, updated_at=?3 WHERE file_id=?1",
@@ -886,7 +886,7 @@ pub fn file_facts(conn: &Connection, path: &[u8]) -> rusqlite::Result<Option<Fil
         Ok(FileFacts {
             size: r.get::<_, i64>(0)? as u64,
             mtime_ns: r.get(1)?,
-            asset_id: r.get(2)?,
+            asset_id: super::ids::opt_id(r, 2)?,
             missing: r.get::<_, i64>(3)? != 0,
             last_seen_ms: r.get(4)?,
             job,
