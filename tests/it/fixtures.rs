@@ -463,6 +463,8 @@ fn reads_as_it_was(c: &Connection) {
     assert_eq!(counts, expect);
     assert_eq!(catalogue::missing_files(c).unwrap(), 2);
     assert_eq!(queue::pending_counts(c).unwrap(), (5, 2));
+    // What the progress lines count: every `done` and `failed` job, present or not.
+    assert_eq!(queue::done_and_failed(c).unwrap(), (3, 3));
     // The retry keeps its schedule and attempts.
     let retry = queue::recent(c, &[Retry], 10).unwrap();
     let r = retry
@@ -576,10 +578,11 @@ fn state_v3_opens_with_every_file_as_it_was() {
         // sidecars, 0008 the edited files', 0009 what was done after upload, 0010 the pull
         // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
         // device ids once each, in `remote_ids`), 0013 stored asset ids in 16 bytes (the
-        // fixture's are not UUIDs: they stay text).
+        // fixture's are not UUIDs: they stay text), 0014 left `done` jobs out of the queue's
+        // index and keeps their count.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            13
+            14
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
@@ -765,6 +768,9 @@ fn v12_answers(c: &Connection) -> Vec<String> {
         format!("{:?}", library::unsent_members(c, 100).unwrap()),
         format!("{:?}", library::unsent_groups(c, 100).unwrap()),
         format!("{:?}", pull::counts(c).unwrap()),
+        // The progress lines' counts (0014 keeps the `done` one).
+        format!("{:?}", queue::done_and_failed(c).unwrap()),
+        format!("{:?}", queue::pending_work(c).unwrap()),
     ]
 }
 
@@ -798,7 +804,7 @@ fn state_v12_opens_with_every_asset_id_as_it_was() {
     db.call_blocking(move |c| {
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            13
+            14
         );
         assert_eq!(rows_with_ids(c), rows_before);
         assert_eq!(v12_answers(c), answers_before);
