@@ -5,7 +5,8 @@
 -- an asset held that text, and a backed-up file's id was stored five times (`files.asset_id`
 -- and its index, `remote_assets.id` and its key, `known_assets.asset_id`). From here on an
 -- id in the canonical lower-case UUID form is stored as its 16 bytes (a BLOB), and any other
--- id (a seed-style server's, or a UUID in upper case) as its text, unchanged: a TEXT value
+-- id (a UUID in upper case, or one an older version stored before the client checked the
+-- server's ids) as its text, unchanged: a TEXT value
 -- never equals a BLOB, so the two cannot be mistaken for each other, and each reads back
 -- exactly as the server wrote it. src/db/ids.rs converts at the boundary; the CASE below is
 -- its SQL twin (`stored_id_sql`), applied to every row already stored.

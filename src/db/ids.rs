@@ -1,8 +1,8 @@
 //! Asset ids as the state database stores them (migration 0013, docs/ARCHITECTURE.md,
 //! "State database"): the server's id of an asset is a UUID in its canonical text form
 //! (`6f1c9a54-0000-4000-8000-000000000001`, 36 bytes), kept as its 16 bytes. Any other id
-//! (a seed-style server may hand out ids that are not UUIDs, or a UUID in upper case) is kept
-//! as its text, a SQLite `TEXT` value: a `TEXT` value never equals a `BLOB` one, so the two
+//! (a UUID in upper case, which the client's check of answers lets through, or an id an
+//! older version stored before that check) is kept as its text, a SQLite `TEXT` value: a `TEXT` value never equals a `BLOB` one, so the two
 //! forms cannot be mistaken for each other, and every id reads back exactly as the server
 //! wrote it.
 //!
