@@ -371,7 +371,7 @@ fn tombstoned_asset(c: &rusqlite::Connection, path: &[u8]) -> rusqlite::Result<O
         "SELECT t.asset_id FROM files f JOIN tombstones t ON t.checksum = f.checksum
          WHERE f.path = ?1",
     )?
-    .query_row([path], |r| r.get::<_, Option<String>>(0))
+    .query_row([path], |r| crate::db::ids::opt_id(r, 0))
     .optional()
     .map(Option::flatten)
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::ids::{self, IdRef};
 use crate::model::Checksum;
 
 /// A file the server holds verified, not trashed, sorted into its albums and groups: what
@@ -73,7 +74,7 @@ pub fn candidates(
                 file_id: r.get(0)?,
                 path: r.get(1)?,
                 checksum: Checksum([0; 20]),
-                asset_id: r.get(3)?,
+                asset_id: ids::id(r, 3)?,
                 stat: (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
             },
             sum,
@@ -127,7 +128,7 @@ pub fn record_intent(
         action,
         target,
         &c.checksum.0[..],
-        c.asset_id,
+        IdRef(&c.asset_id),
         now_ms
     ])?;
     Ok(conn.last_insert_rowid())
@@ -193,7 +194,7 @@ pub fn open_intents(conn: &Connection) -> rusqlite::Result<Vec<Intent>> {
                 action: r.get(3)?,
                 target: r.get(4)?,
                 checksum: Checksum([0; 20]),
-                asset_id: r.get(6)?,
+                asset_id: ids::id(r, 6)?,
             },
             sum,
         ))
@@ -252,6 +253,6 @@ pub fn released(conn: &Connection) -> rusqlite::Result<HashMap<String, (String, 
     }
     let mut stmt =
         conn.prepare("SELECT asset_id, action, path FROM after_upload WHERE state = 'done'")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    let rows = stmt.query_map([], |r| Ok((ids::id(r, 0)?, (r.get(1)?, r.get(2)?))))?;
     rows.collect()
 }

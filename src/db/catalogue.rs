@@ -54,19 +54,31 @@ fn stat_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<FileStat>
     })
 }
 
-/// For a read-only open of a database from before migration 0012 (a daemon of an earlier
-/// version may hold it, so it is not migrated): shows `files` and `roots` as 0012 has them,
-/// through temporary views over the real table, so that `status`, `diff` and `explain` read
-/// the same. Each root stands for itself (`roots.id` is the root's own path). Writes
-/// nothing (TEMP objects).
-pub(super) fn read_v11_files_as_v12(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TEMP VIEW roots AS SELECT root AS id, root AS path FROM main.files GROUP BY root;
-         CREATE TEMP VIEW files AS
-         SELECT id, path, root AS root_id, dev, ino, size, mtime_ns, ctime_ns, checksum,
-                asset_id, last_seen, missing
-         FROM main.files;",
-    )
+/// For a read-only open of a database of schema `version` before migration 0013 (a daemon
+/// of an earlier version may hold it, so it is not migrated): shows `files` (and, before
+/// 0012, `roots`) as 0013 has them, through temporary views over the real table, so that
+/// `status`, `diff` and `explain` read the same. Before 0012 each root stands for itself
+/// (`roots.id` is the root's own path); the asset ids are shown in their stored form
+/// ([`super::ids::stored_id_sql`]). Writes nothing (TEMP objects).
+pub(super) fn read_old_files_as_v13(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    let asset = super::ids::stored_id_sql("asset_id");
+    if version < 12 {
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW roots AS SELECT root AS id, root AS path FROM main.files
+                 GROUP BY root;
+             CREATE TEMP VIEW files AS
+             SELECT id, path, root AS root_id, dev, ino, size, mtime_ns, ctime_ns, checksum,
+                    {asset} AS asset_id, last_seen, missing
+             FROM main.files;"
+        ))
+    } else {
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW files AS
+             SELECT id, path, root_id, dev, ino, size, mtime_ns, ctime_ns, checksum,
+                    {asset} AS asset_id, last_seen, missing
+             FROM main.files;"
+        ))
+    }
 }
 
 /// The `roots` row of a root's path, written the first time a file of it is catalogued
@@ -132,7 +144,7 @@ pub fn upsert_and_queue(
     stat: &FileStat,
     now_ms: i64,
 ) -> rusqlite::Result<i64> {
-    let existing: Option<(i64, FileStat, Option<String>)> = conn
+    let existing: Option<(i64, FileStat, Option<AssetId>)> = conn
         .prepare_cached(
             "SELECT id, dev, ino, size, mtime_ns, ctime_ns, asset_id FROM files WHERE path = ?1",
         )?
@@ -142,7 +154,7 @@ pub fn upsert_and_queue(
         Some((id, old, asset)) => {
             if old != *stat {
                 if let Some(asset) = asset {
-                    super::edited::note(conn, id, &asset, now_ms)?;
+                    super::edited::note(conn, id, &asset.0, now_ms)?;
                 }
                 let root = root_id(conn, root)?;
                 conn.prepare_cached(
@@ -296,9 +308,8 @@ pub fn known_asset(
     checksum: &Checksum,
 ) -> rusqlite::Result<Option<Option<AssetId>>> {
     conn.prepare_cached("SELECT asset_id FROM known_assets WHERE checksum = ?1")?
-        .query_row([&checksum.0[..]], |r| r.get::<_, Option<String>>(0))
+        .query_row([&checksum.0[..]], |r| r.get::<_, Option<AssetId>>(0))
         .optional()
-        .map(|o| o.map(|id| id.map(AssetId)))
 }
 
 /// Remembers that the server holds `checksum` as `asset_id`.
@@ -318,7 +329,7 @@ pub fn remember_asset(
     )?
     .execute(params![
         &checksum.0[..],
-        asset_id.map(|a| a.0.as_str()),
+        asset_id,
         verified.then_some(now_ms),
     ])?;
     Ok(())
@@ -375,7 +386,7 @@ pub fn linked_files(conn: &Connection) -> rusqlite::Result<Vec<(Vec<u8>, String)
         "SELECT path, asset_id FROM files WHERE asset_id IS NOT NULL AND missing = 0
          ORDER BY path",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, super::ids::id(r, 1)?)))?;
     rows.collect()
 }
 

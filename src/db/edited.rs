@@ -4,11 +4,13 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::ids::{self, IdRef};
+
 /// The file's stat changed while it was backed up as `old_asset`: remember that asset.
 /// Called by the catalogue inside the transaction that clears the file's `asset_id`.
 pub fn note(conn: &Connection, file_id: i64, old_asset: &str, now_ms: i64) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO edited(file_id, old_asset_id, noted_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![file_id, old_asset, now_ms])?;
+        .execute(params![file_id, IdRef(old_asset), now_ms])?;
     Ok(())
 }
 
@@ -19,7 +21,7 @@ pub fn pending(conn: &Connection, file_id: i64) -> rusqlite::Result<Option<Strin
         "SELECT old_asset_id FROM edited WHERE file_id = ?1 AND uploaded_at IS NULL
          ORDER BY id DESC LIMIT 1",
     )?
-    .query_row([file_id], |r| r.get(0))
+    .query_row([file_id], |r| ids::id(r, 0))
     .optional()
 }
 
@@ -58,6 +60,6 @@ pub fn changed_assets(conn: &Connection) -> rusqlite::Result<Vec<(String, Vec<u8
         "SELECT e.old_asset_id, f.path FROM edited e JOIN files f ON f.id = e.file_id
          WHERE f.missing = 0",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map([], |r| Ok((ids::id(r, 0)?, r.get(1)?)))?;
     rows.collect()
 }

@@ -8,6 +8,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::ids::{self, IdRef};
+
 /// A backed-up file the library has not sorted yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TodoFile {
@@ -54,7 +56,7 @@ pub fn todo(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<TodoFile>> 
             file_id: r.get(0)?,
             root: r.get(1)?,
             path: r.get(2)?,
-            asset_id: r.get(3)?,
+            asset_id: ids::opt_id(r, 3)?,
         })
     })?;
     rows.collect()
@@ -80,7 +82,7 @@ pub fn with_prefix(conn: &Connection, prefix: &[u8]) -> rusqlite::Result<Vec<Sib
         Ok(Sibling {
             file_id: r.get(0)?,
             path: r.get(1)?,
-            asset_id: r.get(2)?,
+            asset_id: ids::opt_id(r, 2)?,
             state: r.get(3)?,
         })
     })?;
@@ -111,7 +113,7 @@ pub fn in_folder_with(
             Ok(Sibling {
                 file_id: r.get(0)?,
                 path: r.get(1)?,
-                asset_id: r.get(2)?,
+                asset_id: ids::opt_id(r, 2)?,
                 state: r.get(3)?,
             })
         },
@@ -133,7 +135,7 @@ pub fn record_sorted(
             "INSERT OR IGNORE INTO album_members(name, asset_id) VALUES (?1, ?2)",
         )?;
         for (name, asset) in members {
-            add.execute(params![name, asset])?;
+            add.execute(params![name, IdRef(asset)])?;
         }
         let mut group = tx.prepare_cached(
             "INSERT INTO library_groups(kind, stem, assets) VALUES (?1, ?2, ?3)
@@ -162,7 +164,7 @@ pub fn unsent_members(
          ORDER BY name, asset_id LIMIT ?1",
     )?;
     let rows = stmt.query_map([limit as i64], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        Ok((r.get::<_, String>(0)?, ids::id(r, 1)?))
     })?;
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for row in rows {
@@ -188,7 +190,7 @@ pub fn mark_members_sent(
             "UPDATE album_members SET sent_at = ?3 WHERE name = ?1 AND asset_id = ?2",
         )?;
         for a in assets {
-            stmt.execute(params![name, a, now_ms])?;
+            stmt.execute(params![name, IdRef(a), now_ms])?;
         }
     }
     tx.commit()

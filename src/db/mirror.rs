@@ -103,7 +103,7 @@ struct Row {
 
 fn row(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Row>> {
     conn.prepare_cached("SELECT checksum, updated_at FROM remote_assets WHERE id = ?1")?
-        .query_row([&id.0], |r| {
+        .query_row([id], |r| {
             Ok(Row {
                 checksum: r
                     .get::<_, Option<Vec<u8>>>(0)?
@@ -132,23 +132,37 @@ fn remote_id(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     }
 }
 
-/// For a read-only open of a database from before migration 0012 (a daemon of an earlier
-/// version may hold it, so it is not migrated): shows `remote_assets` and `remote_ids` as
-/// 0012 has them, through temporary views over the real table, so that `status`, `mirror`
-/// and `diff` read the same. Each id stands for itself (`remote_ids.id` is the id's own
-/// text), which is all the readers' joins need. Writes nothing (TEMP objects).
-pub(super) fn read_v11_mirror_as_v12(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TEMP VIEW remote_ids AS
-         SELECT owner_id AS id, owner_id AS name FROM main.remote_assets
-         UNION SELECT device_id, device_id FROM main.remote_assets WHERE device_id IS NOT NULL;
-         CREATE TEMP VIEW remote_assets AS
-         SELECT id, owner_id AS owner, checksum, original_file_name, file_created_at,
-                CAST(round((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER)
-                    AS updated_at,
-                visibility, is_trashed, device_id AS device, deleted_at, synced_at
-         FROM main.remote_assets;",
-    )
+/// For a read-only open of a database of schema `version` before migration 0013 (a daemon
+/// of an earlier version may hold it, so it is not migrated): shows `remote_assets` (and,
+/// before 0012, `remote_ids`) as 0013 has them, through temporary views over the real
+/// table, so that `status`, `mirror` and `diff` read the same. Before 0012 each owner or
+/// device id stands for itself (`remote_ids.id` is the id's own text), which is all the
+/// readers' joins need; the asset ids are shown in their stored form
+/// ([`super::ids::stored_id_sql`]). Writes nothing (TEMP objects).
+pub(super) fn read_old_mirror_as_v13(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    let id = super::ids::stored_id_sql("id");
+    if version < 12 {
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW remote_ids AS
+             SELECT owner_id AS id, owner_id AS name FROM main.remote_assets
+             UNION SELECT device_id, device_id FROM main.remote_assets
+                 WHERE device_id IS NOT NULL;
+             CREATE TEMP VIEW remote_assets AS
+             SELECT {id} AS id, owner_id AS owner, checksum, original_file_name,
+                    file_created_at,
+                    CAST(round((julianday(updated_at) - 2440587.5) * 86400000) AS INTEGER)
+                        AS updated_at,
+                    visibility, is_trashed, device_id AS device, deleted_at, synced_at
+             FROM main.remote_assets;"
+        ))
+    } else {
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW remote_assets AS
+             SELECT {id} AS id, owner, checksum, original_file_name, file_created_at,
+                    updated_at, visibility, is_trashed, device, deleted_at, synced_at
+             FROM main.remote_assets;"
+        ))
+    }
 }
 
 /// The checksum of an asset: from the mirror, else from what we uploaded or linked.
@@ -163,7 +177,7 @@ fn checksum_of(conn: &Connection, id: &AssetId) -> rusqlite::Result<Option<Check
     }
     let from = |sql: &str| -> rusqlite::Result<Option<Checksum>> {
         conn.prepare_cached(sql)?
-            .query_row([&id.0], |r| r.get::<_, Vec<u8>>(0))
+            .query_row([id], |r| r.get::<_, Vec<u8>>(0))
             .optional()
             .map(|o| o.as_deref().and_then(Checksum::from_slice))
     };
@@ -237,7 +251,7 @@ pub fn apply(
                            COALESCE(excluded.device, remote_assets.device)",
                 )?
                 .execute(params![
-                    a.id.0,
+                    &a.id,
                     owner,
                     a.checksum.as_ref().map(|c| &c.0[..]),
                     a.original_file_name,
@@ -270,7 +284,7 @@ pub fn apply(
                 .prepare_cached(
                     "UPDATE remote_assets SET is_trashed = 1, synced_at = ?2 WHERE id = ?1",
                 )?
-                .execute(params![id.0, now_ms])?;
+                .execute(params![id, now_ms])?;
             if n == 0 {
                 out.unknown += 1;
             } else {
@@ -286,7 +300,7 @@ pub fn apply(
                     "UPDATE remote_assets SET is_trashed = 0, deleted_at = NULL, synced_at = ?2
                      WHERE id = ?1",
                 )?
-                .execute(params![id.0, now_ms])?;
+                .execute(params![id, now_ms])?;
             if n == 0 {
                 out.unknown += 1;
             } else {
@@ -303,7 +317,7 @@ pub fn apply(
                          synced_at = ?2
                      WHERE id = ?1",
                 )?
-                .execute(params![id.0, now_ms])?;
+                .execute(params![id, now_ms])?;
             out.deleted += n as u64;
             let sum = match checksum_of(conn, id)? {
                 Some(c) => Some(c),
@@ -379,7 +393,7 @@ fn files_of(conn: &Connection, id: &AssetId, sum: &Checksum) -> rusqlite::Result
         "SELECT id FROM files WHERE checksum = ?1
          UNION SELECT id FROM files WHERE asset_id = ?2",
     )?;
-    let rows = stmt.query_map(params![&sum.0[..], id.0], |r| r.get(0))?;
+    let rows = stmt.query_map(params![&sum.0[..], id], |r| r.get(0))?;
     rows.collect()
 }
 
@@ -396,20 +410,20 @@ fn gone(
 ) -> rusqlite::Result<()> {
     // A live asset of ours with this content (the user uploaded the photo again from
     // another client) means the content is still on the server.
-    let other_live: Option<String> = conn
+    let other_live: Option<AssetId> = conn
         .prepare_cached(
             "SELECT id FROM remote_assets WHERE checksum = ?1 AND id <> ?2
                  AND is_trashed = 0 AND deleted_at IS NULL LIMIT 1",
         )?
-        .query_row(params![&sum.0[..], id.0], |r| r.get(0))
+        .query_row(params![&sum.0[..], id], |r| r.get(0))
         .optional()?;
     if let Some(other) = other_live {
         // Our files are backed up as that one now.
         conn.prepare_cached("UPDATE known_assets SET asset_id = ?2 WHERE checksum = ?1")?
-            .execute(params![&sum.0[..], other])?;
+            .execute(params![&sum.0[..], &other])?;
         if !id.0.is_empty() {
             conn.prepare_cached("UPDATE files SET asset_id = ?2 WHERE asset_id = ?1")?
-                .execute(params![id.0, other])?;
+                .execute(params![id, &other])?;
         }
         return Ok(());
     }
@@ -419,11 +433,11 @@ fn gone(
                  OR EXISTS(SELECT 1 FROM tombstones WHERE checksum = ?1)
                  OR EXISTS(SELECT 1 FROM files WHERE asset_id = ?2)",
         )?
-        .query_row(params![&sum.0[..], id.0], |r| r.get(0))?;
+        .query_row(params![&sum.0[..], id], |r| r.get(0))?;
     if !ours {
         return Ok(());
     }
-    let asset = (!id.0.is_empty()).then_some(id.0.as_str());
+    let asset = (!id.0.is_empty()).then_some(id);
     let written = conn
         .prepare_cached(
             "INSERT INTO tombstones(checksum, asset_id, reason, at) VALUES (?1, ?2, ?3, ?4)
@@ -503,7 +517,7 @@ fn live(
          WHERE file_id = ?1",
     )?;
     for f in held {
-        file.execute(params![f, id.0])?;
+        file.execute(params![f, id])?;
         job.execute(params![f, now_ms])?;
         out.released += 1;
     }
@@ -587,7 +601,7 @@ pub fn tombstone(
 ) -> rusqlite::Result<Option<(Option<AssetId>, String)>> {
     conn.prepare_cached("SELECT asset_id, reason FROM tombstones WHERE checksum = ?1")?
         .query_row([&sum.0[..]], |r| {
-            Ok((r.get::<_, Option<String>>(0)?.map(AssetId), r.get(1)?))
+            Ok((r.get::<_, Option<AssetId>>(0)?, r.get(1)?))
         })
         .optional()
 }
@@ -627,9 +641,10 @@ fn own_asset(
                AND is_trashed = ?3 AND deleted_at IS NULL
          LIMIT 1",
     )?
-    .query_row(params![&sum.0[..], owner, trashed], |r| r.get(0))
+    .query_row(params![&sum.0[..], owner, trashed], |r| {
+        r.get::<_, AssetId>(0)
+    })
     .optional()
-    .map(|o| o.map(AssetId))
 }
 
 /// Assets the mirror holds as existing whose row was last written before `before_ms` and
@@ -645,13 +660,16 @@ pub fn live_rows_before(
     let mut rows = stmt.query([before_ms])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        // Borrowed from the row: a seen id (nearly all of them) costs no allocation.
-        let id = r.get_ref(0)?.as_str()?;
-        if seen(id) {
+        // Borrowed from the row (a UUID decoded on the stack): a seen id (nearly all of
+        // them) costs no allocation.
+        let Some(id) = super::ids::with_id_text(r.get_ref(0)?, |id| {
+            (!seen(id)).then(|| AssetId(id.to_owned()))
+        })?
+        else {
             continue;
-        }
+        };
         out.push((
-            AssetId(id.to_owned()),
+            id,
             r.get::<_, Option<Vec<u8>>>(1)?
                 .as_deref()
                 .and_then(Checksum::from_slice),
@@ -671,13 +689,13 @@ pub fn known_without_live_row(
                            WHERE r.checksum = k.checksum AND r.deleted_at IS NULL)",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?))
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<AssetId>>(1)?))
     })?;
     let mut out = Vec::new();
     for row in rows {
         let (sum, id) = row?;
         if let Some(sum) = Checksum::from_slice(&sum) {
-            out.push((sum, id.map(AssetId)));
+            out.push((sum, id));
         }
     }
     Ok(out)
@@ -821,7 +839,7 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, Option<Vec<u8>>>(1)?,
-                r.get::<_, Option<String>>(2)?,
+                super::ids::opt_id(r, 2)?,
                 r.get::<_, i64>(3)? != 0,
                 r.get::<_, Option<String>>(4)?,
                 queue::shown_reason(skip, r.get(5)?),
@@ -873,7 +891,7 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
     )?;
     let rows = stmt.query_map([owner], |r| {
         Ok((
-            r.get::<_, String>(0)?,
+            super::ids::id(r, 0)?,
             r.get::<_, Option<Vec<u8>>>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, Option<String>>(3)?,
@@ -940,7 +958,7 @@ pub enum AssetSeen {
 /// The mirror's view of asset `id`; `None` when it has no row for it.
 pub fn asset_seen(conn: &Connection, id: &str) -> rusqlite::Result<Option<AssetSeen>> {
     conn.prepare_cached("SELECT is_trashed, deleted_at FROM remote_assets WHERE id = ?1")?
-        .query_row([id], |r| {
+        .query_row([super::ids::IdRef(id)], |r| {
             let trashed: i64 = r.get(0)?;
             let deleted: Option<i64> = r.get(1)?;
             Ok(match (deleted, trashed) {

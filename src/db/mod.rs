@@ -5,7 +5,7 @@
 //! `spawn_blocking`), the schema (`migrations/*.sql`, tracked by `user_version`), and every
 //! query: the catalogue ([`catalogue`]), the job queue ([`queue`]), the mirror ([`mirror`]),
 //! the typed small facts ([`meta`]) and the files that wait for looking unfinished
-//! ([`waiting`]). The rest of the daemon asks for named units of work
+//! ([`waiting`]); asset ids are bound and read in their stored form ([`ids`]). The rest of the daemon asks for named units of work
 //! (`record_scan_batch`, `apply_changes`, `adopt_server`…) so that the storage invariants
 //! live here. Must not: call the network or hold a `Connection` or `Transaction` across an
 //! `.await` (the closure given to [`Db::call`] runs to completion on a blocking thread).
@@ -13,6 +13,7 @@
 pub mod after_upload;
 pub mod catalogue;
 pub mod edited;
+pub mod ids;
 pub mod library;
 pub mod meta;
 pub mod mirror;
@@ -78,6 +79,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0012_fewer_bytes.sql",
         include_str!("../../migrations/0012_fewer_bytes.sql"),
+    ),
+    (
+        "0013_asset_ids.sql",
+        include_str!("../../migrations/0013_asset_ids.sql"),
+    ),
+    (
+        "0014_done_unindexed.sql",
+        include_str!("../../migrations/0014_done_unindexed.sql"),
     ),
 ];
 
@@ -152,12 +161,18 @@ impl Db {
         if version == 3 {
             queue::read_v3_jobs_as_v4(&conn).map_err(wrap)?;
         }
-        // 0001 made the catalogue, 0002 the mirror's table; 0012 compacted both.
-        if (1..12).contains(&version) {
-            catalogue::read_v11_files_as_v12(&conn).map_err(wrap)?;
+        // 0014 keeps the count of `done` jobs.
+        if (1..14).contains(&version) {
+            queue::read_old_jobs_as_v14(&conn).map_err(wrap)?;
         }
-        if (2..12).contains(&version) {
-            mirror::read_v11_mirror_as_v12(&conn).map_err(wrap)?;
+        // 0001 made the catalogue, 0002 the mirror's table; 0012 compacted both, 0013 stored
+        // their asset ids (and every other table's) in 16 bytes.
+        if (1..13).contains(&version) {
+            catalogue::read_old_files_as_v13(&conn, version).map_err(wrap)?;
+            read_old_ids_as_v13(&conn).map_err(wrap)?;
+        }
+        if (2..13).contains(&version) {
+            mirror::read_old_mirror_as_v13(&conn, version).map_err(wrap)?;
         }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
@@ -202,6 +217,51 @@ impl Db {
 /// samples were SQLite's parser (docs/BENCHMARKS.md, "Session 7"). 121 statements are
 /// written with `prepare_cached`; each kept one costs a few KiB.
 pub(crate) const STATEMENT_CACHE: usize = 160;
+
+/// The tables besides `files` and `remote_assets` whose asset ids migration 0013 stores in
+/// their 16 bytes, with those columns.
+const ID_COLUMNS: [(&str, &str); 6] = [
+    ("known_assets", "asset_id"),
+    ("tombstones", "asset_id"),
+    ("edited", "old_asset_id"),
+    ("after_upload", "asset_id"),
+    ("pulled", "asset_id"),
+    ("album_members", "asset_id"),
+];
+
+/// For a read-only open of a database from before migration 0013: each table of
+/// [`ID_COLUMNS`] that the database has is shown through a temporary view with its other
+/// columns as they are and its asset ids in their stored form
+/// ([`ids::stored_id_sql`]), so that a reader binds and reads ids as 0013 stores them.
+/// Writes nothing (TEMP objects).
+fn read_old_ids_as_v13(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, id_col) in ID_COLUMNS {
+        let cols: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}', 'main')"
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if cols.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                if c == id_col {
+                    format!("{} AS {c}", ids::stored_id_sql(c))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW {table} AS SELECT {} FROM main.{table};",
+            shown.join(", ")
+        ))?;
+    }
+    Ok(())
+}
 
 fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -361,6 +421,179 @@ mod tests {
             after < before,
             "{after} bytes after the upgrade, {before} before"
         );
+    }
+
+    /// A catalogue of backed-up files, written by the functions the daemon writes it with
+    /// (walk, hash, upload verified, the mirror's record of the asset, a pull's update of it):
+    /// its bytes a file, and the count of `done` files through every way a job comes to and
+    /// leaves `done`.
+    fn backed_up(c: &mut Connection, n: u64) -> rusqlite::Result<()> {
+        use crate::model::{AssetId, Checksum, RemoteAsset};
+        let stat = |i: u64| catalogue::FileStat {
+            dev: 2049,
+            ino: 100_000 + i,
+            size: 200 + i % 1000,
+            mtime_ns: 1_700_000_000_000_000_000 + i as i64,
+            ctime_ns: 1_700_000_000_000_000_000 + i as i64,
+        };
+        let files: Vec<(Vec<u8>, catalogue::FileStat)> = (0..n)
+            .map(|i| {
+                let path = format!("/photos/{}/{:04}/IMG_{i:07}.jpg", 2000 + i % 20, i % 200);
+                (path.into_bytes(), stat(i))
+            })
+            .collect();
+        catalogue::record_scan_batch(c, b"/photos", &files, 1)?;
+        let sum = |i: u64| {
+            let mut b = [0u8; 20];
+            b[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+            b[12..].copy_from_slice(&i.to_le_bytes());
+            Checksum(b)
+        };
+        let record = |i: u64| RemoteAsset {
+            // A server's id: a random-looking UUID v4.
+            id: AssetId(format!(
+                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                (i * 0x2545_f491) as u32,
+                i % 0xffff,
+                i % 0xfff,
+                (i * 7) % 0xfff,
+                i * 0x9e37_79b9
+            )),
+            owner_id: "6f1c9a54-0000-4000-8000-000000000001".into(),
+            checksum: Some(sum(i)),
+            original_file_name: format!("IMG_{i:07}.jpg"),
+            file_created_at: Some("2024-05-01T10:00:00.000Z".into()),
+            updated_at: Some("2024-05-01T10:00:01.000Z".into()),
+            visibility: Some("timeline".into()),
+            is_trashed: false,
+            device_id: Some("immish-sync-0b6e2c1e-7f0a-4d38-9a47-5a1f4b0c9e11".into()),
+            device_asset_id: None,
+        };
+        loop {
+            let jobs = queue::claim_for_hash(c, 500, u64::MAX, 2)?;
+            if jobs.is_empty() {
+                break;
+            }
+            let hashed: Vec<queue::HashResult> = jobs
+                .iter()
+                .map(|j| queue::HashResult::Hashed {
+                    file_id: j.file_id,
+                    stat: j.stat,
+                    checksum: sum(j.stat.ino - 100_000),
+                })
+                .collect();
+            queue::record_hash_results(c, &hashed, 3)?;
+            let uploads = jobs
+                .iter()
+                .map(|j| {
+                    let i = j.stat.ino - 100_000;
+                    mirror::VerifiedUpload {
+                        file_id: j.file_id,
+                        checksum: sum(i),
+                        asset_id: record(i).id,
+                        record: record(i),
+                        outcome: queue::Outcome::Uploaded,
+                        sidecar: None,
+                    }
+                })
+                .collect();
+            mirror::record_verified_uploads(c, uploads, 4)?;
+        }
+        let pulled: Vec<mirror::Change> = (0..n)
+            .map(|i| {
+                let mut r = record(i);
+                r.updated_at = Some("2024-05-02T10:00:00.000Z".into());
+                mirror::Change::Upsert(r)
+            })
+            .collect();
+        mirror::apply_changes(c, &pulled, mirror::Policy::default(), 5)?;
+        Ok(())
+    }
+
+    /// Issue 12's goal for the state database is at most 500 bytes a file. What a backed-up
+    /// file costs here (3,000 files, ids as the server gives them): asset ids in 16 bytes
+    /// (0013) and no queue index entry for a `done` job (0014) are what keep it under the
+    /// bound; either one undone is over it (docs/BENCHMARKS.md, "Session 7").
+    #[test]
+    fn a_backed_up_file_costs_few_bytes_of_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open(&path).unwrap();
+        let n = 3000;
+        let bytes = db
+            .call_blocking(|c| {
+                backed_up(c, n)?;
+                assert_eq!(queue::done_and_failed(c)?, (n as i64, 0));
+                c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                Ok(pages * size)
+            })
+            .unwrap();
+        let a_file = bytes / n as i64;
+        assert!(
+            a_file <= BYTES_A_FILE,
+            "{a_file} bytes a file ({bytes} for {n} files)"
+        );
+    }
+
+    /// The bound of [`a_backed_up_file_costs_few_bytes_of_state`]: what 0013 and 0014 made
+    /// it, with a little room.
+    const BYTES_A_FILE: i64 = 570;
+
+    /// The count of `done` jobs that the progress lines read (kept by migration 0014's
+    /// triggers, not counted) is the count of `done` jobs through every way in and out:
+    /// uploads verified, a trash on the server (held back) and its restore, a file changed
+    /// (queued again), a file removed from the catalogue (after upload), another server.
+    #[test]
+    fn the_count_of_done_files_follows_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        db.call_blocking(|c| {
+            let truth = |c: &Connection| -> rusqlite::Result<i64> {
+                c.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'done'", [], |r| {
+                    r.get(0)
+                })
+            };
+            let check = |c: &Connection, want: i64, when: &str| -> rusqlite::Result<()> {
+                let (done, _) = queue::done_and_failed(c)?;
+                let (_, _, progress) = queue::pending_work(c)?;
+                assert_eq!((done, progress, truth(c)?), (want, want, want), "{when}");
+                Ok(())
+            };
+            check(c, 0, "empty")?;
+            backed_up(c, 20)?;
+            check(c, 20, "backed up")?;
+            let ids: Vec<(i64, crate::model::AssetId)> = c
+                .prepare("SELECT id, asset_id FROM files ORDER BY id LIMIT 3")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let trash = mirror::Change::Trashed(ids[0].1.clone());
+            mirror::apply_changes(c, &[trash], mirror::Policy::default(), 6)?;
+            check(c, 19, "one trashed on the server: held back")?;
+            let restore = mirror::Change::Restored(ids[0].1.clone());
+            mirror::apply_changes(c, &[restore], mirror::Policy::default(), 7)?;
+            check(c, 20, "restored: done again")?;
+            let path: Vec<u8> =
+                c.query_row("SELECT path FROM files WHERE id = ?1", [ids[1].0], |r| {
+                    r.get(0)
+                })?;
+            let changed = catalogue::FileStat {
+                dev: 1,
+                ino: 1,
+                size: 1,
+                mtime_ns: 1,
+                ctime_ns: 1,
+            };
+            catalogue::record_scan_batch(c, b"/photos", &[(path, changed)], 8)?;
+            check(c, 19, "a file changed: queued again")?;
+            c.execute("DELETE FROM files WHERE id = ?1", [ids[2].0])?;
+            check(c, 18, "a file left the catalogue")?;
+            catalogue::forget_server(c, 9)?;
+            check(c, 0, "another server: every file is checked again")?;
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::ids::{self, IdRef};
 use crate::model::{AssetId, Checksum};
 use crate::originals::layout::{collision_name, Layout, Placed};
 
@@ -73,7 +74,7 @@ pub fn plan(
              ORDER BY r.file_created_at, r.id LIMIT ?2"
         ))?;
         let rows = st.query_map(params![bytes(folder), PLAN_BATCH as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((ids::id(r, 0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -96,7 +97,7 @@ pub fn plan(
                 }
                 rel = collision_name(&plain, id, long);
             }
-            insert.execute(params![bytes(folder), id, bytes(&rel), now])?;
+            insert.execute(params![bytes(folder), IdRef(id), bytes(&rel), now])?;
         }
     }
     tx.commit()?;
@@ -144,7 +145,7 @@ fn due_of(
     let rows = st.query_map(params![bytes(folder), now, limit as i64, hidden], |r| {
         let sum: Vec<u8> = r.get(2)?;
         Ok((
-            r.get::<_, String>(0)?,
+            r.get::<_, AssetId>(0)?,
             r.get::<_, Vec<u8>>(1)?,
             sum,
             r.get::<_, u32>(3)?,
@@ -163,7 +164,7 @@ fn due_of(
         // due (the mirror only stores SHA-1s).
         if let Some(checksum) = Checksum::from_slice(&sum) {
             out.push(Due {
-                asset_id: AssetId(id),
+                asset_id: id,
                 rel_path: path(rel),
                 checksum,
                 attempts,
@@ -180,7 +181,7 @@ pub fn mark_pulled(c: &Connection, folder: &Path, id: &AssetId, now: i64) -> rus
         "UPDATE pulled SET state = 'pulled', error = NULL, next_attempt_at = NULL,
              updated_at = ?3
          WHERE folder = ?1 AND asset_id = ?2",
-        params![bytes(folder), id.0, now],
+        params![bytes(folder), id, now],
     )?;
     Ok(())
 }
@@ -198,7 +199,7 @@ pub fn mark_failed(
         "UPDATE pulled SET state = 'failed', attempts = attempts + 1, error = ?3,
              next_attempt_at = ?4, updated_at = ?5
          WHERE folder = ?1 AND asset_id = ?2",
-        params![bytes(folder), id.0, error, next_at, now],
+        params![bytes(folder), id, error, next_at, now],
     )?;
     Ok(())
 }
@@ -242,7 +243,7 @@ fn path_taken(c: &Connection, folder: &Path, rel: &Path) -> rusqlite::Result<boo
 fn move_row(c: &Connection, folder: &Path, id: &AssetId, rel: &Path) -> rusqlite::Result<()> {
     c.execute(
         "UPDATE pulled SET rel_path = ?3 WHERE folder = ?1 AND asset_id = ?2",
-        params![bytes(folder), id.0, bytes(rel)],
+        params![bytes(folder), id, bytes(rel)],
     )?;
     Ok(())
 }
@@ -259,7 +260,7 @@ pub fn place_beside(
     let row: Option<(Vec<u8>, String)> = c
         .query_row(
             "SELECT rel_path, state FROM pulled WHERE folder = ?1 AND asset_id = ?2",
-            params![bytes(folder), video.0],
+            params![bytes(folder), video],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -324,7 +325,7 @@ fn rows_where(
     ))?;
     let rows = st.query_map(params![bytes(folder)], |r| {
         Ok(Gone {
-            asset_id: AssetId(r.get(0)?),
+            asset_id: r.get(0)?,
             rel_path: path(r.get(1)?),
             state: r.get(2)?,
         })
@@ -344,7 +345,7 @@ pub fn set_state(
         "UPDATE pulled SET state = ?3, updated_at = ?4,
              moved_at = CASE WHEN ?3 = 'moved' THEN ?4 ELSE NULL END
          WHERE folder = ?1 AND asset_id = ?2",
-        params![bytes(folder), id.0, state.as_str(), now],
+        params![bytes(folder), id, state.as_str(), now],
     )?;
     Ok(())
 }
@@ -353,7 +354,7 @@ pub fn set_state(
 pub fn forget(c: &Connection, folder: &Path, id: &AssetId) -> rusqlite::Result<()> {
     c.execute(
         "DELETE FROM pulled WHERE folder = ?1 AND asset_id = ?2",
-        params![bytes(folder), id.0],
+        params![bytes(folder), id],
     )?;
     Ok(())
 }
@@ -366,7 +367,7 @@ pub fn expired(c: &Connection, folder: &Path, before: i64) -> rusqlite::Result<V
     )?;
     let rows = st.query_map(params![bytes(folder), before], |r| {
         Ok(Gone {
-            asset_id: AssetId(r.get(0)?),
+            asset_id: r.get(0)?,
             rel_path: path(r.get(1)?),
             state: r.get(2)?,
         })
@@ -383,7 +384,7 @@ pub fn pending(c: &Connection, folder: &Path) -> rusqlite::Result<Vec<Gone>> {
     )?;
     let rows = st.query_map(params![bytes(folder)], |r| {
         Ok(Gone {
-            asset_id: AssetId(r.get(0)?),
+            asset_id: r.get(0)?,
             rel_path: path(r.get(1)?),
             state: r.get(2)?,
         })

@@ -29,10 +29,15 @@ pub struct ClaimedJob {
 pub fn recover_in_flight(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE jobs SET state='queued', updated_at=?1
-         WHERE state IN ('hashing', 'checking', 'uploading', 'verifying')",
+         WHERE state IN ('hashing', 'checking', 'uploading', 'verifying') AND state <> 'done'",
         [now_ms],
     )
 }
+
+/// The condition of the `jobs_queue` index (migration 0014: it holds every job not `done`),
+/// added to each query that walks it: SQLite uses a partial index only for a query whose
+/// `WHERE` states the index's condition.
+const UNFINISHED: &str = "j.state <> 'done'";
 
 const CLAIM_COLUMNS: &str = "f.id, f.path, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, \
                              f.checksum, j.attempts";
@@ -73,7 +78,8 @@ pub fn claim_for_hash(
     {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
-             WHERE j.state = 'queued' ORDER BY j.updated_at, j.file_id LIMIT ?1"
+             WHERE j.state = 'queued' AND {UNFINISHED}
+             ORDER BY j.updated_at, j.file_id LIMIT ?1"
         ))?;
         let mut rows = stmt.query_map(params![limit as i64], claimed_from_row)?;
         while !full(&jobs, bytes) {
@@ -142,7 +148,7 @@ pub fn claim_for_check_outside(
 ) -> rusqlite::Result<Vec<ClaimedJob>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
-         WHERE j.state = 'checking' AND f.checksum IS NOT NULL{}
+         WHERE j.state = 'checking' AND {UNFINISHED} AND f.checksum IS NOT NULL{}
          ORDER BY j.updated_at, j.file_id LIMIT ?1",
         outside(held)
     ))?;
@@ -161,7 +167,7 @@ pub fn active_outside(conn: &Connection, held: &[Vec<u8>]) -> rusqlite::Result<i
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
          WHERE j.state IN ('queued','hashing','checking','uploading','verifying')
-           AND ?1 = ?1{}",
+           AND {UNFINISHED} AND ?1 = ?1{}",
         outside(held)
     ))?;
     let mut args: Vec<&dyn rusqlite::ToSql> = vec![&0i64];
@@ -353,7 +359,7 @@ pub fn finish_done(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE files SET asset_id=?2 WHERE id=?1")?
-        .execute(params![file_id, asset_id.map(|a| a.0.as_str())])?;
+        .execute(params![file_id, asset_id])?;
     conn.prepare_cached(
         "UPDATE jobs SET state='done', outcome=?2, reason=NULL, skip_reason=NULL,
              next_attempt_at=NULL, updated_at=?3 WHERE file_id=?1",
@@ -554,10 +560,12 @@ const ACTIVE_STATES: [JobState; 5] = [
 /// sizes joined from `files` by rowid only when asked for).
 const PENDING_COUNTS: &str = "SELECT j.state, COUNT(*) FROM jobs j
      WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')
+         AND j.state <> 'done'
      GROUP BY j.state";
 const PENDING_BYTES: &str = "SELECT j.state, COUNT(*), COALESCE(SUM(f.size), 0)
      FROM jobs j JOIN files f ON f.id = j.file_id
      WHERE j.state IN ('queued','hashing','checking','uploading','verifying','retry')
+         AND j.state <> 'done'
      GROUP BY j.state";
 
 /// [`Pending`], its bytes only when `bytes` (the progress lines want them, the engine not).
@@ -589,7 +597,7 @@ pub fn retry_failed(
 ) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE jobs SET state='queued', attempts=0, next_attempt_at=NULL, reason=NULL,
-             skip_reason=NULL, updated_at=?1 WHERE state IN ('failed', 'retry')
+             skip_reason=NULL, updated_at=?1 WHERE state IN ('failed', 'retry') AND state <> 'done'
              AND (?2 IS NULL OR file_id IN
                   (SELECT f.id FROM files f JOIN roots r ON r.id = f.root_id WHERE r.path = ?2))",
         rusqlite::params![now_ms, root],
@@ -618,11 +626,17 @@ pub fn recent(
 ) -> rusqlite::Result<Vec<JobReport>> {
     let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
     let placeholders = vec!["?"; names.len()].join(",");
+    // Without `done` among them, through `jobs_queue` (migration 0014).
+    let unfinished = if states.contains(&JobState::Done) {
+        String::new()
+    } else {
+        format!(" AND {UNFINISHED}")
+    };
     let sql = format!(
         "SELECT f.path, j.state, j.reason, j.attempts, j.updated_at, j.next_attempt_at,
                 j.skip_reason
          FROM jobs j JOIN files f ON f.id = j.file_id
-         WHERE j.state IN ({placeholders}) ORDER BY j.updated_at DESC LIMIT {limit}"
+         WHERE j.state IN ({placeholders}){unfinished} ORDER BY j.updated_at DESC LIMIT {limit}"
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(names.iter()), |r| {
@@ -656,7 +670,7 @@ pub struct Backlog {
 pub fn backlog(conn: &Connection, limit: usize) -> rusqlite::Result<Backlog> {
     let (active, retry) = pending_counts(conn)?;
     let failed_total = conn
-        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")?
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'failed' AND state <> 'done'")?
         .query_row([], |r| r.get(0))?;
     Ok(Backlog {
         pending: active + retry,
@@ -707,20 +721,33 @@ pub(super) fn read_v3_jobs_as_v4(conn: &Connection) -> rusqlite::Result<()> {
 pub fn pending_work(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     let tx = conn.unchecked_transaction()?;
     let p = pending(&tx, true)?;
-    let done = tx
-        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'done'")?
-        .query_row([], |r| r.get(0))?;
+    let done = done_count(&tx)?;
     tx.commit()?;
     Ok((p.active + p.retry, p.bytes, done))
 }
 
 /// Files backed up (`done`) and files that `failed`, for the line that ends a batch.
 pub fn done_and_failed(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.prepare_cached(
-        "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'done'),
-                (SELECT COUNT(*) FROM jobs WHERE state = 'failed')",
-    )?
-    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let failed = conn
+        .prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'failed' AND state <> 'done'")?
+        .query_row([], |r| r.get(0))?;
+    Ok((done_count(conn)?, failed))
+}
+
+/// How many jobs are `done`: the row migration 0014's triggers keep (the `done` jobs are not
+/// in `jobs_queue`, so counting them would read every job).
+pub fn done_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT n FROM jobs_done")?
+        .query_row([], |r| r.get(0))
+}
+
+/// For a read-only open of a database from before migration 0014: `jobs_done` as a
+/// temporary view that counts (a daemon of an earlier version keeps no count). Writes
+/// nothing (TEMP objects).
+pub(super) fn read_old_jobs_as_v14(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP VIEW jobs_done AS SELECT COUNT(*) AS n FROM jobs WHERE state = 'done';",
+    )
 }
 
 #[cfg(test)]
@@ -886,7 +913,7 @@ pub fn file_facts(conn: &Connection, path: &[u8]) -> rusqlite::Result<Option<Fil
         Ok(FileFacts {
             size: r.get::<_, i64>(0)? as u64,
             mtime_ns: r.get(1)?,
-            asset_id: r.get(2)?,
+            asset_id: super::ids::opt_id(r, 2)?,
             missing: r.get::<_, i64>(3)? != 0,
             last_seen_ms: r.get(4)?,
             job,

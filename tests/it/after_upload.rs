@@ -389,7 +389,7 @@ async fn a_move_done_before_a_crash_is_recorded_at_the_next_start() {
     {
         use std::os::unix::ffi::OsStrExt;
         let db = w.db();
-        let (file_id, sum, asset): (i64, Vec<u8>, String) = db
+        let (file_id, sum, asset): (i64, Vec<u8>, immish_sync::model::AssetId) = db
             .query_row(
                 "SELECT id, checksum, asset_id FROM files WHERE path = ?1",
                 [src.as_os_str().as_bytes()],

@@ -69,7 +69,7 @@ fn mirrored(w: &World, id: &str) -> bool {
     w.db()
         .query_row(
             "SELECT COUNT(*) FROM remote_assets WHERE id = ?1",
-            [id],
+            [immish_sync::db::ids::IdRef(id)],
             |r| r.get::<_, i64>(0),
         )
         .map(|n| n == 1)

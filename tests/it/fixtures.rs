@@ -12,10 +12,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use immish_sync::db::catalogue::{self, FileStat};
+use immish_sync::db::ids::IdRef;
 use immish_sync::db::mirror::{self, Applied, Change, Policy};
 use immish_sync::db::queue::{self, Outcome};
 use immish_sync::db::Db;
+use immish_sync::db::{after_upload, library, pull};
 use immish_sync::model::{AssetId, Checksum, JobState, SkipReason};
+use immish_sync::originals::layout::Layout;
 use rusqlite::{params, Connection};
 
 /// The time every fixture row is written at (unix ms): fixed, so the file is reproducible.
@@ -81,9 +84,35 @@ fn path(name: &str) -> Vec<u8> {
     [ROOT, b"/", name.as_bytes()].concat()
 }
 
+/// The server's id of the fixture's asset `name`. Schema 3's fixture holds the names
+/// themselves; from schema 12's on, the generator writes UUIDs as the server hands them out,
+/// but for two kept as a seed-style server's ids and one UUID in upper case (migration 0013
+/// stores a canonical UUID in 16 bytes and any other id as its text).
+fn asset(name: &str) -> String {
+    const NAMES: [&str; 10] = [
+        "a-uploaded",
+        "a-duplicate",
+        "a-trashed",
+        "a-deleted",
+        "a-gone",
+        "a-in-trash",
+        "a-edited",
+        "a-archived",
+        "a-removed",
+        "a-pending",
+    ];
+    match NAMES.iter().position(|n| *n == name) {
+        Some(i) => format!("5e1d0c3a-0000-4000-8000-{:012x}", i + 1),
+        None if name == "a-phone" => "5E1D0C3A-0000-4000-8000-0000000000AA".to_owned(),
+        None => name.to_owned(),
+    }
+}
+
 /// A remote asset row as a pull writes it (in today's schema: migration 0012 keeps the owner
 /// and device ids in `remote_ids`).
 fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: bool) {
+    let id = asset(id);
+    let id = id.as_str();
     let device = (owner == OWNER).then_some(DEVICE);
     for name in [Some(owner), device].into_iter().flatten() {
         c.execute("INSERT OR IGNORE INTO remote_ids(name) VALUES (?1)", [name])
@@ -96,7 +125,7 @@ fn remote(c: &Connection, id: &str, owner: &str, s: Option<Checksum>, trashed: b
                  '2023-07-22T04:26:40.000Z', 1700000000000, 'timeline', ?5,
                  (SELECT id FROM remote_ids WHERE name = ?6), NULL, ?7)",
         params![
-            id,
+            IdRef(id),
             owner,
             s.map(|s| s.0.to_vec()),
             format!("{id}.jpg"),
@@ -128,7 +157,7 @@ fn make_state_fixture() {
         };
         let done = |name: &str, n: u64, asset: Option<&str>, how: Outcome| -> i64 {
             let f = hashed(name, n);
-            let asset = asset.map(|a| AssetId(a.into()));
+            let asset = asset.map(|a| AssetId(crate::fixtures::asset(a)));
             let verified = how != Outcome::Linked;
             queue::finish_done(c, f, &sum(n as u8), asset.as_ref(), how, verified, T0).unwrap();
             f
@@ -164,7 +193,7 @@ fn make_state_fixture() {
             Outcome::Uploaded,
         );
         remote(c, "a-trashed", OWNER, Some(sum(20)), false);
-        apply(Change::Trashed(AssetId("a-trashed".into())));
+        apply(Change::Trashed(AssetId(asset("a-trashed"))));
         // Held back: ours, deleted for good (tombstone `deleted`).
         done(
             "deleted-by-user.jpg",
@@ -174,7 +203,7 @@ fn make_state_fixture() {
         );
         remote(c, "a-deleted", OWNER, Some(sum(21)), false);
         apply(Change::Deleted {
-            id: AssetId("a-deleted".into()),
+            id: AssetId(asset("a-deleted")),
             checksum: None,
         });
         // Held back, and since gone locally too (not counted as held back).
@@ -185,7 +214,7 @@ fn make_state_fixture() {
             Outcome::Uploaded,
         );
         remote(c, "a-gone", OWNER, Some(sum(22)), false);
-        apply(Change::Trashed(AssetId("a-gone".into())));
+        apply(Change::Trashed(AssetId(asset("a-gone"))));
         catalogue::mark_missing(c, &[f], T0).unwrap();
 
         // Skipped by the pipeline: bulk-upload-check found the content in the trash.
@@ -248,6 +277,73 @@ fn make_state_fixture() {
         );
         meta("mirror.socket", &format!("{T0} connected"));
         tx.commit()
+    })
+    .unwrap();
+    // From schema 12's fixture on: a row in every table that names an asset (migration 0013
+    // rewrote each of them), written by the functions that write them.
+    fn done(c: &Connection, name: &str, n: u64, id: &str) -> rusqlite::Result<i64> {
+        let f = catalogue::upsert_and_queue(c, ROOT, &path(name), &stat(n), T0)?;
+        queue::record_hash(c, f, &stat(n), &sum(n as u8), T0)?;
+        let id = AssetId(asset(id));
+        queue::finish_done(c, f, &sum(n as u8), Some(&id), Outcome::Uploaded, true, T0)?;
+        Ok(f)
+    }
+    db.call_blocking(|c| {
+        // Backed up, then its bytes changed: the old asset is noted as edited.
+        done(c, "edited.jpg", 70, "a-edited")?;
+        remote(c, "a-edited", OWNER, Some(sum(70)), false);
+        catalogue::upsert_and_queue(c, ROOT, &path("edited.jpg"), &stat(71), T0)?;
+        // Moved to the archive after upload, and deleted after upload; one more looked at
+        // and held.
+        for (name, n, id, action) in [
+            ("archived.jpg", 72, "a-archived", "archive"),
+            ("removed.jpg", 73, "a-removed", "delete"),
+            ("held.jpg", 74, "a-pending", "delete"),
+        ] {
+            let f = done(c, name, n, id)?;
+            remote(c, id, OWNER, Some(sum(n as u8)), false);
+            let cand = after_upload::Candidate {
+                file_id: f,
+                path: path(name),
+                checksum: sum(n as u8),
+                asset_id: asset(id),
+                stat: (0, 0, 0, 0, 0),
+            };
+            let target = (action == "archive").then(|| b"/archive/archived.jpg".to_vec());
+            let intent =
+                after_upload::record_intent(c, &cand, ROOT, action, target.as_deref(), T0)?;
+            if name == "held.jpg" {
+                after_upload::hold(c, intent, "a Live Photo partner is not safe yet", T0)?;
+            } else {
+                after_upload::finish(c, intent, T0)?;
+            }
+        }
+        // Albums and groups, one membership sent.
+        let members: Vec<(String, String)> = ["a-uploaded", "a-duplicate", "a-phone"]
+            .iter()
+            .map(|a| ("Trip".to_owned(), asset(a)))
+            .collect();
+        let group = library::Group {
+            kind: "live".into(),
+            stem: path("IMG_1"),
+            assets: vec![asset("a-uploaded"), asset("a-duplicate")],
+        };
+        library::record_sorted(c, &[], &members, std::slice::from_ref(&group))?;
+        library::mark_members_sent(c, "Trip", &[asset("a-uploaded")], T0)?;
+        // A pull folder with every live asset planned, one pulled and one failed.
+        let folder = Path::new("/srv/pull");
+        let layout = Layout::parse("{year}/{filename}").unwrap();
+        pull::plan(c, folder, &layout, T0)?;
+        pull::mark_pulled(c, folder, &AssetId(asset("a-uploaded")), T0)?;
+        pull::mark_failed(
+            c,
+            folder,
+            &AssetId(asset("a-phone")),
+            "HTTP 502",
+            T0 + 1,
+            T0,
+        )?;
+        Ok(())
     })
     .unwrap();
     let version: u32 = db
@@ -367,6 +463,8 @@ fn reads_as_it_was(c: &Connection) {
     assert_eq!(counts, expect);
     assert_eq!(catalogue::missing_files(c).unwrap(), 2);
     assert_eq!(queue::pending_counts(c).unwrap(), (5, 2));
+    // What the progress lines count: every `done` and `failed` job, present or not.
+    assert_eq!(queue::done_and_failed(c).unwrap(), (3, 3));
     // The retry keeps its schedule and attempts.
     let retry = queue::recent(c, &[Retry], 10).unwrap();
     let r = retry
@@ -479,10 +577,12 @@ fn state_v3_opens_with_every_file_as_it_was() {
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
         // sidecars, 0008 the edited files', 0009 what was done after upload, 0010 the pull
         // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
-        // device ids once each, in `remote_ids`).
+        // device ids once each, in `remote_ids`), 0013 stored asset ids in 16 bytes (the
+        // fixture's are not UUIDs: they stay text), 0014 left `done` jobs out of the queue's
+        // index and keeps their count.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            12
+            14
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
@@ -587,4 +687,179 @@ fn state_v3_reads_the_same_before_its_upgrade() {
     let mut v3: Vec<String> = V3_SKIPS.iter().map(|(s, _)| s.to_string()).collect();
     v3.sort();
     assert_eq!(held, v3);
+}
+
+/// The tables that name an asset, with the columns that hold an asset id.
+const ID_TABLES: [(&str, &[&str]); 9] = [
+    ("files", &["asset_id"]),
+    ("remote_assets", &["id"]),
+    ("known_assets", &["asset_id"]),
+    ("tombstones", &["asset_id"]),
+    ("edited", &["old_asset_id"]),
+    ("after_upload", &["asset_id"]),
+    ("pulled", &["asset_id"]),
+    ("album_members", &["asset_id"]),
+    ("library_groups", &[]),
+];
+
+/// Every row of the tables that name an asset, each value written out and each asset id as
+/// its text (read through `db::ids`, which reads the text of schema 12 and the stored form
+/// of 13 alike), sorted: what must come through an upgrade unchanged.
+fn rows_with_ids(c: &Connection) -> BTreeMap<&'static str, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (table, id_cols) in ID_TABLES {
+        let mut stmt = c.prepare(&format!("SELECT * FROM main.{table}")).unwrap();
+        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                let mut cells = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    let cell = if id_cols.contains(&n.as_str()) {
+                        format!("{:?}", immish_sync::db::ids::opt_id(r, i)?)
+                    } else {
+                        format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)
+                    };
+                    cells.push(format!("{n}={cell}"));
+                }
+                Ok(cells.join(" "))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
+}
+
+/// What the readers (`status`, `mirror`, `diff`, `explain`) and the daemon's look-ups by
+/// asset id answer on the v12 fixture, written out: the same before its upgrade (a
+/// read-only open) and after.
+fn v12_answers(c: &Connection) -> Vec<String> {
+    let uploaded = asset("a-uploaded");
+    let mut diff = mirror::diff(c, OWNER, DEVICE).unwrap();
+    let ids = |l: &mut Vec<mirror::RemoteOnly>| {
+        let mut v: Vec<(String, Option<Vec<u8>>)> = l.drain(..).map(|r| (r.id.0, r.path)).collect();
+        v.sort();
+        v
+    };
+    let mut released: Vec<_> = after_upload::released(c).unwrap().into_iter().collect();
+    released.sort();
+    vec![
+        format!("{:?}", jobs(c)),
+        format!("{:?}", catalogue::counts_by_state(c).unwrap()),
+        format!("{:?}", catalogue::linked_files(c).unwrap()),
+        format!("{:?}", catalogue::known_asset(c, &sum(10)).unwrap()),
+        format!("{:?}", catalogue::known_asset(c, &sum(12)).unwrap()),
+        format!("{:?}", mirror::counts(c).unwrap()),
+        format!("{:?}", mirror::asset_seen(c, &uploaded).unwrap()),
+        format!("{:?}", mirror::asset_seen(c, &asset("a-deleted")).unwrap()),
+        format!("{:?}", mirror::asset_seen(c, &asset("a-phone")).unwrap()),
+        format!("{:?}", mirror::asset_seen(c, "a-partner").unwrap()),
+        format!("{:?}", mirror::own_live_asset(c, &sum(10), OWNER).unwrap()),
+        format!("{:?}", mirror::tombstone(c, &sum(21)).unwrap()),
+        format!("{:?}", ids(&mut diff.remote_only)),
+        format!("{:?}", ids(&mut diff.changed)),
+        format!("{:?}", ids(&mut diff.archived)),
+        format!("{:?}", ids(&mut diff.removed)),
+        format!("{:?}", after_upload::counts(c).unwrap()),
+        format!("{released:?}"),
+        format!("{:?}", immish_sync::db::edited::changed_assets(c).unwrap()),
+        format!("{:?}", library::unsent_members(c, 100).unwrap()),
+        format!("{:?}", library::unsent_groups(c, 100).unwrap()),
+        format!("{:?}", pull::counts(c).unwrap()),
+        // The progress lines' counts (0014 keeps the `done` one).
+        format!("{:?}", queue::done_and_failed(c).unwrap()),
+        format!("{:?}", queue::pending_work(c).unwrap()),
+    ]
+}
+
+/// A v12 database (asset ids as text) upgraded by today's code (0013: ids in 16 bytes):
+/// every row of every table that names an asset comes through with the same ids, the
+/// canonical UUIDs now 16-byte blobs and the other ids still their text; readers answer as
+/// before the upgrade; and the daemon's look-ups by id find the converted rows.
+#[test]
+fn state_v12_opens_with_every_asset_id_as_it_was() {
+    let (_dir, copy) = copy(12);
+    let rows_before = rows_with_ids(&Connection::open(&copy).unwrap());
+    for (table, rows) in &rows_before {
+        assert!(!rows.is_empty(), "the fixture has rows in {table}");
+    }
+    let answers_before = {
+        let db = Db::open_readonly(&copy).unwrap();
+        let answers = db.call_blocking(|c| Ok(v12_answers(c))).unwrap();
+        let version: i64 = db
+            .call_blocking(|c| c.query_row("PRAGMA main.user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, 12, "a read-only open must not migrate");
+        answers
+    };
+    // What the fixture's readers found, so that "the same after" means something.
+    assert!(answers_before[6].contains("Live"), "{}", answers_before[6]);
+    assert!(answers_before[10].contains(&asset("a-uploaded")));
+    assert!(answers_before[17].contains(&asset("a-archived")));
+    assert!(answers_before[18].contains(&asset("a-edited")));
+
+    let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v12 database must open: {e}"));
+    db.call_blocking(move |c| {
+        assert_eq!(
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
+            14
+        );
+        assert_eq!(rows_with_ids(c), rows_before);
+        assert_eq!(v12_answers(c), answers_before);
+        // Stored as 0013 says: canonical UUIDs in 16 bytes, the others as text.
+        let mut forms: Vec<(String, String, i64)> = c
+            .prepare("SELECT hex(id), typeof(id), length(CAST(id AS BLOB)) FROM remote_assets")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        forms.sort();
+        let texts: Vec<&(String, String, i64)> = forms.iter().filter(|f| f.1 == "text").collect();
+        assert_eq!(
+            texts.len(),
+            3,
+            "a-partner, a-no-checksum, the upper-case UUID: {forms:?}"
+        );
+        assert!(forms.iter().filter(|f| f.1 == "blob").all(|f| f.2 == 16));
+        for (table, col) in [
+            ("files", "asset_id"),
+            ("known_assets", "asset_id"),
+            ("tombstones", "asset_id"),
+            ("edited", "old_asset_id"),
+            ("after_upload", "asset_id"),
+            ("pulled", "asset_id"),
+            ("album_members", "asset_id"),
+        ] {
+            let uuids_as_text: i64 = c.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM {table} WHERE typeof({col}) = 'text'
+                         AND {col} GLOB '5e1d0c3a-*'"
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            assert_eq!(
+                uuids_as_text, 0,
+                "{table}.{col}: every canonical UUID is 16 bytes"
+            );
+        }
+        // The daemon's look-ups by id find the converted rows: the user trashes an asset of
+        // ours on the server, and its file is held back.
+        let tx = c.transaction()?;
+        let mut out = Applied::default();
+        mirror::apply(
+            &tx,
+            &Change::Trashed(AssetId(asset("a-uploaded"))),
+            Policy::default(),
+            T0 + 1,
+            &mut out,
+        )?;
+        assert_eq!((out.trashed, out.tombstoned, out.held_back), (1, 1, 1));
+        assert_eq!(
+            jobs(&tx)[&name("uploaded.jpg")],
+            skipped(SkipReason::DeletedOnServer)
+        );
+        tx.commit()
+    })
+    .unwrap();
 }

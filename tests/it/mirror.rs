@@ -132,7 +132,7 @@ fn rows(w: &World) -> Vec<Row> {
     let rows = stmt
         .query_map([], |r| {
             Ok(Row {
-                id: r.get(0)?,
+                id: immish_sync::db::ids::id(r, 0)?,
                 owner: r.get(1)?,
                 visibility: r.get(2)?,
                 trashed: r.get(3)?,
@@ -980,7 +980,7 @@ fn synced_at(w: &World) -> Vec<(String, i64)> {
         .prepare("SELECT id, synced_at FROM remote_assets ORDER BY id")
         .unwrap();
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([], |r| Ok((immish_sync::db::ids::id(r, 0)?, r.get(1)?)))
         .unwrap()
         .map(|r| r.unwrap())
         .collect();

@@ -185,7 +185,7 @@ async fn a_file_already_on_the_server_is_linked_without_a_body() {
         .query_row(
             "SELECT asset_id FROM files WHERE path = ?1",
             [p.as_os_str().as_bytes()],
-            |r| r.get(0),
+            |r| immish_sync::db::ids::id(r, 0),
         )
         .unwrap();
     assert_eq!(asset_id, existing, "linked to the server's asset");
@@ -390,7 +390,7 @@ async fn uploads_are_verified_in_batches_by_their_checksums() {
             .query_row(
                 "SELECT asset_id FROM known_assets WHERE lower(hex(checksum)) = ?1",
                 [&a.checksum_hex],
-                |r| r.get(0),
+                |r| immish_sync::db::ids::id(r, 0),
             )
             .unwrap();
         assert_eq!(id, a.id, "remembered as the asset the server holds");

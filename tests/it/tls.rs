@@ -93,7 +93,7 @@ async fn with_ca_file_https_and_wss_work() {
                 .and_then(|db| {
                     db.query_row(
                         "SELECT count(*) FROM remote_assets WHERE id = ?1",
-                        [&id],
+                        [immish_sync::db::ids::IdRef(&id)],
                         |r| r.get::<_, i64>(0),
                     )
                 })
