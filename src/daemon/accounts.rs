@@ -6,7 +6,7 @@
 //! Owns: the view of the config each account runs with ([`project`]), where an account's
 //! state lives ([`account_dir`]), running the accounts side by side, adding, removing and
 //! restarting them as the configs a SIGHUP reads again say (and sharing out the rest of
-//! those configs), and adding up their `scan`s.
+//! those configs), the alert of an account that stopped, and adding up their `scan`s.
 
 use std::collections::HashMap;
 use std::fs::Permissions;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{open, run_account, scan_one, DaemonError, Opened, Reloaded, ScanSummary, Tuning};
+use crate::alerts;
 use crate::config::Config;
 use crate::control::reload;
 use crate::live::Live;
@@ -60,6 +61,8 @@ fn names(config: &Config) -> Vec<Option<String>> {
 
 /// How many configs read again may wait for one account (SIGHUPs are few and far between).
 const RELOADS_QUEUED: usize = 4;
+/// How long a stopping daemon gives its last `account_stopped` alerts to get through.
+const LAST_ALERTS: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// One running account of [`run_all`].
 struct Running {
@@ -90,6 +93,8 @@ struct Agent {
     /// as any account runs, so that `status` sees the daemon and a second one cannot start
     /// even when `[server]`'s account has stopped.
     lock: Option<StateLock>,
+    /// To the agent's `account_stopped` alerts, when `[alerts]` has a URL.
+    stops: Option<mpsc::UnboundedSender<alerts::Stopped>>,
     /// Whether the running config has `[[accounts]]`. Without, `[server]`'s account is the
     /// single-account daemon it always was: its error is the daemon's, and its lines
     /// carry no span.
@@ -187,7 +192,7 @@ impl Agent {
     }
 
     /// Records that the account `name` stopped with `e` (or could not start): logged with
-    /// its name, and its `Live` `failed`.
+    /// its name, its `Live` `failed`, and an alert.
     fn stopped(&mut self, name: Option<String>, e: DaemonError) {
         let who = shown(&name).to_owned();
         if self.shutdown.is_cancelled() {
@@ -198,6 +203,13 @@ impl Agent {
                 "{e}; this account stopped, the other accounts go on (a restart of the \
                  daemon tries it again)"
             );
+            if let Some(stops) = &self.stops {
+                let _ = stops.send(alerts::Stopped {
+                    account: name.clone(),
+                    error: e.to_string(),
+                    since_ms: crate::db::now_ms(),
+                });
+            }
         }
         self.live_of(&name).set_failed(e.to_string());
         self.failed.push((who, e));
@@ -347,7 +359,7 @@ impl Agent {
 ///
 /// One account that fails (its state database broken, a critical task gone) stops alone:
 /// its error is logged with its name, shown as its `failed` (status, `/healthz`,
-/// `/metrics`), and the others go on. The daemon ends when
+/// `/metrics`) and alerted (`account_stopped`), and the others go on. The daemon ends when
 /// every account has ended: `Ok` when none failed, else [`DaemonError::AccountsStopped`]
 /// naming the failed ones, so that a service manager's `Restart=on-failure` tries them
 /// again (docs/ARCHITECTURE.md#accounts). Without `[[accounts]]` the one error is returned
@@ -360,6 +372,16 @@ pub(super) async fn run_all(
     mut reloads: Option<mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
     let all = shutdown.child_token();
+    let (stops, alerting) = match alerts::Notifier::new(&config.alerts) {
+        Some(notify) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(
+                alerts::account_stopped(notify, rx, tuning.alert_check).in_current_span(),
+            );
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     let mut agent = Agent {
         tuning,
         live,
@@ -370,6 +392,7 @@ pub(super) async fn run_all(
         running: HashMap::new(),
         failed: Vec::new(),
         lock: None,
+        stops,
         with_accounts: !config.accounts.is_empty(),
     };
     for name in names(&config) {
@@ -406,6 +429,11 @@ pub(super) async fn run_all(
         }
     }
     all.cancel();
+    // The last alerts get their chance; nothing more is sent.
+    drop(agent.stops.take());
+    if let Some(task) = alerting {
+        let _ = tokio::time::timeout(LAST_ALERTS, task).await;
+    }
     drop(agent.lock.take());
     let mut failed = std::mem::take(&mut agent.failed);
     if failed.is_empty() {
