@@ -101,10 +101,11 @@ struct Agent {
     with_accounts: bool,
 }
 
+/// What [`JoinSet::join_next_with_id`] gives for an account's task.
+type Joined = Result<(tokio::task::Id, Result<(), DaemonError>), tokio::task::JoinError>;
+
 /// A finished task as its id and result (a panic is the account's error).
-fn unpack(
-    done: Result<(tokio::task::Id, Result<(), DaemonError>), tokio::task::JoinError>,
-) -> (tokio::task::Id, Result<(), DaemonError>) {
+fn unpack(done: Joined) -> (tokio::task::Id, Result<(), DaemonError>) {
     match done {
         Ok((id, r)) => (id, r),
         Err(e) => (e.id(), Err(DaemonError::Task(e.to_string()))),
@@ -192,10 +193,14 @@ impl Agent {
     }
 
     /// Records that the account `name` stopped with `e` (or could not start): logged with
-    /// its name, its `Live` `failed`, and an alert.
+    /// its name, its `Live` `failed`, and an alert (with `[[accounts]]`; a single-account
+    /// daemon just ends with it).
     fn stopped(&mut self, name: Option<String>, e: DaemonError) {
         let who = shown(&name).to_owned();
-        if self.shutdown.is_cancelled() {
+        if !self.with_accounts {
+            // A single-account daemon ends with this error, which main prints, as it
+            // always did.
+        } else if self.shutdown.is_cancelled() {
             tracing::error!(account = who, "{e}");
         } else {
             tracing::error!(
@@ -410,14 +415,12 @@ pub(super) async fn run_all(
     let mut running = config;
     loop {
         enum Event {
-            Ended(
-                Option<Result<(tokio::task::Id, Result<(), DaemonError>), tokio::task::JoinError>>,
-            ),
-            Reload(Reloaded),
+            Ended(Option<Joined>),
+            Reload(Box<Reloaded>),
         }
         let event = tokio::select! {
             done = agent.tasks.join_next_with_id() => Event::Ended(done),
-            new = reload::next(&mut reloads) => Event::Reload(new),
+            new = reload::next(&mut reloads) => Event::Reload(Box::new(new)),
         };
         match event {
             Event::Ended(None) => break,
@@ -425,7 +428,7 @@ pub(super) async fn run_all(
                 let (id, r) = unpack(done);
                 agent.ended(id, r);
             }
-            Event::Reload(new) => agent.reload(&mut running, new).await,
+            Event::Reload(new) => agent.reload(&mut running, *new).await,
         }
     }
     all.cancel();
