@@ -323,7 +323,8 @@ fn read_own(path: &Path) -> Result<Status, DbError> {
 }
 
 impl Status {
-    /// The accounts in `failed` (name → why) as stopped.
+    /// The accounts in `failed` (name → why, `[server]`'s not among them) as stopped; one
+    /// without any state to read (it could not even open it) is listed, empty, with why.
     pub fn mark_failed(&mut self, failed: &std::collections::BTreeMap<String, String>) {
         for a in &mut self.accounts {
             if let Some(why) = failed.get(&a.name) {
@@ -331,6 +332,21 @@ impl Status {
                 a.status.refresh_doing();
             }
         }
+        for (name, why) in failed {
+            if name == crate::config::DEFAULT_ACCOUNT
+                || self.accounts.iter().any(|a| a.name == *name)
+            {
+                continue;
+            }
+            let mut status = Status::empty();
+            status.server = None;
+            status.failed = Some(why.clone());
+            self.accounts.push(accounts::AccountStatus {
+                name: name.clone(),
+                status,
+            });
+        }
+        self.accounts.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// `doing` again, after what it depends on changed (an account found stopped).

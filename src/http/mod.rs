@@ -185,6 +185,8 @@ impl Ctx {
                         a.status.set_live(live.snapshot());
                     }
                 }
+                // An account that could not even open its state has no folder to read.
+                s.mark_failed(&self.live.snapshot().stopped_accounts);
                 s
             })
         })

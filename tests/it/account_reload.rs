@@ -208,3 +208,72 @@ async fn sighup_adds_removes_and_rekeys_accounts() {
     );
     assert_eq!(w.server.assets(&ann).len(), 2);
 }
+
+/// An account a SIGHUP adds whose state cannot be opened (a file where its folder should
+/// be) is that account's failure, named in `/healthz` and `/metrics`; Ann's account goes
+/// on, and the stop is an error naming Ben.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_added_account_that_cannot_open_its_state_fails_alone() {
+    let mut w = World::new(Dialect::Immich).await;
+    let ann = w.server.add_user("ann@example.com", "pw-ann");
+    let ben = w.server.add_user("ben@example.com", "pw-ben");
+    let ann_key = w.server.create_api_key(&ann, &["all"]);
+    let ben_key = w.server.create_api_key(&ben, &["all"]);
+    let top = w.dir.path().to_path_buf();
+    for who in ["ann", "ben"] {
+        std::fs::create_dir_all(top.join(who)).unwrap();
+    }
+    let metrics = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let ann_part = account("ann", &ann_key, &top.join("ann"));
+    w.extra = format!("{metrics}{ann_part}");
+    let (tx, rx) = mpsc::channel(4);
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(daemon::run_reloading(
+        w.config(),
+        World::tuning(),
+        token.clone(),
+        Some(rx),
+    ));
+    let addr = endpoint(&w).await;
+    // Where Ben's state folder would go, a file.
+    std::fs::write(w.state_dir().join("accounts").join("ben"), b"not a folder").unwrap();
+    w.extra = format!(
+        "{metrics}{ann_part}{}",
+        account("ben", &ben_key, &top.join("ben"))
+    );
+    sighup(&w, &tx).await;
+    let mut health = (0, String::new());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        health = get(addr, "/healthz").await;
+        if health.1.contains("account ben stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(health.0, 503, "{health:?}");
+    assert!(
+        health
+            .1
+            .contains("account ben stopped: cannot create the lock file"),
+        "{health:?}"
+    );
+    let (_, m) = get(addr, "/metrics").await;
+    assert!(
+        m.contains("immish_sync_account_failed{account=\"ben\"} 1"),
+        "{m}"
+    );
+    let a1 = jpeg("open ann 1");
+    std::fs::write(top.join("ann").join("a1.jpg"), &a1).unwrap();
+    assert!(
+        eventually(DEADLINE, || has(&w, &ann, &a1)).await,
+        "Ann's account goes on"
+    );
+    token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("the daemon must stop within 20 s")
+        .expect("the daemon task must not panic");
+    let e = r.expect_err("a daemon with a failed account stops with an error");
+    assert!(e.to_string().starts_with("account ben stopped"), "{e}");
+}
