@@ -4,9 +4,11 @@
 //! Owns: what counts as an incident (an outage longer than `outage_after`, files failed
 //! for good, files whose only server copy is in the trash, nothing backed up for
 //! `stalled_after` while files wait), the record of incidents already told (in `meta`, so
-//! that a restart does not tell them again), and the three message shapes (webhook, ntfy,
-//! Gotify). Must not: stop or slow the daemon: a notification that cannot be delivered is
-//! logged and tried again at the next check, and nothing here returns an error.
+//! that a restart does not tell them again), the agent's own alert of an account that
+//! stopped with an error ([`account_stopped`]), and the three message shapes (webhook,
+//! ntfy, Gotify). Must not: stop or slow the daemon: a notification that cannot be
+//! delivered is logged and tried again at the next check, and nothing here returns an
+//! error.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,18 +156,46 @@ struct Webhook<'a> {
     account: Option<&'a str>,
 }
 
+/// Where alerts go and in which shape (`[alerts]` `url`, `kind`, `token_file`): what an
+/// account's [`Alerts`] and the agent's [`account_stopped`] send with.
+#[derive(Clone)]
+pub struct Notifier {
+    url: reqwest::Url,
+    kind: AlertKind,
+    token: Option<Secret>,
+    http: reqwest::Client,
+    host: String,
+}
+
+impl Notifier {
+    /// `None` when no `alerts.url` is set.
+    pub fn new(config: &AlertsConfig) -> Option<Notifier> {
+        let url = config.url.clone()?;
+        let http = match reqwest::Client::builder().timeout(SEND_TIMEOUT).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the alerts' HTTP client; no alerts will be sent");
+                return None;
+            }
+        };
+        Some(Notifier {
+            url,
+            kind: config.kind,
+            token: config.token.clone(),
+            http,
+            host: hostname(),
+        })
+    }
+}
+
 /// The alert task of a daemon.
 pub struct Alerts {
     db: Db,
     state_dir: PathBuf,
-    url: reqwest::Url,
-    kind: AlertKind,
-    token: Option<Secret>,
+    notify: Notifier,
     outage_after: Duration,
     stalled_after: Duration,
     every: Duration,
-    http: reqwest::Client,
-    host: String,
     /// The `[[accounts]]` entry these alerts are about (`None`: `[server]`'s).
     account: Option<String>,
 }
@@ -178,25 +208,13 @@ impl Alerts {
         state_dir: PathBuf,
         every: Duration,
     ) -> Option<Alerts> {
-        let url = config.url.clone()?;
-        let http = match reqwest::Client::builder().timeout(SEND_TIMEOUT).build() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set up the alerts' HTTP client; no alerts will be sent");
-                return None;
-            }
-        };
         Some(Alerts {
             db,
             state_dir,
-            url,
-            kind: config.kind,
-            token: config.token.clone(),
+            notify: Notifier::new(config)?,
             outage_after: config.outage_after,
             stalled_after: config.stalled_after,
             every,
-            http,
-            host: hostname(),
             account: None,
         })
     }
@@ -262,7 +280,7 @@ impl Alerts {
                 }
                 let title = format!(
                     "immish-sync on {}: backups failing ({}){}",
-                    self.host,
+                    self.notify.host,
                     inc.name,
                     self.whose()
                 );
@@ -286,7 +304,7 @@ impl Alerts {
             for (name, since) in cleared {
                 let title = format!(
                     "immish-sync on {}: resolved ({name}){}",
-                    self.host,
+                    self.notify.host,
                     self.whose()
                 );
                 let message = resolved_message(&name, since);
@@ -315,6 +333,34 @@ impl Alerts {
     /// Logs a failed notification: a warning the first time, then quietly until one gets
     /// through (it is tried again at every check).
     fn cannot_send(&self, failing: &mut bool, e: &str) {
+        self.notify.cannot_send(failing, e);
+    }
+
+    async fn send(
+        &self,
+        event: &str,
+        incident: &str,
+        title: &str,
+        message: &str,
+        since_ms: i64,
+    ) -> Result<(), String> {
+        self.notify
+            .send(
+                event,
+                incident,
+                title,
+                message,
+                since_ms,
+                self.account.as_deref(),
+            )
+            .await
+    }
+}
+
+impl Notifier {
+    /// Logs a failed notification: a warning the first time, then quietly until one gets
+    /// through (it is tried again at every check).
+    fn cannot_send(&self, failing: &mut bool, e: &str) {
         if *failing {
             tracing::debug!("still cannot send an alert to {}: {e}", self.url);
         } else {
@@ -326,6 +372,8 @@ impl Alerts {
         }
     }
 
+    /// One message in the configured shape; `account` is the `[[accounts]]` entry it is
+    /// about (`None`: `[server]`'s).
     async fn send(
         &self,
         event: &str,
@@ -333,6 +381,7 @@ impl Alerts {
         title: &str,
         message: &str,
         since_ms: i64,
+        account: Option<&str>,
     ) -> Result<(), String> {
         let req = self.http.post(self.url.clone());
         let req = match self.kind {
@@ -345,10 +394,10 @@ impl Alerts {
                 host: &self.host,
                 since_ms,
                 at_ms: now_ms(),
-                account: self.account.as_deref(),
+                account,
             }),
             AlertKind::Ntfy => req
-                .header("Title", title)
+                .header("Title", header_safe(title))
                 .header(
                     "Priority",
                     if event == "incident" {
@@ -387,6 +436,100 @@ impl Alerts {
             Err(format!("it answered {}", resp.status()))
         }
     }
+}
+
+/// An account that stopped with an error, for [`account_stopped`].
+#[derive(Clone, Debug)]
+pub struct Stopped {
+    /// The `[[accounts]]` name; `None` for `[server]`'s.
+    pub account: Option<String>,
+    /// Why it stopped.
+    pub error: String,
+    /// When (unix ms).
+    pub since_ms: i64,
+}
+
+/// The title and message of an `account_stopped` incident (docs/STATUS.md#alerts).
+fn stopped_text(host: &str, s: &Stopped) -> (String, String) {
+    let name = s
+        .account
+        .as_deref()
+        .unwrap_or(crate::config::DEFAULT_ACCOUNT);
+    (
+        format!("immish-sync on {host}: account {name} stopped: {}", s.error),
+        format!(
+            "account {name} stopped with an error at {}: {}. Its files are not backed up              until the daemon is restarted; the other accounts go on",
+            timestamp(s.since_ms),
+            s.error
+        ),
+    )
+}
+
+/// The agent's alerts of accounts that stopped with an error (docs/STATUS.md#alerts): one
+/// `account_stopped` incident per stop, from this task of the agent, since an account's own
+/// [`Alerts`] stop with it. A message that cannot be delivered is tried again every
+/// `every`; once `stops` closes (the daemon stops), what is left gets one more try.
+pub async fn account_stopped(
+    notify: Notifier,
+    mut stops: tokio::sync::mpsc::UnboundedReceiver<Stopped>,
+    every: Duration,
+) {
+    let mut pending: Vec<Stopped> = Vec::new();
+    let mut failing = false;
+    let mut open = true;
+    while open || !pending.is_empty() {
+        if pending.is_empty() {
+            match stops.recv().await {
+                Some(s) => pending.push(s),
+                None => return,
+            }
+        } else if open {
+            tokio::select! {
+                s = stops.recv() => match s {
+                    Some(s) => pending.push(s),
+                    None => open = false,
+                },
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        let mut left = Vec::new();
+        for s in pending.drain(..) {
+            let (title, message) = stopped_text(&notify.host, &s);
+            match notify
+                .send(
+                    "incident",
+                    "account_stopped",
+                    &title,
+                    &message,
+                    s.since_ms,
+                    s.account.as_deref(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(incident = "account_stopped", "alert sent: {message}");
+                    failing = false;
+                }
+                Err(e) => {
+                    notify.cannot_send(&mut failing, &e);
+                    left.push(s);
+                }
+            }
+        }
+        pending = left;
+        if !open {
+            // The daemon stops: one last try, and no waiting for the next.
+            return;
+        }
+    }
+}
+
+/// `text` as an HTTP header value can carry it (ntfy's `Title`): printable ASCII, other
+/// characters as `?`, no line breaks.
+fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect()
 }
 
 /// This machine's name, for the messages (several machines may alert one topic).
@@ -484,6 +627,27 @@ mod tests {
         s.last_success_ms = None;
         s.waiting.count = 1;
         assert_eq!(names(&s, NOW - 7 * 60 * MIN), ["stalled"]);
+    }
+
+    #[test]
+    fn a_stopped_account_is_named_in_the_title_and_ntfy_gets_a_header_it_can_carry() {
+        let stop = |account: Option<&str>| Stopped {
+            account: account.map(str::to_owned),
+            error: "state database /s/ä.sqlite3: file is not a database".into(),
+            since_ms: NOW,
+        };
+        let (title, message) = stopped_text("nas", &stop(Some("ann")));
+        assert_eq!(
+            title,
+            "immish-sync on nas: account ann stopped: state database /s/ä.sqlite3: file is \
+             not a database"
+        );
+        assert!(message.contains("the other accounts go on"), "{message}");
+        let (title, _) = stopped_text("nas", &stop(None));
+        assert!(title.contains("account default stopped"), "{title}");
+        let header = header_safe(&title);
+        assert!(header.contains("/s/?.sqlite3"), "{header}");
+        assert!(reqwest::header::HeaderValue::from_str(&header).is_ok());
     }
 
     #[test]

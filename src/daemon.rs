@@ -108,7 +108,9 @@ impl From<EngineError> for DaemonError {
 
 /// Everything a started daemon holds.
 struct Started {
-    _lock: StateLock,
+    /// `None` for `[server]`'s account under [`accounts::run_all`], which holds the state
+    /// directory's lock itself for as long as any account runs.
+    _lock: Option<StateLock>,
     db: Db,
     api: ApiClient,
     roots: Vec<Root>,
@@ -202,7 +204,7 @@ async fn start(
 
 /// What start-up holds before it connects.
 struct Opened {
-    lock: StateLock,
+    lock: Option<StateLock>,
     db: Db,
     roots: Vec<Root>,
     hold: Hold,
@@ -268,7 +270,7 @@ async fn open(
         );
     }
     Ok(Opened {
-        lock,
+        lock: Some(lock),
         db,
         roots,
         hold,
@@ -763,7 +765,9 @@ pub async fn run_reloading(
     let live = Live::new();
     // The endpoint, progress lines and alerts (docs/ARCHITECTURE.md#task-tree).
     let _side = side::start(&config, &live, &shutdown).await?;
-    let result = if config.accounts.is_empty() {
+    // A daemon that takes SIGHUPs runs its accounts as a set that a new config can add to
+    // and take from (docs/ARCHITECTURE.md#accounts), even while `[server]`'s is the only one.
+    let result = if config.accounts.is_empty() && reloads.is_none() {
         let opened = open(&config, true, &shutdown).await?;
         run_account(opened, config, tuning, live, shutdown, reloads, None).await
     } else {

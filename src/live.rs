@@ -7,6 +7,7 @@
 //! records it every [`RECORD_EVERY`] in `meta` so that `status`, another process, can read
 //! it (docs/STATUS.md#daemon). Must not: decide anything; it only reports.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,13 +31,18 @@ pub struct Live {
     phase: Mutex<&'static str>,
     /// The agent's endpoint: one for every account.
     http: Arc<OnceLock<SocketAddr>>,
-    /// The connected client, whose upload meter says what is in flight.
-    api: OnceLock<crate::api::ApiClient>,
+    /// The connected client, whose upload meter says what is in flight (a new one when
+    /// the account is started again with new credentials).
+    api: Mutex<Option<crate::api::ApiClient>>,
     /// On the agent's (`[server]`'s) `Live`: each `[[accounts]]` entry's own, by name
     /// (docs/ARCHITECTURE.md#accounts).
     accounts: Mutex<Vec<(String, Arc<Live>)>>,
-    /// Why this account stopped, when it stopped with an error while the others go on.
-    failed: Mutex<Option<String>>,
+    /// This account's name (`default` for `[server]`'s).
+    name: String,
+    /// Every account that stopped with an error while the others go on, name → why: one
+    /// map for the agent, shared by every account's `Live`, so that each account's record
+    /// tells of the others (`[server]`'s own database may be what broke).
+    stopped: Arc<Mutex<BTreeMap<String, String>>>,
     /// An `[[accounts]]` entry's (not the agent's, `[server]`'s).
     of_account: bool,
 }
@@ -57,9 +63,10 @@ impl Live {
             stats: Arc::new(Stats::default()),
             phase: Mutex::new("connecting"),
             http: Arc::new(OnceLock::new()),
-            api: OnceLock::new(),
+            api: Mutex::new(None),
             accounts: Mutex::new(Vec::new()),
-            failed: Mutex::new(None),
+            name: crate::config::DEFAULT_ACCOUNT.to_owned(),
+            stopped: Arc::default(),
             of_account: false,
         })
     }
@@ -76,13 +83,24 @@ impl Live {
             stats: Arc::new(Stats::default()),
             phase: Mutex::new("connecting"),
             http: self.http.clone(),
-            api: OnceLock::new(),
+            api: Mutex::new(None),
             accounts: Mutex::new(Vec::new()),
-            failed: Mutex::new(None),
+            name: name.to_owned(),
+            stopped: self.stopped.clone(),
             of_account: true,
         });
         all.push((name.to_owned(), l.clone()));
         l
+    }
+
+    /// Forgets the `[[accounts]]` entry `name` (removed from the config by a SIGHUP): the
+    /// endpoint and `/metrics` no longer show it, and no record names it as stopped.
+    pub fn remove_account(&self, name: &str) {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _)| n != name);
+        self.stopped_map().remove(name);
     }
 
     /// The `[[accounts]]` entries' `Live`s, by name, in the order they started.
@@ -111,18 +129,26 @@ impl Live {
         t
     }
 
+    fn stopped_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// This account stopped with `reason` (docs/ARCHITECTURE.md#accounts).
     pub fn set_failed(&self, reason: String) {
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.stopped_map().insert(self.name.clone(), reason);
         self.set_phase("failed");
+    }
+
+    /// This account starts again (a SIGHUP changed its server or credentials): not
+    /// stopped any more, connecting. Its counters since the start stay.
+    pub fn restarting(&self) {
+        self.stopped_map().remove(&self.name);
+        self.set_phase("connecting");
     }
 
     /// Why this account stopped, if it stopped with an error.
     pub fn failed(&self) -> Option<String> {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.stopped_map().get(&self.name).cloned()
     }
 
     /// The engine's counters, kept across restarts of the task tree.
@@ -140,14 +166,16 @@ impl Live {
     }
 
     pub fn set_api(&self, api: crate::api::ApiClient) {
-        let _ = self.api.set(api);
+        *self.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(api);
     }
 
     pub fn snapshot(&self) -> LiveState {
         let st = &self.stats;
         let flight = self
             .api
-            .get()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
             .map(|a| a.upload_meter().in_flight())
             .unwrap_or_default();
         let resume_ms = Some(st.uploads_resume_ms.load(Relaxed)).filter(|&ms| ms > 0);
@@ -167,10 +195,13 @@ impl Live {
             uploads_resume_ms: resume_ms,
             uploads_resume_at: resume_ms.map(crate::windows::local_hh_mm),
             stopped: self.failed(),
+            // Every other account's, `[server]`'s too: any running account's record tells
+            // `status` which stopped.
             stopped_accounts: self
-                .accounts()
-                .into_iter()
-                .filter_map(|(n, l)| Some((n, l.failed()?)))
+                .stopped_map()
+                .iter()
+                .filter(|(n, _)| **n != self.name)
+                .map(|(n, why)| (n.clone(), why.clone()))
                 .collect(),
         }
     }

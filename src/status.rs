@@ -182,13 +182,65 @@ fn state_name<S: Serializer>(state: &JobState, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(state.as_str())
 }
 
-/// `None` when there is no state yet.
+/// `None` when there is no state yet. With `[[accounts]]`, a `[server]`'s database that
+/// cannot be read is this account's `error`, and the other accounts are shown all the same
+/// (docs/STATUS.md#accounts); without them it is the error.
 pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
+    if !state_dir.join(db::DB_FILE).exists() {
+        return Ok(None);
+    }
+    let others = accounts::read(state_dir);
+    let mut status = match read_one(state_dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(None),
+        Err(e) if !others.is_empty() => Status {
+            daemon: lock::holder(state_dir),
+            ..accounts::unreadable(&e)
+        },
+        Err(e) => return Err(e),
+    };
+    status.accounts = others;
+    // Which accounts stopped, from the freshest record of a running account: the stopped
+    // one's own may be what broke, or is no longer written (docs/STATUS.md#accounts).
+    let stopped = status.stopped_accounts();
+    if let Some(why) = stopped.get(crate::config::DEFAULT_ACCOUNT) {
+        status.failed = Some(why.clone());
+        status.refresh_doing();
+    }
+    status.mark_failed(&stopped);
+    Ok(Some(status))
+}
+
+/// One state directory's status, `[server]`'s or an account's, without the other accounts.
+fn read_one(state_dir: &Path) -> Result<Option<Status>, DbError> {
     let path = state_dir.join(db::DB_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    let db = Db::open_readonly(&path)?;
+    let status = read_own(&path)?;
+    let mut status = Status {
+        daemon: lock::holder(state_dir),
+        ..status
+    };
+    // A root is paused by its watcher (gone, unreadable) or by the user's pause of it or of
+    // the whole agent (docs/STATUS.md#status-json).
+    let user = status.user_paused.clone();
+    for r in &mut status.roots {
+        r.paused |= user.all_since_ms.is_some() || user.root_since(&r.path).is_some();
+    }
+    if status.daemon.is_none() {
+        // The record of a daemon that stopped says nothing about now.
+        status.activity = None;
+    }
+    if let Some(live) = status.activity.as_ref().map(|a| a.live.clone()) {
+        status.set_live(live);
+    }
+    Ok(Some(status))
+}
+
+/// The state database's own part of a [`Status`] (no daemon, no other accounts).
+fn read_own(path: &Path) -> Result<Status, DbError> {
+    let db = Db::open_readonly(path)?;
     let status = db.call_blocking(|c| {
         let counts = catalogue::root_counts(c)?;
         let waiting = crate::db::waiting::count_by_root(c)?;
@@ -267,39 +319,62 @@ pub fn read(state_dir: &Path) -> Result<Option<Status>, DbError> {
             error: None,
         })
     })?;
-    let mut status = Status {
-        daemon: lock::holder(state_dir),
-        ..status
-    };
-    // A root is paused by its watcher (gone, unreadable) or by the user's pause of it or of
-    // the whole agent (docs/STATUS.md#status-json).
-    let user = status.user_paused.clone();
-    for r in &mut status.roots {
-        r.paused |= user.all_since_ms.is_some() || user.root_since(&r.path).is_some();
-    }
-    if status.daemon.is_none() {
-        // The record of a daemon that stopped says nothing about now.
-        status.activity = None;
-    }
-    if let Some(live) = status.activity.as_ref().map(|a| a.live.clone()) {
-        status.set_live(live);
-    }
-    status.accounts = accounts::read(state_dir);
-    // The agent's record knows which accounts stopped: their own may be what broke.
-    if let Some(a) = status.activity.clone() {
-        status.mark_failed(&a.live.stopped_accounts);
-    }
-    Ok(Some(status))
+    Ok(status)
 }
 
 impl Status {
-    /// The accounts in `failed` (name → why) as stopped.
+    /// The accounts in `failed` (name → why, `[server]`'s not among them) as stopped; one
+    /// without any state to read (it could not even open it) is listed, empty, with why.
     pub fn mark_failed(&mut self, failed: &std::collections::BTreeMap<String, String>) {
         for a in &mut self.accounts {
             if let Some(why) = failed.get(&a.name) {
                 a.status.failed = Some(why.clone());
+                a.status.refresh_doing();
             }
         }
+        for (name, why) in failed {
+            if name == crate::config::DEFAULT_ACCOUNT
+                || self.accounts.iter().any(|a| a.name == *name)
+            {
+                continue;
+            }
+            let mut status = Status::empty();
+            status.server = None;
+            status.failed = Some(why.clone());
+            self.accounts.push(accounts::AccountStatus {
+                name: name.clone(),
+                status,
+            });
+        }
+        self.accounts.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// `doing` again, after what it depends on changed (an account found stopped).
+    fn refresh_doing(&mut self) {
+        if let Some(mut activity) = self.activity.take() {
+            activity.doing = self.doing(&activity);
+            self.activity = Some(activity);
+        }
+    }
+
+    /// The accounts that stopped with an error (name → why, `default` for `[server]`'s),
+    /// as the freshest record of a running account tells: every account records every
+    /// other's (docs/STATUS.md#daemon).
+    fn stopped_accounts(&self) -> std::collections::BTreeMap<String, String> {
+        let freshest = self
+            .each_account()
+            .into_iter()
+            .filter(|(_, s)| s.daemon.is_some())
+            .filter_map(|(name, s)| Some((name, &s.activity.as_ref()?.live)))
+            .max_by_key(|(_, live)| live.at_ms);
+        let Some((name, live)) = freshest else {
+            return Default::default();
+        };
+        let mut all = live.stopped_accounts.clone();
+        if let Some(why) = &live.stopped {
+            all.insert(name.to_owned(), why.clone());
+        }
+        all
     }
 
     /// Every account's status, `[server]`'s (`default`) first.
@@ -544,10 +619,16 @@ impl Status {
             None => writeln!(out, "daemon:       not running"),
         };
         if let Some(why) = &self.failed {
+            // `[server]`'s account, above the others, says its name.
+            let this = if self.accounts.is_empty() {
+                "this account".to_owned()
+            } else {
+                format!("this account ({})", crate::config::DEFAULT_ACCOUNT)
+            };
             let _ = writeln!(
                 out,
-                "FAILED:       this account stopped: {why}; the other accounts go on, a \
-                 restart of the daemon tries it again"
+                "FAILED:       {this} stopped: {why}; the other accounts go on, a restart of \
+                 the daemon tries it again"
             );
         }
         if let Some(why) = &self.error {

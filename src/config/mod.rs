@@ -141,6 +141,30 @@ pub struct ServerConfig {
     pub stall_timeout: Duration,
 }
 
+impl ServerConfig {
+    /// Whether `other` reaches the same server as the same user: the URL, the credentials
+    /// (their values compared, never shown: a secret's `Debug` is redacted), the CA file
+    /// and the other connection settings. A SIGHUP restarts an `[[accounts]]` entry whose
+    /// part differs (docs/ARCHITECTURE.md#reload).
+    pub fn same_as(&self, other: &ServerConfig) -> bool {
+        // Every field named, so that a new one is not forgotten here.
+        let ServerConfig {
+            url,
+            credentials,
+            ca_file,
+            allow_insecure_http,
+            connect_timeout,
+            stall_timeout,
+        } = self;
+        url.as_str() == other.url.as_str()
+            && *credentials == other.credentials
+            && *ca_file == other.ca_file
+            && *allow_insecure_http == other.allow_insecure_http
+            && *connect_timeout == other.connect_timeout
+            && *stall_timeout == other.stall_timeout
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StateConfig {
     /// Absolute; not created here (the daemon creates and locks it).

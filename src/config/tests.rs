@@ -1362,3 +1362,22 @@ fn after_upload_keys_are_checked_and_named() {
     );
     assert_contains(&e, &["roots[0].archive_dir", "contains roots[0]"]);
 }
+
+/// A SIGHUP tells a changed key from the same one by its value (docs/ARCHITECTURE.md#reload):
+/// `Debug` shows every key as `***`, so it cannot.
+#[test]
+fn same_as_sees_a_changed_key_that_debug_hides() {
+    let dir = Dir::new();
+    let a = dir.load(MINIMAL, &[]).expect("minimal config");
+    let b = dir
+        .load(
+            &MINIMAL.replace("api_key = \"…\" ", "api_key = \"another\" "),
+            &[],
+        )
+        .expect("another key");
+    assert_eq!(format!("{:?}", a.server), format!("{:?}", b.server));
+    assert!(a.server.same_as(&a.clone().server));
+    assert!(!a.server.same_as(&b.server));
+    let plan = crate::control::reload::plan(&a, &b).expect("a plan");
+    assert_eq!(plan.needs_restart, ["[server]"]);
+}

@@ -92,8 +92,8 @@ pub struct Plan {
     pub needs_restart: Vec<&'static str>,
 }
 
-/// Differences as their `Debug` text: the sections hold no floats, and a secret's `Debug`
-/// is redacted, so a changed key is not seen here (it needs a restart anyway).
+/// Differences as their `Debug` text: the sections hold no floats. A secret's `Debug` is
+/// redacted, so `[server]` is compared with [`crate::config::ServerConfig::same_as`].
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
     format!("{a:?}") != format!("{b:?}")
 }
@@ -148,7 +148,7 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
     }
     let mut needs_restart = Vec::new();
     for (name, d) in [
-        ("[server]", differs(&old.server, &new.server)),
+        ("[server]", !old.server.same_as(&new.server)),
         ("[state] dir", old.state.dir != new.state.dir),
         ("[log]", differs(&old.log, &new.log)),
         (

@@ -4,9 +4,11 @@
 //! full quota, an outage of its server) holds only its own roots.
 //!
 //! Owns: the view of the config each account runs with ([`project`]), where an account's
-//! state lives ([`account_dir`]), running the accounts side by side, sharing out the
-//! configs a SIGHUP reads again, and adding up their `scan`s.
+//! state lives ([`account_dir`]), running the accounts side by side, adding, removing and
+//! restarting them as the configs a SIGHUP reads again say (and sharing out the rest of
+//! those configs), the alert of an account that stopped, and adding up their `scan`s.
 
+use std::collections::HashMap;
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,12 +16,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{open, run_account, scan_one, DaemonError, Reloaded, ScanSummary, Tuning};
+use super::{open, run_account, scan_one, DaemonError, Opened, Reloaded, ScanSummary, Tuning};
+use crate::alerts;
 use crate::config::Config;
+use crate::control::reload;
 use crate::live::Live;
+use crate::lock::StateLock;
 use crate::pipeline::{EngineEnd, Stats};
 
 /// The folder under the state directory that holds the other accounts' state.
@@ -53,137 +59,391 @@ fn names(config: &Config) -> Vec<Option<String>> {
         .collect()
 }
 
-/// Hands each account the part of a config read again that is its own. Accounts added or
-/// removed take a restart (logged); the others take the rest.
-fn share_reloads(
-    running: &Config,
-    reloads: Option<mpsc::Receiver<Reloaded>>,
-) -> Vec<Option<mpsc::Receiver<Reloaded>>> {
-    let names = names(running);
-    let Some(mut reloads) = reloads else {
-        return names.iter().map(|_| None).collect();
-    };
-    let (senders, receivers): (Vec<_>, Vec<_>) = names
-        .iter()
-        .map(|_| {
-            let (tx, rx) = mpsc::channel::<Reloaded>(1);
-            (tx, Some(rx))
-        })
-        .unzip();
-    tokio::spawn(async move {
-        while let Some(new) = reloads.recv().await {
-            if let Ok(c) = &new {
-                if self::names(c) != names {
-                    tracing::warn!(
-                        "SIGHUP: [[accounts]] changed in the config: accounts are added or \
-                         removed only by a restart"
-                    );
-                }
-            }
-            for (name, tx) in names.iter().zip(&senders) {
-                let mine = match &new {
-                    Err(e) => Err(e.clone()),
-                    Ok(c) => match project(c, name.as_deref()) {
-                        Some(c) => Ok(c),
-                        None => continue,
-                    },
-                };
-                // An account that stopped takes no more configs.
-                let _ = tx.send(mine).await;
-            }
-        }
-    });
-    receivers
+/// How many configs read again may wait for one account (SIGHUPs are few and far between).
+const RELOADS_QUEUED: usize = 4;
+/// How long a stopping daemon gives its last `account_stopped` alerts to get through.
+const LAST_ALERTS: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// One running account of [`run_all`].
+struct Running {
+    /// Its task in [`Agent::tasks`].
+    id: tokio::task::Id,
+    /// Stops this account alone (a child of every account's token).
+    stop: CancellationToken,
+    /// Its part of each config a SIGHUP reads again.
+    reloads: mpsc::Sender<Reloaded>,
 }
 
-/// `run` with `[[accounts]]`: every account's local state is opened first, in order
-/// (`[server]`'s takes the state directory's lock), then the accounts run side by side,
-/// each with its own [`Live`] (counters, phase, connection) under the agent's `live`.
+/// The accounts of a running agent, as SIGHUPs add, remove and restart them
+/// (docs/ARCHITECTURE.md#accounts).
+struct Agent {
+    tuning: Tuning,
+    /// The agent's (`[server]`'s account's); each other account's is under it.
+    live: Arc<Live>,
+    shutdown: CancellationToken,
+    /// Every account's token, under `shutdown`.
+    all: CancellationToken,
+    tasks: JoinSet<Result<(), DaemonError>>,
+    /// Whose task each is (`None`: `[server]`'s).
+    whose: HashMap<tokio::task::Id, Option<String>>,
+    running: HashMap<Option<String>, Running>,
+    /// The accounts that stopped with an error, in order, with it.
+    failed: Vec<(String, DaemonError)>,
+    /// The state directory's lock, taken by `[server]`'s account and held here for as long
+    /// as any account runs, so that `status` sees the daemon and a second one cannot start
+    /// even when `[server]`'s account has stopped.
+    lock: Option<StateLock>,
+    /// To the agent's `account_stopped` alerts, when `[alerts]` has a URL.
+    stops: Option<mpsc::UnboundedSender<alerts::Stopped>>,
+    /// Whether the running config has `[[accounts]]`. Without, `[server]`'s account is the
+    /// single-account daemon it always was: its error is the daemon's, and its lines
+    /// carry no span.
+    with_accounts: bool,
+}
+
+/// What [`JoinSet::join_next_with_id`] gives for an account's task.
+type Joined = Result<(tokio::task::Id, Result<(), DaemonError>), tokio::task::JoinError>;
+
+/// A finished task as its id and result (a panic is the account's error).
+fn unpack(done: Joined) -> (tokio::task::Id, Result<(), DaemonError>) {
+    match done {
+        Ok((id, r)) => (id, r),
+        Err(e) => (e.id(), Err(DaemonError::Task(e.to_string()))),
+    }
+}
+
+/// The name `status`, the logs and the alerts give an account.
+fn shown(name: &Option<String>) -> &str {
+    name.as_deref().unwrap_or(crate::config::DEFAULT_ACCOUNT)
+}
+
+impl Agent {
+    fn live_of(&self, name: &Option<String>) -> Arc<Live> {
+        match name {
+            None => self.live.clone(),
+            Some(n) => self.live.account(n),
+        }
+    }
+
+    /// Opens an account's local state (its folder, lock, database and control socket)
+    /// and starts it (docs/ARCHITECTURE.md#start-up); `c` is its projection.
+    async fn start(&mut self, name: Option<String>, c: Config) -> Result<(), DaemonError> {
+        if name.is_some() {
+            // The accounts' folder is as private as the state directory around it.
+            let dir = c
+                .state
+                .dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| c.state.dir.clone());
+            if let Err(source) = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::set_permissions(&dir, Permissions::from_mode(0o700)))
+            {
+                return Err(DaemonError::StateDir { path: dir, source });
+            }
+        }
+        let stop = self.all.child_token();
+        let mut opened = open(&c, true, &stop).await?;
+        if name.is_none() {
+            self.lock = opened.lock.take();
+        }
+        self.spawn(name, c, opened, stop);
+        Ok(())
+    }
+
+    fn spawn(&mut self, name: Option<String>, c: Config, o: Opened, stop: CancellationToken) {
+        let mine = self.live_of(&name);
+        let (tx, rx) = mpsc::channel(RELOADS_QUEUED);
+        // Every log line of an account names it.
+        let span = if name.is_some() || self.with_accounts {
+            span_of(name.as_deref())
+        } else {
+            tracing::Span::current()
+        };
+        let (tuning, token, task_name) = (self.tuning.clone(), stop.clone(), name.clone());
+        let handle =
+            self.tasks.spawn(
+                async move {
+                    run_account(o, c, tuning, mine, token, Some(rx), task_name.as_deref()).await
+                }
+                .instrument(span),
+            );
+        self.whose.insert(handle.id(), name.clone());
+        self.running.insert(
+            name,
+            Running {
+                id: handle.id(),
+                stop,
+                reloads: tx,
+            },
+        );
+    }
+
+    /// An account's task ended by itself: with an error, that account stopped alone.
+    fn ended(&mut self, id: tokio::task::Id, r: Result<(), DaemonError>) {
+        let Some(name) = self.whose.remove(&id) else {
+            return;
+        };
+        if self.running.get(&name).is_some_and(|run| run.id == id) {
+            self.running.remove(&name);
+        }
+        if let Err(e) = r {
+            self.stopped(name, e);
+        }
+    }
+
+    /// Records that the account `name` stopped with `e` (or could not start): logged with
+    /// its name, its `Live` `failed`, and an alert (with `[[accounts]]`; a single-account
+    /// daemon just ends with it).
+    fn stopped(&mut self, name: Option<String>, e: DaemonError) {
+        let who = shown(&name).to_owned();
+        if !self.with_accounts {
+            // A single-account daemon ends with this error, which main prints, as it
+            // always did.
+        } else if self.shutdown.is_cancelled() {
+            tracing::error!(account = who, "{e}");
+        } else {
+            tracing::error!(
+                account = who,
+                "{e}; this account stopped, the other accounts go on (a restart of the \
+                 daemon tries it again)"
+            );
+            if let Some(stops) = &self.stops {
+                let _ = stops.send(alerts::Stopped {
+                    account: name.clone(),
+                    error: e.to_string(),
+                    since_ms: crate::db::now_ms(),
+                });
+            }
+        }
+        self.live_of(&name).set_failed(e.to_string());
+        self.failed.push((who, e));
+    }
+
+    /// Stops the running accounts among `names` the way a shutdown stops them (drain,
+    /// control socket, lock) and waits for them; the others' ends meanwhile count as usual.
+    async fn stop(&mut self, names: &[Option<String>]) {
+        let mut waiting = std::collections::HashSet::new();
+        for n in names {
+            if let Some(run) = self.running.get(n) {
+                run.stop.cancel();
+                waiting.insert(run.id);
+            }
+        }
+        while !waiting.is_empty() {
+            let Some(done) = self.tasks.join_next_with_id().await else {
+                break;
+            };
+            let (id, r) = unpack(done);
+            if !waiting.remove(&id) {
+                self.ended(id, r);
+                continue;
+            }
+            let name = self.whose.remove(&id).flatten();
+            if let Err(e) = r {
+                tracing::warn!(
+                    account = shown(&name),
+                    "the account stopped with an error: {e}"
+                );
+            }
+            self.running.remove(&name);
+        }
+    }
+
+    /// A config read again (SIGHUP): accounts added are started, accounts removed stopped
+    /// (their state stays), accounts whose server part changed restarted alone, and every
+    /// other running account takes its part by the reload rules (docs/ARCHITECTURE.md#reload).
+    async fn reload(&mut self, running: &mut Config, new: Reloaded) {
+        let mut new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("SIGHUP: the new config is refused, the running one is kept: {e}");
+                return;
+            }
+        };
+        // `[server]`'s account keeps its rules, a new `[state] dir` included (a restart).
+        let default_part = project(&new, None);
+        // The other accounts live in the state directory the daemon started with.
+        new.state.dir = running.state.dir.clone();
+        let before: Vec<&str> = running.accounts.iter().map(|a| a.name.as_str()).collect();
+        let after: Vec<&str> = new.accounts.iter().map(|a| a.name.as_str()).collect();
+        let removed: Vec<String> = before
+            .iter()
+            .filter(|n| !after.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+        let added: Vec<String> = after
+            .iter()
+            .filter(|n| !before.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+        let changed: Vec<String> = after
+            .iter()
+            .filter(|n| before.contains(n))
+            .filter(|n| {
+                let part = |c: &Config| project(c, Some(n)).map(|p| p.server);
+                match (part(running), part(&new)) {
+                    (Some(old), Some(now)) => !old.same_as(&now),
+                    _ => false,
+                }
+            })
+            .map(|n| n.to_string())
+            .collect();
+        for n in &removed {
+            tracing::info!(
+                account = n.as_str(),
+                "SIGHUP: the account is no longer in the config: stopping it; its state \
+                 stays in {}",
+                account_dir(&running.state.dir, n).display()
+            );
+        }
+        for n in &changed {
+            tracing::info!(
+                account = n.as_str(),
+                "SIGHUP: the account's server or credentials changed: restarting it alone"
+            );
+        }
+        let going: Vec<Option<String>> = removed
+            .iter()
+            .chain(&changed)
+            .map(|n| Some(n.clone()))
+            .collect();
+        self.stop(&going).await;
+        for n in &removed {
+            self.live.remove_account(n);
+            self.failed.retain(|(f, _)| f != n);
+        }
+        self.with_accounts = !new.accounts.is_empty();
+        let starting: Vec<&String> = after
+            .iter()
+            .filter_map(|n| added.iter().chain(&changed).find(|a| a.as_str() == *n))
+            .collect();
+        for n in &starting {
+            let Some(c) = project(&new, Some(n)) else {
+                continue;
+            };
+            if added.contains(n) {
+                tracing::info!(
+                    account = n.as_str(),
+                    "SIGHUP: account added to the config: starting it"
+                );
+            }
+            let name = Some((*n).clone());
+            self.live_of(&name).restarting();
+            self.failed.retain(|(f, _)| f != *n);
+            if let Err(e) = self.start(name.clone(), c).await {
+                self.stopped(name, e);
+            }
+        }
+        for (name, run) in &self.running {
+            if name.as_ref().is_some_and(|n| starting.contains(&n)) {
+                continue;
+            }
+            let part = match name {
+                None => default_part.clone(),
+                Some(n) => project(&new, Some(n)),
+            };
+            let Some(part) = part else { continue };
+            if let Err(e) = run.reloads.try_send(Ok(part)) {
+                tracing::warn!(
+                    account = shown(name),
+                    "SIGHUP: the account has not taken the last config yet; this one is \
+                     dropped ({e})"
+                );
+            }
+        }
+        *running = new;
+    }
+}
+
+/// `run` with `[[accounts]]` (and every daemon that takes SIGHUPs): every account's local
+/// state is opened first, in order (`[server]`'s takes the state directory's lock), then
+/// the accounts run side by side, each with its own [`Live`] (counters, phase, connection)
+/// under the agent's `live`. A SIGHUP's config adds, removes and restarts accounts
+/// ([`Agent::reload`]).
 ///
 /// One account that fails (its state database broken, a critical task gone) stops alone:
-/// its error is logged with its name and shown as its `failed` (status, `/healthz`,
-/// `/metrics`), and the others go on. The daemon ends when every account has ended: `Ok`
-/// when none failed, else [`DaemonError::AccountsStopped`] naming the failed ones, so that
-/// a service manager's `Restart=on-failure` tries them again (docs/ARCHITECTURE.md#accounts).
+/// its error is logged with its name, shown as its `failed` (status, `/healthz`,
+/// `/metrics`) and alerted (`account_stopped`), and the others go on. The daemon ends when
+/// every account has ended: `Ok` when none failed, else [`DaemonError::AccountsStopped`]
+/// naming the failed ones, so that a service manager's `Restart=on-failure` tries them
+/// again (docs/ARCHITECTURE.md#accounts). Without `[[accounts]]` the one error is returned
+/// as it is.
 pub(super) async fn run_all(
     config: Config,
     tuning: Tuning,
     live: Arc<Live>,
     shutdown: CancellationToken,
-    reloads: Option<mpsc::Receiver<Reloaded>>,
+    mut reloads: Option<mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
     let all = shutdown.child_token();
-    let mut opened = Vec::new();
+    let (stops, alerting) = match alerts::Notifier::new(&config.alerts) {
+        Some(notify) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(
+                alerts::account_stopped(notify, rx, tuning.alert_check).in_current_span(),
+            );
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
+    let mut agent = Agent {
+        tuning,
+        live,
+        shutdown,
+        all: all.clone(),
+        tasks: JoinSet::new(),
+        whose: HashMap::new(),
+        running: HashMap::new(),
+        failed: Vec::new(),
+        lock: None,
+        stops,
+        with_accounts: !config.accounts.is_empty(),
+    };
     for name in names(&config) {
         let Some(c) = project(&config, name.as_deref()) else {
             continue;
         };
-        if name.is_some() {
-            // The accounts' folder is as private as the state directory around it.
-            let dir = config.state.dir.join(ACCOUNTS_DIR);
-            if let Err(source) = std::fs::create_dir_all(&dir)
-                .and_then(|()| std::fs::set_permissions(&dir, Permissions::from_mode(0o700)))
-            {
-                all.cancel();
-                return Err(DaemonError::StateDir { path: dir, source });
-            }
-        }
-        match open(&c, true, &all).await {
-            Ok(o) => opened.push((name, c, o)),
-            Err(e) => {
-                // The control sockets opened so far go with the others.
-                all.cancel();
-                return Err(e);
-            }
+        if let Err(e) = agent.start(name, c).await {
+            // A state that cannot be opened at start stops the start; the control sockets
+            // opened so far go with the others.
+            all.cancel();
+            while agent.tasks.join_next().await.is_some() {}
+            return Err(e);
         }
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut whose = std::collections::HashMap::new();
-    for ((name, c, o), rx) in opened.into_iter().zip(share_reloads(&config, reloads)) {
-        let mine = match &name {
-            None => live.clone(),
-            Some(n) => live.account(n),
-        };
-        let (tuning, all) = (tuning.clone(), all.clone());
-        // Every log line of an account names it.
-        let span = span_of(name.as_deref());
-        let task_name = name.clone();
-        let mine_too = mine.clone();
-        let handle = tasks.spawn(
-            async move {
-                let r = run_account(o, c, tuning, mine_too, all, rx, task_name.as_deref()).await;
-                (task_name, r)
-            }
-            .instrument(span),
-        );
-        whose.insert(handle.id(), (name, mine));
-    }
-    let mut failed: Vec<(String, DaemonError)> = Vec::new();
-    while let Some(done) = tasks.join_next_with_id().await {
-        let (id, r) = match done {
-            Ok((id, (_, r))) => (id, r),
-            Err(e) => (e.id(), Err(DaemonError::Task(e.to_string()))),
-        };
-        let Err(e) = r else { continue };
-        let Some((name, mine)) = whose.get(&id) else {
-            continue;
-        };
-        let shown = name.as_deref().unwrap_or(crate::config::DEFAULT_ACCOUNT);
-        if shutdown.is_cancelled() {
-            tracing::error!(account = shown, "{e}");
-        } else {
-            tracing::error!(
-                account = shown,
-                "{e}; this account stopped, the other accounts go on (a restart of the \
-                 daemon tries it again)"
-            );
+    let mut running = config;
+    loop {
+        enum Event {
+            Ended(Option<Joined>),
+            Reload(Box<Reloaded>),
         }
-        mine.set_failed(e.to_string());
-        failed.push((shown.to_owned(), e));
+        let event = tokio::select! {
+            done = agent.tasks.join_next_with_id() => Event::Ended(done),
+            new = reload::next(&mut reloads) => Event::Reload(Box::new(new)),
+        };
+        match event {
+            Event::Ended(None) => break,
+            Event::Ended(Some(done)) => {
+                let (id, r) = unpack(done);
+                agent.ended(id, r);
+            }
+            Event::Reload(new) => agent.reload(&mut running, *new).await,
+        }
     }
     all.cancel();
+    // The last alerts get their chance; nothing more is sent.
+    drop(agent.stops.take());
+    if let Some(task) = alerting {
+        let _ = tokio::time::timeout(LAST_ALERTS, task).await;
+    }
+    drop(agent.lock.take());
+    let mut failed = std::mem::take(&mut agent.failed);
     if failed.is_empty() {
         return Ok(());
+    }
+    if !agent.with_accounts && failed.len() == 1 {
+        return Err(failed.swap_remove(0).1);
     }
     let names = failed
         .iter()

@@ -174,12 +174,19 @@ impl Ctx {
             s.map(|mut s| {
                 s.set_live(self.live.snapshot());
                 // Each account's own numbers, and whether it stopped (its database may be
-                // what broke).
-                for (name, live) in self.live.accounts() {
+                // what broke). An account's folder whose account this daemon does not run
+                // (removed from the config by a SIGHUP) is not shown: its state stays on
+                // disk for `status`, docs/ARCHITECTURE.md#accounts.
+                let running = self.live.accounts();
+                s.accounts
+                    .retain(|a| running.iter().any(|(name, _)| *name == a.name));
+                for (name, live) in running {
                     if let Some(a) = s.accounts.iter_mut().find(|a| a.name == name) {
                         a.status.set_live(live.snapshot());
                     }
                 }
+                // An account that could not even open its state has no folder to read.
+                s.mark_failed(&self.live.snapshot().stopped_accounts);
                 s
             })
         })

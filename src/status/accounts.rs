@@ -32,7 +32,7 @@ pub(super) fn read(state_dir: &Path) -> Vec<AccountStatus> {
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        match super::read(&dir.join(&name)) {
+        match super::read_one(&dir.join(&name)) {
             Ok(Some(status)) => out.push(AccountStatus { name, status }),
             Ok(None) => {}
             Err(e) => out.push(AccountStatus {
@@ -45,7 +45,7 @@ pub(super) fn read(state_dir: &Path) -> Vec<AccountStatus> {
 }
 
 /// The status of an account whose state could not be read: empty, with why.
-fn unreadable(e: &DbError) -> Status {
+pub(super) fn unreadable(e: &DbError) -> Status {
     let mut s = Status::empty();
     s.server = None;
     s.error = Some(e.to_string());

@@ -9,7 +9,7 @@ use immish_testserver::{Dialect, Failure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::common::{eventually, jpeg, World};
+use crate::common::{break_until, eventually, jpeg, sha1_hex, World};
 
 /// One request the listener received.
 #[derive(Clone, Debug)]
@@ -279,4 +279,86 @@ async fn an_alert_url_nobody_answers_yet_does_not_stop_the_backup() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].json()["incident"], "failed");
     d.stop().await;
+}
+
+/// Ann's state database breaks while the daemon runs: her account stops, and the agent
+/// (her account's own alerts stop with it) sends one `account_stopped` incident whose title
+/// names her and the error; Ben's files go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_account_that_stops_is_alerted_once() {
+    let hook = Listener::start(0).await;
+    let mut w = World::new(Dialect::Immich).await;
+    let ann = w.server.add_user("ann@example.com", "pw-ann");
+    let ben = w.server.add_user("ben@example.com", "pw-ben");
+    let ann_key = w.server.create_api_key(&ann, &["all"]);
+    let ben_key = w.server.create_api_key(&ben, &["all"]);
+    let root = |who: &str| w.dir.path().join(who);
+    for who in ["ann", "ben"] {
+        std::fs::create_dir_all(root(who)).unwrap();
+    }
+    let extra = format!(
+        "[alerts]\nurl = \"{}\"\n\
+         [[accounts]]\nname = \"ann\"\napi_key = \"{ann_key}\"\n\
+         [[accounts]]\nname = \"ben\"\napi_key = \"{ben_key}\"\n\
+         [[roots]]\npath = \"{}\"\naccount = \"ann\"\n\
+         [[roots]]\npath = \"{}\"\naccount = \"ben\"\n",
+        hook.url,
+        root("ann").display(),
+        root("ben").display(),
+    );
+    w.extra = extra;
+    let has = |user: &str, bytes: &[u8]| {
+        let want = sha1_hex(bytes);
+        w.server.assets(user).iter().any(|a| a.checksum_hex == want)
+    };
+    let (a1, b1) = (jpeg("stop ann 1"), jpeg("stop ben 1"));
+    std::fs::write(root("ann").join("1.jpg"), &a1).unwrap();
+    std::fs::write(root("ben").join("1.jpg"), &b1).unwrap();
+    let d = w.start_daemon();
+    assert!(
+        eventually(Duration::from_secs(90), || has(&ann, &a1) && has(&ben, &b1)).await,
+        "the first files must arrive"
+    );
+    let stops = || {
+        hook.received()
+            .into_iter()
+            .filter(|r| r.body.contains("account_stopped"))
+            .collect::<Vec<_>>()
+    };
+    let ann_dir = w.state_dir().join("accounts").join("ann");
+    assert!(
+        break_until(&ann_dir, &root("ann"), Duration::from_secs(90), || !stops()
+            .is_empty())
+        .await,
+        "no alert for the account that stopped: {:?}",
+        hook.received()
+    );
+    tokio::time::sleep(QUIET).await;
+    let got = stops();
+    assert_eq!(got.len(), 1, "one message per stop: {got:?}");
+    let m = got[0].json();
+    assert_eq!(m["schema"], 1);
+    assert_eq!(m["event"], "incident");
+    assert_eq!(m["incident"], "account_stopped");
+    assert_eq!(m["account"], "ann");
+    let title = m["title"].as_str().unwrap_or_default();
+    assert!(
+        title.contains("account ann stopped: state database"),
+        "the title names the account and the error: {m:#}"
+    );
+    // Ben's account goes on.
+    let b2 = jpeg("stop ben 2");
+    std::fs::write(root("ben").join("2.jpg"), &b2).unwrap();
+    assert!(
+        eventually(Duration::from_secs(90), || has(&ben, &b2)).await,
+        "Ben's files go on arriving"
+    );
+    d.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(20), d.handle)
+        .await
+        .expect("the daemon must stop within 20 s")
+        .expect("the daemon task must not panic");
+    let e = r.expect_err("a daemon with a failed account stops with an error");
+    assert!(e.to_string().starts_with("account ann stopped"), "{e}");
+    assert_eq!(stops().len(), 1, "the stop sends nothing more");
 }

@@ -260,3 +260,47 @@ pub fn run(w: &World, args: &[&str]) -> Output {
         .output()
         .expect("run immish-sync")
 }
+
+/// Overwrites the state database in `dir` with garbage, in the files a daemon holds open
+/// (its write-ahead log and shared index too, else SQLite goes on from what it cached), as
+/// a failing disk or a stray `dd` would leave them.
+pub fn garble_db(dir: &Path) {
+    for name in ["state.sqlite3-wal", "state.sqlite3-shm", "state.sqlite3"] {
+        let path = dir.join(name);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len > 0 {
+            std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+        }
+    }
+}
+
+/// Breaks the state database in `dir` until `stopped` says its account stopped: a
+/// checkpoint between two writes can copy good pages back from the log, so the garbage is
+/// written again (and the account given a write, a file in `root`) every 2 s while it
+/// goes on. False if it never stopped within `limit`.
+pub async fn break_until(
+    dir: &Path,
+    root: &Path,
+    limit: Duration,
+    mut stopped: impl FnMut() -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut round = 0u32;
+    while tokio::time::Instant::now() < deadline {
+        if round.is_multiple_of(10) {
+            garble_db(dir);
+            // The account notices at its next write: a new file gives it one.
+            std::fs::write(
+                root.join(format!("garble-{round}.jpg")),
+                jpeg(&format!("garble {round}")),
+            )
+            .unwrap();
+        }
+        if stopped() {
+            return true;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}

@@ -3,6 +3,7 @@
 //!
 //! One test binary (faster to link); one module per area.
 
+mod account_reload;
 mod accounts;
 mod after_upload;
 mod alerts;

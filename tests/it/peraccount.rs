@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use immish_testserver::Dialect;
 
-use crate::common::{eventually, jpeg, run, sha1_hex, World};
+use crate::common::{break_until, eventually, jpeg, run, sha1_hex, World};
 
 /// Generous: the machine running the tests is heavily loaded.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -457,6 +457,73 @@ async fn a_broken_account_stops_alone() {
         .expect("the daemon task must not panic");
     let e = r.expect_err("a daemon with a failed account stops with an error");
     assert!(e.to_string().starts_with("account ann stopped"), "{e}");
+}
+
+/// `[server]`'s own state database is overwritten with garbage while Ann's and Ben's
+/// accounts run: `status --json` and `status` say the daemon runs, that `[server]`'s
+/// account (`default`) stopped and why, and show Ann's and Ben's accounts as running;
+/// Ben's next file still arrives, and the stop is an error naming `default`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_tells_when_servers_own_account_stopped() {
+    let f = Family::new("").await;
+    let admin = f.w.server.admin_id();
+    let (d1, b1) = (jpeg("s default 1"), jpeg("s ben 1"));
+    f.w.write("1.jpg", &d1);
+    f.put("ben", "1.jpg", &b1);
+    let d = f.w.start_daemon();
+    assert!(
+        eventually(DEADLINE, || f.has(&admin, &d1) && f.has(&f.ben, &b1)).await,
+        "the first files must arrive"
+    );
+    let mut s = serde_json::Value::Null;
+    let stopped = break_until(&f.w.state_dir(), &f.w.root(), DEADLINE, || {
+        let out = run(&f.w, &["status", "--json"]);
+        s = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        out.status.success() && s["failed"].is_string()
+    })
+    .await;
+    assert!(stopped, "status --json must say default stopped: {s:#}");
+    assert!(s["daemon"]["pid"].is_number(), "the daemon runs: {s:#}");
+    assert!(
+        s["failed"]
+            .as_str()
+            .is_some_and(|why| why.contains("state database")),
+        "{s:#}"
+    );
+    for who in ["ann", "ben"] {
+        assert!(entry(&s, who)["failed"].is_null(), "{who}: {s:#}");
+        assert!(entry(&s, who)["daemon"]["pid"].is_number(), "{who}: {s:#}");
+    }
+    let out = run(&f.w, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (own, others) = text.split_once("\naccount ann:").unwrap_or((&text, ""));
+    assert!(own.starts_with("daemon:       running (pid "), "{text}");
+    assert!(
+        own.contains("FAILED:       this account (default) stopped: state database"),
+        "{text}"
+    );
+    assert!(!text.contains("not answering"), "{text}");
+    assert!(others.contains("account ben:"), "{text}");
+    assert!(!others.contains("FAILED"), "{text}");
+
+    let b2 = jpeg("s ben 2");
+    f.put("ben", "2.jpg", &b2);
+    assert!(
+        eventually(DEADLINE, || f.has(&f.ben, &b2)).await,
+        "Ben's files go on arriving while [server]'s state is broken"
+    );
+    d.token.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(20), d.handle)
+        .await
+        .expect("the daemon must stop within 20 s")
+        .expect("the daemon task must not panic");
+    let e = r.expect_err("a daemon with a failed account stops with an error");
+    assert!(e.to_string().starts_with("account default stopped"), "{e}");
 }
 
 /// `retry --root` queues again the failed files of that root only, in its account's state:

@@ -596,7 +596,7 @@ struct Answer {
 }
 
 /// `POST /assets`. Every request that reaches the handler is recorded (its form parts, the
-/// status, the asset) for [`crate::ServerHandle::uploads`].
+/// status, the asset, the API key it carried) for [`crate::ServerHandle::uploads`].
 pub(crate) async fn upload(State(app): State<App>, creds: Creds, req: Request) -> Response {
     let mut form = Form::default();
     let answer = match receive(&app, &creds, req, &mut form).await {
@@ -611,6 +611,7 @@ pub(crate) async fn upload(State(app): State<App>, creds: Creds, req: Request) -
         parts: form.parts,
         status: answer.response.status().as_u16(),
         asset_id: answer.asset_id.clone(),
+        api_key: creds.api_key.clone(),
     });
     if answer.stall {
         tracing::debug!(asset_id = ?answer.asset_id, "stored; holding the reply (stall_after_store)");

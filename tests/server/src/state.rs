@@ -459,6 +459,9 @@ pub struct UploadRecord {
     pub status: u16,
     /// The created or duplicate asset, when the answer named one.
     pub asset_id: Option<String>,
+    /// The `x-api-key` the request carried (`None` for a session login): which key
+    /// uploaded it.
+    pub api_key: Option<String>,
 }
 
 impl UploadRecord {
