@@ -149,6 +149,9 @@ impl ServerConfig {
     pub fn same_as(&self, other: &ServerConfig) -> bool {
         // Every field named, so that a new one is not forgotten here.
         let ServerConfig {
+            // Only where messages say the keys are: an account moved up a table is the
+            // same account.
+            table: _,
             url,
             credentials,
             ca_file,
