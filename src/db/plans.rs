@@ -51,21 +51,30 @@ mod tests {
             .any(|w| upper.starts_with(w))
     }
 
-    /// How many statements of `c` are prepared and not finalized (rusqlite's cache keeps
-    /// them so).
-    fn live_statements(c: &rusqlite::Connection) -> usize {
-        let mut n = 0;
-        // SAFETY: the handle is `c`'s own, used on this thread while `c` is borrowed, and
-        // `sqlite3_next_stmt` only walks the connection's list of statements.
+    /// The statements of `c` that are prepared and not finalized (rusqlite's cache keeps
+    /// them so), each with how many times SQLite prepared it again since it was made.
+    fn live_statements(c: &rusqlite::Connection) -> Vec<(String, i32)> {
+        use rusqlite::ffi;
+        let mut out = Vec::new();
+        // SAFETY: the handle is `c`'s own, used on this thread while `c` is borrowed;
+        // `sqlite3_next_stmt`, `sqlite3_sql` and `sqlite3_stmt_status` only read the
+        // connection's statements, and the SQL text is copied while they live.
         unsafe {
             let db = c.handle();
-            let mut stmt = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
             while !stmt.is_null() {
-                n += 1;
-                stmt = rusqlite::ffi::sqlite3_next_stmt(db, stmt);
+                let sql = ffi::sqlite3_sql(stmt);
+                let sql = if sql.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(sql).to_string_lossy().into_owned()
+                };
+                let again = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0);
+                out.push((sql, again));
+                stmt = ffi::sqlite3_next_stmt(db, stmt);
             }
         }
-        n
+        out
     }
 
     fn sum(i: u64) -> Checksum {
@@ -234,9 +243,27 @@ mod tests {
         // connection's statement cache holds them all (transactions are not statements).
         let run = statements.iter().filter(|s| !is_transaction(s)).count();
         assert!(
-            live >= run,
-            "{run} statements a file costs, only {live} kept prepared (the cache holds {})",
+            live.len() >= run,
+            "{run} statements a file costs, only {} kept prepared (the cache holds {})",
+            live.len(),
             crate::db::STATEMENT_CACHE
+        );
+        // And none was prepared again when it ran: a `LIMIT ?` does that at every bind in
+        // SQLite 3.50 (docs/BENCHMARKS.md, "Session 7").
+        let again: Vec<String> = live
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(sql, n)| {
+                format!(
+                    "{n}x: {}",
+                    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+                )
+            })
+            .collect();
+        assert!(
+            again.is_empty(),
+            "statements prepared again as they ran:\n{}",
+            again.join("\n")
         );
         let mut bad = Vec::new();
         db.call_blocking(|c| {

@@ -79,9 +79,12 @@ pub fn claim_for_hash(
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
              WHERE j.state = 'queued' AND {UNFINISHED}
-             ORDER BY j.updated_at, j.file_id LIMIT ?1"
+             ORDER BY j.updated_at, j.file_id"
         ))?;
-        let mut rows = stmt.query_map(params![limit as i64], claimed_from_row)?;
+        // No `LIMIT ?`: SQLite prepares a statement again each time a LIMIT parameter is
+        // bound (docs/BENCHMARKS.md, "Session 7"); the index gives the order, so stepping
+        // stops where the claim is full.
+        let mut rows = stmt.query_map([], claimed_from_row)?;
         while !full(&jobs, bytes) {
             let Some(job) = rows.next().transpose()? else {
                 break;
@@ -94,12 +97,9 @@ pub fn claim_for_hash(
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
              WHERE j.state = 'retry' AND j.next_attempt_at <= ?1
-             ORDER BY j.next_attempt_at LIMIT ?2"
+             ORDER BY j.next_attempt_at"
         ))?;
-        let mut rows = stmt.query_map(
-            params![now_ms, (limit - jobs.len()) as i64],
-            claimed_from_row,
-        )?;
+        let mut rows = stmt.query_map(params![now_ms], claimed_from_row)?;
         while !full(&jobs, bytes) {
             let Some(job) = rows.next().transpose()? else {
                 break;
@@ -126,13 +126,13 @@ pub fn claim_for_check(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<
     claim_for_check_outside(conn, limit, &[])
 }
 
-/// `f.root_id NOT IN (the roots ?2, ?3, …)` for `held` roots after a first parameter, or
-/// nothing.
-fn outside(held: &[Vec<u8>]) -> String {
+/// `f.root_id NOT IN (the roots ?N, ?N+1, …)` for `held` roots, their parameters numbered
+/// from `first`, or nothing.
+fn outside(held: &[Vec<u8>], first: usize) -> String {
     if held.is_empty() {
         return String::new();
     }
-    let marks: Vec<String> = (0..held.len()).map(|i| format!("?{}", i + 2)).collect();
+    let marks: Vec<String> = (0..held.len()).map(|i| format!("?{}", i + first)).collect();
     format!(
         " AND f.root_id NOT IN (SELECT id FROM roots WHERE path IN ({}))",
         marks.join(",")
@@ -149,14 +149,13 @@ pub fn claim_for_check_outside(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CLAIM_COLUMNS} FROM jobs j JOIN files f ON f.id = j.file_id
          WHERE j.state = 'checking' AND {UNFINISHED} AND f.checksum IS NOT NULL{}
-         ORDER BY j.updated_at, j.file_id LIMIT ?1",
-        outside(held)
+         ORDER BY j.updated_at, j.file_id",
+        outside(held, 1)
     ))?;
-    let limit = limit as i64;
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&limit];
-    args.extend(held.iter().map(|h| h as &dyn rusqlite::ToSql));
+    // No `LIMIT ?` (see `claim_for_hash`): the first `limit` rows in the index's order.
+    let args: Vec<&dyn rusqlite::ToSql> = held.iter().map(|h| h as &dyn rusqlite::ToSql).collect();
     let rows = stmt.query_map(args.as_slice(), claimed_from_row)?;
-    rows.collect()
+    rows.take(limit).collect()
 }
 
 /// Jobs with work to do now, outside the `held` roots: what the engine can still start.
@@ -167,11 +166,10 @@ pub fn active_outside(conn: &Connection, held: &[Vec<u8>]) -> rusqlite::Result<i
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
          WHERE j.state IN ('queued','hashing','checking','uploading','verifying')
-           AND {UNFINISHED} AND ?1 = ?1{}",
-        outside(held)
+           AND {UNFINISHED}{}",
+        outside(held, 1)
     ))?;
-    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&0i64];
-    args.extend(held.iter().map(|h| h as &dyn rusqlite::ToSql));
+    let args: Vec<&dyn rusqlite::ToSql> = held.iter().map(|h| h as &dyn rusqlite::ToSql).collect();
     stmt.query_row(args.as_slice(), |r| r.get(0))
 }
 
