@@ -23,25 +23,7 @@ mkdir -p "$WORK"; WORK=$(cd "$WORK" && pwd)
 trap '[ -n "${SRV_PID:-}" ] && kill "$SRV_PID" 2> /dev/null; [ "$KEEP" = 1 ] || rm -rf "$WORK"' EXIT
 
 PHOTOS=$WORK/photos-$N
-if [ ! -f "$PHOTOS/.complete" ]; then
-  rm -rf "$PHOTOS"; mkdir -p "$PHOTOS"
-  python3 - "$PHOTOS" "$N" 200 1200 $((N / 50 > 0 ? N / 50 : 1)) << 'PY'
-import os, random, sys
-root, n, lo, hi, folders = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-rnd = random.Random(42)
-made = set()
-for i in range(n):
-    f = i % folders
-    d = os.path.join(root, f"{2000 + f % 20}", f"{f // 20:04d}")
-    if d not in made:
-        os.makedirs(d, exist_ok=True)
-        made.add(d)
-    size = rnd.randint(lo, hi)
-    with open(os.path.join(d, f"IMG_{i:07d}.jpg"), "wb") as out:
-        out.write(b"bench\n" + os.urandom(max(size - 6, 0)))
-PY
-  touch "$PHOTOS/.complete"
-fi
+gen_files "$PHOTOS" "$N" 200 1200 $((N / 50 > 0 ? N / 50 : 1))
 RUN=$WORK/run; rm -rf "$RUN"; mkdir -p "$RUN"
 bench_start_server "$RUN"
 bench_write_config "$RUN" "$PHOTOS" "$RUN/state"

@@ -46,3 +46,29 @@ settle = "0s"
 TOML
   chmod 600 "$work/config.toml"
 }
+
+# Generates N files of LO..HI bytes under DIR in FOLDERS folders (kept when DIR has them).
+gen_files() {
+  local dir=$1 n=$2 lo=$3 hi=$4 folders=$5
+  if [ -f "$dir/.complete" ]; then return; fi
+  rm -rf "$dir"; mkdir -p "$dir"
+  echo "generating $n files in $dir" >&2
+  python3 - "$dir" "$n" "$lo" "$hi" "$folders" << 'PY'
+import os, random, sys
+root, n, lo, hi, folders = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rnd = random.Random(42)
+made = set()
+for i in range(n):
+    f = i % folders
+    d = os.path.join(root, f"{2000 + f % 20}", f"{f // 20:04d}")
+    if d not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+    size = rnd.randint(lo, hi)
+    with open(os.path.join(d, f"IMG_{i:07d}.jpg"), "wb") as out:
+        # Not a JPEG inside (random bytes after FF D8 look like cut-short segments to the
+        # completeness check): content of no known structure is taken as it is.
+        out.write(b"bench\n" + os.urandom(max(size - 6, 0)))
+PY
+  touch "$dir/.complete"
+}
