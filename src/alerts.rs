@@ -449,60 +449,124 @@ pub struct Stopped {
     pub since_ms: i64,
 }
 
-/// The title and message of an `account_stopped` incident (docs/STATUS.md#alerts).
-fn stopped_text(host: &str, s: &Stopped) -> (String, String) {
-    let name = s
-        .account
-        .as_deref()
-        .unwrap_or(crate::config::DEFAULT_ACCOUNT);
-    (
-        format!("immish-sync on {host}: account {name} stopped: {}", s.error),
-        format!(
-            "account {name} stopped with an error at {}: {}. Its files are not backed up              until the daemon is restarted; the other accounts go on",
-            timestamp(s.since_ms),
-            s.error
+/// What the agent tells [`account_stopped`] of its accounts.
+#[derive(Clone, Debug)]
+pub enum AccountEvent {
+    /// An account stopped with an error: an incident.
+    Stopped(Stopped),
+    /// An account that had stopped runs again (a SIGHUP started it) or has left the
+    /// config: its incident is resolved.
+    Resolved {
+        account: Option<String>,
+        /// When it had stopped (unix ms).
+        since_ms: i64,
+        /// `true`: it runs again; `false`: it is no longer in the config.
+        running: bool,
+    },
+}
+
+impl AccountEvent {
+    fn account(&self) -> Option<&str> {
+        match self {
+            AccountEvent::Stopped(s) => s.account.as_deref(),
+            AccountEvent::Resolved { account, .. } => account.as_deref(),
+        }
+    }
+}
+
+/// The event (`incident` or `resolved`), title and message of an `account_stopped`
+/// message (docs/STATUS.md#alerts).
+fn account_text(host: &str, e: &AccountEvent) -> (&'static str, String, String) {
+    let name = e.account().unwrap_or(crate::config::DEFAULT_ACCOUNT);
+    match e {
+        AccountEvent::Stopped(s) => (
+            "incident",
+            format!("immish-sync on {host}: account {name} stopped: {}", s.error),
+            format!(
+                "account {name} stopped with an error at {}: {}. Its files are not backed up \
+                 until the daemon is restarted or reloaded (SIGHUP) with the cause fixed; the \
+                 other accounts go on",
+                timestamp(s.since_ms),
+                s.error
+            ),
         ),
-    )
+        AccountEvent::Resolved {
+            since_ms, running, ..
+        } => {
+            let what = if *running {
+                "runs again"
+            } else {
+                "is no longer in the config"
+            };
+            (
+                "resolved",
+                format!("immish-sync on {host}: resolved (account {name} {what})"),
+                format!(
+                    "resolved: account {name} {what} (it had stopped at {})",
+                    timestamp(*since_ms)
+                ),
+            )
+        }
+    }
+}
+
+/// Takes `e` into the messages waiting to be sent: a resolve whose incident was never
+/// delivered cancels it (nothing is left to tell), any other event waits its turn.
+fn queue_account_event(pending: &mut Vec<AccountEvent>, e: AccountEvent) {
+    if let AccountEvent::Resolved { account, .. } = &e {
+        let before = pending.len();
+        pending.retain(|p| !matches!(p, AccountEvent::Stopped(s) if s.account == *account));
+        if pending.len() < before {
+            return;
+        }
+    }
+    pending.push(e);
 }
 
 /// The agent's alerts of accounts that stopped with an error (docs/STATUS.md#alerts): one
-/// `account_stopped` incident per stop, from this task of the agent, since an account's own
-/// [`Alerts`] stop with it. A message that cannot be delivered is tried again every
-/// `every`; once `stops` closes (the daemon stops), what is left gets one more try.
+/// `account_stopped` incident per stop, and one `resolved` when a SIGHUP starts the account
+/// again or takes it out of the config, from this task of the agent, since an account's
+/// own [`Alerts`] stop with it. A message that cannot be delivered is tried again every
+/// `every`; once `events` closes (the daemon stops, or a SIGHUP changed `[alerts]`), what
+/// is left gets one more try.
 pub async fn account_stopped(
     notify: Notifier,
-    mut stops: tokio::sync::mpsc::UnboundedReceiver<Stopped>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<AccountEvent>,
     every: Duration,
 ) {
-    let mut pending: Vec<Stopped> = Vec::new();
+    let mut pending: Vec<AccountEvent> = Vec::new();
     let mut failing = false;
     let mut open = true;
     while open || !pending.is_empty() {
         if pending.is_empty() {
-            match stops.recv().await {
-                Some(s) => pending.push(s),
+            match events.recv().await {
+                Some(e) => queue_account_event(&mut pending, e),
                 None => return,
             }
         } else if open {
             tokio::select! {
-                s = stops.recv() => match s {
-                    Some(s) => pending.push(s),
+                e = events.recv() => match e {
+                    Some(e) => queue_account_event(&mut pending, e),
                     None => open = false,
                 },
                 _ = tokio::time::sleep(every) => {}
             }
         }
         let mut left = Vec::new();
-        for s in pending.drain(..) {
-            let (title, message) = stopped_text(&notify.host, &s);
+        for e in pending.drain(..) {
+            let (event, title, message) = account_text(&notify.host, &e);
+            let since_ms = match &e {
+                AccountEvent::Stopped(s) => s.since_ms,
+                AccountEvent::Resolved { since_ms, .. } => *since_ms,
+            };
             match notify
                 .send(
-                    "incident",
+                    event,
                     "account_stopped",
                     &title,
                     &message,
-                    s.since_ms,
-                    s.account.as_deref(),
+                    since_ms,
+                    e.account(),
                 )
                 .await
             {
@@ -510,9 +574,9 @@ pub async fn account_stopped(
                     tracing::warn!(incident = "account_stopped", "alert sent: {message}");
                     failing = false;
                 }
-                Err(e) => {
-                    notify.cannot_send(&mut failing, &e);
-                    left.push(s);
+                Err(err) => {
+                    notify.cannot_send(&mut failing, &err);
+                    left.push(e);
                 }
             }
         }
@@ -631,19 +695,28 @@ mod tests {
 
     #[test]
     fn a_stopped_account_is_named_in_the_title_and_ntfy_gets_a_header_it_can_carry() {
-        let stop = |account: Option<&str>| Stopped {
-            account: account.map(str::to_owned),
-            error: "state database /s/ä.sqlite3: file is not a database".into(),
-            since_ms: NOW,
+        let stop = |account: Option<&str>| {
+            AccountEvent::Stopped(Stopped {
+                account: account.map(str::to_owned),
+                error: "state database /s/ä.sqlite3: file is not a database".into(),
+                since_ms: NOW,
+            })
         };
-        let (title, message) = stopped_text("nas", &stop(Some("ann")));
+        let (event, title, message) = account_text("nas", &stop(Some("ann")));
+        assert_eq!(event, "incident");
         assert_eq!(
             title,
             "immish-sync on nas: account ann stopped: state database /s/ä.sqlite3: file is \
              not a database"
         );
-        assert!(message.contains("the other accounts go on"), "{message}");
-        let (title, _) = stopped_text("nas", &stop(None));
+        assert!(
+            message.contains(
+                "until the daemon is restarted or reloaded (SIGHUP) with the cause \
+                 fixed; the other accounts go on"
+            ),
+            "{message}"
+        );
+        let (_, title, _) = account_text("nas", &stop(None));
         assert!(title.contains("account default stopped"), "{title}");
         let header = header_safe(&title);
         assert!(header.contains("/s/?.sqlite3"), "{header}");
@@ -660,5 +733,46 @@ mod tests {
         let mut s = status();
         set(&mut s, JobState::Done, 100);
         assert!(names(&s, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_resolve_is_told_after_its_incident_and_cancels_one_never_delivered() {
+        let stop = |account: &str| {
+            AccountEvent::Stopped(Stopped {
+                account: Some(account.to_owned()),
+                error: "broken".into(),
+                since_ms: NOW,
+            })
+        };
+        let resolve = |account: &str, running: bool| AccountEvent::Resolved {
+            account: Some(account.to_owned()),
+            since_ms: NOW,
+            running,
+        };
+        let (event, title, message) = account_text("nas", &resolve("ann", true));
+        assert_eq!(event, "resolved");
+        assert_eq!(
+            title,
+            "immish-sync on nas: resolved (account ann runs again)"
+        );
+        assert!(message.starts_with("resolved: account ann runs again (it had stopped at "));
+        let (_, title, _) = account_text("nas", &resolve("ben", false));
+        assert_eq!(
+            title,
+            "immish-sync on nas: resolved (account ben is no longer in the config)"
+        );
+        // Ann's stop still waits to be delivered: her resolve takes it away, and nothing is
+        // told of her; Ben's stop, not resolved, stays.
+        let mut pending = Vec::new();
+        queue_account_event(&mut pending, stop("ann"));
+        queue_account_event(&mut pending, stop("ben"));
+        queue_account_event(&mut pending, resolve("ann", true));
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].account(), Some("ben"));
+        assert!(matches!(pending[0], AccountEvent::Stopped(_)));
+        // Once delivered (nothing pending), a resolve is a message of its own.
+        let mut pending = Vec::new();
+        queue_account_event(&mut pending, resolve("ann", true));
+        assert!(matches!(pending[..], [AccountEvent::Resolved { .. }]));
     }
 }

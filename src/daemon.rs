@@ -797,7 +797,7 @@ async fn run_account(
     live.set_phase("watching");
     live.set_api(s.api.clone());
     // Its progress lines, live record and alerts, from its own counters and database.
-    let _side = side::account(
+    let mut side = side::account(
         &config,
         &tuning,
         &live,
@@ -808,7 +808,10 @@ async fn run_account(
     );
     // `pause`, `resume`, `rescan` and `retry` reach the daemon whatever generation runs
     // (docs/ARCHITECTURE.md#control); the socket goes before the lock.
-    let result = run_generations(config, &tuning, &mut s, &live, &shutdown, reloads).await;
+    let result = run_generations(
+        config, &tuning, &mut s, &mut side, &live, &shutdown, reloads,
+    )
+    .await;
     s.close_control().await;
     result
 }
@@ -833,6 +836,7 @@ async fn run_generations(
     mut config: Config,
     tuning: &Tuning,
     s: &mut Started,
+    side: &mut side::AccountSide,
     live: &Arc<Live>,
     shutdown: &CancellationToken,
     mut reloads: Option<tokio::sync::mpsc::Receiver<Reloaded>>,
@@ -877,6 +881,9 @@ async fn run_generations(
             }
         }
         if let Some((new, roots)) = reload {
+            if !config.alerts.same_as(&new.alerts) {
+                side.set_alerts(&new.alerts);
+            }
             apply_reload(&mut config, s, new, roots);
             if result.is_ok() && !shutdown.is_cancelled() {
                 continue;

@@ -438,6 +438,26 @@ pub struct AlertsConfig {
     pub stalled_after: Duration,
 }
 
+impl AlertsConfig {
+    /// Whether `other` sends the same alerts the same way, its token compared by value (a
+    /// secret's `Debug` is redacted), for a SIGHUP (docs/ARCHITECTURE.md#reload).
+    pub fn same_as(&self, other: &AlertsConfig) -> bool {
+        // Every field named, so that a new one is not forgotten here.
+        let AlertsConfig {
+            url,
+            kind,
+            token,
+            outage_after,
+            stalled_after,
+        } = self;
+        url.as_ref().map(reqwest::Url::as_str) == other.url.as_ref().map(reqwest::Url::as_str)
+            && *kind == other.kind
+            && *token == other.token
+            && *outage_after == other.outage_after
+            && *stalled_after == other.stalled_after
+    }
+}
+
 /// What a pull folder does with its copy of an asset deleted on the server
 /// (`on_server_delete`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -2,8 +2,9 @@
 //!
 //! Owns: comparing the running config with the new one, section by section, into what the
 //! daemon applies by starting a new generation of its task tree (roots and their globs,
-//! `[scan]`, `[watch]`, `[hash]`, `[upload]` but its device id, `[mirror]`) and what only a
-//! restart applies (`[server]`, `[state]`, `[log]`, `upload.device_id`); deciding, with a log
+//! `[scan]`, `[watch]`, `[hash]`, `[upload]` but its device id, `[mirror]`, `[alerts]`,
+//! `[[pull]]`) and what only a restart applies (`[server]`, `[state]`, `[log]`, `[metrics]`,
+//! `upload.device_id`); deciding, with a log
 //! line, whether a config read again is taken; and taking it into the running config and the
 //! engine's settings.
 //!
@@ -79,6 +80,8 @@ pub fn apply(config: &mut Config, settings: &mut pipeline::Settings, new: Config
     config.upload = new.upload;
     config.upload.device_id = device_id;
     config.mirror = new.mirror;
+    config.alerts = new.alerts;
+    config.pull = new.pull;
 }
 
 /// What a new config would do.
@@ -141,6 +144,8 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         ("[hash]", differs(&old.hash, &new.hash)),
         ("[upload]", differs(&upload_old, &new.upload)),
         ("[mirror]", differs(&old.mirror, &new.mirror)),
+        ("[alerts]", !old.alerts.same_as(&new.alerts)),
+        ("[[pull]]", differs(&old.pull, &new.pull)),
     ] {
         if d {
             applies.push(format!("{name} changed"));
@@ -151,6 +156,11 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         ("[server]", !old.server.same_as(&new.server)),
         ("[state] dir", old.state.dir != new.state.dir),
         ("[log]", differs(&old.log, &new.log)),
+        (
+            "[metrics]",
+            // The token by value: its `Debug` is redacted.
+            old.metrics.listen != new.metrics.listen || old.metrics.token != new.metrics.token,
+        ),
         (
             "upload.device_id",
             old.upload.device_id != new.upload.device_id,

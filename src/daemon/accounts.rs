@@ -87,18 +87,30 @@ struct Agent {
     /// Whose task each is (`None`: `[server]`'s).
     whose: HashMap<tokio::task::Id, Option<String>>,
     running: HashMap<Option<String>, Running>,
-    /// The accounts that stopped with an error, in order, with it.
-    failed: Vec<(String, DaemonError)>,
+    /// The accounts that stopped with an error, in order.
+    failed: Vec<Failure>,
     /// The state directory's lock, taken by `[server]`'s account and held here for as long
     /// as any account runs, so that `status` sees the daemon and a second one cannot start
     /// even when `[server]`'s account has stopped.
     lock: Option<StateLock>,
     /// To the agent's `account_stopped` alerts, when `[alerts]` has a URL.
-    stops: Option<mpsc::UnboundedSender<alerts::Stopped>>,
+    stops: Option<mpsc::UnboundedSender<alerts::AccountEvent>>,
+    /// The `account_stopped` tasks: the running one, and those a new `[alerts]` (SIGHUP)
+    /// replaced, which finish what they were sending.
+    alerting: Vec<tokio::task::JoinHandle<()>>,
     /// Whether the running config has `[[accounts]]`. Without, `[server]`'s account is the
     /// single-account daemon it always was: its error is the daemon's, and its lines
     /// carry no span.
     with_accounts: bool,
+}
+
+/// An account that stopped with an error.
+struct Failure {
+    /// `None`: `[server]`'s.
+    name: Option<String>,
+    error: DaemonError,
+    /// When (unix ms).
+    since_ms: i64,
 }
 
 /// What [`JoinSet::join_next_with_id`] gives for an account's task.
@@ -118,6 +130,63 @@ fn shown(name: &Option<String>) -> &str {
 }
 
 impl Agent {
+    /// The agent's `account_stopped` alerts as `config` says (none without a URL); the
+    /// task of the config before finishes what it was sending (docs/ARCHITECTURE.md#reload).
+    fn set_alerts(&mut self, config: &crate::config::AlertsConfig) {
+        self.stops = alerts::Notifier::new(config).map(|notify| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.alerting.push(tokio::spawn(
+                alerts::account_stopped(notify, rx, self.tuning.alert_check).in_current_span(),
+            ));
+            tx
+        });
+    }
+
+    /// Tells the agent's alerts of an account.
+    fn alert(&self, event: alerts::AccountEvent) {
+        if let Some(stops) = &self.stops {
+            let _ = stops.send(event);
+        }
+    }
+
+    /// Takes the account `name` out of the failed ones, if it is one: its stop's time.
+    fn unfail(&mut self, name: &Option<String>) -> Option<i64> {
+        let at = self.failed.iter().position(|f| f.name == *name)?;
+        Some(self.failed.remove(at).since_ms)
+    }
+
+    /// Starts again, with `c`, an account that is not running (added, re-keyed, or failed
+    /// and tried again by a SIGHUP). One that had failed and starts is a resolved
+    /// `account_stopped`; one that cannot start has failed (again).
+    async fn restart(&mut self, name: Option<String>, c: Config) {
+        self.live_of(&name).restarting();
+        let was = self.unfail(&name);
+        let state_dir = c.state.dir.clone();
+        if name.is_none() {
+            // `[server]`'s account takes the state directory's lock as it opens.
+            drop(self.lock.take());
+        }
+        match self.start(name.clone(), c).await {
+            Ok(()) => {
+                if let Some(since_ms) = was {
+                    tracing::info!(account = shown(&name), "SIGHUP: the account runs again");
+                    self.alert(alerts::AccountEvent::Resolved {
+                        account: name,
+                        since_ms,
+                        running: true,
+                    });
+                }
+            }
+            Err(e) => {
+                if name.is_none() && self.lock.is_none() {
+                    // Held again for the other accounts, so that `status` sees the daemon.
+                    self.lock = StateLock::acquire(&state_dir).ok();
+                }
+                self.stopped(name, e);
+            }
+        }
+    }
+
     fn live_of(&self, name: &Option<String>) -> Arc<Live> {
         match name {
             None => self.live.clone(),
@@ -196,7 +265,7 @@ impl Agent {
     /// its name, its `Live` `failed`, and an alert (with `[[accounts]]`; a single-account
     /// daemon just ends with it).
     fn stopped(&mut self, name: Option<String>, e: DaemonError) {
-        let who = shown(&name).to_owned();
+        let who = shown(&name);
         if !self.with_accounts {
             // A single-account daemon ends with this error, which main prints, as it
             // always did.
@@ -206,18 +275,23 @@ impl Agent {
             tracing::error!(
                 account = who,
                 "{e}; this account stopped, the other accounts go on (a restart of the \
-                 daemon tries it again)"
+                 daemon, or a SIGHUP, tries it again)"
             );
-            if let Some(stops) = &self.stops {
-                let _ = stops.send(alerts::Stopped {
-                    account: name.clone(),
-                    error: e.to_string(),
-                    since_ms: crate::db::now_ms(),
-                });
-            }
+        }
+        let since_ms = crate::db::now_ms();
+        if self.with_accounts && !self.shutdown.is_cancelled() {
+            self.alert(alerts::AccountEvent::Stopped(alerts::Stopped {
+                account: name.clone(),
+                error: e.to_string(),
+                since_ms,
+            }));
         }
         self.live_of(&name).set_failed(e.to_string());
-        self.failed.push((who, e));
+        self.failed.push(Failure {
+            name,
+            error: e,
+            since_ms,
+        });
     }
 
     /// Stops the running accounts among `names` the way a shutdown stops them (drain,
@@ -261,6 +335,9 @@ impl Agent {
                 return;
             }
         };
+        if !running.alerts.same_as(&new.alerts) {
+            self.set_alerts(&new.alerts);
+        }
         // `[server]`'s account keeps its rules, a new `[state] dir` included (a restart).
         let default_part = project(&new, None);
         // The other accounts live in the state directory the daemon started with.
@@ -311,13 +388,51 @@ impl Agent {
         self.stop(&going).await;
         for n in &removed {
             self.live.remove_account(n);
-            self.failed.retain(|(f, _)| f != n);
+            let name = Some(n.clone());
+            if let Some(since_ms) = self.unfail(&name) {
+                self.alert(alerts::AccountEvent::Resolved {
+                    account: name,
+                    since_ms,
+                    running: false,
+                });
+            }
         }
         self.with_accounts = !new.accounts.is_empty();
+        // An account that stopped with an error is tried again by any SIGHUP (the cause,
+        // a broken state database say, may have been fixed meanwhile).
+        let retried: Vec<Option<String>> = self
+            .failed
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|n| !self.running.contains_key(n))
+            .filter(|n| match n {
+                None => true,
+                Some(n) => {
+                    after.contains(&n.as_str()) && !added.contains(n) && !changed.contains(n)
+                }
+            })
+            .collect();
+        for n in &retried {
+            tracing::info!(
+                account = shown(n),
+                "SIGHUP: the account had stopped with an error: starting it again"
+            );
+        }
         let starting: Vec<&String> = after
             .iter()
-            .filter_map(|n| added.iter().chain(&changed).find(|a| a.as_str() == *n))
+            .filter_map(|n| {
+                added
+                    .iter()
+                    .chain(&changed)
+                    .chain(retried.iter().flatten())
+                    .find(|a| a.as_str() == *n)
+            })
             .collect();
+        if retried.contains(&None) {
+            if let Some(c) = project(&new, None) {
+                self.restart(None, c).await;
+            }
+        }
         for n in &starting {
             let Some(c) = project(&new, Some(n)) else {
                 continue;
@@ -328,15 +443,14 @@ impl Agent {
                     "SIGHUP: account added to the config: starting it"
                 );
             }
-            let name = Some((*n).clone());
-            self.live_of(&name).restarting();
-            self.failed.retain(|(f, _)| f != *n);
-            if let Err(e) = self.start(name.clone(), c).await {
-                self.stopped(name, e);
-            }
+            self.restart(Some((*n).clone()), c).await;
         }
         for (name, run) in &self.running {
-            if name.as_ref().is_some_and(|n| starting.contains(&n)) {
+            let fresh = match name {
+                None => retried.contains(&None),
+                Some(n) => starting.contains(&n),
+            };
+            if fresh {
                 continue;
             }
             let part = match name {
@@ -377,16 +491,6 @@ pub(super) async fn run_all(
     mut reloads: Option<mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
     let all = shutdown.child_token();
-    let (stops, alerting) = match alerts::Notifier::new(&config.alerts) {
-        Some(notify) => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let task = tokio::spawn(
-                alerts::account_stopped(notify, rx, tuning.alert_check).in_current_span(),
-            );
-            (Some(tx), Some(task))
-        }
-        None => (None, None),
-    };
     let mut agent = Agent {
         tuning,
         live,
@@ -397,9 +501,11 @@ pub(super) async fn run_all(
         running: HashMap::new(),
         failed: Vec::new(),
         lock: None,
-        stops,
+        stops: None,
+        alerting: Vec::new(),
         with_accounts: !config.accounts.is_empty(),
     };
+    agent.set_alerts(&config.alerts);
     for name in names(&config) {
         let Some(c) = project(&config, name.as_deref()) else {
             continue;
@@ -434,23 +540,22 @@ pub(super) async fn run_all(
     all.cancel();
     // The last alerts get their chance; nothing more is sent.
     drop(agent.stops.take());
-    if let Some(task) = alerting {
-        let _ = tokio::time::timeout(LAST_ALERTS, task).await;
-    }
+    let alerting = futures_util::future::join_all(std::mem::take(&mut agent.alerting));
+    let _ = tokio::time::timeout(LAST_ALERTS, alerting).await;
     drop(agent.lock.take());
     let mut failed = std::mem::take(&mut agent.failed);
     if failed.is_empty() {
         return Ok(());
     }
     if !agent.with_accounts && failed.len() == 1 {
-        return Err(failed.swap_remove(0).1);
+        return Err(failed.swap_remove(0).error);
     }
     let names = failed
         .iter()
-        .map(|(n, _)| n.as_str())
+        .map(|f| shown(&f.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let (_, first) = failed.swap_remove(0);
+    let first = failed.swap_remove(0).error;
     Err(DaemonError::AccountsStopped {
         names,
         first: Box::new(first),

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{DaemonError, Tuning, HEALTH_LOOP_BUDGET};
 use crate::api::ApiClient;
-use crate::config::Config;
+use crate::config::{AlertsConfig, Config};
 use crate::db::Db;
 use crate::live::Live;
 use crate::service;
@@ -28,7 +28,30 @@ pub(super) struct Side {
 pub(super) struct AccountSide {
     _progress: AbortOnDropHandle<()>,
     _recorder: AbortOnDropHandle<()>,
-    _alerts: Option<AbortOnDropHandle<()>>,
+    alerts: Option<AbortOnDropHandle<()>>,
+    /// What a new `[alerts]` (SIGHUP) starts the alerts again with.
+    db: Db,
+    state_dir: std::path::PathBuf,
+    every: std::time::Duration,
+    account: Option<String>,
+    shutdown: CancellationToken,
+}
+
+impl AccountSide {
+    /// The account's alerts as `config` says (none without a URL), in place of the running
+    /// ones (docs/ARCHITECTURE.md#reload). The record of incidents told is in the account's
+    /// database, so an open incident is not told again, and its resolve goes to the new URL.
+    pub(super) fn set_alerts(&mut self, config: &AlertsConfig) {
+        self.alerts =
+            crate::alerts::Alerts::new(config, self.db.clone(), self.state_dir.clone(), self.every)
+                .map(|a| {
+                    AbortOnDropHandle::new(tokio::spawn(
+                        a.for_account(self.account.clone())
+                            .run(self.shutdown.clone())
+                            .in_current_span(),
+                    ))
+                });
+    }
 }
 
 /// Starts the agent's endpoint at once (a server down at boot is what `/healthz` is for);
@@ -72,7 +95,7 @@ pub(super) fn account(
     api: ApiClient,
     shutdown: &CancellationToken,
 ) -> AccountSide {
-    AccountSide {
+    let mut side = AccountSide {
         _progress: AbortOnDropHandle::new(tokio::spawn(
             crate::progress::report(
                 db.clone(),
@@ -88,18 +111,13 @@ pub(super) fn account(
                 .record(db.clone(), shutdown.clone())
                 .in_current_span(),
         )),
-        _alerts: crate::alerts::Alerts::new(
-            &config.alerts,
-            db,
-            config.state.dir.clone(),
-            tuning.alert_check,
-        )
-        .map(|a| {
-            AbortOnDropHandle::new(tokio::spawn(
-                a.for_account(account.map(str::to_owned))
-                    .run(shutdown.clone())
-                    .in_current_span(),
-            ))
-        }),
-    }
+        alerts: None,
+        db,
+        state_dir: config.state.dir.clone(),
+        every: tuning.alert_check,
+        account: account.map(str::to_owned),
+        shutdown: shutdown.clone(),
+    };
+    side.set_alerts(&config.alerts);
+    side
 }

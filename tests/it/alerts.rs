@@ -9,7 +9,7 @@ use immish_testserver::{Dialect, Failure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::common::{break_until, eventually, jpeg, sha1_hex, World};
+use crate::common::{account_table, break_until, eventually, jpeg, sha1_hex, World};
 
 /// One request the listener received.
 #[derive(Clone, Debug)]
@@ -361,4 +361,118 @@ async fn an_account_that_stops_is_alerted_once() {
     let e = r.expect_err("a daemon with a failed account stops with an error");
     assert!(e.to_string().starts_with("account ann stopped"), "{e}");
     assert_eq!(stops().len(), 1, "the stop sends nothing more");
+}
+
+/// `[alerts]` set by a SIGHUP is taken by the agent and by every account that runs on:
+/// the SIGHUP that adds the URL also adds Ben, whose state cannot be opened (a file where
+/// his folder goes), and his `account_stopped` reaches the new URL. Once the file is gone
+/// a SIGHUP that changes nothing starts him again: one `resolved` for his stop, and his
+/// files arrive. Ann's account, running since before, then alerts an outage at that URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alerts_set_by_a_sighup_tell_a_stop_its_resolve_and_an_outage() {
+    let hook = Listener::start(0).await;
+    let mut w = World::new(Dialect::Immich).await;
+    let ann = w.server.add_user("ann@example.com", "pw-ann");
+    let ben = w.server.add_user("ben@example.com", "pw-ben");
+    let ann_key = w.server.create_api_key(&ann, &["all"]);
+    let ben_key = w.server.create_api_key(&ben, &["all"]);
+    let root = |who: &str| w.dir.path().join(who);
+    for who in ["ann", "ben"] {
+        std::fs::create_dir_all(root(who)).unwrap();
+    }
+    let has = |user: &str, bytes: &[u8]| {
+        let want = sha1_hex(bytes);
+        w.server.assets(user).iter().any(|a| a.checksum_hex == want)
+    };
+    let ann_part = account_table("ann", &ann_key, &root("ann"));
+    w.extra = ann_part.clone();
+    let d = w.start_reloading();
+    let a1 = jpeg("reload alerts ann 1");
+    std::fs::write(root("ann").join("1.jpg"), &a1).unwrap();
+    assert!(
+        eventually(Duration::from_secs(90), || has(&ann, &a1)).await,
+        "Ann's first file"
+    );
+    let of = |event: &str, incident: &str| {
+        hook.received()
+            .into_iter()
+            .map(|r| r.json())
+            .filter(|m| m["event"] == event && m["incident"] == incident)
+            .collect::<Vec<_>>()
+    };
+
+    std::fs::write(w.state_dir().join("accounts").join("ben"), b"not a folder").unwrap();
+    w.extra = format!(
+        "[alerts]\nurl = \"{}\"\noutage_after = \"1s\"\n{ann_part}{}",
+        hook.url,
+        account_table("ben", &ben_key, &root("ben"))
+    );
+    w.sighup(&d).await;
+    assert!(
+        eventually(Duration::from_secs(90), || !of(
+            "incident",
+            "account_stopped"
+        )
+        .is_empty())
+        .await,
+        "the new URL hears of Ben's stop: {:?}",
+        hook.received()
+    );
+    let stop = &of("incident", "account_stopped")[0];
+    assert_eq!(stop["account"], "ben", "{stop:#}");
+
+    std::fs::remove_file(w.state_dir().join("accounts").join("ben")).unwrap();
+    let b1 = jpeg("reload alerts ben 1");
+    std::fs::write(root("ben").join("1.jpg"), &b1).unwrap();
+    w.sighup(&d).await;
+    assert!(
+        eventually(Duration::from_secs(90), || has(&ben, &b1)).await,
+        "Ben's account runs again"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || !of(
+            "resolved",
+            "account_stopped"
+        )
+        .is_empty())
+        .await,
+        "no resolve of Ben's stop: {:?}",
+        hook.received()
+    );
+    tokio::time::sleep(QUIET).await;
+    let resolved = of("resolved", "account_stopped");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["account"], "ben");
+    assert!(
+        resolved[0]["title"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("resolved (account ben runs again)")),
+        "{:#}",
+        resolved[0]
+    );
+    assert_eq!(
+        of("incident", "account_stopped").len(),
+        1,
+        "one stop, told once"
+    );
+
+    w.server.offline(true);
+    // Enough failed uploads for the engine to call it an outage.
+    for i in 2..7 {
+        std::fs::write(
+            root("ann").join(format!("{i}.jpg")),
+            jpeg(&format!("reload alerts ann {i}")),
+        )
+        .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || of("incident", "outage")
+            .iter()
+            .any(|m| m["account"] == "ann"))
+        .await,
+        "Ann's account, running since before the SIGHUP, alerts at its URL: {:?}",
+        hook.received()
+    );
+    w.server.offline(false);
+    d.daemon.stop().await;
 }

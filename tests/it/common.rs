@@ -304,3 +304,79 @@ pub async fn break_until(
     }
     false
 }
+
+/// A daemon that takes configs read again, the way main hands them over on SIGHUP.
+pub struct ReloadingDaemon {
+    pub daemon: RunningDaemon,
+    pub reloads: tokio::sync::mpsc::Sender<daemon::Reloaded>,
+}
+
+impl World {
+    /// Starts the daemon (`run_reloading`) taking SIGHUPs from [`World::sighup`].
+    pub fn start_reloading(&self) -> ReloadingDaemon {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(daemon::run_reloading(
+            self.config(),
+            Self::tuning(),
+            token.clone(),
+            Some(rx),
+        ));
+        ReloadingDaemon {
+            daemon: RunningDaemon { token, handle },
+            reloads: tx,
+        }
+    }
+
+    /// Writes the world's config and hands it to the daemon the way main does on SIGHUP
+    /// (`config::load`, its error as text).
+    pub async fn sighup(&self, d: &ReloadingDaemon) {
+        let path = self.write_config();
+        d.reloads
+            .send(config::load(&path).map_err(|e| e.to_string()))
+            .await
+            .expect("the daemon takes configs");
+    }
+}
+
+/// An `[[accounts]]` table and a root of that account.
+pub fn account_table(name: &str, key: &str, root: &Path) -> String {
+    format!(
+        "[[accounts]]\nname = \"{name}\"\napi_key = \"{key}\"\n\
+         [[roots]]\npath = \"{}\"\naccount = \"{name}\"\n",
+        root.display()
+    )
+}
+
+/// The address of the daemon's endpoint (`[metrics] listen`), once it has recorded it.
+pub async fn endpoint(w: &World) -> std::net::SocketAddr {
+    let mut addr = None;
+    // Generous: the live record starts after the daemon connected, on a loaded machine.
+    let found = eventually(Duration::from_secs(90), || {
+        addr = immish_sync::status::read(&w.state_dir())
+            .ok()
+            .flatten()
+            .and_then(|s| s.activity)
+            .and_then(|a| a.live.http)
+            .and_then(|h| h.parse().ok());
+        addr.is_some()
+    })
+    .await;
+    assert!(found, "the daemon never recorded its HTTP address");
+    addr.unwrap()
+}
+
+/// What the endpoint answers on `path`: its status code and body.
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("the endpoint answers");
+    let code = r.status().as_u16();
+    (code, r.text().await.unwrap_or_default())
+}

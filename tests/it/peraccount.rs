@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use immish_testserver::Dialect;
 
-use crate::common::{break_until, eventually, jpeg, run, sha1_hex, World};
+use crate::common::{break_until, endpoint, eventually, get, jpeg, run, sha1_hex, World};
 
 /// Generous: the machine running the tests is heavily loaded.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -71,23 +71,6 @@ impl Family {
         );
         text
     }
-}
-
-/// The address of the daemon's endpoint, once it has recorded it.
-async fn endpoint(w: &World) -> SocketAddr {
-    let mut addr = None;
-    let found = eventually(DEADLINE, || {
-        addr = immish_sync::status::read(&w.state_dir())
-            .ok()
-            .flatten()
-            .and_then(|s| s.activity)
-            .and_then(|a| a.live.http)
-            .and_then(|h| h.parse().ok());
-        addr.is_some()
-    })
-    .await;
-    assert!(found, "the daemon never recorded its HTTP address");
-    addr.unwrap()
 }
 
 /// `/metrics` as `name{labels}` → value (one sample per line, comments skipped).
@@ -251,21 +234,6 @@ async fn the_commands_find_the_account() {
 /// A sample of `/metrics`, 0 when absent.
 fn sample(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     m.get(series).copied().unwrap_or(0.0)
-}
-
-/// What the endpoint answers on `path`: its status code and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .expect("the endpoint answers");
-    let code = r.status().as_u16();
-    (code, r.text().await.unwrap_or_default())
 }
 
 /// One account's entry in a status document.
