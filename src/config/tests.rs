@@ -1381,3 +1381,38 @@ fn same_as_sees_a_changed_key_that_debug_hides() {
     let plan = crate::control::reload::plan(&a, &b).expect("a plan");
     assert_eq!(plan.needs_restart, ["[server]"]);
 }
+
+#[test]
+fn a_sighup_applies_alerts_and_names_metrics_and_pull_as_needing_a_restart() {
+    let dir = Dir::new();
+    let one = dir.write("one.token", "tk-1\n", 0o600);
+    let two = dir.write("two.token", "tk-2\n", 0o600);
+    let with = |alerts: &Path, metrics: &Path, pull: &str| {
+        dir.load(
+            &format!(
+                "{MINIMAL}[alerts]\nurl = \"http://127.0.0.1:9/hook\"\ntoken_file = \"{}\"\n\
+                 [metrics]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\
+                 [[pull]]\npath = \"{pull}\"\n",
+                alerts.display(),
+                metrics.display()
+            ),
+            &[],
+        )
+        .expect("config")
+    };
+    let a = with(&one, &one, "/srv/copy");
+    // Only the tokens differ: their `Debug` is redacted, so only a comparison by value
+    // sees them.
+    let b = with(&two, &one, "/srv/copy");
+    assert_eq!(format!("{:?}", a.alerts), format!("{:?}", b.alerts));
+    let plan = crate::control::reload::plan(&a, &b).expect("a plan");
+    assert_eq!(plan.applies, ["[alerts] changed"]);
+    assert!(plan.needs_restart.is_empty(), "{:?}", plan.needs_restart);
+    let c = with(&one, &two, "/srv/copy");
+    let plan = crate::control::reload::plan(&a, &c).expect("a plan");
+    assert!(plan.applies.is_empty(), "{:?}", plan.applies);
+    assert_eq!(plan.needs_restart, ["[metrics]"]);
+    let d = with(&one, &one, "/srv/other-copy");
+    let plan = crate::control::reload::plan(&a, &d).expect("a plan");
+    assert_eq!(plan.needs_restart, ["[[pull]]"]);
+}

@@ -2,8 +2,8 @@
 //!
 //! Owns: comparing the running config with the new one, section by section, into what the
 //! daemon applies by starting a new generation of its task tree (roots and their globs,
-//! `[scan]`, `[watch]`, `[hash]`, `[upload]` but its device id, `[mirror]`, `[alerts]`,
-//! `[[pull]]`) and what only a restart applies (`[server]`, `[state]`, `[log]`, `[metrics]`,
+//! `[scan]`, `[watch]`, `[hash]`, `[upload]` but its device id, `[mirror]`, `[alerts]`) and
+//! what only a restart applies (`[server]`, `[state]`, `[log]`, `[[pull]]`, `[metrics]`,
 //! `upload.device_id`); deciding, with a log
 //! line, whether a config read again is taken; and taking it into the running config and the
 //! engine's settings.
@@ -81,7 +81,6 @@ pub fn apply(config: &mut Config, settings: &mut pipeline::Settings, new: Config
     config.upload.device_id = device_id;
     config.mirror = new.mirror;
     config.alerts = new.alerts;
-    config.pull = new.pull;
 }
 
 /// What a new config would do.
@@ -145,7 +144,6 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         ("[upload]", differs(&upload_old, &new.upload)),
         ("[mirror]", differs(&old.mirror, &new.mirror)),
         ("[alerts]", !old.alerts.same_as(&new.alerts)),
-        ("[[pull]]", differs(&old.pull, &new.pull)),
     ] {
         if d {
             applies.push(format!("{name} changed"));
@@ -156,6 +154,9 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, String> {
         ("[server]", !old.server.same_as(&new.server)),
         ("[state] dir", old.state.dir != new.state.dir),
         ("[log]", differs(&old.log, &new.log)),
+        // A new folder needs the unit's write access (`service install`) and a restart
+        // (docs/ARCHITECTURE.md#pull).
+        ("[[pull]]", differs(&old.pull, &new.pull)),
         (
             "[metrics]",
             // The token by value: its `Debug` is redacted.

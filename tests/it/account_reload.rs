@@ -218,3 +218,68 @@ async fn an_added_account_that_cannot_open_its_state_fails_alone_until_a_sighup(
     // Nothing failed is left: the daemon stops cleanly.
     d.daemon.stop().await;
 }
+
+/// `[server]`'s own account stops (its state database turned to garbage) while Ben's runs.
+/// The user moves the broken database away and sends a SIGHUP that changes nothing: the
+/// account starts again with a new database (the agent hands it the state directory's
+/// lock and takes it back), its next file arrives, and the daemon is healthy and stops
+/// without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_own_account_that_stopped_runs_again_after_a_sighup() {
+    let mut w = World::new(Dialect::Immich).await;
+    let admin = w.server.admin_id();
+    let ben = w.server.add_user("ben@example.com", "pw-ben");
+    let ben_key = w.server.create_api_key(&ben, &["all"]);
+    let ben_root = w.dir.path().join("ben");
+    std::fs::create_dir_all(&ben_root).unwrap();
+    w.extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n{}",
+        account("ben", &ben_key, &ben_root)
+    );
+    let (d1, b1) = (jpeg("own default 1"), jpeg("own ben 1"));
+    w.write("1.jpg", &d1);
+    std::fs::write(ben_root.join("1.jpg"), &b1).unwrap();
+    let d = w.start_reloading();
+    assert!(
+        eventually(DEADLINE, || has(&w, &admin, &d1) && has(&w, &ben, &b1)).await,
+        "the first files must arrive"
+    );
+    let addr = endpoint(&w).await;
+    let mut health = (0, String::new());
+    let stopped = crate::common::break_until(&w.state_dir(), &w.root(), DEADLINE, || {
+        let out = crate::common::run(&w, &["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s["failed"].is_string()
+    })
+    .await;
+    assert!(stopped, "[server]'s account never stopped");
+    for _ in 0..50 {
+        health = get(addr, "/healthz").await;
+        if health.1.contains("account default stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(health.0, 503, "{health:?}");
+
+    for name in ["state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"] {
+        let _ = std::fs::remove_file(w.state_dir().join(name));
+    }
+    let d2 = jpeg("own default 2");
+    w.write("2.jpg", &d2);
+    w.sighup(&d).await;
+    assert!(
+        eventually(DEADLINE, || has(&w, &admin, &d2)).await,
+        "[server]'s account runs again after the SIGHUP"
+    );
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        immish_sync::lock::holder(&w.state_dir()),
+        Some(immish_sync::lock::Holder {
+            pid: Some(std::process::id())
+        }),
+        "the daemon holds the state directory's lock again"
+    );
+    d.daemon.stop().await;
+}
