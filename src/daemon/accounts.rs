@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{open, run_account, scan_one, DaemonError, Opened, Reloaded, ScanSummary, Tuning};
+use super::scan_command::scan_one;
+use super::{open, run_account, DaemonError, Opened, Reloaded, ScanSummary, Tuning};
 use crate::alerts;
 use crate::config::Config;
 use crate::control::reload;

@@ -10,7 +10,8 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{connect, now_ms, queue, DaemonError, Started, Tuning};
+use super::startup::connect;
+use super::{now_ms, queue, DaemonError, Started, Tuning};
 use crate::config::Config;
 use crate::db::meta::{self, ServerIdentity};
 use crate::scan::Scanner;
