@@ -16,6 +16,8 @@ use immish_sync::db::ids::IdRef;
 use immish_sync::db::mirror::{self, Applied, Change, Policy};
 use immish_sync::db::queue::{self, Outcome};
 use immish_sync::db::Db;
+use immish_sync::db::sidecars::{self, SeenSidecar};
+use immish_sync::db::waiting::{self, WaitKind, Waiting};
 use immish_sync::db::{after_upload, library, pull};
 use immish_sync::model::{AssetId, Checksum, JobState, SkipReason};
 use immish_sync::originals::layout::Layout;
@@ -343,6 +345,34 @@ fn make_state_fixture() {
             T0 + 1,
             T0,
         )?;
+        // From schema 14's fixture on: a row in every table. A photo sent with its
+        // sidecar and one sent without, a file still open for writing, an album's id, a
+        // still waiting for its video, a root's library settings.
+        let file = |c: &Connection, name: &str| -> rusqlite::Result<i64> {
+            c.query_row("SELECT id FROM files WHERE path = ?1", [path(name)], |r| {
+                r.get(0)
+            })
+        };
+        let sidecar = SeenSidecar {
+            path: path("uploaded.jpg.xmp"),
+            size: 512,
+            mtime_ns: 1_690_000_000_000_000_010,
+        };
+        sidecars::record(c, file(c, "uploaded.jpg")?, Some(&sidecar), T0)?;
+        sidecars::record(c, file(c, "duplicate.mp4")?, None, T0)?;
+        waiting::note(
+            c,
+            &[Waiting {
+                root: ROOT.to_vec(),
+                path: path("copying.mp4"),
+                kind: WaitKind::Open,
+                reason: "still open for writing".into(),
+                since_ms: T0,
+            }],
+        )?;
+        library::set_album_id(c, "Trip", "a1b2c3d4-0000-4000-8000-00000000a1b0", T0)?;
+        library::pair_wait_since(c, file(c, "retry-upload.jpg")?, T0)?;
+        library::adopt_root_settings(c, b"/mnt/usb", "albums=folders stacks=on")?;
         Ok(())
     })
     .unwrap();
