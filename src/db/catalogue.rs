@@ -388,10 +388,13 @@ pub fn remember_asset(
     Ok(())
 }
 
+/// What the server holds as what: (checksum, asset id, verified).
+pub type KnownFact = (Vec<u8>, Option<AssetId>, bool);
+
 /// Every fact [`known_asset`] answers from, as (checksum, asset id, verified): the rows of
 /// `known_assets` and what backed-up files say for the checksums without one. For tests and
 /// upgrades; reads both tables whole.
-pub fn known_assets(conn: &Connection) -> rusqlite::Result<Vec<(Vec<u8>, Option<AssetId>, bool)>> {
+pub fn known_assets(conn: &Connection) -> rusqlite::Result<Vec<KnownFact>> {
     let mut stmt = conn.prepare(
         "SELECT checksum, asset_id, verified_at IS NOT NULL FROM known_assets
          UNION
