@@ -701,15 +701,21 @@ fn walk(
                 continue;
             }
         };
+        // In name order, and the subfolders in name order after the files: a first scan
+        // then writes the catalogue in path order, which fills the pages of the path's
+        // unique index (split by inserts in readdir's order, it was 68 % full: 95 bytes a
+        // file instead of 75; docs/BENCHMARKS.md, "Session 8").
+        let mut names = Vec::new();
         for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            let path = entry.path();
+            match entry {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => errors.push(format!("{}: {e}", dir.display())),
+            }
+        }
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut subdirs = Vec::new();
+        for name in names {
+            let path = dir.join(name);
             // lstat: a symlink is seen as a symlink and never followed.
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
@@ -742,7 +748,7 @@ fn walk(
             }
             if ft.is_dir() {
                 if root.recursive && meta.dev() == root_dev {
-                    stack.push((path, levels.clone(), false));
+                    subdirs.push(path);
                 }
                 continue;
             }
@@ -754,6 +760,10 @@ fn walk(
                 continue;
             }
             found(path, FileStat::from_metadata(&meta))?;
+        }
+        // The stack gives the last pushed first: pushed in reverse, walked in name order.
+        for path in subdirs.into_iter().rev() {
+            stack.push((path, levels.clone(), false));
         }
     }
     Ok(())
@@ -848,6 +858,37 @@ mod tests {
         ] {
             assert!(!deep.is_candidate(Path::new(no), &media), "{no}");
         }
+    }
+
+    /// The walk goes in path order (names sorted, a folder's files before its subfolders),
+    /// whatever order the directory lists them in: a first scan writes the catalogue in
+    /// path order, which keeps the pages of the path's index full (docs/BENCHMARKS.md,
+    /// "Session 8").
+    #[test]
+    fn the_walk_finds_files_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("photos");
+        // Created out of order (a directory lists its entries in an order of its own:
+        // creation, a hash of the name, ...).
+        for folder in ["2021", "2019", "2020/b", "2020/a"] {
+            std::fs::create_dir_all(top.join(folder)).unwrap();
+            for i in [7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6] {
+                std::fs::write(top.join(folder).join(format!("IMG_{i:02}.jpg")), b"x").unwrap();
+            }
+        }
+        let root = Root::new(&RootConfig::at(&top)).unwrap();
+        let found = scan_subtree(
+            &root,
+            &top,
+            &MediaTypes::builtin(),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        let paths: Vec<PathBuf> = found.files.into_iter().map(|(p, _)| p).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths.len(), 48);
+        assert_eq!(paths, sorted);
     }
 
     #[test]

@@ -35,12 +35,14 @@ pub struct Intent {
 }
 
 /// The conditions every file acted on meets, on `f` (files) and `j` (jobs): its job is
-/// `done`, the server's checksum of its asset was compared with ours (`verified_at`), the
+/// `done`, the server's checksum of its asset was compared with ours (`verified_at`; a file
+/// whose checksum has no `known_assets` row says that itself since migration 0015), the
 /// mirror holds the asset live, its content has no tombstone, and the library has sorted it
 /// (its albums and groups were decided with it present).
 const SAFE: &str = "j.state = 'done' AND f.missing = 0 AND f.checksum IS NOT NULL
-    AND EXISTS (SELECT 1 FROM known_assets k WHERE k.checksum = f.checksum
-                AND k.asset_id = f.asset_id AND k.verified_at IS NOT NULL)
+    AND (EXISTS (SELECT 1 FROM known_assets k WHERE k.checksum = f.checksum
+                 AND k.asset_id = f.asset_id AND k.verified_at IS NOT NULL)
+         OR NOT EXISTS (SELECT 1 FROM known_assets k WHERE k.checksum = f.checksum))
     AND EXISTS (SELECT 1 FROM remote_assets r WHERE r.id = f.asset_id
                 AND r.is_trashed = 0 AND r.deleted_at IS NULL)
     AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.checksum = f.checksum)

@@ -303,16 +303,58 @@ pub fn record_missing(conn: &mut Connection, ids: &[i64], now_ms: i64) -> rusqli
 
 /// The asset we already know for this checksum (uploaded or linked by us), if any.
 /// `Some(None)` means "on the server, id unknown" (a seed-style server that gave no id).
+///
+/// Its `known_assets` row if it has one, else the asset a file of that content is backed up
+/// as: since migration 0015 a backed-up file's row says what a `known_assets` row said, and
+/// the table keeps only what no file says (docs/ARCHITECTURE.md, "State database").
 pub fn known_asset(
     conn: &Connection,
     checksum: &Checksum,
 ) -> rusqlite::Result<Option<Option<AssetId>>> {
-    conn.prepare_cached("SELECT asset_id FROM known_assets WHERE checksum = ?1")?
-        .query_row([&checksum.0[..]], |r| r.get::<_, Option<AssetId>>(0))
+    Ok(known_row(conn, checksum)?
+        .map(|(id, _)| id)
+        .or(said_by_files(conn, checksum)?.map(Some)))
+}
+
+/// The `known_assets` row of `checksum`: (asset id, when verified).
+fn known_row(
+    conn: &Connection,
+    checksum: &Checksum,
+) -> rusqlite::Result<Option<(Option<AssetId>, Option<i64>)>> {
+    conn.prepare_cached("SELECT asset_id, verified_at FROM known_assets WHERE checksum = ?1")?
+        .query_row([&checksum.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
 
-/// Remembers that the server holds `checksum` as `asset_id`.
+/// The asset a file with this content is backed up as, if one is.
+fn said_by_files(conn: &Connection, checksum: &Checksum) -> rusqlite::Result<Option<AssetId>> {
+    conn.prepare_cached(
+        "SELECT asset_id FROM files WHERE checksum = ?1 AND asset_id IS NOT NULL LIMIT 1",
+    )?
+    .query_row([&checksum.0[..]], |r| r.get(0))
+    .optional()
+}
+
+/// Whether the files of this content that are backed up all name `asset_id` (and one does).
+fn files_say_only(
+    conn: &Connection,
+    checksum: &Checksum,
+    asset_id: &AssetId,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) > 0 AND MIN(asset_id) = ?2 AND MAX(asset_id) = ?2 FROM files
+         WHERE checksum = ?1 AND asset_id IS NOT NULL",
+    )?
+    .query_row(params![&checksum.0[..], asset_id], |r| r.get(0))
+}
+
+/// Remembers that the server holds `checksum` as `asset_id` (`None`: it did not say; an id
+/// known already stays), verified now or not (a verification known already stays).
+///
+/// What a file says ([`known_asset`]) counts as a row: when the fact, merged, is verified,
+/// has an id and is what the checksum's backed-up files say, it needs no row and its row
+/// goes (the caller links the file first, as [`super::queue::finish_done`] does);
+/// otherwise it is written.
 pub fn remember_asset(
     conn: &Connection,
     checksum: &Checksum,
@@ -320,19 +362,49 @@ pub fn remember_asset(
     verified: bool,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
+    let (known_id, known_verified) = match known_row(conn, checksum)? {
+        Some(row) => row,
+        None => match said_by_files(conn, checksum)? {
+            Some(id) => (Some(id), Some(now_ms)),
+            None => (None, None),
+        },
+    };
+    let asset_id = asset_id.cloned().or(known_id);
+    let verified_at = verified.then_some(now_ms).or(known_verified);
+    if let (Some(id), Some(_)) = (&asset_id, verified_at) {
+        if files_say_only(conn, checksum, id)? {
+            conn.prepare_cached("DELETE FROM known_assets WHERE checksum = ?1")?
+                .execute([&checksum.0[..]])?;
+            return Ok(());
+        }
+    }
     conn.prepare_cached(
         "INSERT INTO known_assets(checksum, asset_id, verified_at)
          VALUES (?1, ?2, ?3)
          ON CONFLICT(checksum) DO UPDATE SET
-             asset_id = COALESCE(excluded.asset_id, known_assets.asset_id),
-             verified_at = COALESCE(excluded.verified_at, known_assets.verified_at)",
+             asset_id = excluded.asset_id, verified_at = excluded.verified_at",
     )?
-    .execute(params![
-        &checksum.0[..],
-        asset_id,
-        verified.then_some(now_ms),
-    ])?;
+    .execute(params![&checksum.0[..], asset_id, verified_at])?;
     Ok(())
+}
+
+/// What the server holds as what: (checksum, asset id, verified).
+pub type KnownFact = (Vec<u8>, Option<AssetId>, bool);
+
+/// Every fact [`known_asset`] answers from, as (checksum, asset id, verified): the rows of
+/// `known_assets` and what backed-up files say for the checksums without one. For tests and
+/// upgrades; reads both tables whole.
+pub fn known_assets(conn: &Connection) -> rusqlite::Result<Vec<KnownFact>> {
+    let mut stmt = conn.prepare(
+        "SELECT checksum, asset_id, verified_at IS NOT NULL FROM known_assets
+         UNION
+         SELECT f.checksum, f.asset_id, 1 FROM files f
+         WHERE f.asset_id IS NOT NULL AND f.checksum IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM known_assets k WHERE k.checksum = f.checksum)
+         ORDER BY 1, 2",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
 }
 
 /// Forgets every server-side fact (another server or user is configured now): all files
@@ -340,7 +412,7 @@ pub fn remember_asset(
 /// to the old server and go too (its `meta` facts are [`super::meta::adopt_server`]'s).
 pub fn forget_server(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     conn.execute_batch(
-        "DELETE FROM known_assets; UPDATE files SET asset_id = NULL;
+        "UPDATE files SET asset_id = NULL; DELETE FROM known_assets;
          DELETE FROM remote_assets; DELETE FROM tombstones; DELETE FROM edited;",
     )?;
     super::library::forget_server(conn)?;
@@ -497,6 +569,79 @@ mod tests {
             mtime_ns,
             ctime_ns: mtime_ns,
         }
+    }
+
+    /// What the server holds as what is said once (migration 0015): by the backed-up file
+    /// when the file says it, by a `known_assets` row otherwise, and a link that is not
+    /// verified neither adds a row nor takes the verification of what a file says.
+    #[test]
+    fn a_known_asset_is_said_once_and_kept_when_its_file_stops_saying_it() {
+        use crate::model::Checksum;
+        use queue::Outcome;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let rows = |c: &Connection| -> rusqlite::Result<i64> {
+                c.query_row("SELECT COUNT(*) FROM known_assets", [], |r| r.get(0))
+            };
+            let (sum, seed) = (Checksum([7; 20]), Checksum([8; 20]));
+            let a = AssetId("5e1d0c3a-0000-4000-8000-000000000001".into());
+            let batch = vec![
+                (b"/r/a.jpg".to_vec(), stat(1, 5)),
+                (b"/r/copy-of-a.jpg".to_vec(), stat(2, 5)),
+                (b"/r/seed.jpg".to_vec(), stat(3, 5)),
+            ];
+            record_scan_batch(c, b"/r", &batch, 1)?;
+            let id = |c: &Connection, p: &[u8]| -> rusqlite::Result<i64> {
+                c.query_row("SELECT id FROM files WHERE path = ?1", [p], |r| r.get(0))
+            };
+            let (fa, fcopy, fseed) = (
+                id(c, b"/r/a.jpg")?,
+                id(c, b"/r/copy-of-a.jpg")?,
+                id(c, b"/r/seed.jpg")?,
+            );
+            for (f, st, s) in [
+                (fa, stat(1, 5), sum),
+                (fcopy, stat(2, 5), sum),
+                (fseed, stat(3, 5), seed),
+            ] {
+                queue::record_hash(c, f, &st, &s, 2)?;
+            }
+            queue::finish_done(c, fa, &sum, Some(&a), Outcome::Uploaded, true, 2)?;
+            assert_eq!(rows(c)?, 0, "the file says it");
+            assert_eq!(known_asset(c, &sum)?, Some(Some(a.clone())));
+            // Linked by the catalogue's word, not verified: still said by the files only,
+            // still verified.
+            queue::finish_done(c, fcopy, &sum, Some(&a), Outcome::Linked, false, 3)?;
+            // A seed-style server gives no id: only a row can say that.
+            queue::finish_done(c, fseed, &seed, None, Outcome::Linked, false, 3)?;
+            assert_eq!(rows(c)?, 1);
+            assert_eq!(
+                known_assets(c)?,
+                vec![
+                    (sum.0.to_vec(), Some(a.clone()), true),
+                    (seed.0.to_vec(), None, false)
+                ]
+            );
+            // Both files change: the fact goes back to a row, verified, once.
+            let changed = vec![
+                (b"/r/a.jpg".to_vec(), stat(1, 9)),
+                (b"/r/copy-of-a.jpg".to_vec(), stat(2, 9)),
+            ];
+            record_scan_batch(c, b"/r", &changed, 4)?;
+            assert_eq!(rows(c)?, 2);
+            assert_eq!(known_asset(c, &sum)?, Some(Some(a.clone())));
+            assert!(known_assets(c)?.contains(&(sum.0.to_vec(), Some(a.clone()), true)));
+            // Another server: nothing is known any more (the files unlinked first, so that
+            // they hand nothing back).
+            queue::record_hash(c, fa, &stat(1, 9), &sum, 5)?;
+            queue::finish_done(c, fa, &sum, Some(&a), Outcome::Uploaded, true, 5)?;
+            assert_eq!(rows(c)?, 1, "said by the file again");
+            forget_server(c, 6)?;
+            assert_eq!(known_assets(c)?, vec![]);
+            Ok(())
+        })
+        .unwrap();
     }
 
     /// The scan and the watcher may both find one change; it is queued once.

@@ -4,8 +4,9 @@
 //! Every change the mirror learns of, from a pull or a live event, goes through [`apply`],
 //! which also settles what it means for our files, in the same transaction:
 //!
-//! - an asset of ours (its checksum is in `known_assets`, or a file is backed up as it) that
-//!   is trashed or deleted gets a tombstone, leaves `known_assets`, and its files' `done`
+//! - an asset of ours (its checksum is in `known_assets`, or a file is backed up as it or
+//!   with its checksum) that is trashed or deleted gets a tombstone, leaves `known_assets`
+//!   (after its files are unlinked: they hand what they said to it), and its files' `done`
 //!   jobs become `skipped` with [`SkipReason::DeletedOnServer`] (or are queued again with
 //!   `reupload_deleted`);
 //! - a live asset whose checksum has a tombstone (a restore, or the same photo uploaded again
@@ -431,7 +432,8 @@ fn gone(
         .prepare_cached(
             "SELECT EXISTS(SELECT 1 FROM known_assets WHERE checksum = ?1)
                  OR EXISTS(SELECT 1 FROM tombstones WHERE checksum = ?1)
-                 OR EXISTS(SELECT 1 FROM files WHERE asset_id = ?2)",
+                 OR EXISTS(SELECT 1 FROM files WHERE asset_id = ?2)
+                 OR EXISTS(SELECT 1 FROM files WHERE checksum = ?1 AND asset_id IS NOT NULL)",
         )?
         .query_row(params![&sum.0[..], id], |r| r.get(0))?;
     if !ours {
@@ -449,8 +451,6 @@ fn gone(
         )?
         .execute(params![&sum.0[..], asset, reason, now_ms])?;
     out.tombstoned += written as u64;
-    conn.prepare_cached("DELETE FROM known_assets WHERE checksum = ?1")?
-        .execute([&sum.0[..]])?;
     let files = files_of(conn, id, sum)?;
     let mut job = if policy.reupload_deleted {
         conn.prepare_cached(
@@ -481,6 +481,10 @@ fn gone(
             }
         }
     }
+    // After the files are unlinked: each hands what it said to `known_assets` (migration
+    // 0015's triggers), which is forgotten here with the rest.
+    conn.prepare_cached("DELETE FROM known_assets WHERE checksum = ?1")?
+        .execute([&sum.0[..]])?;
     Ok(())
 }
 
@@ -678,7 +682,8 @@ pub fn live_rows_before(
     Ok(out)
 }
 
-/// Assets we uploaded or linked (`known_assets`) that the mirror does not hold as existing:
+/// Assets we uploaded or linked (`known_assets`, and what backed-up files say since
+/// migration 0015) that the mirror does not hold as existing:
 /// after a full pull, these were deleted while nobody was looking (or predate the mirror).
 pub fn known_without_live_row(
     conn: &Connection,
@@ -686,7 +691,13 @@ pub fn known_without_live_row(
     let mut stmt = conn.prepare(
         "SELECT k.checksum, k.asset_id FROM known_assets k
          WHERE NOT EXISTS (SELECT 1 FROM remote_assets r
-                           WHERE r.checksum = k.checksum AND r.deleted_at IS NULL)",
+                           WHERE r.checksum = k.checksum AND r.deleted_at IS NULL)
+         UNION
+         SELECT f.checksum, f.asset_id FROM files f
+         WHERE f.asset_id IS NOT NULL AND f.checksum IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM known_assets k WHERE k.checksum = f.checksum)
+           AND NOT EXISTS (SELECT 1 FROM remote_assets r
+                           WHERE r.checksum = f.checksum AND r.deleted_at IS NULL)",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<AssetId>>(1)?))
@@ -818,7 +829,8 @@ pub fn diff(conn: &Connection, owner: &str, device_id: &str) -> rusqlite::Result
             "SELECT checksum FROM remote_assets
              WHERE checksum IS NOT NULL AND deleted_at IS NULL AND is_trashed = 0
                    AND (?1 = '' OR owner = (SELECT id FROM remote_ids WHERE name = ?1))
-             UNION SELECT checksum FROM known_assets",
+             UNION SELECT checksum FROM known_assets
+             UNION SELECT checksum FROM files WHERE asset_id IS NOT NULL AND checksum IS NOT NULL",
         )?;
         for sum in stmt.query_map([owner], |r| r.get::<_, Vec<u8>>(0))? {
             on_server.insert(sum?, ());

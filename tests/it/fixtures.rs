@@ -15,6 +15,8 @@ use immish_sync::db::catalogue::{self, FileStat};
 use immish_sync::db::ids::IdRef;
 use immish_sync::db::mirror::{self, Applied, Change, Policy};
 use immish_sync::db::queue::{self, Outcome};
+use immish_sync::db::sidecars::{self, SeenSidecar};
+use immish_sync::db::waiting::{self, WaitKind, Waiting};
 use immish_sync::db::Db;
 use immish_sync::db::{after_upload, library, pull};
 use immish_sync::model::{AssetId, Checksum, JobState, SkipReason};
@@ -343,6 +345,34 @@ fn make_state_fixture() {
             T0 + 1,
             T0,
         )?;
+        // From schema 14's fixture on: a row in every table. A photo sent with its
+        // sidecar and one sent without, a file still open for writing, an album's id, a
+        // still waiting for its video, a root's library settings.
+        let file = |c: &Connection, name: &str| -> rusqlite::Result<i64> {
+            c.query_row("SELECT id FROM files WHERE path = ?1", [path(name)], |r| {
+                r.get(0)
+            })
+        };
+        let sidecar = SeenSidecar {
+            path: path("uploaded.jpg.xmp"),
+            size: 512,
+            mtime_ns: 1_690_000_000_000_000_010,
+        };
+        sidecars::record(c, file(c, "uploaded.jpg")?, Some(&sidecar), T0)?;
+        sidecars::record(c, file(c, "duplicate.mp4")?, None, T0)?;
+        waiting::note(
+            c,
+            &[Waiting {
+                root: ROOT.to_vec(),
+                path: path("copying.mp4"),
+                kind: WaitKind::Open,
+                reason: "still open for writing".into(),
+                since_ms: T0,
+            }],
+        )?;
+        library::set_album_id(c, "Trip", "a1b2c3d4-0000-4000-8000-00000000a1b0", T0)?;
+        library::pair_wait_since(c, file(c, "retry-upload.jpg")?, T0)?;
+        library::adopt_root_settings(c, b"/mnt/usb", "albums=folders stacks=on")?;
         Ok(())
     })
     .unwrap();
@@ -362,6 +392,36 @@ fn make_state_fixture() {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::copy(&work, &out).unwrap();
     println!("wrote {}", out.display());
+}
+
+/// What the server holds as what, as `known_assets` said it before migration 0015 (every
+/// fact a row): (checksum, asset id, verified), in checksum order.
+type Known = Vec<(Vec<u8>, Option<String>, bool)>;
+
+/// The rows of `known_assets`, read as they are stored (for a database before 0015).
+fn known_rows(c: &Connection) -> Known {
+    let mut stmt = c
+        .prepare(
+            "SELECT checksum, asset_id, verified_at IS NOT NULL FROM known_assets
+             ORDER BY checksum",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, immish_sync::db::ids::opt_id(r, 1)?, r.get(2)?))
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
+}
+
+/// The same facts through today's reader: the rows of `known_assets` and what backed-up
+/// files say (migration 0015).
+fn known_facts(c: &Connection) -> Known {
+    catalogue::known_assets(c)
+        .unwrap()
+        .into_iter()
+        .map(|(sum, id, verified)| (sum, id.map(|i| i.0), verified))
+        .collect()
 }
 
 /// A copy of a fixture in a tempdir.
@@ -518,16 +578,9 @@ fn reads_as_it_was(c: &Connection) {
 fn state_v3_opens_with_every_file_as_it_was() {
     use JobState::*;
     let (_dir, copy) = copy(3);
-    // 0011 rebuilds `known_assets`: every row comes through, ids and verification as they were.
-    type Known = Vec<(Vec<u8>, Option<String>, Option<i64>)>;
-    let known = |c: &Connection| -> rusqlite::Result<Known> {
-        let mut stmt = c.prepare(
-            "SELECT checksum, asset_id, verified_at FROM known_assets ORDER BY checksum",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect()
-    };
-    let known_before = known(&Connection::open(&copy).unwrap()).unwrap();
+    // 0011 rebuilds `known_assets`, 0015 keeps in it only what no file says: every fact
+    // comes through, ids and verification as they were.
+    let known_before = known_rows(&Connection::open(&copy).unwrap());
     assert!(!known_before.is_empty());
     // 0012 rebuilds `remote_assets` with its owner and device ids in `remote_ids`: every row
     // comes through with every field the daemon reads (its `device_asset_id` was never read).
@@ -571,7 +624,7 @@ fn state_v3_opens_with_every_file_as_it_was() {
         );
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(move |c| {
-        assert_eq!(known(c)?, known_before);
+        assert_eq!(known_facts(c), known_before);
         assert_eq!(mirror_rows(c, &mirrored_now), mirror_before);
         reads_as_it_was(c);
         // Today's schema: 0005 added the table of waiting files, 0006 the library's, 0007 the
@@ -579,10 +632,10 @@ fn state_v3_opens_with_every_file_as_it_was() {
         // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
         // device ids once each, in `remote_ids`), 0013 stored asset ids in 16 bytes (the
         // fixture's are not UUIDs: they stay text), 0014 left `done` jobs out of the queue's
-        // index and keeps their count.
+        // index and keeps their count, 0015 keeps in `known_assets` only what no file says.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            14
+            15
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
@@ -781,10 +834,13 @@ fn v12_answers(c: &Connection) -> Vec<String> {
 #[test]
 fn state_v12_opens_with_every_asset_id_as_it_was() {
     let (_dir, copy) = copy(12);
-    let rows_before = rows_with_ids(&Connection::open(&copy).unwrap());
+    let mut rows_before = rows_with_ids(&Connection::open(&copy).unwrap());
     for (table, rows) in &rows_before {
         assert!(!rows.is_empty(), "the fixture has rows in {table}");
     }
+    // 0015 keeps in `known_assets` only what no file says: its facts are compared instead.
+    rows_before.remove("known_assets");
+    let known_before = known_rows(&Connection::open(&copy).unwrap());
     let answers_before = {
         let db = Db::open_readonly(&copy).unwrap();
         let answers = db.call_blocking(|c| Ok(v12_answers(c))).unwrap();
@@ -804,9 +860,12 @@ fn state_v12_opens_with_every_asset_id_as_it_was() {
     db.call_blocking(move |c| {
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            14
+            15
         );
-        assert_eq!(rows_with_ids(c), rows_before);
+        let mut rows = rows_with_ids(c);
+        rows.remove("known_assets");
+        assert_eq!(rows, rows_before);
+        assert_eq!(known_facts(c), known_before);
         assert_eq!(v12_answers(c), answers_before);
         // Stored as 0013 says: canonical UUIDs in 16 bytes, the others as text.
         let mut forms: Vec<(String, String, i64)> = c
@@ -859,6 +918,137 @@ fn state_v12_opens_with_every_asset_id_as_it_was() {
             jobs(&tx)[&name("uploaded.jpg")],
             skipped(SkipReason::DeletedOnServer)
         );
+        tx.commit()
+    })
+    .unwrap();
+}
+
+/// Every row of every table of the file, each value written out, sorted, by table.
+fn all_rows(c: &Connection) -> BTreeMap<String, Vec<String>> {
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM main.sqlite_schema WHERE type = 'table'
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for table in tables {
+        let mut stmt = c.prepare(&format!("SELECT * FROM main.{table}")).unwrap();
+        let n = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| Ok(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map(|cells| cells.join(" "))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
+}
+
+/// A v14 database (every backed-up file's checksum and asset also a `known_assets` row)
+/// upgraded by today's code (0015: `known_assets` keeps only what no file says): every row
+/// of every other table comes through unchanged, every fact `known_assets` held is still
+/// answered (by its row or by the file that says it), readers answer as before the upgrade,
+/// and a file that stops saying its fact (changed, removed) hands it back to the table.
+#[test]
+fn state_v14_opens_with_every_row_and_every_known_asset() {
+    let (_dir, copy) = copy(14);
+    let mut rows_before = all_rows(&Connection::open(&copy).unwrap());
+    for (table, rows) in &rows_before {
+        assert!(!rows.is_empty(), "the fixture has rows in {table}");
+    }
+    let known_before = known_rows(&Connection::open(&copy).unwrap());
+    assert_eq!(known_before.len(), 7, "{known_before:?}");
+    let known_rows_before = rows_before.remove("known_assets").unwrap();
+    let answers_before = {
+        let db = Db::open_readonly(&copy).unwrap();
+        let answers = db.call_blocking(|c| Ok(v12_answers(c))).unwrap();
+        let version: i64 = db
+            .call_blocking(|c| c.query_row("PRAGMA main.user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, 14, "a read-only open must not migrate");
+        assert_eq!(
+            db.call_blocking(|c| Ok(known_facts(c))).unwrap(),
+            known_before,
+            "a reader of the old file reads the same facts"
+        );
+        answers
+    };
+    assert!(answers_before[10].contains(&asset("a-uploaded")));
+    assert!(answers_before[17].contains(&asset("a-archived")));
+
+    let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v14 database must open: {e}"));
+    db.call_blocking(move |c| {
+        assert_eq!(
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
+            15
+        );
+        let mut rows = all_rows(c);
+        let known_rows_after = rows.remove("known_assets").unwrap();
+        assert_eq!(rows, rows_before);
+        assert_eq!(known_facts(c), known_before);
+        assert_eq!(v12_answers(c), answers_before);
+        // The three facts a backed-up file says left the table (uploaded.jpg,
+        // duplicate.mp4, held.jpg); the seed server's, the edited file's and the two acted on
+        // after upload stay.
+        assert_eq!(
+            (known_rows_before.len(), known_rows_after.len()),
+            (7, 4),
+            "{known_rows_after:?}"
+        );
+        for n in [10u8, 11, 74] {
+            let row: i64 = c.query_row(
+                "SELECT COUNT(*) FROM known_assets WHERE checksum = ?1",
+                [&sum(n).0[..]],
+                |r| r.get(0),
+            )?;
+            assert_eq!(row, 0, "the file says the fact of checksum {n}");
+        }
+        // A file that stops saying its fact hands it back: its bytes change, or it leaves
+        // the catalogue.
+        let duplicate = AssetId(asset("a-duplicate"));
+        let uploaded = AssetId(asset("a-uploaded"));
+        catalogue::upsert_and_queue(c, ROOT, &path("duplicate.mp4"), &stat(99), T0 + 1)?;
+        c.execute("DELETE FROM files WHERE path = ?1", [path("uploaded.jpg")])?;
+        assert_eq!(
+            catalogue::known_asset(c, &sum(11))?,
+            Some(Some(duplicate.clone()))
+        );
+        assert_eq!(
+            catalogue::known_asset(c, &sum(10))?,
+            Some(Some(uploaded.clone()))
+        );
+        assert_eq!(
+            known_facts(c),
+            known_before,
+            "the same facts, as rows again"
+        );
+        // Forgetting is deliberate: the user deletes held.jpg's asset on the server, and the
+        // fact its file said goes with the file's link.
+        let tx = c.transaction()?;
+        let mut out = Applied::default();
+        mirror::apply(
+            &tx,
+            &Change::Deleted {
+                id: AssetId(asset("a-pending")),
+                checksum: None,
+            },
+            Policy::default(),
+            T0 + 2,
+            &mut out,
+        )?;
+        assert_eq!((out.tombstoned, out.held_back), (1, 1));
+        assert_eq!(catalogue::known_asset(&tx, &sum(74))?, None);
         tx.commit()
     })
     .unwrap();
