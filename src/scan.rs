@@ -710,8 +710,11 @@ fn walk(
                 }
             };
             let path = entry.path();
-            // lstat: a symlink is seen as a symlink and never followed.
-            let meta = match std::fs::symlink_metadata(&path) {
+            // lstat: a symlink is seen as a symlink and never followed. By the name in the
+            // open directory (`fstatat` with `AT_SYMLINK_NOFOLLOW`, as `find` does), not by the
+            // full path: the kernel's lookup of every component of the path again per entry
+            // was a third of an unchanged re-scan's CPU (docs/BENCHMARKS.md, "Session 8").
+            let meta = match entry.metadata() {
                 Ok(m) => m,
                 // Vanished between readdir and lstat: nothing to do.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
