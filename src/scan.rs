@@ -363,6 +363,9 @@ impl Scanner {
             scanned();
             out.push((root.path.clone(), outcome));
         }
+        // The walks read every root's catalogue whole: what that left in SQLite's page cache
+        // and in the heap goes back, or the daemon would hold it until the next pass.
+        self.db.shrink().await?;
         Ok(out)
     }
 }
@@ -871,5 +874,64 @@ mod tests {
             !wants("/photos/2024/@eaDir/a.jpg"),
             "a bare name at any depth"
         );
+    }
+
+    fn cache_used(db: &Db) -> i64 {
+        db.call_blocking(|c| Ok(crate::db::cache_used(c))).unwrap()
+    }
+
+    /// A pass reads each root's catalogue whole through SQLite's page cache (16 MB, full at
+    /// 100,000 files); an idle daemon held it until the next pass, an hour later. After the
+    /// pass it is given back (docs/BENCHMARKS.md, "Session 8").
+    #[tokio::test]
+    async fn a_pass_gives_the_page_cache_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos = dir.path().join("photos");
+        for f in 0..20 {
+            let d = photos.join(format!("{f:02}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..100 {
+                std::fs::write(d.join(format!("IMG_{i:04}.jpg")), b"bench").unwrap();
+            }
+        }
+        let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
+        let root = Root::new(&RootConfig::at(&photos)).unwrap();
+        let watch = WatchConfig {
+            mode: crate::config::WatchMode::Off,
+            settle: Duration::ZERO,
+            poll_interval: Duration::from_secs(3600),
+            poll_settle: Duration::from_secs(30),
+            incomplete_limit: Duration::from_secs(3600),
+        };
+        let scan = ScanConfig {
+            interval: Duration::from_secs(3600),
+        };
+        let scanner = Scanner::new(db.clone(), vec![root], MediaTypes::builtin(), &scan, &watch);
+        let cancel = CancellationToken::new();
+        // What a plain read of the whole catalogue leaves in the cache, for comparison.
+        let full = |db: &Db| {
+            db.call_blocking(|c| {
+                c.query_row("SELECT SUM(length(path) + size) FROM files", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap();
+            cache_used(db)
+        };
+        for pass in ["first", "unchanged"] {
+            let out = scanner.scan_all(|| {}, &cancel).await.unwrap();
+            let RootOutcome::Scanned(s) = &out[0].1 else {
+                panic!("{pass} pass: {out:?}");
+            };
+            assert_eq!(s.files, 2000, "{pass} pass");
+            let left = cache_used(&db);
+            let full = full(&db);
+            assert!(full > 100_000, "a read of the catalogue filled {full} bytes");
+            assert!(
+                left < full / 10,
+                "{pass} pass: the page cache holds {left} bytes after it (a read of the \
+                 catalogue: {full})"
+            );
+        }
     }
 }

@@ -371,9 +371,12 @@ pub fn reconcile_candidates(
     started_ms: i64,
     seen: impl Fn(&str) -> bool,
 ) -> rusqlite::Result<Candidates> {
-    Ok(Candidates {
-        stale_rows: live_rows_before(conn, started_ms, &seen)?,
-        unmirrored: known_without_live_row(conn)?,
+    // Both read their whole table, through a small page cache.
+    super::with_small_cache(conn, || {
+        Ok(Candidates {
+            stale_rows: live_rows_before(conn, started_ms, &seen)?,
+            unmirrored: known_without_live_row(conn)?,
+        })
     })
 }
 
