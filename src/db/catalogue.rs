@@ -104,10 +104,7 @@ pub fn load_root(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec
     super::with_small_cache(conn, || load_root_rows(conn, root))
 }
 
-fn load_root_rows(
-    conn: &Connection,
-    root: &[u8],
-) -> rusqlite::Result<HashMap<Vec<u8>, KnownFile>> {
+fn load_root_rows(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec<u8>, KnownFile>> {
     let mut stmt = conn.prepare_cached(
         "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns, missing FROM files
          WHERE root_id = (SELECT id FROM roots WHERE path = ?1)",
@@ -563,7 +560,10 @@ mod tests {
                 r.get::<_, i64>(0)
             })?;
             let plain = crate::db::cache_used(c);
-            assert!(plain > 600_000, "a plain read of the table cached {plain} bytes");
+            assert!(
+                plain > 600_000,
+                "a plain read of the table cached {plain} bytes"
+            );
             assert!(
                 after <= 300 * 1024,
                 "load_root left {after} bytes in the cache (a plain read: {plain})"

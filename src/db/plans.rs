@@ -265,7 +265,9 @@ mod tests {
             "statements prepared again as they ran:\n{}",
             again.join("\n")
         );
-        let mut bad = db.call_blocking(|c| whole_table_reads(c, &statements)).unwrap();
+        let mut bad = db
+            .call_blocking(|c| whole_table_reads(c, &statements))
+            .unwrap();
         // `load_root` reads every file of a root once per walk: linear in the walk, not per
         // file, and the only statement allowed to read `files` whole.
         bad.retain(|b| !(b.contains("missing FROM files") && b.contains("WHERE root_id = ")));

@@ -346,11 +346,7 @@ impl Mirror {
     /// After a complete full pull: every mirrored asset it did not see, and every asset we
     /// uploaded that the mirror lacks, is a suspect; the server confirms which are gone.
     /// Returns how many were confirmed deleted.
-    async fn reconcile(
-        &self,
-        seen: Arc<SeenIds>,
-        started_ms: i64,
-    ) -> Result<usize, MirrorError> {
+    async fn reconcile(&self, seen: Arc<SeenIds>, started_ms: i64) -> Result<usize, MirrorError> {
         let store::Candidates {
             stale_rows: mut suspects,
             unmirrored: known,
@@ -358,9 +354,7 @@ impl Mirror {
             let seen = seen.clone();
             self.inner
                 .db
-                .call(move |c| {
-                    store::reconcile_candidates(c, started_ms, |id| seen.contains(id))
-                })
+                .call(move |c| store::reconcile_candidates(c, started_ms, |id| seen.contains(id)))
                 .await?
         };
         let mut sums: HashSet<Checksum> = suspects.iter().filter_map(|(_, s)| *s).collect();
@@ -751,7 +745,11 @@ mod tests {
         let upper = "6F1C9A54-0000-4000-8000-000000000001";
         seen.insert(upper, Some(-1));
         assert_eq!(seen.len(), 1002);
-        assert_eq!(seen.uuids.len(), 1000, "every canonical UUID kept as its bytes");
+        assert_eq!(
+            seen.uuids.len(),
+            1000,
+            "every canonical UUID kept as its bytes"
+        );
         assert_eq!(seen.other.len(), 2);
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(seen.get(id), Some(Some(i as i64)), "{id}");
