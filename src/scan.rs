@@ -13,7 +13,7 @@
 //! Blocking: the walks ([`scan_root`], [`scan_subtree`]) run on the blocking pool;
 //! [`Scanner`], the pass over every root that `scan` and the daemon run, puts them there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::complete::Completeness;
 use crate::config::{RootConfig, ScanConfig, WatchConfig};
 use crate::dates::Dating;
-use crate::db::catalogue::{self, FileStat};
+use crate::db::catalogue::{self, FileStat, KnownFile};
 use crate::db::meta::{self, RootState, SkippedEntries};
 use crate::db::sidecars::{self, SeenSidecar};
 use crate::db::waiting::{self, WaitKind, Waiting};
@@ -363,6 +363,9 @@ impl Scanner {
             scanned();
             out.push((root.path.clone(), outcome));
         }
+        // The walks read every root's catalogue whole: what that left in SQLite's page cache
+        // and in the heap goes back, or the daemon would hold it until the next pass.
+        self.db.shrink().await?;
         Ok(out)
     }
 }
@@ -446,6 +449,11 @@ pub struct Unfinished {
 /// the root has finished. One that is structurally cut short ([`structure`]), or that the
 /// watcher has waiting as still open for writing, is left too ([`RootScan::waiting`], and
 /// the `waiting` table for `status`), until it has not changed for `incomplete_limit`.
+///
+/// The root's catalogue is read on a second thread while the walk begins: the files the
+/// walk finds meanwhile wait in a list, compared once the catalogue is there. The two took
+/// turns before, and the read was a fifth of an unchanged re-scan (docs/BENCHMARKS.md,
+/// "Session 8").
 pub fn scan_root(
     db: &Db,
     root: &Root,
@@ -453,7 +461,6 @@ pub fn scan_root(
     wait: Unfinished,
     cancel: &CancellationToken,
 ) -> Result<RootOutcome, ScanError> {
-    let settle = wait.settle;
     let root_meta = match root.probe() {
         Ok(m) => m,
         Err(reason) => return Ok(RootOutcome::Paused { reason }),
@@ -461,77 +468,76 @@ pub fn scan_root(
     let root_dev = root_meta.dev();
 
     let root_bytes = root.path_bytes().to_vec();
-    let mut known = {
-        let rb = root_bytes.clone();
-        db.call_blocking(move |c| catalogue::load_root(c, &rb))?
-    };
     // The watcher sees closes, a scan does not: what it has waiting as open stays its own.
     let open = db.call_blocking(|c| waiting::open_paths(c, &root_bytes))?;
-    let mut unfinished: Vec<Waiting> = Vec::new();
     let mut report = RootScan::default();
-    let mut batch: Vec<(Vec<u8>, FileStat)> = Vec::new();
     let mut skipped = SkippedEntries::default();
     let mut tally = Tally {
         matched: vec![false; root.filter.exclude().len()],
         ..Tally::default()
     };
-    walk(
-        root,
-        (&root.path, None),
-        root_dev,
-        media,
-        cancel,
-        (&mut report.errors, &mut skipped),
-        &mut tally,
-        |path, stat| {
-            report.files += 1;
-            let path_bytes = path.into_os_string().into_vec();
-            match known.remove(&path_bytes) {
-                Some(k) if k.stat == stat && !k.missing => {}
-                _ if is_fresh(stat.mtime_ns, settle) => report.fresh += 1,
-                _ if open.contains(&path_bytes) => {
-                    let path = PathBuf::from(std::ffi::OsString::from_vec(path_bytes));
-                    report.waiting.push(WaitingFile {
-                        path,
-                        reason: "still open for writing, as the watcher saw".into(),
-                    });
+    let mut judge = Judge {
+        db,
+        root: &root_bytes,
+        wait,
+        open: &open,
+        known: HashMap::new(),
+        files: 0,
+        fresh: 0,
+        queued: 0,
+        waiting: Vec::new(),
+        unfinished: Vec::new(),
+        batch: Vec::new(),
+    };
+    std::thread::scope(|scope| -> Result<(), ScanError> {
+        let mut loading =
+            Some(scope.spawn(|| db.call_blocking(|c| catalogue::load_root(c, &root_bytes))));
+        // Found while the catalogue was being read.
+        let mut early: Vec<(Vec<u8>, FileStat)> = Vec::new();
+        let walked = walk(
+            root,
+            (&root.path, None),
+            root_dev,
+            media,
+            cancel,
+            (&mut report.errors, &mut skipped),
+            &mut tally,
+            |path, stat| {
+                let path = path.into_os_string().into_vec();
+                if loading
+                    .as_ref()
+                    .is_some_and(|l| !l.is_finished() || read_after_walk())
+                {
+                    early.push((path, stat));
+                    return Ok(());
                 }
-                _ => match structure(
-                    Path::new(std::ffi::OsStr::from_bytes(&path_bytes)),
-                    stat.size,
-                ) {
-                    Structure::Done => batch.push((path_bytes, stat)),
-                    Structure::Changed => report.fresh += 1,
-                    Structure::Incomplete(reason) => {
-                        let path = PathBuf::from(std::ffi::OsString::from_vec(path_bytes));
-                        if is_fresh(stat.mtime_ns, wait.incomplete_limit) {
-                            unfinished.push(Waiting {
-                                root: root_bytes.clone(),
-                                path: path.as_os_str().as_bytes().to_vec(),
-                                kind: WaitKind::Incomplete,
-                                reason: reason.clone(),
-                                since_ms: now_ms(),
-                            });
-                            report.waiting.push(WaitingFile { path, reason });
-                        } else {
-                            tracing::warn!(
-                                path = %path.display(),
-                                "taking a file that still looks unfinished after \
-                                 watch.incomplete_limit: {reason}"
-                            );
-                            batch.push((path.into_os_string().into_vec(), stat));
-                        }
+                if let Some(l) = loading.take() {
+                    judge.known = joined(l)?;
+                    for (p, s) in std::mem::take(&mut early) {
+                        judge.see(p, s)?;
                     }
-                },
-            }
-            if batch.len() >= WRITE_BATCH {
-                report.queued += flush(db, &root_bytes, &mut batch)?;
-            }
-            Ok(())
-        },
-    )?;
-    report.queued += flush(db, &root_bytes, &mut batch)?;
-    db.call_blocking(|c| waiting::replace_incomplete(c, &root_bytes, &unfinished))?;
+                }
+                judge.see(path, stat)
+            },
+        );
+        // The walk ended (or failed) before the read: wait for it.
+        if let Some(l) = loading.take() {
+            judge.known = joined(l)?;
+        }
+        walked?;
+        for (p, s) in early {
+            judge.see(p, s)?;
+        }
+        Ok(())
+    })?;
+    let root_bytes = &root_bytes;
+    report.files = judge.files;
+    report.fresh = judge.fresh;
+    report.waiting = std::mem::take(&mut judge.waiting);
+    let unfinished = std::mem::take(&mut judge.unfinished);
+    let known = std::mem::take(&mut judge.known);
+    report.queued = judge.queued + flush(db, root_bytes, &mut judge.batch)?;
+    db.call_blocking(|c| waiting::replace_incomplete(c, root_bytes, &unfinished))?;
     report.skipped = skipped;
     let seen = std::mem::take(&mut tally.sidecars);
     for late in db.call_blocking(move |c| sidecars::late(c, &seen))? {
@@ -562,6 +568,95 @@ pub fn scan_root(
         }
     }
     Ok(RootOutcome::Scanned(report))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: this thread's walks take every file as found before the catalogue was read.
+    static READ_AFTER_WALK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn read_after_walk() -> bool {
+    #[cfg(test)]
+    return READ_AFTER_WALK.with(|f| f.get());
+    #[cfg(not(test))]
+    false
+}
+
+/// The catalogue a scan's second thread read ([`scan_root`]); a panic there is the scan's.
+fn joined(
+    l: std::thread::ScopedJoinHandle<'_, Result<HashMap<Vec<u8>, KnownFile>, DbError>>,
+) -> Result<HashMap<Vec<u8>, KnownFile>, ScanError> {
+    match l.join() {
+        Ok(known) => Ok(known?),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A walk's verdict on each candidate file, against the root's catalogue ([`scan_root`]).
+struct Judge<'a> {
+    db: &'a Db,
+    root: &'a [u8],
+    wait: Unfinished,
+    /// Paths the watcher has waiting as still open for writing.
+    open: &'a HashSet<Vec<u8>>,
+    /// The catalogue of the root; what is left in it after the walk was not seen.
+    known: HashMap<Vec<u8>, KnownFile>,
+    files: u64,
+    fresh: u64,
+    queued: u64,
+    waiting: Vec<WaitingFile>,
+    unfinished: Vec<Waiting>,
+    /// New or changed files to record, written [`WRITE_BATCH`] at a time.
+    batch: Vec<(Vec<u8>, FileStat)>,
+}
+
+impl Judge<'_> {
+    fn see(&mut self, path_bytes: Vec<u8>, stat: FileStat) -> Result<(), ScanError> {
+        self.files += 1;
+        match self.known.remove(&path_bytes) {
+            Some(k) if k.stat == stat && !k.missing => {}
+            _ if is_fresh(stat.mtime_ns, self.wait.settle) => self.fresh += 1,
+            _ if self.open.contains(&path_bytes) => {
+                let path = PathBuf::from(std::ffi::OsString::from_vec(path_bytes));
+                self.waiting.push(WaitingFile {
+                    path,
+                    reason: "still open for writing, as the watcher saw".into(),
+                });
+            }
+            _ => match structure(
+                Path::new(std::ffi::OsStr::from_bytes(&path_bytes)),
+                stat.size,
+            ) {
+                Structure::Done => self.batch.push((path_bytes, stat)),
+                Structure::Changed => self.fresh += 1,
+                Structure::Incomplete(reason) => {
+                    let path = PathBuf::from(std::ffi::OsString::from_vec(path_bytes));
+                    if is_fresh(stat.mtime_ns, self.wait.incomplete_limit) {
+                        self.unfinished.push(Waiting {
+                            root: self.root.to_vec(),
+                            path: path.as_os_str().as_bytes().to_vec(),
+                            kind: WaitKind::Incomplete,
+                            reason: reason.clone(),
+                            since_ms: now_ms(),
+                        });
+                        self.waiting.push(WaitingFile { path, reason });
+                    } else {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "taking a file that still looks unfinished after \
+                             watch.incomplete_limit: {reason}"
+                        );
+                        self.batch.push((path.into_os_string().into_vec(), stat));
+                    }
+                }
+            },
+        }
+        if self.batch.len() >= WRITE_BATCH {
+            self.queued += flush(self.db, self.root, &mut self.batch)?;
+        }
+        Ok(())
+    }
 }
 
 /// Walks one folder under a root (or the root itself) by the same rules as [`scan_root`]
@@ -708,16 +803,20 @@ fn walk(
         let mut names = Vec::new();
         for entry in entries {
             match entry {
-                Ok(e) => names.push(e.file_name()),
+                Ok(e) => names.push(e),
                 Err(e) => errors.push(format!("{}: {e}", dir.display())),
             }
         }
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        // Byte order (an `OsString`'s), each name taken once.
+        names.sort_by_cached_key(std::fs::DirEntry::file_name);
         let mut subdirs = Vec::new();
-        for name in names {
-            let path = dir.join(name);
-            // lstat: a symlink is seen as a symlink and never followed.
-            let meta = match std::fs::symlink_metadata(&path) {
+        for entry in names {
+            let path = entry.path();
+            // lstat: a symlink is seen as a symlink and never followed. By the name in the
+            // open directory (`fstatat` with `AT_SYMLINK_NOFOLLOW`, as `find` does), not by the
+            // full path: the kernel's lookup of every component of the path again per entry
+            // was a third of an unchanged re-scan's CPU (docs/BENCHMARKS.md, "Session 8").
+            let meta = match entry.metadata() {
                 Ok(m) => m,
                 // Vanished between readdir and lstat: nothing to do.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -909,5 +1008,116 @@ mod tests {
             !wants("/photos/2024/@eaDir/a.jpg"),
             "a bare name at any depth"
         );
+    }
+
+    fn cache_used(db: &Db) -> i64 {
+        db.call_blocking(|c| Ok(crate::db::cache_used(c))).unwrap()
+    }
+
+    /// A pass reads each root's catalogue whole through SQLite's page cache (16 MB, full at
+    /// 100,000 files); an idle daemon held it until the next pass, an hour later. After the
+    /// pass it is given back (docs/BENCHMARKS.md, "Session 8").
+    #[tokio::test]
+    async fn a_pass_gives_the_page_cache_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos = dir.path().join("photos");
+        for f in 0..20 {
+            let d = photos.join(format!("{f:02}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..100 {
+                std::fs::write(d.join(format!("IMG_{i:04}.jpg")), b"bench").unwrap();
+            }
+        }
+        let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
+        let root = Root::new(&RootConfig::at(&photos)).unwrap();
+        let watch = WatchConfig {
+            mode: crate::config::WatchMode::Off,
+            settle: Duration::ZERO,
+            poll_interval: Duration::from_secs(3600),
+            poll_settle: Duration::from_secs(30),
+            incomplete_limit: Duration::from_secs(3600),
+        };
+        let scan = ScanConfig {
+            interval: Duration::from_secs(3600),
+        };
+        let scanner = Scanner::new(db.clone(), vec![root], MediaTypes::builtin(), &scan, &watch);
+        let cancel = CancellationToken::new();
+        // What a plain read of the whole catalogue leaves in the cache, for comparison.
+        let full = |db: &Db| {
+            db.call_blocking(|c| {
+                c.query_row("SELECT SUM(length(path) + size) FROM files", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap();
+            cache_used(db)
+        };
+        for pass in ["first", "unchanged"] {
+            let out = scanner.scan_all(|| {}, &cancel).await.unwrap();
+            let RootOutcome::Scanned(s) = &out[0].1 else {
+                panic!("{pass} pass: {out:?}");
+            };
+            assert_eq!(s.files, 2000, "{pass} pass");
+            let left = cache_used(&db);
+            let full = full(&db);
+            assert!(
+                full > 100_000,
+                "a read of the catalogue filled {full} bytes"
+            );
+            assert!(
+                left < full / 10,
+                "{pass} pass: the page cache holds {left} bytes after it (a read of the \
+                 catalogue: {full})"
+            );
+        }
+    }
+
+    /// The files a walk finds before the root's catalogue is read (on its second thread)
+    /// are judged as those found after: the same new, changed, unchanged and gone files.
+    #[test]
+    fn files_found_before_the_catalogue_is_read_are_judged_alike() {
+        let outcome = |read_after: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let photos = dir.path().join("photos");
+            for f in 0..5 {
+                let d = photos.join(format!("{f}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..40 {
+                    std::fs::write(d.join(format!("IMG_{i:03}.jpg")), format!("x{i}")).unwrap();
+                }
+            }
+            let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
+            let root = Root::new(&RootConfig::at(&photos)).unwrap();
+            let wait = Unfinished {
+                settle: Duration::ZERO,
+                incomplete_limit: Duration::from_secs(3600),
+            };
+            let cancel = CancellationToken::new();
+            let media = MediaTypes::builtin();
+            let scan = || match scan_root(&db, &root, &media, wait, &cancel).unwrap() {
+                RootOutcome::Scanned(s) => s,
+                o => panic!("{o:?}"),
+            };
+            READ_AFTER_WALK.with(|f| f.set(read_after));
+            let first = scan();
+            // 3 changed, 2 new, 4 gone, the other 193 as they were.
+            for i in 0..3 {
+                std::fs::write(photos.join(format!("1/IMG_{i:03}.jpg")), b"changed!").unwrap();
+            }
+            for i in 0..2 {
+                std::fs::write(photos.join(format!("2/NEW_{i}.jpg")), b"new").unwrap();
+            }
+            for i in 0..4 {
+                std::fs::remove_file(photos.join(format!("3/IMG_{i:03}.jpg"))).unwrap();
+            }
+            let second = scan();
+            let third = scan();
+            READ_AFTER_WALK.with(|f| f.set(false));
+            let counts = |s: &RootScan| (s.files, s.queued, s.missing, s.fresh);
+            (counts(&first), counts(&second), counts(&third))
+        };
+        let expected = ((200, 200, 0, 0), (198, 5, 4, 0), (198, 0, 0, 0));
+        assert_eq!(outcome(false), expected, "the catalogue read first");
+        assert_eq!(outcome(true), expected, "every file found before the read");
     }
 }

@@ -98,8 +98,13 @@ fn root_id(conn: &Connection, root: &[u8]) -> rusqlite::Result<i64> {
     }
 }
 
-/// Every file known under `root`, keyed by path bytes.
+/// Every file known under `root`, keyed by path bytes. A read of the whole table, through a
+/// small page cache ([`super::with_small_cache`]).
 pub fn load_root(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec<u8>, KnownFile>> {
+    super::with_small_cache(conn, || load_root_rows(conn, root))
+}
+
+fn load_root_rows(conn: &Connection, root: &[u8]) -> rusqlite::Result<HashMap<Vec<u8>, KnownFile>> {
     let mut stmt = conn.prepare_cached(
         "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns, missing FROM files
          WHERE root_id = (SELECT id FROM roots WHERE path = ?1)",
@@ -668,6 +673,46 @@ mod tests {
             assert_eq!(skipped[0].path, b"/r/b.jpg");
             // Seen again, it is news again.
             assert_eq!(record_scan_batch(c, b"/r", &batch[1..], 5)?, 1);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// `load_root` reads the whole table in order: through a small page cache, which it
+    /// leaves as big as it was set (docs/BENCHMARKS.md, "Session 8").
+    #[test]
+    fn loading_a_root_leaves_the_page_cache_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        db.call_blocking(|c| {
+            let batch: Vec<(Vec<u8>, FileStat)> = (0..10_000u64)
+                .map(|i| {
+                    let path = format!("/r/{:02}/summer-in-the-mountains-{i:05}.jpg", i % 50);
+                    (path.into_bytes(), stat(i, 5))
+                })
+                .collect();
+            record_scan_batch(c, b"/r", &batch, 1)?;
+            let size: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+            super::super::shrink(c)?;
+            assert_eq!(load_root(c, b"/r")?.len(), 10_000);
+            let after = crate::db::cache_used(c);
+            assert_eq!(
+                c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0))?,
+                size,
+                "the cache size is set back"
+            );
+            c.query_row("SELECT SUM(length(path) + size) FROM files", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            let plain = crate::db::cache_used(c);
+            assert!(
+                plain > 600_000,
+                "a plain read of the table cached {plain} bytes"
+            );
+            assert!(
+                after <= 300 * 1024,
+                "load_root left {after} bytes in the cache (a plain read: {plain})"
+            );
             Ok(())
         })
         .unwrap();

@@ -18,7 +18,7 @@ use crate::model::AssetId;
 
 /// The bytes of a UUID in canonical lower-case text (`8-4-4-4-12` hex digits), or `None`
 /// for any other text (which is stored as it is).
-fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+pub(crate) fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
     if b.len() != 36 {
         return None;

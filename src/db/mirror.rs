@@ -372,9 +372,12 @@ pub fn reconcile_candidates(
     started_ms: i64,
     seen: impl Fn(&str) -> bool,
 ) -> rusqlite::Result<Candidates> {
-    Ok(Candidates {
-        stale_rows: live_rows_before(conn, started_ms, &seen)?,
-        unmirrored: known_without_live_row(conn)?,
+    // Both read their whole table, through a small page cache.
+    super::with_small_cache(conn, || {
+        Ok(Candidates {
+            stale_rows: live_rows_before(conn, started_ms, &seen)?,
+            unmirrored: known_without_live_row(conn)?,
+        })
     })
 }
 
@@ -758,7 +761,8 @@ pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
 pub fn held_back(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(
         "SELECT COUNT(*) FROM jobs j JOIN files f ON f.id = j.file_id
-         WHERE j.state = 'skipped' AND j.skip_reason = ?1 AND f.missing = 0",
+         WHERE j.state = 'skipped' AND j.state <> 'done' AND j.skip_reason = ?1
+               AND f.missing = 0",
         [SkipReason::DeletedOnServer.code()],
         |r| r.get(0),
     )
@@ -771,7 +775,7 @@ pub fn held_back(conn: &Connection) -> rusqlite::Result<i64> {
 pub fn trash_only(conn: &Connection, limit: usize) -> rusqlite::Result<(i64, Vec<Vec<u8>>)> {
     let sql = "FROM jobs j JOIN files f ON f.id = j.file_id
          LEFT JOIN tombstones t ON t.checksum = f.checksum
-         WHERE j.state = 'skipped' AND f.missing = 0
+         WHERE j.state = 'skipped' AND j.state <> 'done' AND f.missing = 0
                AND ((j.skip_reason = ?1 AND t.reason = 'trashed') OR j.skip_reason = ?2)";
     let (deleted, trashed) = (
         SkipReason::DeletedOnServer.code(),

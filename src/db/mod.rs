@@ -200,6 +200,12 @@ impl Db {
             .map_err(|e| DbError::Join(e.to_string()))?
     }
 
+    /// [`shrink`]: gives the page cache and the heap's free pages back, after a pass over
+    /// the whole catalogue.
+    pub async fn shrink(&self) -> Result<(), DbError> {
+        self.call(|c| shrink(c)).await
+    }
+
     /// Runs `f` with the connection on this thread (for code already on the blocking pool).
     pub fn call_blocking<T, F>(&self, f: F) -> Result<T, DbError>
     where
@@ -213,6 +219,68 @@ impl Db {
             source,
         })
     }
+}
+
+/// Hands the memory a pass over the whole catalogue left behind back to the system: SQLite's
+/// page cache of the connection (`sqlite3_db_release_memory`; pages are read again from the
+/// file, most likely from the OS's cache, when next needed) and, with glibc, the free pages
+/// of every malloc arena (`malloc_trim`). A walk's `load_root` reads the whole `files` table
+/// through the cache (16 MB, full at 100,000 files) and builds its snapshot (about 15 MB at
+/// 100,000 files) on a blocking-pool thread whose arena kept both after the pass: an idle
+/// daemon's resident memory (docs/BENCHMARKS.md, "Session 8").
+pub(crate) fn shrink(conn: &Connection) -> rusqlite::Result<()> {
+    conn.release_memory()?;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only gives free pages of the allocator's own heaps back to the
+    // kernel; it takes the arenas' locks like any malloc call.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    Ok(())
+}
+
+/// The bytes the connection's page cache holds (`SQLITE_DBSTATUS_CACHE_USED`), for tests.
+#[cfg(test)]
+pub(crate) fn cache_used(conn: &Connection) -> i64 {
+    let (mut cur, mut hi) = (0, 0);
+    // SAFETY: the connection's own handle, used on this thread while `conn` is borrowed;
+    // `sqlite3_db_status` only reads its counters.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            &mut cur,
+            &mut hi,
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "sqlite3_db_status");
+    i64::from(cur)
+}
+
+/// The page cache, in KiB, while a whole table is read in order ([`with_small_cache`]).
+const SCAN_CACHE_KIB: i64 = 256;
+
+/// Runs `f`, a read of a whole table in its order, with the connection's page cache cut to
+/// [`SCAN_CACHE_KIB`], and then sets it back (emptied of that table's pages). Such a read
+/// takes each page once, so the cache gains it nothing, and at 100,000 files `load_root`
+/// filled all of its 16 MB: at the same time as the walk's snapshot, the daemon's peak
+/// memory (docs/BENCHMARKS.md, "Session 8"). Lowering the size frees the pages beyond it
+/// at once.
+pub(crate) fn with_small_cache<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    // Prepared once and kept, as every statement a file's way runs (`db/plans.rs`).
+    let kept: i64 = conn
+        .prepare_cached("PRAGMA cache_size")?
+        .query_row([], |r| r.get(0))?;
+    conn.prepare_cached(&format!("PRAGMA cache_size = -{SCAN_CACHE_KIB}"))?
+        .execute([])?;
+    let out = f();
+    conn.prepare_cached(&format!("PRAGMA cache_size = {kept}"))?
+        .execute([])?;
+    out
 }
 
 /// Prepared statements kept per connection. rusqlite keeps 16 by default, fewer than the

@@ -254,7 +254,7 @@ impl Mirror {
             full: kind == PullKind::Full
                 || due
                 || (watermark.is_none() && source != Source::SyncStream),
-            seen: HashMap::new(),
+            seen: SeenIds::default(),
             max_updated_ms: None,
             applied: Applied::default(),
             batch: Vec::new(),
@@ -327,6 +327,11 @@ impl Mirror {
             .db
             .call(move |c| meta::record_pull(c, &done, new_wm))
             .await?;
+        if report.full {
+            // A full pull held every id of the library and read the mirror whole: give
+            // back what that left (docs/BENCHMARKS.md, "Session 8").
+            self.inner.db.shrink().await?;
+        }
         Ok(report)
     }
 
@@ -341,11 +346,7 @@ impl Mirror {
     /// After a complete full pull: every mirrored asset it did not see, and every asset we
     /// uploaded that the mirror lacks, is a suspect; the server confirms which are gone.
     /// Returns how many were confirmed deleted.
-    async fn reconcile(
-        &self,
-        seen: Arc<HashMap<String, Option<i64>>>,
-        started_ms: i64,
-    ) -> Result<usize, MirrorError> {
+    async fn reconcile(&self, seen: Arc<SeenIds>, started_ms: i64) -> Result<usize, MirrorError> {
         let store::Candidates {
             stale_rows: mut suspects,
             unmirrored: known,
@@ -353,14 +354,12 @@ impl Mirror {
             let seen = seen.clone();
             self.inner
                 .db
-                .call(move |c| {
-                    store::reconcile_candidates(c, started_ms, |id| seen.contains_key(id))
-                })
+                .call(move |c| store::reconcile_candidates(c, started_ms, |id| seen.contains(id)))
                 .await?
         };
         let mut sums: HashSet<Checksum> = suspects.iter().filter_map(|(_, s)| *s).collect();
         for (sum, id) in known {
-            if id.as_ref().is_some_and(|i| seen.contains_key(&i.0)) {
+            if id.as_ref().is_some_and(|i| seen.contains(&i.0)) {
                 continue;
             }
             if sums.insert(sum) {
@@ -621,13 +620,52 @@ fn log_pull(rep: &PullReport) {
     }
 }
 
+/// The asset ids a pull saw, each with the server `updatedAt` (ms) it came with. A full pull
+/// holds every id of the library until its reconcile: a UUID in its canonical text (every id
+/// Immich hands out) is kept as its 16 bytes, 32 bytes a table slot, where a `String` key
+/// was 40 bytes a slot and a heap block of 48 more (100,000 assets: 4 MiB instead of 11).
+/// Any other id is kept as its text.
+#[derive(Debug, Default)]
+pub(crate) struct SeenIds {
+    uuids: HashMap<[u8; 16], Option<i64>>,
+    other: HashMap<String, Option<i64>>,
+}
+
+impl SeenIds {
+    pub(crate) fn get(&self, id: &str) -> Option<Option<i64>> {
+        match crate::db::ids::uuid_bytes(id) {
+            Some(b) => self.uuids.get(&b).copied(),
+            None => self.other.get(id).copied(),
+        }
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub(crate) fn insert(&mut self, id: &str, updated: Option<i64>) {
+        match crate::db::ids::uuid_bytes(id) {
+            Some(b) => self.uuids.insert(b, updated),
+            None => self.other.insert(id.to_owned(), updated),
+        };
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.uuids.len() + self.other.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = SeenIds::default();
+    }
+}
+
 /// One pull in progress: what it saw, and the changes waiting to be applied.
 pub(crate) struct PullRun<'a> {
     mirror: &'a Mirror,
     /// The pull is (or became) a full inventory.
     pub(crate) full: bool,
     /// Asset ids seen, with the server `updatedAt` (ms) they came with.
-    pub(crate) seen: HashMap<String, Option<i64>>,
+    pub(crate) seen: SeenIds,
     /// The largest server `updatedAt` seen: the next watermark.
     pub(crate) max_updated_ms: Option<i64>,
     pub(crate) applied: Applied,
@@ -647,10 +685,10 @@ impl PullRun<'_> {
             self.max_updated_ms = Some(self.max_updated_ms.map_or(u, |m| m.max(u)));
         }
         match self.seen.get(&asset.id.0) {
-            Some(prev) if *prev == updated && updated.is_some() => return Ok(()),
+            Some(prev) if prev == updated && updated.is_some() => return Ok(()),
             _ => {}
         }
-        self.seen.insert(asset.id.0.clone(), updated);
+        self.seen.insert(&asset.id.0, updated);
         self.push(Change::Upsert(asset)).await
     }
 
@@ -685,5 +723,44 @@ impl PullRun<'_> {
             .call(move |c| meta::set_sync_acks(c, &acks))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenIds;
+
+    /// The ids a full pull holds until its reconcile: UUIDs as 16 bytes, anything else as
+    /// its text, each found again by the text the server sent, never by another's.
+    #[test]
+    fn seen_ids_keep_uuids_as_bytes_and_find_every_id_by_its_text() {
+        let mut seen = SeenIds::default();
+        let ids: Vec<String> = (0..1000u32)
+            .map(|i| format!("6f1c9a54-0000-4000-8000-{i:012x}"))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            seen.insert(id, Some(i as i64));
+        }
+        seen.insert("a-uploaded", None);
+        let upper = "6F1C9A54-0000-4000-8000-000000000001";
+        seen.insert(upper, Some(-1));
+        assert_eq!(seen.len(), 1002);
+        assert_eq!(
+            seen.uuids.len(),
+            1000,
+            "every canonical UUID kept as its bytes"
+        );
+        assert_eq!(seen.other.len(), 2);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(seen.get(id), Some(Some(i as i64)), "{id}");
+        }
+        assert_eq!(seen.get("a-uploaded"), Some(None));
+        // An upper-case UUID is another id (stored as text, as the database does).
+        assert_eq!(seen.get(upper), Some(Some(-1)));
+        assert_eq!(seen.get(&upper.to_lowercase()), Some(Some(1)));
+        assert!(!seen.contains("6f1c9a54-0000-4000-8000-00000000ffff"));
+        assert!(!seen.contains("a-uploaded-2"));
+        seen.clear();
+        assert_eq!(seen.len(), 0);
     }
 }
