@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Config;
+use crate::db;
 use crate::db::meta;
 use crate::db::queue::{self, JobReport};
-use crate::db;
 use crate::library::Library;
 use crate::mirror::Mirror;
 use crate::pipeline::{Engine, EngineEnd, Mode, Stats};
