@@ -680,8 +680,30 @@ mod tests {
 
     /// `load_root` reads the whole table in order: through a small page cache, which it
     /// leaves as big as it was set (docs/BENCHMARKS.md, "Session 8").
+    ///
+    /// Checked in a process of its own: the bundled SQLite is built with
+    /// `SQLITE_ENABLE_MEMORY_MANAGEMENT`, so every connection's page cache is one group for
+    /// the process, and a cache at its size takes the group's oldest page, another
+    /// connection's, instead of one of its own. Beside the other tests' connections it then
+    /// grows past its size (seen: 471 KB of a 256 KiB cache).
     #[test]
     fn loading_a_root_leaves_the_page_cache_small() {
+        let name = "db::catalogue::tests::load_root_through_a_small_cache_alone";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--ignored", "--test-threads=1"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run alone, in a process of its own, by loading_a_root_leaves_the_page_cache_small"]
+    fn load_root_through_a_small_cache_alone() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
         db.call_blocking(|c| {

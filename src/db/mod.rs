@@ -266,7 +266,9 @@ const SCAN_CACHE_KIB: i64 = 256;
 /// takes each page once, so the cache gains it nothing, and at 100,000 files `load_root`
 /// filled all of its 16 MB: at the same time as the walk's snapshot, the daemon's peak
 /// memory (docs/BENCHMARKS.md, "Session 8"). Lowering the size frees the pages beyond it
-/// at once.
+/// at once. The bundled SQLite keeps every connection's cache in one group for the process
+/// (`SQLITE_ENABLE_MEMORY_MANAGEMENT`), whose bound is the sum of their sizes: with several
+/// accounts the read is held to its size within that sum, not alone.
 pub(crate) fn with_small_cache<T>(
     conn: &Connection,
     f: impl FnOnce() -> rusqlite::Result<T>,
