@@ -337,15 +337,7 @@ async fn a_broken_account_stops_alone() {
     // log: the disk goes on failing, so the garbage is written again while Ann's account
     // has not stopped.
     let ann_dir = f.w.state_dir().join("accounts").join("ann");
-    let break_ann = || {
-        for name in ["state.sqlite3-wal", "state.sqlite3-shm", "state.sqlite3"] {
-            let path = ann_dir.join(name);
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if len > 0 {
-                std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
-            }
-        }
-    };
+    let break_ann = || crate::common::garble_db(&ann_dir);
     break_ann();
     // Ann's engine notices at its next write: a file of hers gives it one.
     f.put("ann", "2.jpg", &jpeg("x ann 2"));
