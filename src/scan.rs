@@ -1014,20 +1014,27 @@ mod tests {
         db.call_blocking(|c| Ok(crate::db::cache_used(c))).unwrap()
     }
 
+    /// `<dir>/photos` with `folders` folders of `files` photos each, photo `i` of a folder
+    /// holding `body(i)`.
+    fn photo_tree(dir: &Path, folders: u32, files: u32, body: impl Fn(u32) -> Vec<u8>) -> PathBuf {
+        let photos = dir.join("photos");
+        for f in 0..folders {
+            let d = photos.join(format!("{f:02}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..files {
+                std::fs::write(d.join(format!("IMG_{i:04}.jpg")), body(i)).unwrap();
+            }
+        }
+        photos
+    }
+
     /// A pass reads each root's catalogue whole through SQLite's page cache (16 MB, full at
     /// 100,000 files); an idle daemon held it until the next pass, an hour later. After the
     /// pass it is given back (docs/BENCHMARKS.md, "Session 8").
     #[tokio::test]
     async fn a_pass_gives_the_page_cache_back() {
         let dir = tempfile::tempdir().unwrap();
-        let photos = dir.path().join("photos");
-        for f in 0..20 {
-            let d = photos.join(format!("{f:02}"));
-            std::fs::create_dir_all(&d).unwrap();
-            for i in 0..100 {
-                std::fs::write(d.join(format!("IMG_{i:04}.jpg")), b"bench").unwrap();
-            }
-        }
+        let photos = photo_tree(dir.path(), 20, 100, |_| b"bench".to_vec());
         let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
         let root = Root::new(&RootConfig::at(&photos)).unwrap();
         let watch = WatchConfig {
@@ -1078,14 +1085,7 @@ mod tests {
     fn files_found_before_the_catalogue_is_read_are_judged_alike() {
         let outcome = |read_after: bool| {
             let dir = tempfile::tempdir().unwrap();
-            let photos = dir.path().join("photos");
-            for f in 0..5 {
-                let d = photos.join(format!("{f}"));
-                std::fs::create_dir_all(&d).unwrap();
-                for i in 0..40 {
-                    std::fs::write(d.join(format!("IMG_{i:03}.jpg")), format!("x{i}")).unwrap();
-                }
-            }
+            let photos = photo_tree(dir.path(), 5, 40, |i| format!("x{i}").into_bytes());
             let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
             let root = Root::new(&RootConfig::at(&photos)).unwrap();
             let wait = Unfinished {
@@ -1102,13 +1102,13 @@ mod tests {
             let first = scan();
             // 3 changed, 2 new, 4 gone, the other 193 as they were.
             for i in 0..3 {
-                std::fs::write(photos.join(format!("1/IMG_{i:03}.jpg")), b"changed!").unwrap();
+                std::fs::write(photos.join(format!("01/IMG_{i:04}.jpg")), b"changed!").unwrap();
             }
             for i in 0..2 {
-                std::fs::write(photos.join(format!("2/NEW_{i}.jpg")), b"new").unwrap();
+                std::fs::write(photos.join(format!("02/NEW_{i}.jpg")), b"new").unwrap();
             }
             for i in 0..4 {
-                std::fs::remove_file(photos.join(format!("3/IMG_{i:03}.jpg"))).unwrap();
+                std::fs::remove_file(photos.join(format!("03/IMG_{i:04}.jpg"))).unwrap();
             }
             let second = scan();
             let third = scan();

@@ -126,23 +126,7 @@ mod tests {
         let live = db
             .call_blocking(|c| {
                 // A catalogue of 3,000 files backed up, so that the planner sees real tables.
-                let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
-                    .map(|i| {
-                        let stat = FileStat {
-                            dev: 1,
-                            ino: i,
-                            size: 100 + i,
-                            mtime_ns: i as i64,
-                            ctime_ns: i as i64,
-                        };
-                        (format!("/r/{:02}/IMG_{i}.jpg", i % 50).into_bytes(), stat)
-                    })
-                    .collect();
-                catalogue::record_scan_batch(c, b"/r", &files, 1)?;
-                c.execute_batch(
-                    "UPDATE jobs SET state = 'done', outcome = 'uploaded';
-                 UPDATE files SET checksum = randomblob(20), asset_id = 'a' || id;",
-                )?;
+                backed_up_catalogue(c)?;
                 // The daemon never runs ANALYZE: the plans to check are those without statistics.
                 // The traced part: 40 new files, one pass through each step.
                 c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(seen));
@@ -307,6 +291,28 @@ mod tests {
         Ok(bad)
     }
 
+    /// 3,000 files under `/r` in 50 folders, every one backed up: real tables for the
+    /// planner.
+    fn backed_up_catalogue(c: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+        let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
+            .map(|i| {
+                let stat = FileStat {
+                    dev: 1,
+                    ino: i,
+                    size: 100 + i,
+                    mtime_ns: i as i64,
+                    ctime_ns: i as i64,
+                };
+                (format!("/r/{:02}/IMG_{i}.jpg", i % 50).into_bytes(), stat)
+            })
+            .collect();
+        catalogue::record_scan_batch(c, b"/r", &files, 1)?;
+        c.execute_batch(
+            "UPDATE jobs SET state = 'done', outcome = 'uploaded';
+             UPDATE files SET checksum = randomblob(20), asset_id = 'a' || id;",
+        )
+    }
+
     /// What every `scan` runs once at its end for its summary (the backlog, the files held
     /// back by the server's trash or a deletion) finds its rows through an index too: on an
     /// unchanged re-scan of 100,000 backed-up files, the list of trash-only files walked
@@ -319,23 +325,7 @@ mod tests {
         let db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
         let traced = db
             .call_blocking(|c| {
-                let files: Vec<(Vec<u8>, FileStat)> = (0..3000u64)
-                    .map(|i| {
-                        let stat = FileStat {
-                            dev: 1,
-                            ino: i,
-                            size: 100 + i,
-                            mtime_ns: i as i64,
-                            ctime_ns: i as i64,
-                        };
-                        (format!("/r/{:02}/IMG_{i}.jpg", i % 50).into_bytes(), stat)
-                    })
-                    .collect();
-                catalogue::record_scan_batch(c, b"/r", &files, 1)?;
-                c.execute_batch(
-                    "UPDATE jobs SET state = 'done', outcome = 'uploaded';
-                 UPDATE files SET checksum = randomblob(20), asset_id = 'a' || id;",
-                )?;
+                backed_up_catalogue(c)?;
                 c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(seen_at_end));
                 queue::backlog(c, 10)?;
                 mirror::trash_only(c, 10)?;

@@ -288,14 +288,9 @@ async fn an_alert_url_nobody_answers_yet_does_not_stop_the_backup() {
 async fn an_account_that_stops_is_alerted_once() {
     let hook = Listener::start(0).await;
     let mut w = World::new(Dialect::Immich).await;
-    let ann = w.server.add_user("ann@example.com", "pw-ann");
-    let ben = w.server.add_user("ben@example.com", "pw-ben");
-    let ann_key = w.server.create_api_key(&ann, &["all"]);
-    let ben_key = w.server.create_api_key(&ben, &["all"]);
+    let (ann, ann_key) = w.user_with_root("ann");
+    let (ben, ben_key) = w.user_with_root("ben");
     let root = |who: &str| w.dir.path().join(who);
-    for who in ["ann", "ben"] {
-        std::fs::create_dir_all(root(who)).unwrap();
-    }
     let extra = format!(
         "[alerts]\nurl = \"{}\"\n\
          [[accounts]]\nname = \"ann\"\napi_key = \"{ann_key}\"\n\
@@ -372,14 +367,9 @@ async fn an_account_that_stops_is_alerted_once() {
 async fn alerts_set_by_a_sighup_tell_a_stop_its_resolve_and_an_outage() {
     let hook = Listener::start(0).await;
     let mut w = World::new(Dialect::Immich).await;
-    let ann = w.server.add_user("ann@example.com", "pw-ann");
-    let ben = w.server.add_user("ben@example.com", "pw-ben");
-    let ann_key = w.server.create_api_key(&ann, &["all"]);
-    let ben_key = w.server.create_api_key(&ben, &["all"]);
+    let (ann, ann_key) = w.user_with_root("ann");
+    let (ben, ben_key) = w.user_with_root("ben");
     let root = |who: &str| w.dir.path().join(who);
-    for who in ["ann", "ben"] {
-        std::fs::create_dir_all(root(who)).unwrap();
-    }
     let has = |user: &str, bytes: &[u8]| {
         let want = sha1_hex(bytes);
         w.server.assets(user).iter().any(|a| a.checksum_hex == want)

@@ -343,6 +343,19 @@ impl World {
     }
 }
 
+impl World {
+    /// A user `<who>@example.com` of the server with a key of every permission, and a
+    /// folder `<who>` beside the world's root for that user's photos: (user id, key).
+    pub fn user_with_root(&self, who: &str) -> (String, String) {
+        let user = self
+            .server
+            .add_user(&format!("{who}@example.com"), &format!("pw-{who}"));
+        let key = self.server.create_api_key(&user, &["all"]);
+        std::fs::create_dir_all(self.dir.path().join(who)).unwrap();
+        (user, key)
+    }
+}
+
 /// An `[[accounts]]` table and a root of that account.
 pub fn account_table(name: &str, key: &str, root: &Path) -> String {
     format!(
