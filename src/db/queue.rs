@@ -495,11 +495,22 @@ pub fn record_check_answers(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    write_check_answers(&tx, answers, now_ms)?;
+    tx.commit()
+}
+
+/// [`record_check_answers`] inside a transaction the caller holds (the local dedup stages
+/// read and answer a batch in one).
+pub fn write_check_answers(
+    tx: &Connection,
+    answers: &[Checked],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
     for a in answers {
         match &a.answer {
-            CheckAnswer::Skip(why) => skip(&tx, a.file_id, *why, now_ms)?,
+            CheckAnswer::Skip(why) => skip(tx, a.file_id, *why, now_ms)?,
             CheckAnswer::Linked { asset, verified } => finish_done(
-                &tx,
+                tx,
                 a.file_id,
                 &a.checksum,
                 asset.as_ref(),
@@ -507,10 +518,10 @@ pub fn record_check_answers(
                 *verified,
                 now_ms,
             )?,
-            CheckAnswer::Upload => set_state(&tx, a.file_id, JobState::Uploading, now_ms)?,
+            CheckAnswer::Upload => set_state(tx, a.file_id, JobState::Uploading, now_ms)?,
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 /// When the next `retry` job becomes due (unix ms), ignoring jobs that have used up

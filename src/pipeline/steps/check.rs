@@ -82,6 +82,13 @@ async fn without_network(
         .db
         .call(move |c| {
             let now = now_ms();
+            // One transaction for the batch's reads and its answers: each statement outside
+            // one would be a read transaction of its own, with its locks (docs/BENCHMARKS.md,
+            // "Session 9: small files").
+            // Immediate: the batch writes, and a read transaction upgraded to a write one fails
+            // at once (no busy wait) if another connection wrote since it began.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let c = &*tx;
             let complete = mirror_answers_all(c, pull_interval, now)?;
             let mut answers = Vec::new();
             let mut rest = Vec::new();
@@ -114,7 +121,8 @@ async fn without_network(
                 }
                 rest.push(job);
             }
-            queue::record_check_answers(c, &answers, now)?;
+            queue::write_check_answers(c, &answers, now)?;
+            tx.commit()?;
             Ok((complete, rest, answers))
         })
         .await;

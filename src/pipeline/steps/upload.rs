@@ -125,11 +125,16 @@ async fn look_before(ctx: &Ctx, job: &ClaimedJob, path: &Path) -> Option<Before>
         let still = library::still_prefix(&bytes);
         let (plan, edited_from) = db
             .call_blocking(move |c| {
+                // One transaction for both look-ups (and a Live Photo's deferral), not one
+                // each; immediate, since a Live Photo's deferral writes.
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let plan = match still {
-                    Some(prefix) => library::plan_still_in(c, file_id, &prefix)?,
+                    Some(prefix) => library::plan_still_in(&tx, file_id, &prefix)?,
                     None => StillPlan::Alone,
                 };
-                Ok((plan, edited::pending(c, file_id)?))
+                let edited_from = edited::pending(&tx, file_id)?;
+                tx.commit()?;
+                Ok((plan, edited_from))
             })
             .unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "cannot look for a Live Photo video or an earlier asset; uploading alone");
