@@ -31,7 +31,8 @@ use crate::lock::{LockError, StateLock};
 use crate::mirror::Mirror;
 use crate::model::MediaTypes;
 use crate::pipeline::{self, Engine, EngineError, Mode, Pause, Waker};
-use crate::scan::{PassError, Root, Scanner};
+use crate::scan::walk::Root;
+use crate::scan::{PassError, Scanner};
 use crate::service;
 use crate::watch::{WatchError, Watcher};
 

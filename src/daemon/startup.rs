@@ -19,7 +19,8 @@ use crate::db::{self, now_ms, Db};
 use crate::lock::StateLock;
 use crate::model::MediaTypes;
 use crate::pipeline::{self, Hold, PauseTimes, Waker};
-use crate::scan::{Root, Scanner};
+use crate::scan::walk::Root;
+use crate::scan::Scanner;
 use crate::service;
 
 use super::{DaemonError, Started, Tuning, CONNECT_RETRY_INITIAL};
