@@ -20,11 +20,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::scan_command::scan_one;
-use super::{open, run_account, DaemonError, Opened, Reloaded, ScanSummary, Tuning};
+use super::error::DaemonError;
+use super::scan_command::{scan_one, ScanSummary};
+use super::startup::{open, Opened};
+use super::tree::run_account;
+use super::tuning::Tuning;
 use crate::alerts;
 use crate::config::Config;
-use crate::control::reload;
+use crate::control::reload::{self, Reloaded};
 use crate::live::Live;
 use crate::lock::StateLock;
 use crate::pipeline::{EngineEnd, Stats};
