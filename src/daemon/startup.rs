@@ -269,7 +269,7 @@ pub(super) async fn finish(
 
 /// Records how the server answered, for `status`. A state database that cannot take the
 /// write does not stop the connecting: the next unit of work meets it and says so.
-pub(super) async fn record_connection(db: &Db, state: ConnectionState) {
+async fn record_connection(db: &Db, state: ConnectionState) {
     if let Err(e) = db.call(move |c| meta::record_connection(c, &state)).await {
         tracing::debug!(error = %e, "cannot record the connection state");
     }
