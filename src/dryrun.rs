@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::db::catalogue::{self, DryRunFile};
 use crate::db::{self, meta, Db, DbError};
 use crate::model::MediaTypes;
-use crate::scan::Root;
+use crate::scan::walk::Root;
 
 /// Files and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::db::{self, meta, queue, waiting, Db, DbError};
 use crate::filter::{Entry, Skip};
 use crate::human::{ago, duration, timestamp};
 use crate::model::{JobState, MediaTypes, SkipReason};
-use crate::scan::Root;
+use crate::scan::walk::Root;
 
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

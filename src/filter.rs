@@ -336,7 +336,7 @@ impl Filter {
     pub fn skip(&self, path: &Path, entry: Entry<'_>, levels: &[Arc<Level>]) -> Option<Skip> {
         let is_dir = matches!(entry, Entry::Dir);
         let name = path.file_name()?.as_bytes();
-        if crate::scan::is_temp_name(name) {
+        if is_temp_name(name) {
             return Some(Skip::Temp);
         }
         if let Some(junk) = &self.junk {
@@ -503,6 +503,29 @@ impl Filter {
     }
 }
 
+/// Names that copy tools use while a file is still being written: never uploaded.
+///
+/// `*.part`, `*.crdownload`, `*.tmp`, Syncthing's `.syncthing.*.tmp` and `~syncthing~*`, and
+/// rsync's `.name.XXXXXX` (a dot, the final name, a dot and six random characters).
+pub fn is_temp_name(name: &[u8]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(b".part") || lower.ends_with(b".crdownload") || lower.ends_with(b".tmp") {
+        return true;
+    }
+    if name.starts_with(b"~syncthing~") || name.starts_with(b".syncthing.") {
+        return true;
+    }
+    // rsync: ".IMG_1.jpg.a1B2c3"
+    if name.first() == Some(&b'.') && name.len() > 8 {
+        let (head, tail) = name.split_at(name.len() - 7);
+        if tail[0] == b'.' && tail[1..].iter().all(|c| c.is_ascii_alphanumeric()) && head.len() > 1
+        {
+            return true;
+        }
+    }
+    false
+}
+
 fn read_ignore_file(file: &Path, len: u64) -> Rules {
     use std::io::Read;
     let mut text = String::new();
@@ -541,6 +564,23 @@ mod tests {
 
     fn ignored(r: &Rules, rel: &str, is_dir: bool) -> bool {
         r.decide(Path::new(rel), is_dir).is_some_and(|(_, i)| i)
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        for n in [
+            "IMG_1.jpg.part",
+            "a.crdownload",
+            "x.TMP",
+            ".syncthing.IMG_1.jpg.tmp",
+            "~syncthing~IMG_1.jpg",
+            ".IMG_1.jpg.a1B2c3",
+        ] {
+            assert!(is_temp_name(n.as_bytes()), "{n}");
+        }
+        for n in ["IMG_1.jpg", "holiday.mp4", ".hidden.jpg", "a.b.jpeg"] {
+            assert!(!is_temp_name(n.as_bytes()), "{n}");
+        }
     }
 
     #[test]

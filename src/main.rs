@@ -735,7 +735,7 @@ async fn retry(config: &Config, account: Option<&str>, root: Option<&Path>) -> E
             Ok(Some(l)) => lines.extend(t.name_lines(l)),
             Err(e) => {
                 eprintln!("error: {e}");
-                return exit_code_of(&e);
+                return exit_code_of(&DaemonError::from(e));
             }
         }
     }

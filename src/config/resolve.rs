@@ -478,8 +478,8 @@ impl Resolver<'_> {
             let Ok(rel) = rel else {
                 continue;
             };
-            let walked =
-                crate::scan::Root::new(root).map_or(true, |r| r.may_hold(&root.path.join(&rel)));
+            let walked = crate::scan::walk::Root::new(root)
+                .map_or(true, |r| r.may_hold(&root.path.join(&rel)));
             if walked || j != i {
                 return Err(self.invalid(
                     &key,

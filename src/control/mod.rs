@@ -474,11 +474,8 @@ pub async fn rescan(config: &Config, root: Option<&Path>) -> Result<Vec<String>,
 
 /// `immish-sync retry`: failed jobs back to the queue, and the daemon told. `None` when
 /// there is no state yet.
-pub async fn retry(
-    config: &Config,
-    root: Option<&Path>,
-) -> Result<Option<Vec<String>>, crate::daemon::DaemonError> {
-    let Some(n) = crate::daemon::retry_failed(&config.state.dir, root)? else {
+pub async fn retry(config: &Config, root: Option<&Path>) -> Result<Option<Vec<String>>, DbError> {
+    let Some(n) = retry_failed(&config.state.dir, root)? else {
         return Ok(None);
     };
     let mut lines = vec![match root {
@@ -494,4 +491,19 @@ pub async fn retry(
         ));
     }
     Ok(Some(lines))
+}
+
+/// `immish-sync retry`: puts failed jobs back in the queue (the daemon picks them up at its
+/// next wake; `scan` at once). `None` when there is no state yet: nothing can have failed,
+/// and creating a state directory here would only hide a wrong `[state] dir`.
+fn retry_failed(state_dir: &Path, root: Option<&Path>) -> Result<Option<usize>, DbError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = state_dir.join(db::DB_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = Db::open(&path)?;
+    let root = root.map(|r| r.as_os_str().as_bytes().to_vec());
+    db.call_blocking(move |c| crate::db::queue::retry_failed(c, now_ms(), root.as_deref()))
+        .map(Some)
 }

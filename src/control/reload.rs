@@ -14,7 +14,7 @@
 
 use crate::config::{Config, RootConfig};
 use crate::pipeline;
-use crate::scan::Root;
+use crate::scan::walk::Root;
 
 /// A config read again (SIGHUP): the new one, or why it is refused (file, line, key).
 pub type Reloaded = Result<Config, String>;

@@ -20,11 +20,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::scan_command::scan_one;
-use super::{open, run_account, DaemonError, Opened, Reloaded, ScanSummary, Tuning};
+use super::error::DaemonError;
+use super::scan_command::{scan_one, ScanSummary};
+use super::startup::{open, Opened};
+use super::tree::run_account;
+use super::tuning::Tuning;
 use crate::alerts;
 use crate::config::Config;
-use crate::control::reload;
+use crate::control::reload::{self, Reloaded};
 use crate::live::Live;
 use crate::lock::StateLock;
 use crate::pipeline::{EngineEnd, Stats};
@@ -94,15 +97,52 @@ struct Agent {
     /// as any account runs, so that `status` sees the daemon and a second one cannot start
     /// even when `[server]`'s account has stopped.
     lock: Option<StateLock>,
-    /// To the agent's `account_stopped` alerts, when `[alerts]` has a URL.
-    stops: Option<mpsc::UnboundedSender<alerts::AccountEvent>>,
-    /// The `account_stopped` tasks: the running one, and those a new `[alerts]` (SIGHUP)
-    /// replaced, which finish what they were sending.
-    alerting: Vec<tokio::task::JoinHandle<()>>,
+    /// The agent's `account_stopped` alerts.
+    alerts: StopAlerts,
     /// Whether the running config has `[[accounts]]`. Without, `[server]`'s account is the
     /// single-account daemon it always was: its error is the daemon's, and its lines
     /// carry no span.
     with_accounts: bool,
+}
+
+/// The agent's `account_stopped` alerts (docs/STATUS.md#alerts): the channel to the task
+/// that sends them, as `[alerts]` says, across the SIGHUPs that change it.
+struct StopAlerts {
+    /// How often the alerts look for incidents (`Tuning::alert_check`).
+    check: std::time::Duration,
+    /// To the running task, when `[alerts]` has a URL.
+    stops: Option<mpsc::UnboundedSender<alerts::AccountEvent>>,
+    /// The `account_stopped` tasks: the running one, and those a new `[alerts]` (SIGHUP)
+    /// replaced, which finish what they were sending.
+    alerting: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StopAlerts {
+    /// The agent's `account_stopped` alerts as `config` says (none without a URL); the
+    /// task of the config before finishes what it was sending (docs/ARCHITECTURE.md#reload).
+    fn set(&mut self, config: &crate::config::AlertsConfig) {
+        self.stops = alerts::Notifier::new(config).map(|notify| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.alerting.push(tokio::spawn(
+                alerts::account_stopped(notify, rx, self.check).in_current_span(),
+            ));
+            tx
+        });
+    }
+
+    /// Tells the agent's alerts of an account.
+    fn tell(&self, event: alerts::AccountEvent) {
+        if let Some(stops) = &self.stops {
+            let _ = stops.send(event);
+        }
+    }
+
+    /// The last alerts get their chance (at most [`LAST_ALERTS`]); nothing more is sent.
+    async fn finish(&mut self) {
+        drop(self.stops.take());
+        let alerting = futures_util::future::join_all(std::mem::take(&mut self.alerting));
+        let _ = tokio::time::timeout(LAST_ALERTS, alerting).await;
+    }
 }
 
 /// An account that stopped with an error.
@@ -131,25 +171,6 @@ fn shown(name: &Option<String>) -> &str {
 }
 
 impl Agent {
-    /// The agent's `account_stopped` alerts as `config` says (none without a URL); the
-    /// task of the config before finishes what it was sending (docs/ARCHITECTURE.md#reload).
-    fn set_alerts(&mut self, config: &crate::config::AlertsConfig) {
-        self.stops = alerts::Notifier::new(config).map(|notify| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.alerting.push(tokio::spawn(
-                alerts::account_stopped(notify, rx, self.tuning.alert_check).in_current_span(),
-            ));
-            tx
-        });
-    }
-
-    /// Tells the agent's alerts of an account.
-    fn alert(&self, event: alerts::AccountEvent) {
-        if let Some(stops) = &self.stops {
-            let _ = stops.send(event);
-        }
-    }
-
     /// Takes the account `name` out of the failed ones, if it is one: its stop's time.
     fn unfail(&mut self, name: &Option<String>) -> Option<i64> {
         let at = self.failed.iter().position(|f| f.name == *name)?;
@@ -171,7 +192,7 @@ impl Agent {
             Ok(()) => {
                 if let Some(since_ms) = was {
                     tracing::info!(account = shown(&name), "SIGHUP: the account runs again");
-                    self.alert(alerts::AccountEvent::Resolved {
+                    self.alerts.tell(alerts::AccountEvent::Resolved {
                         account: name,
                         since_ms,
                         running: true,
@@ -281,11 +302,12 @@ impl Agent {
         }
         let since_ms = crate::db::now_ms();
         if self.with_accounts && !self.shutdown.is_cancelled() {
-            self.alert(alerts::AccountEvent::Stopped(alerts::Stopped {
-                account: name.clone(),
-                error: e.to_string(),
-                since_ms,
-            }));
+            self.alerts
+                .tell(alerts::AccountEvent::Stopped(alerts::Stopped {
+                    account: name.clone(),
+                    error: e.to_string(),
+                    since_ms,
+                }));
         }
         self.live_of(&name).set_failed(e.to_string());
         self.failed.push(Failure {
@@ -337,7 +359,7 @@ impl Agent {
             }
         };
         if !running.alerts.same_as(&new.alerts) {
-            self.set_alerts(&new.alerts);
+            self.alerts.set(&new.alerts);
         }
         // `[server]`'s account keeps its rules, a new `[state] dir` included (a restart).
         let default_part = project(&new, None);
@@ -391,7 +413,7 @@ impl Agent {
             self.live.remove_account(n);
             let name = Some(n.clone());
             if let Some(since_ms) = self.unfail(&name) {
-                self.alert(alerts::AccountEvent::Resolved {
+                self.alerts.tell(alerts::AccountEvent::Resolved {
                     account: name,
                     since_ms,
                     running: false,
@@ -492,6 +514,11 @@ pub(super) async fn run_all(
     mut reloads: Option<mpsc::Receiver<Reloaded>>,
 ) -> Result<(), DaemonError> {
     let all = shutdown.child_token();
+    let alerts = StopAlerts {
+        check: tuning.alert_check,
+        stops: None,
+        alerting: Vec::new(),
+    };
     let mut agent = Agent {
         tuning,
         live,
@@ -502,11 +529,10 @@ pub(super) async fn run_all(
         running: HashMap::new(),
         failed: Vec::new(),
         lock: None,
-        stops: None,
-        alerting: Vec::new(),
+        alerts,
         with_accounts: !config.accounts.is_empty(),
     };
-    agent.set_alerts(&config.alerts);
+    agent.alerts.set(&config.alerts);
     for name in names(&config) {
         let Some(c) = project(&config, name.as_deref()) else {
             continue;
@@ -540,9 +566,7 @@ pub(super) async fn run_all(
     }
     all.cancel();
     // The last alerts get their chance; nothing more is sent.
-    drop(agent.stops.take());
-    let alerting = futures_util::future::join_all(std::mem::take(&mut agent.alerting));
-    let _ = tokio::time::timeout(LAST_ALERTS, alerting).await;
+    agent.alerts.finish().await;
     drop(agent.lock.take());
     let mut failed = std::mem::take(&mut agent.failed);
     if failed.is_empty() {

@@ -10,10 +10,12 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::startup::connect;
-use super::{now_ms, queue, DaemonError, Started, Tuning};
+use super::error::DaemonError;
+use super::startup::{connect, Started};
+use super::tuning::Tuning;
 use crate::config::Config;
 use crate::db::meta::{self, ServerIdentity};
+use crate::db::{now_ms, queue};
 use crate::scan::Scanner;
 
 /// Connects again and puts the new client in `s`. `Ok(false)` when stopped first.

@@ -20,8 +20,9 @@ use crate::mirror::Mirror;
 use crate::pipeline::{Engine, EngineEnd, Mode, Stats};
 use crate::scan::{RootOutcome, RootScan};
 
+use super::error::DaemonError;
 use super::startup::start;
-use super::{DaemonError, Tuning};
+use super::tuning::Tuning;
 
 /// How many more times `scan` waits for files that were still changing.
 const SCAN_SETTLE_PASSES: usize = 2;
@@ -127,23 +128,6 @@ impl ScanSummary {
         }
         total
     }
-}
-
-/// `immish-sync scan`: one pass over the roots, then upload until nothing is left to do
-/// now. Returns `Ok(None)` when cancelled before it connected.
-pub async fn scan(config: Config, shutdown: CancellationToken) -> Result<ScanSummary, DaemonError> {
-    scan_with(config, Tuning::default(), shutdown).await
-}
-
-pub async fn scan_with(
-    config: Config,
-    tuning: Tuning,
-    shutdown: CancellationToken,
-) -> Result<ScanSummary, DaemonError> {
-    if config.accounts.is_empty() {
-        return scan_one(config, tuning, shutdown).await;
-    }
-    super::accounts::scan_all(config, tuning, shutdown).await
 }
 
 /// One account's `scan`.

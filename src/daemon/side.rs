@@ -7,17 +7,23 @@
 //! state database or the server starts per account, once that account has connected.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use super::{DaemonError, Tuning, HEALTH_LOOP_BUDGET};
+use super::error::DaemonError;
+use super::tuning::Tuning;
 use crate::api::ApiClient;
 use crate::config::{AlertsConfig, Config};
 use crate::db::Db;
 use crate::live::Live;
 use crate::service;
+
+/// How long a loop of the daemon may go without a heartbeat before `/healthz` says it
+/// stopped making progress (when no systemd watchdog sets its own budget).
+const HEALTH_LOOP_BUDGET: Duration = Duration::from_secs(120);
 
 /// The running side services: dropped, they stop.
 pub(super) struct Side {

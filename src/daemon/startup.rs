@@ -6,6 +6,7 @@
 //! start the task tree (the daemon does, once this returns).
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,10 +20,43 @@ use crate::db::{self, now_ms, Db};
 use crate::lock::StateLock;
 use crate::model::MediaTypes;
 use crate::pipeline::{self, Hold, PauseTimes, Waker};
-use crate::scan::{Root, Scanner};
+use crate::scan::walk::Root;
+use crate::scan::Scanner;
 use crate::service;
 
-use super::{DaemonError, Started, Tuning, CONNECT_RETRY_INITIAL};
+use super::error::DaemonError;
+use super::tuning::Tuning;
+
+/// The first wait after a failed connect; it doubles up to [`Tuning::connect_retry_max`].
+const CONNECT_RETRY_INITIAL: Duration = Duration::from_secs(2);
+
+/// Everything a started daemon holds.
+pub(super) struct Started {
+    /// `None` for `[server]`'s account under `accounts::run_all`, which holds the state
+    /// directory's lock itself for as long as any account runs.
+    pub(super) _lock: Option<StateLock>,
+    pub(super) db: Db,
+    pub(super) api: ApiClient,
+    pub(super) roots: Vec<Root>,
+    pub(super) media: MediaTypes,
+    pub(super) pipeline: pipeline::Settings,
+    pub(super) scanner: Scanner,
+    /// The user's pauses, the engine's waker and the rescans asked for: what the control
+    /// socket reaches, across generations (docs/ARCHITECTURE.md#control).
+    pub(super) control: Control,
+    /// The daemon's control socket task, and what stops it (the daemon only, not `scan`).
+    pub(super) control_socket: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Started {
+    /// Stops listening for commands and removes the socket (before the lock goes).
+    pub(super) async fn close_control(&mut self) {
+        if let Some((stop, task)) = self.control_socket.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+}
 
 /// Creates the state directory (private to the user) and takes its lock.
 pub(super) fn open_state(state: &StateConfig) -> Result<(StateLock, Db), DaemonError> {
@@ -235,7 +269,7 @@ pub(super) async fn finish(
 
 /// Records how the server answered, for `status`. A state database that cannot take the
 /// write does not stop the connecting: the next unit of work meets it and says so.
-pub(super) async fn record_connection(db: &Db, state: ConnectionState) {
+async fn record_connection(db: &Db, state: ConnectionState) {
     if let Err(e) = db.call(move |c| meta::record_connection(c, &state)).await {
         tracing::debug!(error = %e, "cannot record the connection state");
     }

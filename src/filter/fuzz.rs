@@ -135,6 +135,6 @@ proptest! {
         }
         let _ = filter.may_enter(&path);
         prop_assert!(!filter.may_enter(&Path::new("/elsewhere").join(&rel)));
-        let _ = crate::scan::is_temp_name(path.as_os_str().as_bytes());
+        let _ = is_temp_name(path.as_os_str().as_bytes());
     }
 }

@@ -36,6 +36,11 @@ pub enum Pause {
 }
 
 impl Pause {
+    /// The exit code of a `scan` stopped by this pause.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Pause::Auth(_))
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Pause::Auth(m) | Pause::Capacity(m) | Pause::Outage(m) | Pause::Blocked(m) => m,

@@ -4,7 +4,8 @@
 //! Owns: scheduling (how many hashes, checks and uploads run at once), the in-memory list of
 //! jobs accepted for upload, the [`gate`] that pauses all network work (401, server full, an
 //! outage), and what each step's result does to a job's state ([`steps`]). Every write goes
-//! through a named unit of work of `db/`. When an outage ends, the jobs that failed in it are
+//! through a named unit of work of `db/`; a global pause (or its end) is recorded as the
+//! connection state `status` shows. When an outage ends, the jobs that failed in it are
 //! due at once: their own retry backoff is for failures of one file, not of the server.
 //!
 //! Must not: walk directories (the scanner and watcher queue files), or mark a job `done`
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError};
 use crate::backoff::Backoff;
 use crate::config::{HashConfig, MirrorConfig, UploadConfig};
+use crate::db::meta::{self, ConnectionState};
 use crate::db::queue::{self, ClaimedJob};
 use crate::db::{now_ms, Db, DbError};
 use gate::{Gate, Signal};
@@ -338,7 +340,7 @@ impl Engine {
             if run.gate.pause() != shown_pause.as_ref() {
                 shown_pause = run.gate.pause().cloned();
                 let until = run.gate.wake_at().map(|t| t.saturating_duration_since(now));
-                crate::daemon::record_pause(&self.db, shown_pause.as_ref(), until).await;
+                record_pause(&self.db, shown_pause.as_ref(), until).await;
             }
             let outage = run.gate.outage();
             self.outage.send_if_modified(|o| {
@@ -782,6 +784,45 @@ fn split_batches(jobs: Vec<ClaimedJob>, parts: usize) -> Vec<Vec<ClaimedJob>> {
         out.push(run);
     }
     out
+}
+
+impl Pause {
+    /// The connection state `status` shows for this pause, begun now, lifted `until` from
+    /// now (when the engine knows).
+    fn connection_state(&self, until: Option<Duration>) -> ConnectionState {
+        let now = now_ms();
+        let next = until.map(|d| now + d.as_millis() as i64);
+        let text = self.message().to_owned();
+        match self {
+            Pause::Outage(_) => ConnectionState::Unreachable {
+                since_ms: now,
+                next_try_ms: next,
+                error: text,
+            },
+            Pause::Auth(_) => ConnectionState::Refused {
+                since_ms: now,
+                next_try_ms: next,
+                error: text,
+            },
+            Pause::Capacity(_) | Pause::Blocked(_) => ConnectionState::Paused {
+                since_ms: now,
+                until_ms: next,
+                reason: text,
+            },
+        }
+    }
+}
+
+/// Records the engine's global pause (or its end, `None`) as the connection state, for
+/// `status`: the engine knows of an outage that starts after the daemon connected.
+async fn record_pause(db: &Db, pause: Option<&Pause>, until: Option<Duration>) {
+    let state = match pause {
+        Some(p) => p.connection_state(until),
+        None => ConnectionState::Connected { since_ms: now_ms() },
+    };
+    if let Err(e) = db.call(move |c| meta::record_connection(c, &state)).await {
+        tracing::debug!(error = %e, "cannot record the connection state");
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, Notify};
 
 use super::settle::News;
-use crate::scan::Root;
+use crate::scan::walk::Root;
 
 /// What notify's thread tells the task besides events, per root. Set by the callback,
 /// taken by the task after a wake-up.

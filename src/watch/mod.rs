@@ -53,7 +53,7 @@ use crate::api::MediaTypes;
 use crate::config::WatchConfig;
 use crate::db::{Db, DbError};
 use crate::pipeline::Waker;
-use crate::scan::Root;
+use crate::scan::walk::Root;
 use bridge::{Change, RawEvent, Shared};
 use roots::{Health, Roots};
 use settle::{News, Settling, Stated};

@@ -25,7 +25,7 @@ use super::bridge::{self, RawEvent, Shared};
 use super::{Done, Jobs};
 use crate::config::{WatchConfig, WatchMode};
 use crate::db::{self, now_ms, Db};
-use crate::scan::Root;
+use crate::scan::walk::Root;
 
 /// Paused roots are looked at this often, or every `poll_interval` if that is shorter.
 const PAUSED_RECHECK_MAX: Duration = Duration::from_secs(10);

@@ -33,7 +33,8 @@ use crate::config::WatchConfig;
 use crate::db::catalogue::{self, FileStat};
 use crate::db::waiting::{self, WaitKind, Waiting};
 use crate::db::{now_ms, Db};
-use crate::scan::{structure, Root, Structure};
+use crate::scan::walk::Root;
+use crate::scan::{structure, Structure};
 
 /// Events for one path closer together than this are one change: a copy writes thousands
 /// of times a second, and the first `lstat` waits until they pause.

@@ -24,7 +24,7 @@ use super::{Done, Full, Jobs};
 use crate::api::MediaTypes;
 use crate::db::catalogue::{self, FileStat};
 use crate::db::Db;
-use crate::scan::{self, Root, ScanError};
+use crate::scan::walk::{scan_subtree, Root, ScanError};
 
 /// A new folder is walked at once and again this much later: files created while notify
 /// was still adding the folder's watch raise no event at all.
@@ -157,7 +157,7 @@ impl Walks {
             let start = dir
                 .as_ref()
                 .map_or(root.path.as_path(), |d| d.dir.as_path());
-            let walked = match scan::scan_subtree(&root, start, &media, &cancel) {
+            let walked = match scan_subtree(&root, start, &media, &cancel) {
                 Ok(w) => w,
                 Err(ScanError::Cancelled) => Default::default(),
                 Err(ScanError::Db(e)) => return Err(e.into()),
