@@ -632,10 +632,11 @@ fn state_v3_opens_with_every_file_as_it_was() {
         // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
         // device ids once each, in `remote_ids`), 0013 stored asset ids in 16 bytes (the
         // fixture's are not UUIDs: they stay text), 0014 left `done` jobs out of the queue's
-        // index and keeps their count, 0015 keeps in `known_assets` only what no file says.
+        // index and keeps their count, 0015 keeps in `known_assets` only what no file says,
+        // 0016 keeps no `sidecars` row for a photo sent without one.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            15
+            16
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
@@ -767,10 +768,16 @@ fn rows_with_ids(c: &Connection) -> BTreeMap<&'static str, Vec<String>> {
             .query_map([], |r| {
                 let mut cells = Vec::new();
                 for (i, n) in names.iter().enumerate() {
+                    let value = r.get::<_, rusqlite::types::Value>(i)?;
+                    // 0016's `files.sent`: NULL for every file of a fixture without
+                    // `sidecars` rows (nothing sent since 0007 that the file knows of).
+                    if n == "sent" && value == rusqlite::types::Value::Null {
+                        continue;
+                    }
                     let cell = if id_cols.contains(&n.as_str()) {
                         format!("{:?}", immish_sync::db::ids::opt_id(r, i)?)
                     } else {
-                        format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)
+                        format!("{value:?}")
                     };
                     cells.push(format!("{n}={cell}"));
                 }
@@ -860,7 +867,7 @@ fn state_v12_opens_with_every_asset_id_as_it_was() {
     db.call_blocking(move |c| {
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            15
+            16
         );
         let mut rows = rows_with_ids(c);
         rows.remove("known_assets");
@@ -956,10 +963,13 @@ fn all_rows(c: &Connection) -> BTreeMap<String, Vec<String>> {
 }
 
 /// A v14 database (every backed-up file's checksum and asset also a `known_assets` row)
-/// upgraded by today's code (0015: `known_assets` keeps only what no file says): every row
-/// of every other table comes through unchanged, every fact `known_assets` held is still
-/// answered (by its row or by the file that says it), readers answer as before the upgrade,
-/// and a file that stops saying its fact (changed, removed) hands it back to the table.
+/// upgraded by today's code (0015: `known_assets` keeps only what no file says; 0016: no
+/// `sidecars` row for a photo sent without one): every row of every other table comes
+/// through unchanged, every fact `known_assets` held is still answered (by its row or by the
+/// file that says it), readers answer as before the upgrade, a file that stops saying its
+/// fact (changed, removed) hands it back to the table, and a sidecar that shows up or
+/// changes after its photo went up is reported as before the upgrade: for a photo sent with
+/// one or without, never for one that went up before the table (or was linked).
 #[test]
 fn state_v14_opens_with_every_row_and_every_known_asset() {
     let (_dir, copy) = copy(14);
@@ -991,13 +1001,95 @@ fn state_v14_opens_with_every_row_and_every_known_asset() {
     db.call_blocking(move |c| {
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            15
+            16
         );
         let mut rows = all_rows(c);
         let known_rows_after = rows.remove("known_assets").unwrap();
+        // 0016: each file's row gains `sent` (its last value), 1 for the two photos that
+        // have a `sidecars` row in the fixture; the row of the one sent without a sidecar
+        // goes.
+        let mut sent = Vec::new();
+        let files: Vec<String> = rows["files"]
+            .iter()
+            .map(|row| {
+                let (rest, last) = row.rsplit_once(' ').unwrap();
+                if last != "Null" {
+                    sent.push((rest.split(' ').next().unwrap().to_owned(), last.to_owned()));
+                }
+                rest.to_owned()
+            })
+            .collect();
+        rows.insert("files".into(), files);
+        let file = |c: &Connection, name: &str| -> rusqlite::Result<i64> {
+            c.query_row("SELECT id FROM files WHERE path = ?1", [path(name)], |r| {
+                r.get(0)
+            })
+        };
+        let mut want = Vec::new();
+        for name in ["uploaded.jpg", "duplicate.mp4"] {
+            want.push((
+                format!("Integer({})", file(c, name)?),
+                "Integer(1)".to_owned(),
+            ));
+        }
+        sent.sort();
+        want.sort();
+        assert_eq!(sent, want);
+        let sidecars_before = rows_before.get_mut("sidecars").unwrap();
+        assert_eq!(sidecars_before.len(), 2, "{sidecars_before:?}");
+        sidecars_before.retain(|row| !row.contains(" Null Null Null "));
+        assert_eq!(
+            sidecars_before.len(),
+            1,
+            "the row of the photo sent without"
+        );
         assert_eq!(rows, rows_before);
         assert_eq!(known_facts(c), known_before);
         assert_eq!(v12_answers(c), answers_before);
+
+        // Sidecars as before 0016: the one sent with uploaded.jpg is edited, duplicate.mp4
+        // (sent without) gets one, and linked.jpg (linked, not sent) and trashed-by-user.jpg
+        // (uploaded before the fixture's sidecars table knew of it) get one each: reported
+        // for the first two, once.
+        assert_eq!(
+            sidecars::sent_with(c, file(c, "uploaded.jpg")?)?,
+            Some(Some(path("uploaded.jpg.xmp")))
+        );
+        assert_eq!(
+            sidecars::sent_with(c, file(c, "duplicate.mp4")?)?,
+            Some(None)
+        );
+        assert_eq!(sidecars::sent_with(c, file(c, "linked.jpg")?)?, None);
+        let seen: Vec<SeenSidecar> = [
+            "uploaded.jpg.xmp",
+            "duplicate.mp4.xmp",
+            "linked.jpg.xmp",
+            "trashed-by-user.jpg.xmp",
+        ]
+        .iter()
+        .map(|name| SeenSidecar {
+            path: path(name),
+            size: 700,
+            mtime_ns: 1_690_000_000_000_000_020,
+        })
+        .collect();
+        let late: Vec<(Vec<u8>, Vec<u8>, bool)> = sidecars::late(c, &seen)?
+            .into_iter()
+            .map(|l| (l.sidecar, l.photo, l.added))
+            .collect();
+        assert_eq!(
+            late,
+            [
+                (path("uploaded.jpg.xmp"), path("uploaded.jpg"), false),
+                (path("duplicate.mp4.xmp"), path("duplicate.mp4"), true),
+            ]
+        );
+        assert!(sidecars::late(c, &seen)?.is_empty(), "reported once");
+        assert_eq!(sidecars::reported(c)?, 2);
+        assert_eq!(
+            sidecars::sent_with(c, file(c, "duplicate.mp4")?)?,
+            Some(Some(path("duplicate.mp4.xmp")))
+        );
         // The three facts a backed-up file says left the table (uploaded.jpg,
         // duplicate.mp4, held.jpg); the seed server's, the edited file's and the two acted on
         // after upload stay.
