@@ -624,9 +624,9 @@ mod tests {
     }
 
     /// The bound of [`a_backed_up_file_costs_few_bytes_of_state`]: what 0013 to 0017 made it
-    /// (480; 506 with the mirror's dates and visibilities as text, 514 also with a `sidecars`
-    /// row for each photo sent without a sidecar, 561 also without 0015's one statement of a
-    /// backed-up file's asset), with a little room.
+    /// (480; 488 with a `sidecars` row for each photo sent without a sidecar, 506 with the
+    /// mirror's dates and visibilities as text, 514 with both, 561 also without 0015's one
+    /// statement of a backed-up file's asset), with a little room.
     const BYTES_A_FILE: i64 = 485;
 
     /// The count of `done` jobs that the progress lines read (kept by migration 0014's
