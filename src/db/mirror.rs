@@ -256,9 +256,9 @@ pub fn apply(
                     owner,
                     a.checksum.as_ref().map(|c| &c.0[..]),
                     a.original_file_name,
-                    a.file_created_at,
+                    super::fields::date_bind(a.file_created_at.as_deref()),
                     updated_ms,
-                    a.visibility,
+                    super::fields::visibility_bind(a.visibility.as_deref()),
                     a.is_trashed,
                     device,
                     now_ms
@@ -736,10 +736,12 @@ pub struct Counts {
 
 pub fn counts(conn: &Connection) -> rusqlite::Result<Counts> {
     let mut c = Counts::default();
-    let mut stmt = conn.prepare(
-        "SELECT COALESCE(visibility, 'unknown'), COUNT(*) FROM remote_assets
+    // Grouped and sorted by the visibility's text, whatever its stored form (migration 0017).
+    let mut stmt = conn.prepare(&format!(
+        "SELECT COALESCE({}, 'unknown'), COUNT(*) FROM remote_assets
          WHERE deleted_at IS NULL AND is_trashed = 0 GROUP BY 1 ORDER BY 1",
-    )?;
+        super::fields::visibility_text_sql("visibility")
+    ))?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (v, n) = row?;
         c.live += n;

@@ -67,14 +67,17 @@ pub fn plan(
 ) -> rusqlite::Result<usize> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let todo: Vec<(String, String, Option<String>)> = {
+        // In the order of the dates' text, as before migration 0017 kept most of them as
+        // milliseconds (src/db/fields.rs).
         let mut st = tx.prepare(&format!(
             "SELECT r.id, r.original_file_name, r.file_created_at FROM remote_assets r
              WHERE {LIVE} AND NOT EXISTS
                (SELECT 1 FROM pulled p WHERE p.folder = ?1 AND p.asset_id = r.id)
-             ORDER BY r.file_created_at, r.id LIMIT ?2"
+             ORDER BY {}, r.id LIMIT ?2",
+            super::fields::date_text_sql("r.file_created_at")
         ))?;
         let rows = st.query_map(params![bytes(folder), PLAN_BATCH as i64], |r| {
-            Ok((ids::id(r, 0)?, r.get(1)?, r.get(2)?))
+            Ok((ids::id(r, 0)?, r.get(1)?, super::fields::date_read(r, 2)?))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -139,8 +142,9 @@ fn due_of(
          JOIN remote_assets r ON r.id = p.asset_id
          WHERE p.folder = ?1 AND {LIVE}
            AND (p.state = 'pending' OR (p.state = 'failed' AND p.next_attempt_at <= ?2))
-           AND (coalesce(r.visibility, '') = 'hidden') = ?4
-         ORDER BY p.state = 'failed', p.next_attempt_at, p.rowid LIMIT ?3"
+           AND (coalesce({}, '') = 'hidden') = ?4
+         ORDER BY p.state = 'failed', p.next_attempt_at, p.rowid LIMIT ?3",
+        super::fields::visibility_text_sql("r.visibility")
     ))?;
     let rows = st.query_map(params![bytes(folder), now, limit as i64, hidden], |r| {
         let sum: Vec<u8> = r.get(2)?;

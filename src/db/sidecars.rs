@@ -20,25 +20,38 @@ pub struct LateSidecar {
     pub added: bool,
 }
 
-/// Records what photo `file_id` was uploaded with (`None`: no sidecar).
+/// Records what photo `file_id` was uploaded with (`None`: no sidecar). The file's row says
+/// that it went up (`files.sent`, migration 0016); a `sidecars` row is written only for a
+/// sidecar sent, or kept when it counts a late sidecar reported (`reported_ms`): no row of a
+/// sent file means it went up without one.
 pub fn record(
     c: &Connection,
     file_id: i64,
     sent: Option<&SeenSidecar>,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO sidecars (file_id, path, size, mtime_ns, sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, size = excluded.size,
-             mtime_ns = excluded.mtime_ns, sent_ms = excluded.sent_ms",
-    )?
-    .execute(params![
-        file_id,
-        sent.map(|s| s.path.clone()),
-        sent.map(|s| s.size as i64),
-        sent.map(|s| s.mtime_ns),
-        now_ms
-    ])?;
+    c.prepare_cached("UPDATE files SET sent = 1 WHERE id = ?1 AND sent IS NOT 1")?
+        .execute([file_id])?;
+    match sent {
+        Some(s) => {
+            c.prepare_cached(
+                "INSERT INTO sidecars (file_id, path, size, mtime_ns, sent_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, size = excluded.size,
+                     mtime_ns = excluded.mtime_ns, sent_ms = excluded.sent_ms",
+            )?
+            .execute(params![file_id, s.path, s.size as i64, s.mtime_ns, now_ms])?;
+        }
+        None => {
+            c.prepare_cached("DELETE FROM sidecars WHERE file_id = ?1 AND reported_ms IS NULL")?
+                .execute([file_id])?;
+            c.prepare_cached(
+                "UPDATE sidecars SET path = NULL, size = NULL, mtime_ns = NULL, sent_ms = ?2
+                 WHERE file_id = ?1",
+            )?
+            .execute(params![file_id, now_ms])?;
+        }
+    }
     Ok(())
 }
 
@@ -48,8 +61,8 @@ fn photos_of(c: &Connection, sidecar: &[u8]) -> rusqlite::Result<Vec<(i64, Vec<u
     let base = &sidecar[..sidecar.len().saturating_sub(4)];
     let mut out = Vec::new();
     let mut exact = c.prepare_cached(
-        "SELECT f.id, f.path, s.file_id IS NOT NULL, s.path, s.size, s.mtime_ns FROM files f
-         LEFT JOIN sidecars s ON s.file_id = f.id WHERE f.path = ?1",
+        "SELECT f.id, f.path, f.sent IS NOT NULL, s.path, s.size, s.mtime_ns
+         FROM files f LEFT JOIN sidecars s ON s.file_id = f.id WHERE f.path = ?1",
     )?;
     let rows = exact.query_map([base], row)?;
     for r in rows {
@@ -61,8 +74,9 @@ fn photos_of(c: &Connection, sidecar: &[u8]) -> rusqlite::Result<Vec<(i64, Vec<u
     let mut hi = base.to_vec();
     hi.push(b'/');
     let mut stem = c.prepare_cached(
-        "SELECT f.id, f.path, s.file_id IS NOT NULL, s.path, s.size, s.mtime_ns FROM files f
-         LEFT JOIN sidecars s ON s.file_id = f.id WHERE f.path > ?1 AND f.path < ?2",
+        "SELECT f.id, f.path, f.sent IS NOT NULL, s.path, s.size, s.mtime_ns
+         FROM files f LEFT JOIN sidecars s ON s.file_id = f.id
+         WHERE f.path > ?1 AND f.path < ?2",
     )?;
     let rows = stem.query_map([lo, hi], row)?;
     for r in rows {
@@ -77,7 +91,8 @@ fn photos_of(c: &Connection, sidecar: &[u8]) -> rusqlite::Result<Vec<(i64, Vec<u
     Ok(out)
 }
 
-/// (has a row, its sidecar path, size, mtime).
+/// (went up by our upload since 0007, the sidecar it went up with or was reported with: path,
+/// size, mtime).
 type Row = (bool, Option<Vec<u8>>, Option<i64>, Option<i64>);
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Row)> {
@@ -91,7 +106,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Row)> {
 /// Compares the sidecars a scan saw with what their photos went up with: a sidecar whose
 /// stat differs from the one sent, or one that came after a photo that went up without any,
 /// is returned and written as the photo's sidecar now, so that each change is reported
-/// once. Photos uploaded before this table existed have no row and are not compared.
+/// once. Photos uploaded before this table existed (or only linked by dedup) are not sent
+/// (`files.sent` NULL) and are not compared.
 pub fn late(c: &mut Connection, seen: &[SeenSidecar]) -> rusqlite::Result<Vec<LateSidecar>> {
     let tx = c.transaction()?;
     let mut out = Vec::new();
@@ -111,10 +127,13 @@ pub fn late(c: &mut Connection, seen: &[SeenSidecar]) -> rusqlite::Result<Vec<La
                 // Went up with another sidecar (the more specific one wins): not this one.
                 Some(_) => continue,
             };
+            // A photo sent without a sidecar has no row yet: it gets one now (no `sent_ms`:
+            // migration 0016 keeps no time for an upload without a sidecar).
             tx.execute(
-                "UPDATE sidecars SET path = ?2, size = ?3, mtime_ns = ?4,
-                     reported_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000
-                 WHERE file_id = ?1",
+                "INSERT INTO sidecars (file_id, path, size, mtime_ns, reported_ms)
+                 VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER) * 1000)
+                 ON CONFLICT(file_id) DO UPDATE SET path = excluded.path, size = excluded.size,
+                     mtime_ns = excluded.mtime_ns, reported_ms = excluded.reported_ms",
                 params![file_id, s.path, s.size as i64, s.mtime_ns],
             )?;
             out.push(LateSidecar {
@@ -128,14 +147,18 @@ pub fn late(c: &mut Connection, seen: &[SeenSidecar]) -> rusqlite::Result<Vec<La
     Ok(out)
 }
 
-/// The sidecar photo `file_id` went up with, if it has a row (for tests and `status`).
+/// The sidecar photo `file_id` went up with, if it went up by our upload since migration 0007
+/// (`Some(None)`: without one; for tests and `status`). After a late one was reported, that
+/// one.
 pub fn sent_with(c: &Connection, file_id: i64) -> rusqlite::Result<Option<Option<Vec<u8>>>> {
     c.query_row(
-        "SELECT path FROM sidecars WHERE file_id = ?1",
+        "SELECT f.sent IS NOT NULL, s.path
+         FROM files f LEFT JOIN sidecars s ON s.file_id = f.id WHERE f.id = ?1",
         [file_id],
-        |r| r.get(0),
+        |r| Ok(r.get::<_, bool>(0)?.then_some(r.get(1)?)),
     )
     .optional()
+    .map(Option::flatten)
 }
 
 /// How many photos had their sidecar created or edited after they went up (each reported

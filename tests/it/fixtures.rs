@@ -584,8 +584,8 @@ fn state_v3_opens_with_every_file_as_it_was() {
     assert!(!known_before.is_empty());
     // 0012 rebuilds `remote_assets` with its owner and device ids in `remote_ids`: every row
     // comes through with every field the daemon reads (its `device_asset_id` was never read).
-    let mirrored = "SELECT id, {owner}, checksum, original_file_name, file_created_at,
-                        {updated}, visibility, is_trashed, {device}, deleted_at, synced_at
+    let mirrored = "SELECT id, {owner}, checksum, original_file_name, {created},
+                        {updated}, {visibility}, is_trashed, {device}, deleted_at, synced_at
                     FROM remote_assets ORDER BY id";
     let mirror_rows = |c: &Connection, sql: &str| -> Vec<String> {
         let mut stmt = c.prepare(sql).unwrap();
@@ -608,6 +608,8 @@ fn state_v3_opens_with_every_file_as_it_was() {
         &mirrored
             .replace("{owner}", "owner_id")
             .replace("{device}", "device_id")
+            .replace("{created}", "file_created_at")
+            .replace("{visibility}", "visibility")
             .replace("{updated}", "updated_at"),
     );
     assert!(mirror_before.len() >= 5 && mirror_before.iter().any(|r| r.contains(DEVICE)));
@@ -621,6 +623,16 @@ fn state_v3_opens_with_every_file_as_it_was() {
         .replace(
             "{updated}",
             "strftime('%Y-%m-%dT%H:%M:%fZ', updated_at / 1000.0, 'unixepoch')",
+        )
+        // So is the file's date in the server's form, and the visibility a code (0017):
+        // read back as their text.
+        .replace(
+            "{created}",
+            &immish_sync::db::fields::date_text_sql("file_created_at"),
+        )
+        .replace(
+            "{visibility}",
+            &immish_sync::db::fields::visibility_text_sql("visibility"),
         );
     let db = Db::open(&copy).unwrap_or_else(|e| panic!("a v3 database must open: {e}"));
     db.call_blocking(move |c| {
@@ -632,10 +644,12 @@ fn state_v3_opens_with_every_file_as_it_was() {
         // folders', 0011 rebuilt `known_assets` smaller, 0012 `remote_assets` (owner and
         // device ids once each, in `remote_ids`), 0013 stored asset ids in 16 bytes (the
         // fixture's are not UUIDs: they stay text), 0014 left `done` jobs out of the queue's
-        // index and keeps their count, 0015 keeps in `known_assets` only what no file says.
+        // index and keeps their count, 0015 keeps in `known_assets` only what no file says,
+        // 0016 keeps no `sidecars` row for a photo sent without one, 0017 a mirrored asset's
+        // file date in unix ms.
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            15
+            17
         );
         let pulled: i64 = c.query_row("SELECT COUNT(*) FROM pulled", [], |r| r.get(0))?;
         assert_eq!(pulled, 0, "an upgrade pulls nothing by itself");
@@ -767,10 +781,22 @@ fn rows_with_ids(c: &Connection) -> BTreeMap<&'static str, Vec<String>> {
             .query_map([], |r| {
                 let mut cells = Vec::new();
                 for (i, n) in names.iter().enumerate() {
+                    let value = r.get::<_, rusqlite::types::Value>(i)?;
+                    // 0016's `files.sent`: NULL for every file of a fixture without
+                    // `sidecars` rows (nothing sent since 0007 that the file knows of).
+                    if n == "sent" && value == rusqlite::types::Value::Null {
+                        continue;
+                    }
                     let cell = if id_cols.contains(&n.as_str()) {
                         format!("{:?}", immish_sync::db::ids::opt_id(r, i)?)
+                    } else if n == "file_created_at" {
+                        // Unix ms or text since 0017, read as the server's text.
+                        format!("{:?}", immish_sync::db::fields::date_read(r, i)?)
+                    } else if table == "remote_assets" && n == "visibility" {
+                        // A code or text since 0017, read as the server's text.
+                        format!("{:?}", immish_sync::db::fields::visibility_read(r, i)?)
                     } else {
-                        format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)
+                        format!("{value:?}")
                     };
                     cells.push(format!("{n}={cell}"));
                 }
@@ -860,7 +886,7 @@ fn state_v12_opens_with_every_asset_id_as_it_was() {
     db.call_blocking(move |c| {
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            15
+            17
         );
         let mut rows = rows_with_ids(c);
         rows.remove("known_assets");
@@ -938,11 +964,22 @@ fn all_rows(c: &Connection) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for table in tables {
         let mut stmt = c.prepare(&format!("SELECT * FROM main.{table}")).unwrap();
-        let n = stmt.column_count();
+        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
         let mut rows: Vec<String> = stmt
             .query_map([], |r| {
-                (0..n)
-                    .map(|i| Ok(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)))
+                (0..names.len())
+                    .map(|i| match names[i].as_str() {
+                        // Unix ms or text since 0017, read as the server's text.
+                        "file_created_at" => {
+                            Ok(format!("{:?}", immish_sync::db::fields::date_read(r, i)?))
+                        }
+                        // A code or text since 0017, read as the server's text.
+                        "visibility" if table == "remote_assets" => Ok(format!(
+                            "{:?}",
+                            immish_sync::db::fields::visibility_read(r, i)?
+                        )),
+                        _ => Ok(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)),
+                    })
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map(|cells| cells.join(" "))
             })
@@ -956,10 +993,14 @@ fn all_rows(c: &Connection) -> BTreeMap<String, Vec<String>> {
 }
 
 /// A v14 database (every backed-up file's checksum and asset also a `known_assets` row)
-/// upgraded by today's code (0015: `known_assets` keeps only what no file says): every row
-/// of every other table comes through unchanged, every fact `known_assets` held is still
-/// answered (by its row or by the file that says it), readers answer as before the upgrade,
-/// and a file that stops saying its fact (changed, removed) hands it back to the table.
+/// upgraded by today's code (0015: `known_assets` keeps only what no file says; 0016: no
+/// `sidecars` row for a photo sent without one; 0017: file dates in ms and visibilities as
+/// codes, read back as the same text): every row of every other table comes
+/// through unchanged, every fact `known_assets` held is still answered (by its row or by the
+/// file that says it), readers answer as before the upgrade, a file that stops saying its
+/// fact (changed, removed) hands it back to the table, and a sidecar that shows up or
+/// changes after its photo went up is reported as before the upgrade: for a photo sent with
+/// one or without, never for one that went up before the table (or was linked).
 #[test]
 fn state_v14_opens_with_every_row_and_every_known_asset() {
     let (_dir, copy) = copy(14);
@@ -991,13 +1032,105 @@ fn state_v14_opens_with_every_row_and_every_known_asset() {
     db.call_blocking(move |c| {
         assert_eq!(
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
-            15
+            17
         );
         let mut rows = all_rows(c);
         let known_rows_after = rows.remove("known_assets").unwrap();
+        // 0016: each file's row gains `sent` (its last value), 1 for the two photos that
+        // have a `sidecars` row in the fixture; the row of the one sent without a sidecar
+        // goes.
+        let mut sent = Vec::new();
+        let files: Vec<String> = rows["files"]
+            .iter()
+            .map(|row| {
+                let (rest, last) = row.rsplit_once(' ').unwrap();
+                if last != "Null" {
+                    sent.push((rest.split(' ').next().unwrap().to_owned(), last.to_owned()));
+                }
+                rest.to_owned()
+            })
+            .collect();
+        rows.insert("files".into(), files);
+        let file = |c: &Connection, name: &str| -> rusqlite::Result<i64> {
+            c.query_row("SELECT id FROM files WHERE path = ?1", [path(name)], |r| {
+                r.get(0)
+            })
+        };
+        let mut want = Vec::new();
+        for name in ["uploaded.jpg", "duplicate.mp4"] {
+            want.push((
+                format!("Integer({})", file(c, name)?),
+                "Integer(1)".to_owned(),
+            ));
+        }
+        sent.sort();
+        want.sort();
+        assert_eq!(sent, want);
+        let sidecars_before = rows_before.get_mut("sidecars").unwrap();
+        assert_eq!(sidecars_before.len(), 2, "{sidecars_before:?}");
+        sidecars_before.retain(|row| !row.contains(" Null Null Null "));
+        assert_eq!(
+            sidecars_before.len(),
+            1,
+            "the row of the photo sent without"
+        );
         assert_eq!(rows, rows_before);
         assert_eq!(known_facts(c), known_before);
         assert_eq!(v12_answers(c), answers_before);
+        // 0017: every file date of the mirror, in the server's form, is kept in unix ms, and
+        // every visibility (`timeline`) as its code (read above as the text it was).
+        let kinds: Vec<(String, String, i64)> = c
+            .prepare(
+                "SELECT typeof(file_created_at), quote(visibility), COUNT(*)
+                 FROM remote_assets GROUP BY 1, 2 ORDER BY 1, 2",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(kinds, [("integer".to_owned(), "0".to_owned(), 13)]);
+
+        // Sidecars as before 0016: the one sent with uploaded.jpg is edited, duplicate.mp4
+        // (sent without) gets one, and linked.jpg (linked, not sent) and trashed-by-user.jpg
+        // (uploaded before the fixture's sidecars table knew of it) get one each: reported
+        // for the first two, once.
+        assert_eq!(
+            sidecars::sent_with(c, file(c, "uploaded.jpg")?)?,
+            Some(Some(path("uploaded.jpg.xmp")))
+        );
+        assert_eq!(
+            sidecars::sent_with(c, file(c, "duplicate.mp4")?)?,
+            Some(None)
+        );
+        assert_eq!(sidecars::sent_with(c, file(c, "linked.jpg")?)?, None);
+        let seen: Vec<SeenSidecar> = [
+            "uploaded.jpg.xmp",
+            "duplicate.mp4.xmp",
+            "linked.jpg.xmp",
+            "trashed-by-user.jpg.xmp",
+        ]
+        .iter()
+        .map(|name| SeenSidecar {
+            path: path(name),
+            size: 700,
+            mtime_ns: 1_690_000_000_000_000_020,
+        })
+        .collect();
+        let late: Vec<(Vec<u8>, Vec<u8>, bool)> = sidecars::late(c, &seen)?
+            .into_iter()
+            .map(|l| (l.sidecar, l.photo, l.added))
+            .collect();
+        assert_eq!(
+            late,
+            [
+                (path("uploaded.jpg.xmp"), path("uploaded.jpg"), false),
+                (path("duplicate.mp4.xmp"), path("duplicate.mp4"), true),
+            ]
+        );
+        assert!(sidecars::late(c, &seen)?.is_empty(), "reported once");
+        assert_eq!(sidecars::reported(c)?, 2);
+        assert_eq!(
+            sidecars::sent_with(c, file(c, "duplicate.mp4")?)?,
+            Some(Some(path("duplicate.mp4.xmp")))
+        );
         // The three facts a backed-up file says left the table (uploaded.jpg,
         // duplicate.mp4, held.jpg); the seed server's, the edited file's and the two acted on
         // after upload stay.

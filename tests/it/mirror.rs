@@ -122,12 +122,14 @@ struct Row {
 
 fn rows(w: &World) -> Vec<Row> {
     let db = w.db();
+    // The visibility as the server's text, whatever its stored form (migration 0017).
     let mut stmt = db
-        .prepare(
-            "SELECT r.id, o.name, COALESCE(r.visibility, ''), r.is_trashed,
+        .prepare(&format!(
+            "SELECT r.id, o.name, COALESCE({}, ''), r.is_trashed,
                     r.deleted_at IS NOT NULL
              FROM remote_assets r JOIN remote_ids o ON o.id = r.owner ORDER BY r.id",
-        )
+            immish_sync::db::fields::visibility_text_sql("r.visibility")
+        ))
         .unwrap();
     let rows = stmt
         .query_map([], |r| {
