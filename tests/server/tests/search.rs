@@ -269,6 +269,19 @@ async fn search_ties_are_broken_by_id() {
         paged.extend(ids(&body));
     }
     assert_eq!(paged, created);
+    // Newest first, the ties by id the other way round, page by page.
+    let mut paged = Vec::new();
+    for page in 1..=4 {
+        let (_, body) = post(
+            &server,
+            "/search/metadata",
+            json!({ "size": 3, "page": page, "order": "desc" }),
+        )
+        .await;
+        paged.extend(ids(&body));
+    }
+    created.reverse();
+    assert_eq!(paged, created);
 }
 
 #[tokio::test]
