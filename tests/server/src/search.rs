@@ -240,7 +240,7 @@ pub(crate) async fn metadata(
             .flat_map(|al| al.asset_ids.iter())
             .collect()
     });
-    let mut hits: Vec<&Asset> = db
+    let hits: Vec<&Asset> = db
         .assets
         .values()
         .filter(|a| owners.contains(&a.owner_id))
@@ -276,7 +276,7 @@ pub(crate) async fn metadata(
 /// The `size` hits from `start` on, in `fileCreatedAt` order (then id, so that pages are
 /// stable when dates tie), newest first if `desc`. Two selections then a sort of the page
 /// alone: a pull pages through the whole library, and sorting every hit for each page made
-/// a full pull of 1,000,000 assets quadratic (docs/BENCHMARKS.md, "Session 10").
+/// a full pull of 1,000,000 assets quadratic (docs/BENCHMARKS.md, "Session 10: 1,000,000 files").
 fn page_of(mut hits: Vec<&Asset>, start: usize, size: usize, desc: bool) -> Vec<&Asset> {
     let order = |a: &&Asset, b: &&Asset| {
         let o = (a.file_created_at, &a.id).cmp(&(b.file_created_at, &b.id));
