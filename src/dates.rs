@@ -237,6 +237,40 @@ fn parse_offset(s: &str) -> Option<jiff::tz::Offset> {
     jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).ok()
 }
 
+/// Formats Unix nanoseconds as `YYYY-MM-DDTHH:MM:SS.sssZ` (UTC, milliseconds truncated
+/// towards the past), the one date format both v2.7.5 and the next major accept (the
+/// requests' dates, and the mirror's dates read back as the server wrote them).
+///
+/// Every `i64` is in range (1677..2262), so this cannot fail.
+pub fn format_timestamp(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let millis = unix_ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
+/// `civil_from_days`, exact for the whole `i64`-nanosecond range.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 #[cfg(test)]
 mod fuzz;
 

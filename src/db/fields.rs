@@ -19,7 +19,7 @@
 
 use rusqlite::types::{Value, ValueRef};
 
-use crate::api::format_timestamp;
+use crate::dates::format_timestamp;
 
 /// The milliseconds a date is stored as, or `None` for a date kept as its text.
 fn stored_ms(s: &str) -> Option<i64> {

@@ -258,30 +258,25 @@ async fn search_ties_are_broken_by_id() {
         ));
     }
     created.sort();
-    let mut paged = Vec::new();
-    for page in 1..=4 {
-        let (_, body) = post(
-            &server,
-            "/search/metadata",
-            json!({ "size": 2, "page": page, "order": "asc" }),
-        )
-        .await;
-        paged.extend(ids(&body));
-    }
-    assert_eq!(paged, created);
+    assert_eq!(paged(&server, 2, "asc").await, created);
     // Newest first, the ties by id the other way round, page by page.
-    let mut paged = Vec::new();
+    created.reverse();
+    assert_eq!(paged(&server, 3, "desc").await, created);
+}
+
+/// The ids of pages 1 to 4 of a search of everything, `size` a page, in `order`.
+async fn paged(server: &TestServer, size: u32, order: &str) -> Vec<String> {
+    let mut all = Vec::new();
     for page in 1..=4 {
         let (_, body) = post(
-            &server,
+            server,
             "/search/metadata",
-            json!({ "size": 3, "page": page, "order": "desc" }),
+            json!({ "size": size, "page": page, "order": order }),
         )
         .await;
-        paged.extend(ids(&body));
+        all.extend(ids(&body));
     }
-    created.reverse();
-    assert_eq!(paged, created);
+    all
 }
 
 #[tokio::test]
