@@ -279,8 +279,11 @@ fn set_linger_zero(fd: RawFd) {
 /// Forwards one direction: reads, holds each chunk for the latency, spends the bandwidth
 /// cap, writes. A fault that strikes stops it (the socket stays open).
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, conn: Arc<Conn>, dir: usize) {
-    // A bounded queue: a slow writer holds the reader back, as a full window would.
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
+    // A bounded queue: a slow writer holds the reader back, as a full window would. Eight
+    // reads (up to 512 KiB), not 64 (4 MiB): what the client has handed over but the link has
+    // not carried is time with no progress the client can see; 4 MiB of it at a share of
+    // 2 MiB/s outlasted a 10 s stall timeout once under load, and resent a body.
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(8);
     let reader = {
         let conn = conn.clone();
         async move {
