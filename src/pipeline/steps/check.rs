@@ -84,9 +84,9 @@ async fn without_network(
             let now = now_ms();
             // One transaction for the batch's reads and its answers: each statement outside
             // one would be a read transaction of its own, with its locks (docs/BENCHMARKS.md,
-            // "Session 10: small files").
-            // Immediate: the batch writes, and a read transaction upgraded to a write one fails
-            // at once (no busy wait) if another connection wrote since it began.
+            // "Session 10: small files"). Immediate, because the batch writes: a read
+            // transaction upgraded to a write one fails at once (no busy wait) if another
+            // connection wrote since it began.
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let c = &*tx;
             let complete = mirror_answers_all(c, pull_interval, now)?;
